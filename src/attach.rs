@@ -1,0 +1,257 @@
+//! Attaching a sandbox to a network and detaching it. Setup order: reserve in the store
+//! (pending) → links, addresses, routes → one nft transaction → mark ready. Teardown
+//! mirrors it: nft → links → release. A failure undoes what was done; a crash leaves a
+//! pending record that detach or reconcile cleans up.
+
+use crate::error::{Error, Result};
+use crate::firewall::Batch;
+use crate::model::{Driver, Mac, PublishSpec, SandboxRef};
+use crate::netlink::{Netlink, Route, VethRequest};
+use crate::netns::Netns;
+use crate::node::{Node, attach_fw};
+use crate::store::{AttachRequest, AttachState, Attachment, Network, Reserved};
+use crate::sysctl;
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The ptp driver's gateway as sandboxes see it: link-local, answered by a static
+/// neighbour entry pointing at the host-side veth.
+pub const PTP_GW4: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1));
+pub const PTP_GW6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+
+pub struct AttachArgs<'a> {
+    pub network: &'a str,
+    pub sandbox: &'a SandboxRef,
+    pub ifname: &'a str,
+    pub static_ips: &'a [IpAddr],
+    pub mac: Option<Mac>,
+    pub publish: &'a [PublishSpec],
+    pub container_id: Option<&'a str>,
+}
+
+pub struct Attached {
+    pub network: Network,
+    pub attachment: Attachment,
+    /// The sandbox was already attached; nothing changed.
+    pub existed: bool,
+}
+
+fn mac_of(field: &'static str, s: &str) -> Result<Mac> {
+    Mac::parse(field, s)
+}
+
+/// The address as configured inside the sandbox: the subnet prefix on a bridge, a host
+/// prefix on ptp (everything goes through the node).
+fn sandbox_addr(net: &Network, ip: &IpNet) -> IpNet {
+    match net.driver {
+        Driver::Bridge => *ip,
+        Driver::Ptp => {
+            IpNet::new(ip.addr(), if ip.addr().is_ipv4() { 32 } else { 128 }).unwrap_or(*ip)
+        }
+    }
+}
+
+/// Creates the links, addresses, routes and neighbours of one attachment. Safe to run again
+/// on a partially built attachment (reconcile): existing pieces are kept or replaced.
+pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let host_mac = mac_of("host_mac", &att.host_mac)?;
+    let mac = mac_of("mac", &att.mac)?;
+    let controller =
+        match (&net.driver, &net.bridge) {
+            (Driver::Bridge, Some(br)) => Some(nl.link_index(br)?.ok_or_else(|| {
+                Error::not_found("bridge", format!("{br} (run `knit reconcile`)"))
+            })?),
+            _ => None,
+        };
+    let host_index = match nl.link_index(&att.host_ifname)? {
+        Some(i) => i,
+        None => {
+            nl.create_veth(&VethRequest {
+                host_name: &att.host_ifname,
+                host_mac,
+                peer_name: &att.ifname,
+                peer_mac: mac,
+                peer_netns: ns.fd(),
+                mtu: net.mtu,
+                controller,
+            })
+            .map_err(|e| match e.errno() {
+                Some(libc::EEXIST) => Error::invalid(
+                    "--ifname",
+                    &att.ifname,
+                    "an interface with this name already exists in the sandbox",
+                ),
+                _ => e,
+            })?;
+            nl.link_index(&att.host_ifname)?
+                .ok_or_else(|| Error::not_found("link", &att.host_ifname))?
+        }
+    };
+    match net.driver {
+        Driver::Bridge => nl.set_bridge_port_hairpin(host_index)?,
+        Driver::Ptp => {
+            for ip in &att.ips {
+                let host = sandbox_addr(net, ip);
+                nl.add_route(&Route {
+                    dst: host,
+                    gateway: None,
+                    oif: Some(host_index),
+                    onlink: false,
+                    link_scope: true,
+                })?;
+                nl.add_neighbour(host_index, ip.addr(), mac)?;
+            }
+            if !att.ports.is_empty() {
+                sysctl::ensure_path(
+                    &sysctl::iface_key("ipv4", &att.host_ifname, "route_localnet"),
+                    "1",
+                )?;
+            }
+        }
+    }
+    let mut snl = Netlink::open_in(ns)?;
+    let index = snl
+        .link_index(&att.ifname)?
+        .ok_or_else(|| Error::not_found("sandbox interface", &att.ifname))?;
+    snl.set_up(index)?;
+    for ip in &att.ips {
+        snl.add_address(index, sandbox_addr(net, ip))?;
+    }
+    match net.driver {
+        Driver::Bridge => {
+            if !net.internal {
+                for s in &net.subnets {
+                    let default = IpNet::new(
+                        if s.gateway.is_ipv4() {
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                        } else {
+                            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                        },
+                        0,
+                    )
+                    .map_err(|_| Error::invalid("gateway", s.gateway, "bad family"))?;
+                    snl.add_route(&Route {
+                        dst: default,
+                        gateway: Some(s.gateway),
+                        oif: Some(index),
+                        onlink: false,
+                        link_scope: false,
+                    })?;
+                }
+            }
+        }
+        Driver::Ptp => {
+            for s in &net.subnets {
+                let gw = if s.subnet.addr().is_ipv4() {
+                    PTP_GW4
+                } else {
+                    PTP_GW6
+                };
+                snl.add_neighbour(index, gw, host_mac)?;
+                let dst = if net.internal {
+                    s.subnet
+                } else {
+                    IpNet::new(
+                        if gw.is_ipv4() {
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                        } else {
+                            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                        },
+                        0,
+                    )
+                    .map_err(|_| Error::invalid("gateway", gw, "bad family"))?
+                };
+                snl.add_route(&Route {
+                    dst,
+                    gateway: Some(gw),
+                    oif: Some(index),
+                    onlink: true,
+                    link_scope: false,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Node {
+    pub fn attach(&mut self, args: &AttachArgs) -> Result<Attached> {
+        crate::model::validate_ifname("--ifname", args.ifname)?;
+        let ns = Netns::open(args.sandbox.path())
+            .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
+        let path = args.sandbox.path();
+        let reserved = self.store.reserve(&AttachRequest {
+            network: args.network,
+            sandbox: &args.sandbox.key(),
+            netns_path: &path,
+            ifname: args.ifname,
+            static_ips: args.static_ips,
+            mac: args.mac,
+            publish: args.publish,
+            container_id: args.container_id,
+        })?;
+        let network = self.store.network(args.network)?;
+        let att = match reserved {
+            Reserved::Existing(att) if att.state == AttachState::Ready => {
+                return Ok(Attached {
+                    network,
+                    attachment: att,
+                    existed: true,
+                });
+            }
+            // A crashed attach left this behind: clear its remnants and build it again.
+            Reserved::Existing(att) => {
+                self.unplumb(&network, &att)?;
+                att
+            }
+            Reserved::New(att) => att,
+        };
+        let built = plumb(&network, &att, &ns).and_then(|_| {
+            let mut b = Batch::new();
+            b.attachment(&attach_fw(&network, &att), true);
+            b.apply()
+        });
+        if let Err(e) = built {
+            let _ = self.unplumb(&network, &att);
+            let _ = self.store.release(att.id);
+            return Err(e);
+        }
+        self.store.mark_ready(att.id)?;
+        let mut attachment = att;
+        attachment.state = AttachState::Ready;
+        Ok(Attached {
+            network,
+            attachment,
+            existed: false,
+        })
+    }
+
+    /// Removes an attachment's nft elements and links (the kernel removes the peer, its
+    /// addresses and routes with it). Idempotent.
+    pub fn unplumb(&mut self, net: &Network, att: &Attachment) -> Result<()> {
+        let mut b = Batch::new();
+        b.attachment(&attach_fw(net, att), false);
+        if b.apply().is_err() {
+            // The table is damaged or gone: rebuild it from the store without this one.
+            self.rebuild_firewall_without(None, Some(att.id))?;
+        }
+        Netlink::open()?.delete_link(&att.host_ifname)?;
+        Ok(())
+    }
+
+    /// Detaches; Ok(None) if the sandbox was not attached (detach is idempotent).
+    pub fn detach(&mut self, network: &str, sandbox: &SandboxRef) -> Result<Option<Attachment>> {
+        let net = self.store.network(network)?;
+        let Some(att) = self.store.attachment(net.id, &sandbox.key())? else {
+            return Ok(None);
+        };
+        self.detach_attachment(&net, &att)?;
+        Ok(Some(att))
+    }
+
+    pub fn detach_attachment(&mut self, net: &Network, att: &Attachment) -> Result<()> {
+        self.unplumb(net, att)?;
+        self.store.release(att.id)
+    }
+}

@@ -1,0 +1,500 @@
+//! The command line: parse, call the library, print a table (or JSON with --json).
+
+use crate::attach::AttachArgs;
+use crate::error::{Error, Result};
+use crate::model::{Driver, Mac, NetworkSpec, PublishSpec, SandboxRef};
+use crate::netns;
+use crate::node::Node;
+use crate::store::{Attachment, DEFAULT_STATE_DIR, Network};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "knit",
+    version,
+    about = "Container networking for Linux: sandboxes, bridge and ptp networks, IPAM, NAT, port publishing"
+)]
+pub struct Cli {
+    /// Where knit keeps its database.
+    #[arg(long, global = true, env = "KNIT_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Network namespaces that hold containers.
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// Bridge and ptp networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Connect a sandbox to a network.
+    Attach(AttachCli),
+    /// Disconnect a sandbox from a network.
+    Detach { network: String, sandbox: String },
+    /// Everything the kernel has for one sandbox.
+    Inspect { sandbox: String },
+    /// Re-apply all kernel state from the store.
+    Reconcile,
+    /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SandboxCmd {
+    Add {
+        name: String,
+    },
+    Rm {
+        name: String,
+    },
+    Ls,
+    /// Run a command inside the sandbox, like `ip netns exec`.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    Create(CreateCli),
+    Ls,
+    Inspect { name: String },
+    Rm { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateCli {
+    pub name: String,
+    /// IPv4 and/or IPv6 subnet (repeat for dual-stack).
+    #[arg(long = "subnet", required = true)]
+    pub subnets: Vec<String>,
+    /// Gateway address (one per address family; default: first host address).
+    #[arg(long = "gateway")]
+    pub gateways: Vec<String>,
+    #[arg(long, default_value = "bridge")]
+    pub driver: String,
+    /// Bridge interface name (default knbr<id>).
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// No outbound route or NAT; no traffic to or from outside the network.
+    #[arg(long)]
+    pub internal: bool,
+    #[arg(long)]
+    pub no_masquerade: bool,
+    #[arg(long)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachCli {
+    pub network: String,
+    pub sandbox: String,
+    #[arg(long = "ip")]
+    pub ips: Vec<String>,
+    #[arg(long)]
+    pub mac: Option<String>,
+    #[arg(long, default_value = "eth0")]
+    pub ifname: String,
+    /// [HOSTIP:]HOSTPORT[-END]:CPORT[-END][/tcp|udp|sctp]
+    #[arg(long = "publish", short = 'p')]
+    pub publish: Vec<String>,
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
+fn port_text(a: &Attachment) -> Vec<String> {
+    a.ports
+        .iter()
+        .map(|p| {
+            let h = p
+                .host_ip
+                .map(|h| {
+                    if h.is_ipv6() {
+                        format!("[{h}]:")
+                    } else {
+                        format!("{h}:")
+                    }
+                })
+                .unwrap_or_default();
+            format!(
+                "{h}{}->{}:{}/{}",
+                p.host_port, p.container_ip, p.container_port, p.proto
+            )
+        })
+        .collect()
+}
+
+fn print_network(n: &Network, json: bool) {
+    if json {
+        print_json(n);
+        return;
+    }
+    let subnets: Vec<String> = n
+        .subnets
+        .iter()
+        .map(|s| format!("{} gw {}", s.subnet, s.gateway))
+        .collect();
+    println!(
+        "network {} (id {}, driver {})",
+        n.name,
+        n.id,
+        n.driver.as_str()
+    );
+    println!("  bridge:     {}", n.bridge.as_deref().unwrap_or("-"));
+    println!("  subnets:    {}", subnets.join(", "));
+    println!("  internal:   {}", n.internal);
+    println!("  masquerade: {}", n.masquerade);
+    if let Some(m) = n.mtu {
+        println!("  mtu:        {m}");
+    }
+}
+
+fn print_attachment(a: &Attachment, existed: bool, json: bool) {
+    if json {
+        print_json(a);
+        return;
+    }
+    let verb = if existed {
+        "already attached"
+    } else {
+        "attached"
+    };
+    println!(
+        "{verb} {} to {}: {} {} mac {} (host {})",
+        a.sandbox,
+        a.network,
+        a.ifname,
+        join(&a.ips),
+        a.mac,
+        a.host_ifname
+    );
+    for p in port_text(a) {
+        println!("  published {p}");
+    }
+}
+
+fn parse_ips(raw: &[String]) -> Result<Vec<IpAddr>> {
+    raw.iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| Error::invalid("--ip", s, "is not an IP address"))
+        })
+        .collect()
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let open = |exclusive| Node::open(&cli.state_dir, exclusive);
+    match cli.command {
+        Command::Sandbox(SandboxCmd::Exec { name, cmd }) => {
+            let r = SandboxRef::parse(&name)?;
+            let ns =
+                netns::Netns::open(r.path()).map_err(|_| Error::not_found("sandbox", &name))?;
+            let etc = match &r {
+                SandboxRef::Named(n) => Some(n.as_str()),
+                _ => None,
+            };
+            Err(netns::exec_in(&ns, etc, &cmd))
+        }
+        Command::Sandbox(SandboxCmd::Add { name }) => {
+            crate::model::validate_name("sandbox", &name)?;
+            let mut node = open(false)?;
+            let created = netns::create_named(&name)?;
+            node.store.add_sandbox(&name)?;
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"sandbox": name, "created": created, "netns": netns::named_path(&name)}),
+                );
+            } else {
+                println!(
+                    "{} sandbox {name} ({})",
+                    if created { "created" } else { "exists:" },
+                    netns::named_path(&name).display()
+                );
+            }
+            Ok(0)
+        }
+        Command::Sandbox(SandboxCmd::Rm { name }) => {
+            let r = SandboxRef::parse(&name)?;
+            let SandboxRef::Named(name) = r else {
+                return Err(Error::invalid(
+                    "sandbox",
+                    name,
+                    "only named sandboxes can be removed",
+                ));
+            };
+            let mut node = open(false)?;
+            let atts = node.store.attachments_of_sandbox(&name)?;
+            if atts.is_empty() && !netns::is_netns(&netns::named_path(&name)) {
+                return Err(Error::not_found("sandbox", name));
+            }
+            for a in &atts {
+                let net = node.store.network(&a.network)?;
+                node.detach_attachment(&net, a)?;
+            }
+            netns::delete_named(&name)?;
+            node.store.remove_sandbox(&name)?;
+            if !cli.json {
+                println!(
+                    "removed sandbox {name} ({} attachment(s) detached)",
+                    atts.len()
+                );
+            }
+            Ok(0)
+        }
+        Command::Sandbox(SandboxCmd::Ls) => {
+            let node = open(false)?;
+            let mut names = node.store.sandboxes()?;
+            let atts = node.store.all_attachments()?;
+            for a in &atts {
+                if !names.contains(&a.sandbox) {
+                    names.push(a.sandbox.clone());
+                }
+            }
+            #[derive(Serialize)]
+            struct Row {
+                sandbox: String,
+                exists: bool,
+                attachments: Vec<Attachment>,
+            }
+            let rows: Vec<Row> = names
+                .into_iter()
+                .map(|n| {
+                    let path = SandboxRef::parse(&n)
+                        .map(|r| r.path())
+                        .unwrap_or_else(|_| n.clone());
+                    Row {
+                        exists: netns::is_netns(std::path::Path::new(&path)),
+                        attachments: atts.iter().filter(|a| a.sandbox == n).cloned().collect(),
+                        sandbox: n,
+                    }
+                })
+                .collect();
+            if cli.json {
+                print_json(&rows);
+            } else {
+                table(
+                    &["SANDBOX", "EXISTS", "NETWORKS", "ADDRESSES"],
+                    rows.iter()
+                        .map(|r| {
+                            let nets: Vec<String> =
+                                r.attachments.iter().map(|a| a.network.clone()).collect();
+                            let ips: Vec<String> = r
+                                .attachments
+                                .iter()
+                                .flat_map(|a| a.ips.iter().map(|i| i.to_string()))
+                                .collect();
+                            vec![
+                                r.sandbox.clone(),
+                                r.exists.to_string(),
+                                join(&nets),
+                                join(&ips),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(0)
+        }
+        Command::Network(NetworkCmd::Create(c)) => {
+            let spec = NetworkSpec::new(
+                &c.name,
+                Driver::parse(&c.driver)?,
+                c.bridge.as_deref(),
+                &c.subnets,
+                &c.gateways,
+                c.internal,
+                !c.no_masquerade,
+                c.mtu,
+            )?;
+            let mut node = open(false)?;
+            let net = node.create_network(&spec)?;
+            if !cli.json {
+                print!("created ");
+            }
+            print_network(&net, cli.json);
+            Ok(0)
+        }
+        Command::Network(NetworkCmd::Ls) => {
+            let node = open(false)?;
+            let nets = node.store.networks()?;
+            if cli.json {
+                print_json(&nets);
+            } else {
+                let mut rows = Vec::new();
+                for n in &nets {
+                    let count = node.store.attachments_of_network(n.id)?.len();
+                    let subnets: Vec<String> =
+                        n.subnets.iter().map(|s| s.subnet.to_string()).collect();
+                    let mut flags = vec![];
+                    if n.internal {
+                        flags.push("internal");
+                    }
+                    if !n.masquerade {
+                        flags.push("no-masquerade");
+                    }
+                    rows.push(vec![
+                        n.name.clone(),
+                        n.driver.as_str().into(),
+                        n.bridge.clone().unwrap_or("-".into()),
+                        join(&subnets),
+                        count.to_string(),
+                        join(&flags),
+                    ]);
+                }
+                table(
+                    &["NAME", "DRIVER", "BRIDGE", "SUBNETS", "ATTACHED", "FLAGS"],
+                    rows,
+                );
+            }
+            Ok(0)
+        }
+        Command::Network(NetworkCmd::Inspect { name }) => {
+            let node = open(false)?;
+            let net = node.store.network(&name)?;
+            let atts = node.store.attachments_of_network(net.id)?;
+            if cli.json {
+                print_json(&serde_json::json!({"network": net, "attachments": atts}));
+            } else {
+                print_network(&net, false);
+                for a in &atts {
+                    println!(
+                        "  - {} {} {} {:?} {}",
+                        a.sandbox,
+                        a.ifname,
+                        join(&a.ips),
+                        a.state,
+                        join(&port_text(a))
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Network(NetworkCmd::Rm { name }) => {
+            let mut node = open(false)?;
+            node.remove_network(&name)?;
+            if !cli.json {
+                println!("removed network {name}");
+            }
+            Ok(0)
+        }
+        Command::Attach(a) => {
+            let sandbox = SandboxRef::parse(&a.sandbox)?;
+            let ips = parse_ips(&a.ips)?;
+            let mac = a
+                .mac
+                .as_deref()
+                .map(|m| Mac::parse("--mac", m))
+                .transpose()?;
+            let publish = a
+                .publish
+                .iter()
+                .map(|p| PublishSpec::parse(p))
+                .collect::<Result<Vec<_>>>()?;
+            let mut node = open(false)?;
+            let done = node.attach(&AttachArgs {
+                network: &a.network,
+                sandbox: &sandbox,
+                ifname: &a.ifname,
+                static_ips: &ips,
+                mac,
+                publish: &publish,
+                container_id: None,
+            })?;
+            print_attachment(&done.attachment, done.existed, cli.json);
+            Ok(0)
+        }
+        Command::Detach { network, sandbox } => {
+            let sandbox = SandboxRef::parse(&sandbox)?;
+            let mut node = open(false)?;
+            let gone = node.detach(&network, &sandbox)?;
+            if cli.json {
+                print_json(&serde_json::json!({"detached": gone.is_some()}));
+            } else if gone.is_some() {
+                println!("detached {} from {network}", sandbox.key());
+            } else {
+                println!("{} was not attached to {network}", sandbox.key());
+            }
+            Ok(0)
+        }
+        Command::Inspect { sandbox } => {
+            let sandbox = SandboxRef::parse(&sandbox)?;
+            let node = open(false)?;
+            let v = node.inspect_sandbox(&sandbox)?;
+            if v.attachments.is_empty() && v.inside.is_none() {
+                return Err(Error::not_found("sandbox", sandbox.key()));
+            }
+            if cli.json {
+                print_json(&v);
+            } else {
+                crate::report::print_inspect(&v);
+            }
+            Ok(0)
+        }
+        Command::Reconcile => {
+            let mut node = open(true)?;
+            let rep = node.reconcile()?;
+            if cli.json {
+                print_json(&rep);
+            } else {
+                println!(
+                    "reconciled {} network(s), {} attachment(s) in place; removed {} pending, {} with a vanished sandbox, {} leaked link(s)",
+                    rep.networks,
+                    rep.attachments_ok.len(),
+                    rep.pending_removed.len(),
+                    rep.gone_removed.len(),
+                    rep.leaked_links_removed.len()
+                );
+                for e in &rep.errors {
+                    println!("  error: {e}");
+                }
+            }
+            Ok(if rep.errors.is_empty() { 0 } else { 1 })
+        }
+        Command::Demo => crate::demo::run(),
+    }
+}

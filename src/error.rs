@@ -1,0 +1,86 @@
+//! One error type for the library. Every variant renders as one line that names the
+//! field and the offending value, because that line is what the user sees on stderr.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad user input: `field` is the flag or argument, `value` what was given.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} already exists")]
+    Exists { kind: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("subnet {subnet} of network {network:?} has no free address left")]
+    Exhausted { network: String, subnet: String },
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("nftables: {0}")]
+    Nft(String),
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn invalid(field: &'static str, value: impl ToString, reason: impl ToString) -> Self {
+        Error::Invalid {
+            field,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn not_found(kind: &'static str, name: impl ToString) -> Self {
+        Error::NotFound {
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn exists(kind: &'static str, name: impl ToString) -> Self {
+        Error::Exists {
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    /// Wraps an OS error with the operation that failed ("create veth kv1a2b", ...).
+    pub fn io(op: impl ToString, source: io::Error) -> Self {
+        Error::Io {
+            op: op.to_string(),
+            source,
+        }
+    }
+
+    /// The errno behind an OS error, if any (used to tell "already gone" from real failures).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Adds operation context to `io::Result`s.
+pub trait IoContext<T> {
+    fn op(self, op: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn op(self, op: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(op(), e))
+    }
+}

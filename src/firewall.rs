@@ -1,0 +1,561 @@
+//! knit's nftables table, generated as data. Each command (network create, attach, ...)
+//! becomes one `Batch` of typed commands, rendered to one nft script and applied as ONE
+//! transaction. Per-container state lives only in set/map elements, so rule count and
+//! evaluation cost do not grow with containers or published ports.
+//!
+//! Layout of `table inet knit`:
+//! - publish: DNAT through maps keyed by (host ip, proto, port) and (proto, port), reached
+//!   from prerouting (traffic from outside) and output (from the node itself).
+//! - postrouting: masquerade egress of masquerading networks, hairpin and localhost DNAT.
+//! - forward: isolation. `fwd_in` maps an ingress interface to its network's chain, which
+//!   accepts traffic to the same network and drops traffic to other knit networks
+//!   (internal networks drop everything else too); `fwd_out` guards internal networks.
+
+use crate::model::PortMapping;
+use ipnet::IpNet;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+pub const TABLE: &str = "knit";
+const FAMILY: &str = "inet";
+
+/// What the firewall needs to know about one network.
+#[derive(Debug, Clone)]
+pub struct NetFw {
+    pub id: i64,
+    /// The bridge (bridge driver); ptp networks add their host veths per attachment.
+    pub bridge: Option<String>,
+    pub subnets: Vec<IpNet>,
+    pub internal: bool,
+    pub masquerade: bool,
+}
+
+/// What the firewall needs to know about one attachment.
+#[derive(Debug, Clone)]
+pub struct AttachFw {
+    pub net_id: i64,
+    pub internal: bool,
+    /// The host-side veth of a ptp attachment (bridge ports are covered by the bridge).
+    pub ptp_host_if: Option<String>,
+    pub ports: Vec<PortMapping>,
+}
+
+/// One nft command. Strings inside are knit-generated identifiers, addresses and numbers;
+/// user input reaches this module only after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    AddTable,
+    DeleteTable,
+    AddSet {
+        name: String,
+        spec: &'static str,
+    },
+    DeleteSet(String),
+    AddChain {
+        name: String,
+        hook: Option<&'static str>,
+    },
+    FlushChain(String),
+    DeleteChain(String),
+    AddRule {
+        chain: String,
+        rule: String,
+    },
+    AddElements {
+        set: String,
+        elems: Vec<String>,
+    },
+    /// Deletes elements even if some are already gone (re-adding first makes the delete
+    /// always valid, inside the same transaction).
+    RemoveElements {
+        set: String,
+        elems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub cmds: Vec<Cmd>,
+}
+
+const SETS: &[(&str, &str)] = &[
+    ("knit_ifs", "type ifname;"),
+    ("fwd_in", "type ifname : verdict;"),
+    ("fwd_out", "type ifname : verdict;"),
+    ("nets4", "type ipv4_addr; flags interval;"),
+    ("nets6", "type ipv6_addr; flags interval;"),
+    ("masq4", "type ipv4_addr; flags interval;"),
+    ("masq6", "type ipv6_addr; flags interval;"),
+    (
+        "pub4",
+        "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;",
+    ),
+    (
+        "pub4any",
+        "type inet_proto . inet_service : ipv4_addr . inet_service;",
+    ),
+    (
+        "pub6",
+        "type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service;",
+    ),
+    (
+        "pub6any",
+        "type inet_proto . inet_service : ipv6_addr . inet_service;",
+    ),
+];
+
+const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
+    (
+        "publish",
+        None,
+        &[
+            "dnat ip to ip daddr . meta l4proto . th dport map @pub4",
+            "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @pub4any",
+            "dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6",
+            "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @pub6any",
+        ],
+    ),
+    (
+        "prerouting",
+        Some("type nat hook prerouting priority dstnat; policy accept;"),
+        &["fib daddr type local jump publish"],
+    ),
+    (
+        "output",
+        Some("type nat hook output priority -100; policy accept;"),
+        &["fib daddr type local jump publish"],
+    ),
+    (
+        "postrouting",
+        Some("type nat hook postrouting priority srcnat; policy accept;"),
+        &[
+            // Hairpin: a sandbox reached a published port; the answer must come back
+            // through the node, so the node stands in as the source.
+            "ct status dnat ip saddr @nets4 masquerade",
+            "ct status dnat ip6 saddr @nets6 masquerade",
+            // Published on 127.0.0.1: loopback sources cannot leave the node.
+            "ct status dnat ip saddr 127.0.0.0/8 masquerade",
+            "ip saddr @masq4 ip daddr != @nets4 masquerade",
+            "ip6 saddr @masq6 ip6 daddr != @nets6 masquerade",
+        ],
+    ),
+    (
+        "forward",
+        Some("type filter hook forward priority filter; policy accept;"),
+        &[
+            "ct state established,related accept",
+            // Published ports are reachable from every network, like from outside.
+            "ct status dnat accept",
+            "iifname vmap @fwd_in",
+            "oifname vmap @fwd_out",
+        ],
+    ),
+    (
+        "input",
+        Some("type filter hook input priority filter; policy accept;"),
+        // route_localnet is on for knit interfaces (publishing on 127.0.0.1); never let
+        // sandboxes address the node's loopback services directly.
+        &["iifname @knit_ifs ip daddr 127.0.0.0/8 drop"],
+    ),
+];
+
+fn quote(ifname: &str) -> String {
+    format!("\"{ifname}\"")
+}
+
+fn net_chain_out(id: i64) -> String {
+    format!("n{id}_out")
+}
+fn net_chain_in(id: i64) -> String {
+    format!("n{id}_in")
+}
+fn net_set(id: i64) -> String {
+    format!("n{id}_ifs")
+}
+
+fn family_sets(net: &IpNet) -> (&'static str, &'static str) {
+    match net {
+        IpNet::V4(_) => ("nets4", "masq4"),
+        IpNet::V6(_) => ("nets6", "masq6"),
+    }
+}
+
+/// The map and element that publish one port.
+pub fn port_element(p: &PortMapping) -> (&'static str, String) {
+    let target = format!("{} . {}", p.container_ip, p.container_port);
+    match (p.host_ip, p.container_ip) {
+        (Some(h), IpAddr::V4(_)) => (
+            "pub4",
+            format!("{h} . {} . {} : {target}", p.proto, p.host_port),
+        ),
+        (Some(h), IpAddr::V6(_)) => (
+            "pub6",
+            format!("{h} . {} . {} : {target}", p.proto, p.host_port),
+        ),
+        (None, IpAddr::V4(_)) => (
+            "pub4any",
+            format!("{} . {} : {target}", p.proto, p.host_port),
+        ),
+        (None, IpAddr::V6(_)) => (
+            "pub6any",
+            format!("{} . {} : {target}", p.proto, p.host_port),
+        ),
+    }
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, c: Cmd) -> &mut Self {
+        self.cmds.push(c);
+        self
+    }
+
+    fn elems(&mut self, set: impl Into<String>, elems: Vec<String>, add: bool) {
+        if elems.is_empty() {
+            return;
+        }
+        let set = set.into();
+        self.push(if add {
+            Cmd::AddElements { set, elems }
+        } else {
+            Cmd::RemoveElements { set, elems }
+        });
+    }
+
+    /// Table, sets and base chains. Idempotent: objects are `add`ed (no error when
+    /// present) and base chains are flushed before their rules are re-added.
+    pub fn base(&mut self) -> &mut Self {
+        self.push(Cmd::AddTable);
+        for (name, spec) in SETS {
+            self.push(Cmd::AddSet {
+                name: name.to_string(),
+                spec,
+            });
+        }
+        for (name, hook, rules) in BASE_CHAINS {
+            self.push(Cmd::AddChain {
+                name: name.to_string(),
+                hook: *hook,
+            });
+            self.push(Cmd::FlushChain(name.to_string()));
+            for r in *rules {
+                self.push(Cmd::AddRule {
+                    chain: name.to_string(),
+                    rule: r.to_string(),
+                });
+            }
+        }
+        self
+    }
+
+    /// A whole-table rebuild: the old table (if any) is replaced in the same transaction.
+    pub fn rebuild(nets: &[NetFw], atts: &[AttachFw]) -> Self {
+        let mut b = Batch::new();
+        b.push(Cmd::AddTable);
+        b.push(Cmd::DeleteTable);
+        b.base();
+        for n in nets {
+            b.network(n, true);
+        }
+        for a in atts {
+            b.attachment(a, true);
+        }
+        b
+    }
+
+    /// Adds (`add`) or removes a network's chain, set and elements.
+    pub fn network(&mut self, n: &NetFw, add: bool) -> &mut Self {
+        let (out, inn, set) = (net_chain_out(n.id), net_chain_in(n.id), net_set(n.id));
+        if add {
+            self.push(Cmd::AddSet {
+                name: set.clone(),
+                spec: "type ifname;",
+            });
+            for (chain, wanted) in [(&out, true), (&inn, n.internal)] {
+                if !wanted {
+                    continue;
+                }
+                self.push(Cmd::AddChain {
+                    name: chain.clone(),
+                    hook: None,
+                });
+                self.push(Cmd::FlushChain(chain.clone()));
+            }
+            self.push(Cmd::AddRule {
+                chain: out.clone(),
+                rule: format!("oifname @{set} accept"),
+            });
+            self.push(Cmd::AddRule {
+                chain: out.clone(),
+                rule: "oifname @knit_ifs drop".into(),
+            });
+            if n.internal {
+                self.push(Cmd::AddRule {
+                    chain: out.clone(),
+                    rule: "drop".into(),
+                });
+                self.push(Cmd::AddRule {
+                    chain: inn.clone(),
+                    rule: format!("iifname @{set} accept"),
+                });
+                self.push(Cmd::AddRule {
+                    chain: inn.clone(),
+                    rule: "drop".into(),
+                });
+            }
+        }
+        if let Some(br) = &n.bridge {
+            self.iface(n.id, n.internal, br, add);
+        }
+        for net in &n.subnets {
+            let (nets, masq) = family_sets(net);
+            self.elems(nets, vec![net.to_string()], add);
+            if n.masquerade && !n.internal {
+                self.elems(masq, vec![net.to_string()], add);
+            }
+        }
+        if !add {
+            // Elements that jump to the chains are gone above; now the objects themselves.
+            for chain in [&out, &inn] {
+                if chain == &inn && !n.internal {
+                    continue;
+                }
+                self.push(Cmd::AddChain {
+                    name: chain.clone(),
+                    hook: None,
+                });
+                self.push(Cmd::FlushChain(chain.clone()));
+                self.push(Cmd::DeleteChain(chain.clone()));
+            }
+            self.push(Cmd::AddSet {
+                name: set.clone(),
+                spec: "type ifname;",
+            });
+            self.push(Cmd::DeleteSet(set));
+        }
+        self
+    }
+
+    /// An interface that belongs to network `id` (its bridge, or a ptp host veth).
+    fn iface(&mut self, id: i64, internal: bool, ifname: &str, add: bool) {
+        let q = quote(ifname);
+        self.elems("knit_ifs", vec![q.clone()], add);
+        self.elems(net_set(id), vec![q.clone()], add);
+        self.elems(
+            "fwd_in",
+            vec![format!("{q} : jump {}", net_chain_out(id))],
+            add,
+        );
+        if internal {
+            self.elems(
+                "fwd_out",
+                vec![format!("{q} : jump {}", net_chain_in(id))],
+                add,
+            );
+        }
+    }
+
+    pub fn attachment(&mut self, a: &AttachFw, add: bool) -> &mut Self {
+        if let Some(hif) = &a.ptp_host_if {
+            self.iface(a.net_id, a.internal, hif, add);
+        }
+        let mut by_map: Vec<(&'static str, Vec<String>)> = Vec::new();
+        for p in &a.ports {
+            let (map, e) = port_element(p);
+            match by_map.iter_mut().find(|(m, _)| *m == map) {
+                Some((_, v)) => v.push(e),
+                None => by_map.push((map, vec![e])),
+            }
+        }
+        for (map, elems) in by_map {
+            self.elems(map, elems, add);
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        let t = format!("{FAMILY} {TABLE}");
+        let mut s = String::new();
+        for c in &self.cmds {
+            // Writing to a String cannot fail.
+            let _ = match c {
+                Cmd::AddTable => writeln!(s, "add table {t}"),
+                Cmd::DeleteTable => writeln!(s, "delete table {t}"),
+                Cmd::AddSet { name, spec } => {
+                    let kw = if spec.contains(':') { "map" } else { "set" };
+                    writeln!(s, "add {kw} {t} {name} {{ {spec} }}")
+                }
+                Cmd::DeleteSet(name) => writeln!(s, "delete set {t} {name}"),
+                Cmd::AddChain {
+                    name,
+                    hook: Some(h),
+                } => writeln!(s, "add chain {t} {name} {{ {h} }}"),
+                Cmd::AddChain { name, hook: None } => writeln!(s, "add chain {t} {name}"),
+                Cmd::FlushChain(name) => writeln!(s, "flush chain {t} {name}"),
+                Cmd::DeleteChain(name) => writeln!(s, "delete chain {t} {name}"),
+                Cmd::AddRule { chain, rule } => writeln!(s, "add rule {t} {chain} {rule}"),
+                Cmd::AddElements { set, elems } => {
+                    writeln!(s, "add element {t} {set} {{ {} }}", elems.join(", "))
+                }
+                Cmd::RemoveElements { set, elems } => {
+                    let e = elems.join(", ");
+                    writeln!(s, "add element {t} {set} {{ {e} }}")
+                        .and_then(|_| writeln!(s, "delete element {t} {set} {{ {e} }}"))
+                }
+            };
+        }
+        s
+    }
+
+    /// Applies the batch as one transaction in the calling thread's namespace.
+    pub fn apply(&self) -> crate::error::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        crate::nft::run(&self.render()).map(|_| ())
+    }
+}
+
+/// knit's own table as nft prints it (for `inspect`; never on a hot path).
+pub fn list_table() -> crate::error::Result<String> {
+    crate::nft::run(&format!("list table {FAMILY} {TABLE}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Proto;
+
+    fn golden(name: &str, got: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+        assert_eq!(
+            got, want,
+            "golden file {name} differs; UPDATE_GOLDEN=1 to accept"
+        );
+    }
+
+    fn bridge_net() -> NetFw {
+        NetFw {
+            id: 1,
+            bridge: Some("knbr1".into()),
+            subnets: vec![
+                "10.88.0.0/24".parse().unwrap(),
+                "fd88::/64".parse().unwrap(),
+            ],
+            internal: false,
+            masquerade: true,
+        }
+    }
+
+    fn ports() -> Vec<PortMapping> {
+        vec![
+            PortMapping {
+                host_ip: None,
+                host_port: 8080,
+                container_ip: "10.88.0.2".parse().unwrap(),
+                container_port: 80,
+                proto: Proto::Tcp,
+            },
+            PortMapping {
+                host_ip: Some("127.0.0.1".parse().unwrap()),
+                host_port: 5353,
+                container_ip: "10.88.0.2".parse().unwrap(),
+                container_port: 53,
+                proto: Proto::Udp,
+            },
+            PortMapping {
+                host_ip: None,
+                host_port: 8080,
+                container_ip: "fd88::2".parse().unwrap(),
+                container_port: 80,
+                proto: Proto::Tcp,
+            },
+        ]
+    }
+
+    #[test]
+    fn base_table() {
+        golden("base.nft", &Batch::new().base().render());
+    }
+
+    #[test]
+    fn network_create_and_remove() {
+        golden(
+            "network_add.nft",
+            &Batch::new().network(&bridge_net(), true).render(),
+        );
+        golden(
+            "network_del.nft",
+            &Batch::new().network(&bridge_net(), false).render(),
+        );
+        let internal = NetFw {
+            id: 2,
+            bridge: Some("knbr2".into()),
+            subnets: vec!["10.99.0.0/24".parse().unwrap()],
+            internal: true,
+            masquerade: false,
+        };
+        golden(
+            "network_internal.nft",
+            &Batch::new().network(&internal, true).render(),
+        );
+    }
+
+    #[test]
+    fn attachment_elements() {
+        let a = AttachFw {
+            net_id: 1,
+            internal: false,
+            ptp_host_if: None,
+            ports: ports(),
+        };
+        golden(
+            "attach_ports.nft",
+            &Batch::new().attachment(&a, true).render(),
+        );
+        golden(
+            "detach_ports.nft",
+            &Batch::new().attachment(&a, false).render(),
+        );
+        let p = AttachFw {
+            net_id: 3,
+            internal: false,
+            ptp_host_if: Some("kv0011223344".into()),
+            ports: vec![],
+        };
+        golden(
+            "attach_ptp.nft",
+            &Batch::new().attachment(&p, true).render(),
+        );
+    }
+
+    #[test]
+    fn attach_cost_is_constant() {
+        // One element per published port and nothing else: no rules, no per-port chains.
+        let a = AttachFw {
+            net_id: 1,
+            internal: false,
+            ptp_host_if: None,
+            ports: ports(),
+        };
+        let b = Batch {
+            cmds: Batch::new().attachment(&a, true).cmds.clone(),
+        };
+        assert!(b.cmds.iter().all(|c| matches!(c, Cmd::AddElements { .. })));
+    }
+}

@@ -1,0 +1,24 @@
+//! knit: container networking for Linux.
+//!
+//! Layers, bottom up: `netns`, `netlink`, `nft` + `firewall` talk to the kernel; `model`
+//! validates input; `ipam` + `store` own addresses and state; `node`, `attach` and
+//! `reconcile` turn requests into one store transaction, netlink messages and one nft
+//! transaction; `inspect`, `report` and `cli` face the user.
+
+pub mod attach;
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod firewall;
+pub mod inspect;
+pub mod ipam;
+pub mod lock;
+pub mod model;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod node;
+pub mod reconcile;
+pub mod report;
+pub mod store;
+pub mod sysctl;

@@ -1,0 +1,96 @@
+//! In-process libnftables: one `nft_run_cmd_from_buffer` call is one atomic kernel
+//! transaction (all commands apply or none). Loaded at run time so building knit needs no
+//! nftables headers; the library comes with Debian's `libnftables1` (a dependency of nft).
+
+use crate::error::{Error, Result};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::sync::OnceLock;
+
+type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
+type CtxFree = unsafe extern "C" fn(*mut c_void);
+type Buffer = unsafe extern "C" fn(*mut c_void) -> c_int;
+type GetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
+type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+
+struct Lib {
+    _lib: libloading::Library,
+    ctx_new: CtxNew,
+    ctx_free: CtxFree,
+    buffer_output: Buffer,
+    buffer_error: Buffer,
+    get_output: GetBuffer,
+    get_error: GetBuffer,
+    run: RunCmd,
+}
+
+fn load() -> std::result::Result<Lib, String> {
+    // SAFETY: loading a well-known system library; the symbols' signatures are those of
+    // nftables/libnftables.h.
+    unsafe {
+        let lib = libloading::Library::new("libnftables.so.1")
+            .map_err(|e| format!("cannot load libnftables.so.1 (install nftables): {e}"))?;
+        macro_rules! sym {
+            ($name:literal) => {
+                *lib.get($name).map_err(|e| format!("libnftables: {e}"))?
+            };
+        }
+        Ok(Lib {
+            ctx_new: sym!(b"nft_ctx_new\0"),
+            ctx_free: sym!(b"nft_ctx_free\0"),
+            buffer_output: sym!(b"nft_ctx_buffer_output\0"),
+            buffer_error: sym!(b"nft_ctx_buffer_error\0"),
+            get_output: sym!(b"nft_ctx_get_output_buffer\0"),
+            get_error: sym!(b"nft_ctx_get_error_buffer\0"),
+            run: sym!(b"nft_run_cmd_from_buffer\0"),
+            _lib: lib,
+        })
+    }
+}
+
+fn lib() -> Result<&'static Lib> {
+    static LIB: OnceLock<std::result::Result<Lib, String>> = OnceLock::new();
+    LIB.get_or_init(load)
+        .as_ref()
+        .map_err(|e| Error::Nft(e.clone()))
+}
+
+/// Runs an nft script as one transaction in the calling thread's network namespace.
+/// Returns what nft printed (for `list` commands).
+pub fn run(script: &str) -> Result<String> {
+    let lib = lib()?;
+    let cmd = CString::new(script).map_err(|_| Error::Nft("script contains NUL".into()))?;
+    // SAFETY: ctx is created, used and freed here; the buffers returned by libnftables are
+    // valid until the context is freed, and we copy them before that.
+    unsafe {
+        let ctx = (lib.ctx_new)(0);
+        if ctx.is_null() {
+            return Err(Error::Nft("nft_ctx_new failed".into()));
+        }
+        (lib.buffer_output)(ctx);
+        (lib.buffer_error)(ctx);
+        let rc = (lib.run)(ctx, cmd.as_ptr());
+        let take = |p: *const c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        let out = take((lib.get_output)(ctx));
+        let err = take((lib.get_error)(ctx));
+        (lib.ctx_free)(ctx);
+        if rc != 0 {
+            let first = err
+                .lines()
+                .find(|l| l.contains("Error"))
+                .unwrap_or(err.trim())
+                .to_string();
+            return Err(Error::Nft(if first.is_empty() {
+                format!("rc {rc}")
+            } else {
+                first
+            }));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,157 @@
+//! The node: knit's view of the network namespace it runs in, its store and its lock.
+//! Network lifecycle lives here; attachments in `attach`, repair in `reconcile`.
+
+use crate::error::{Error, Result};
+use crate::firewall::{AttachFw, Batch, NetFw};
+use crate::lock::Lock;
+use crate::model::{Driver, NetworkSpec};
+use crate::netlink::Netlink;
+use crate::store::{Attachment, Network, Store};
+use crate::sysctl;
+use ipnet::IpNet;
+use std::path::{Path, PathBuf};
+
+pub struct Node {
+    pub state_dir: PathBuf,
+    pub store: Store,
+    _lock: Lock,
+}
+
+impl Node {
+    /// Opens the store under `state_dir`. `exclusive` is for reconcile (see `lock`).
+    pub fn open(state_dir: &Path, exclusive: bool) -> Result<Node> {
+        let store = Store::open(state_dir)?;
+        let lock = Lock::take(state_dir, exclusive)?;
+        Ok(Node {
+            state_dir: state_dir.to_path_buf(),
+            store,
+            _lock: lock,
+        })
+    }
+
+    pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network> {
+        self.create_network_from(spec, "cli")
+    }
+
+    pub fn create_network_from(&mut self, spec: &NetworkSpec, origin: &str) -> Result<Network> {
+        let net = self.store.create_network(spec, origin)?;
+        if let Err(e) = self.build_network(&net, true) {
+            let _ = self.teardown_network(&net);
+            let _ = self.store.delete_network(net.id);
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// Kernel state of a network: forwarding, bridge with gateway addresses, nft chain and
+    /// elements. With `fresh` an existing bridge of that name is an error (someone else's).
+    pub fn build_network(&mut self, net: &Network, fresh: bool) -> Result<()> {
+        let v4 = net.subnets.iter().any(|s| s.subnet.addr().is_ipv4());
+        let v6 = net.subnets.iter().any(|s| !s.subnet.addr().is_ipv4());
+        sysctl::ensure_forwarding(v4, v6)?;
+        if let Some(br) = &net.bridge {
+            let mut nl = Netlink::open()?;
+            let index = match nl.link_by_name(br)? {
+                Some(l) if fresh => {
+                    return Err(Error::invalid(
+                        "--bridge",
+                        br,
+                        format!("a link with this name already exists (index {})", l.index),
+                    ));
+                }
+                Some(l) => l.index,
+                None => {
+                    nl.create_bridge(br, net.bridge_mac, net.mtu)?;
+                    nl.link_index(br)?
+                        .ok_or_else(|| Error::not_found("link", br))?
+                }
+            };
+            nl.set_up(index)?;
+            for s in &net.subnets {
+                let gw = IpNet::new(s.gateway, s.subnet.prefix_len())
+                    .map_err(|_| Error::invalid("gateway", s.gateway, "bad prefix"))?;
+                nl.add_address(index, gw)?;
+            }
+            // Lets DNAT to a sandbox work for connections to 127.0.0.1 published ports.
+            sysctl::ensure_path(&sysctl::iface_key("ipv4", br, "route_localnet"), "1")?;
+        }
+        let mut b = Batch::new();
+        b.base().network(&net_fw(net), true);
+        b.apply()
+    }
+
+    fn teardown_network(&mut self, net: &Network) -> Result<()> {
+        if Batch::new().network(&net_fw(net), false).apply().is_err() {
+            // knit's table is damaged: rewrite it from the store without this network.
+            self.rebuild_firewall_without(Some(net.id), None)?;
+        }
+        if let Some(br) = &net.bridge {
+            Netlink::open()?.delete_link(br)?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_network(&mut self, name: &str) -> Result<Network> {
+        let net = self.store.network(name)?;
+        let atts = self.store.attachments_of_network(net.id)?;
+        if !atts.is_empty() {
+            let names: Vec<&str> = atts.iter().map(|a| a.sandbox.as_str()).collect();
+            return Err(Error::Conflict(format!(
+                "network {name:?} still has {} attachment(s) ({}); detach them first",
+                atts.len(),
+                names.join(", ")
+            )));
+        }
+        self.teardown_network(&net)?;
+        self.store.delete_network(net.id)?;
+        Ok(net)
+    }
+
+    /// Rewrites knit's whole table from the store in one transaction (reconcile, and the
+    /// fallback when an incremental change finds the table damaged).
+    pub fn rebuild_firewall(&self) -> Result<()> {
+        self.rebuild_firewall_without(None, None)
+    }
+
+    /// The same, leaving out one network and/or one attachment that is being removed.
+    pub fn rebuild_firewall_without(&self, net_id: Option<i64>, att_id: Option<i64>) -> Result<()> {
+        let nets: Vec<Network> = self
+            .store
+            .networks()?
+            .into_iter()
+            .filter(|n| Some(n.id) != net_id)
+            .collect();
+        let atts: Vec<AttachFw> = self
+            .store
+            .all_attachments()?
+            .iter()
+            .filter(|a| Some(a.id) != att_id)
+            .filter_map(|a| {
+                nets.iter()
+                    .find(|n| n.id == a.network_id)
+                    .map(|n| attach_fw(n, a))
+            })
+            .collect();
+        let nets: Vec<NetFw> = nets.iter().map(net_fw).collect();
+        Batch::rebuild(&nets, &atts).apply()
+    }
+}
+
+pub fn net_fw(n: &Network) -> NetFw {
+    NetFw {
+        id: n.id,
+        bridge: n.bridge.clone(),
+        subnets: n.subnets.iter().map(|s| s.subnet).collect(),
+        internal: n.internal,
+        masquerade: n.masquerade,
+    }
+}
+
+pub fn attach_fw(n: &Network, a: &Attachment) -> AttachFw {
+    AttachFw {
+        net_id: n.id,
+        internal: n.internal,
+        ptp_host_if: (n.driver == Driver::Ptp).then(|| a.host_ifname.clone()),
+        ports: a.ports.clone(),
+    }
+}

@@ -1,0 +1,96 @@
+//! `knit reconcile`: make the kernel match the store. Runs under the exclusive lock, so a
+//! pending attachment here is the remnant of a crashed process. Re-creates bridges, links,
+//! addresses and routes that were wiped; drops attachments whose sandbox is gone; deletes
+//! knit-named links the store does not know; rewrites knit's nft table in one transaction.
+
+use crate::attach::plumb;
+use crate::error::Result;
+use crate::netlink::Netlink;
+use crate::netns::Netns;
+use crate::node::Node;
+use crate::store::AttachState;
+use serde::Serialize;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub networks: usize,
+    pub attachments_ok: Vec<String>,
+    pub pending_removed: Vec<String>,
+    pub gone_removed: Vec<String>,
+    pub leaked_links_removed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Link names knit generates; anything else on the node is left alone.
+pub fn is_knit_link(name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    (name.len() == 12 && name.starts_with("kv") && hex(&name[2..]))
+        || (name.starts_with("knbr")
+            && name[4..].chars().all(|c| c.is_ascii_digit())
+            && name.len() > 4)
+}
+
+impl Node {
+    pub fn reconcile(&mut self) -> Result<Report> {
+        let mut rep = Report::default();
+        let nets = self.store.networks()?;
+        rep.networks = nets.len();
+        for n in &nets {
+            if let Err(e) = self.build_network(n, false) {
+                rep.errors.push(format!("network {}: {e}", n.name));
+            }
+        }
+        for att in self.store.all_attachments()? {
+            let Some(net) = nets.iter().find(|n| n.id == att.network_id) else {
+                continue;
+            };
+            let label = format!("{}/{}", net.name, att.sandbox);
+            if att.state == AttachState::Pending {
+                self.unplumb(net, &att)?;
+                self.store.release(att.id)?;
+                rep.pending_removed.push(label);
+                continue;
+            }
+            match Netns::open(&att.netns_path) {
+                Err(_) => {
+                    self.unplumb(net, &att)?;
+                    self.store.release(att.id)?;
+                    rep.gone_removed.push(label);
+                }
+                Ok(ns) => match plumb(net, &att, &ns) {
+                    Ok(()) => rep.attachments_ok.push(label),
+                    Err(e) => rep.errors.push(format!("{label}: {e}")),
+                },
+            }
+        }
+        let known: Vec<String> = self
+            .store
+            .all_attachments()?
+            .into_iter()
+            .map(|a| a.host_ifname)
+            .chain(nets.iter().filter_map(|n| n.bridge.clone()))
+            .collect();
+        let mut nl = Netlink::open()?;
+        for l in nl.links()? {
+            if is_knit_link(&l.name) && !known.contains(&l.name) {
+                nl.delete_link(&l.name)?;
+                rep.leaked_links_removed.push(l.name);
+            }
+        }
+        self.rebuild_firewall()?;
+        Ok(rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn knit_link_names() {
+        assert!(super::is_knit_link("kv0a1b2c3d4e"));
+        assert!(super::is_knit_link("knbr12"));
+        assert!(!super::is_knit_link("kvm"));
+        assert!(!super::is_knit_link("knbrx"));
+        assert!(!super::is_knit_link("eth0"));
+        assert!(!super::is_knit_link("kv0a1b2c3d4z"));
+    }
+}

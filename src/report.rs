@@ -1,0 +1,91 @@
+//! Human-readable rendering of inspection results.
+
+use crate::inspect::{NetnsView, SandboxView};
+
+fn section(title: &str, lines: &[String]) {
+    println!("  {title}:");
+    if lines.is_empty() {
+        println!("    (none)");
+    }
+    for l in lines {
+        println!("    {l}");
+    }
+}
+
+fn netns_view(v: &NetnsView) {
+    let links: Vec<String> = v
+        .links
+        .iter()
+        .map(|l| {
+            format!(
+                "{}: {} {} mac {} mtu {} {}",
+                l.index,
+                l.name,
+                l.kind.as_deref().unwrap_or(""),
+                l.mac.as_deref().unwrap_or("-"),
+                l.mtu.map(|m| m.to_string()).unwrap_or("-".into()),
+                if l.up { "UP" } else { "DOWN" }
+            )
+        })
+        .collect();
+    section("links", &links);
+    section("addresses", &v.addresses);
+    section("routes", &v.routes);
+    section("neighbours", &v.neighbours);
+    let sys: Vec<String> = v
+        .sysctls
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    section("sysctls", &sys);
+}
+
+pub fn print_inspect(v: &SandboxView) {
+    println!("sandbox {} ({})", v.sandbox, v.netns);
+    let atts: Vec<String> = v
+        .attachments
+        .iter()
+        .map(|a| {
+            let ips: Vec<String> = a.ips.iter().map(|i| i.to_string()).collect();
+            format!(
+                "{} {} {} mac {} host {} {:?}",
+                a.network,
+                a.ifname,
+                ips.join(","),
+                a.mac,
+                a.host_ifname,
+                a.state
+            )
+        })
+        .collect();
+    section("attachments", &atts);
+    match &v.inside {
+        Some(inside) => {
+            println!("inside the sandbox:");
+            netns_view(inside);
+        }
+        None => println!("inside the sandbox: namespace not found"),
+    }
+    println!("on the node:");
+    let hl: Vec<String> = v
+        .host_links
+        .iter()
+        .map(|l| {
+            format!(
+                "{}: {} mac {} {}",
+                l.index,
+                l.name,
+                l.mac.as_deref().unwrap_or("-"),
+                if l.up { "UP" } else { "DOWN" }
+            )
+        })
+        .collect();
+    section("host links", &hl);
+    let sys: Vec<String> = v
+        .node_sysctls
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    section("sysctls", &sys);
+    section("knit nft rules and elements", &v.nft_rules);
+}

@@ -1,0 +1,843 @@
+//! The embedded store (SQLite, WAL): networks, subnets, IP allocations, attachments and
+//! published ports. Every allocation happens inside one IMMEDIATE transaction, so
+//! concurrent knit processes serialize on the database and never hand out an address or a
+//! host port twice; uniqueness constraints back that up.
+
+use crate::error::{Error, IoContext, Result};
+use crate::ipam::Pool;
+use crate::model::{Driver, Mac, NetworkSpec, PortMapping, Proto, PublishSpec};
+use ipnet::IpNet;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS networks (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    driver TEXT NOT NULL,
+    bridge TEXT UNIQUE,
+    internal INTEGER NOT NULL,
+    masquerade INTEGER NOT NULL,
+    mtu INTEGER,
+    bridge_mac TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'cli'
+);
+CREATE TABLE IF NOT EXISTS subnets (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    cidr TEXT NOT NULL UNIQUE,
+    gateway TEXT NOT NULL,
+    cursor TEXT
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id),
+    sandbox TEXT NOT NULL,
+    netns_path TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    host_ifname TEXT NOT NULL UNIQUE,
+    mac TEXT NOT NULL,
+    host_mac TEXT NOT NULL,
+    state TEXT NOT NULL,
+    container_id TEXT,
+    UNIQUE (network_id, sandbox)
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    subnet_id INTEGER NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+    ip TEXT NOT NULL,
+    attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+    PRIMARY KEY (subnet_id, ip)
+);
+CREATE INDEX IF NOT EXISTS allocations_by_attachment ON allocations(attachment_id);
+CREATE TABLE IF NOT EXISTS ports (
+    attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+    family INTEGER NOT NULL,
+    host_ip TEXT,
+    proto TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    container_ip TEXT NOT NULL,
+    container_port INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
+CREATE INDEX IF NOT EXISTS ports_by_attachment ON ports(attachment_id);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    name TEXT PRIMARY KEY
+);
+";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Subnet {
+    #[serde(skip)]
+    pub id: i64,
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub id: i64,
+    pub name: String,
+    pub driver: Driver,
+    pub bridge: Option<String>,
+    pub subnets: Vec<Subnet>,
+    pub internal: bool,
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+    #[serde(skip)]
+    pub bridge_mac: Mac,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachState {
+    /// Reserved in the store; kernel state may be partial (a crash left it so).
+    Pending,
+    Ready,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    pub id: i64,
+    pub network_id: i64,
+    pub network: String,
+    pub sandbox: String,
+    pub netns_path: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub mac: String,
+    pub host_mac: String,
+    pub state: AttachState,
+    pub container_id: Option<String>,
+    pub ips: Vec<IpNet>,
+    pub ports: Vec<PortMapping>,
+}
+
+/// What `attach` asks the store to reserve.
+pub struct AttachRequest<'a> {
+    pub network: &'a str,
+    pub sandbox: &'a str,
+    pub netns_path: &'a str,
+    pub ifname: &'a str,
+    pub static_ips: &'a [IpAddr],
+    pub mac: Option<Mac>,
+    pub publish: &'a [PublishSpec],
+    pub container_id: Option<&'a str>,
+}
+
+/// Outcome of a reservation: new, or the attachment that already existed.
+pub enum Reserved {
+    New(Attachment),
+    Existing(Attachment),
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn parse<T: FromStr>(s: String) -> rusqlite::Result<T> {
+    s.parse::<T>()
+        .map_err(|_| rusqlite::Error::InvalidColumnType(0, s, rusqlite::types::Type::Text))
+}
+
+fn family(ip: &IpAddr) -> i64 {
+    if ip.is_ipv4() { 4 } else { 6 }
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/knit.db`; the directory is 0700 and the file 0600.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).op(|| format!("create state dir {}", dir.display()))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        let path = dir.join("knit.db");
+        // Create the file with 0600 before SQLite opens it (SQLite would use the umask).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .op(|| format!("create {}", path.display()))?;
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL is durable against process crashes (kill -9) in WAL mode; only a power
+        // loss can drop the last transactions, and reconcile repairs from kernel state.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", 1)?;
+            tx.commit()?;
+        }
+        for f in ["knit.db-wal", "knit.db-shm"] {
+            let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Store { conn })
+    }
+
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    // ---- networks -----------------------------------------------------------------------
+
+    pub fn create_network(&mut self, spec: &NetworkSpec, origin: &str) -> Result<Network> {
+        let tx = self.write_tx()?;
+        if tx
+            .query_row(
+                "SELECT 1 FROM networks WHERE name = ?1",
+                [&spec.name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some()
+        {
+            return Err(Error::exists("network", &spec.name));
+        }
+        {
+            let mut stmt = tx.prepare(
+                "SELECT s.cidr, n.name FROM subnets s JOIN networks n ON n.id = s.network_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((parse::<IpNet>(r.get(0)?)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (cidr, owner) = row?;
+                for s in &spec.subnets {
+                    if cidr.contains(&s.cidr.network()) || s.cidr.contains(&cidr.network()) {
+                        return Err(Error::invalid(
+                            "--subnet",
+                            s.cidr,
+                            format!("overlaps {cidr} of network {owner:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(b) = &spec.bridge
+            && tx
+                .query_row("SELECT 1 FROM networks WHERE bridge = ?1", [b], |_| Ok(()))
+                .optional()?
+                .is_some()
+        {
+            return Err(Error::invalid(
+                "--bridge",
+                b,
+                "is already used by another knit network",
+            ));
+        }
+        let mac = Mac::random();
+        tx.execute(
+            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                spec.name,
+                spec.driver.as_str(),
+                spec.bridge,
+                spec.internal,
+                spec.masquerade,
+                spec.mtu,
+                mac.to_string(),
+                origin
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        if spec.driver == Driver::Bridge && spec.bridge.is_none() {
+            tx.execute(
+                "UPDATE networks SET bridge = ?1 WHERE id = ?2",
+                params![format!("knbr{id}"), id],
+            )?;
+        }
+        for s in &spec.subnets {
+            tx.execute(
+                "INSERT INTO subnets (network_id, cidr, gateway) VALUES (?1, ?2, ?3)",
+                params![id, s.cidr.to_string(), s.gateway.to_string()],
+            )?;
+        }
+        let net = Self::load_network(&tx, "id = ?1", id)?
+            .ok_or_else(|| Error::not_found("network", id))?;
+        tx.commit()?;
+        Ok(net)
+    }
+
+    fn load_network(
+        conn: &Connection,
+        cond: &str,
+        key: impl rusqlite::ToSql,
+    ) -> Result<Option<Network>> {
+        let sql = format!(
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin FROM networks WHERE {cond}"
+        );
+        let net = conn
+            .query_row(&sql, [key], |r| {
+                let driver: String = r.get(2)?;
+                let mac: String = r.get(7)?;
+                Ok(Network {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    driver: if driver == "ptp" {
+                        Driver::Ptp
+                    } else {
+                        Driver::Bridge
+                    },
+                    bridge: r.get(3)?,
+                    subnets: vec![],
+                    internal: r.get(4)?,
+                    masquerade: r.get(5)?,
+                    mtu: r.get(6)?,
+                    bridge_mac: Mac::parse("bridge_mac", &mac).unwrap_or(Mac([2, 0, 0, 0, 0, 1])),
+                    origin: r.get(8)?,
+                })
+            })
+            .optional()?;
+        let Some(mut net) = net else { return Ok(None) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, cidr, gateway FROM subnets WHERE network_id = ?1 ORDER BY id",
+        )?;
+        net.subnets = stmt
+            .query_map([net.id], |r| {
+                Ok(Subnet {
+                    id: r.get(0)?,
+                    subnet: parse(r.get(1)?)?,
+                    gateway: parse(r.get(2)?)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(net))
+    }
+
+    pub fn network(&self, name: &str) -> Result<Network> {
+        Self::load_network(&self.conn, "name = ?1", name)?
+            .ok_or_else(|| Error::not_found("network", name))
+    }
+
+    pub fn find_network(&self, name: &str) -> Result<Option<Network>> {
+        Self::load_network(&self.conn, "name = ?1", name)
+    }
+
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare("SELECT id FROM networks ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(n) = Self::load_network(&self.conn, "id = ?1", id)? {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn delete_network(&mut self, id: i64) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- attachments --------------------------------------------------------------------
+
+    /// Reserves addresses, a host interface name, MACs and host ports for a new attachment
+    /// and records it as pending, all in one transaction. If the sandbox is already attached
+    /// to the network, returns that attachment instead.
+    pub fn reserve(&mut self, req: &AttachRequest) -> Result<Reserved> {
+        let tx = self.write_tx()?;
+        let net = Self::load_network(&tx, "name = ?1", req.network)?
+            .ok_or_else(|| Error::not_found("network", req.network))?;
+        if let Some(existing) = Self::load_attachments(
+            &tx,
+            "a.network_id = ?1 AND a.sandbox = ?2",
+            params![net.id, req.sandbox],
+        )?
+        .into_iter()
+        .next()
+        {
+            return Ok(Reserved::Existing(existing));
+        }
+        for ip in req.static_ips {
+            if !net.subnets.iter().any(|s| s.subnet.contains(ip)) {
+                let list: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
+                return Err(Error::invalid(
+                    "--ip",
+                    ip,
+                    format!(
+                        "is outside the subnets of network {:?} ({})",
+                        net.name,
+                        list.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !req.publish.is_empty() && net.internal {
+            return Err(Error::invalid(
+                "--publish",
+                net.name.clone(),
+                "internal networks cannot publish ports",
+            ));
+        }
+        let host_ifname = loop {
+            let b = crate::model::random_bytes::<5>();
+            let name = format!(
+                "kv{:02x}{:02x}{:02x}{:02x}{:02x}",
+                b[0], b[1], b[2], b[3], b[4]
+            );
+            let taken = tx
+                .query_row(
+                    "SELECT 1 FROM attachments WHERE host_ifname = ?1",
+                    [&name],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if taken.is_none() {
+                break name;
+            }
+        };
+        let mac = req.mac.unwrap_or_else(Mac::random);
+        let host_mac = Mac::random();
+        tx.execute(
+            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+            params![
+                net.id,
+                req.sandbox,
+                req.netns_path,
+                req.ifname,
+                host_ifname,
+                mac.to_string(),
+                host_mac.to_string(),
+                req.container_id
+            ],
+        )?;
+        let att_id = tx.last_insert_rowid();
+        let mut ips = Vec::new();
+        for s in &net.subnets {
+            let ip = match req.static_ips.iter().find(|ip| s.subnet.contains(*ip)) {
+                Some(ip) => {
+                    crate::model::check_host_in("--ip", *ip, &s.subnet)?;
+                    if *ip == s.gateway {
+                        return Err(Error::invalid("--ip", ip, "is the network's gateway"));
+                    }
+                    *ip
+                }
+                None => Self::next_free(&tx, &net.name, s)?,
+            };
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO allocations (subnet_id, ip, attachment_id) VALUES (?1, ?2, ?3)",
+                params![s.id, ip.to_string(), att_id],
+            )?;
+            if inserted == 0 {
+                return Err(Error::Conflict(format!(
+                    "--ip {ip} is already in use on network {:?}",
+                    net.name
+                )));
+            }
+            tx.execute(
+                "UPDATE subnets SET cursor = ?1 WHERE id = ?2",
+                params![ip.to_string(), s.id],
+            )?;
+            ips.push(ip);
+        }
+        for spec in req.publish {
+            let targets: Vec<IpAddr> = ips
+                .iter()
+                .copied()
+                .filter(|ip| match spec.host_ip {
+                    Some(h) => h.is_ipv4() == ip.is_ipv4(),
+                    None => true,
+                })
+                .collect();
+            if targets.is_empty() {
+                return Err(Error::invalid(
+                    "--publish",
+                    spec.host_ip.map(|h| h.to_string()).unwrap_or_default(),
+                    format!(
+                        "network {:?} has no subnet of this address family",
+                        net.name
+                    ),
+                ));
+            }
+            for cip in targets {
+                for (hp, cp) in spec.pairs() {
+                    let m = PortMapping {
+                        host_ip: spec.host_ip,
+                        host_port: hp,
+                        container_ip: cip,
+                        container_port: cp,
+                        proto: spec.proto,
+                    };
+                    Self::claim_port(&tx, att_id, &m)?;
+                }
+            }
+        }
+        let att = Self::load_attachments(&tx, "a.id = ?1", [att_id])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("attachment", att_id))?;
+        tx.commit()?;
+        Ok(Reserved::New(att))
+    }
+
+    fn next_free(tx: &Connection, network: &str, s: &Subnet) -> Result<IpAddr> {
+        let cursor: Option<String> =
+            tx.query_row("SELECT cursor FROM subnets WHERE id = ?1", [s.id], |r| {
+                r.get(0)
+            })?;
+        let cursor = cursor.and_then(|c| c.parse().ok());
+        let count: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM allocations WHERE subnet_id = ?1",
+            [s.id],
+            |r| r.get(0),
+        )?;
+        let mut probe =
+            tx.prepare_cached("SELECT 1 FROM allocations WHERE subnet_id = ?1 AND ip = ?2")?;
+        let mut err = None;
+        let ip =
+            Pool::new(s.subnet).next_free(cursor, &[s.gateway], count as u128, |ip| {
+                match probe
+                    .query_row(params![s.id, ip.to_string()], |_| Ok(()))
+                    .optional()
+                {
+                    Ok(found) => found.is_some(),
+                    Err(e) => {
+                        err = Some(e);
+                        true
+                    }
+                }
+            });
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        ip.ok_or_else(|| Error::Exhausted {
+            network: network.to_string(),
+            subnet: s.subnet.to_string(),
+        })
+    }
+
+    fn claim_port(tx: &Connection, att_id: i64, m: &PortMapping) -> Result<()> {
+        let fam = family(&m.container_ip);
+        let host_ip = m.host_ip.map(|h| h.to_string());
+        let clash: Option<String> = tx
+            .query_row(
+                "SELECT COALESCE(host_ip, '*') FROM ports WHERE proto = ?1 AND host_port = ?2 AND family = ?3
+                 AND (host_ip IS NULL OR ?4 IS NULL OR host_ip = ?4) LIMIT 1",
+                params![m.proto.as_str(), m.host_port, fam, host_ip],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = clash {
+            return Err(Error::Conflict(format!(
+                "--publish {}:{}/{}: host port already published on {other}",
+                host_ip.as_deref().unwrap_or("*"),
+                m.host_port,
+                m.proto
+            )));
+        }
+        tx.execute(
+            "INSERT INTO ports (attachment_id, family, host_ip, proto, host_port, container_ip, container_port)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![att_id, fam, host_ip, m.proto.as_str(), m.host_port, m.container_ip.to_string(), m.container_port],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_ready(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE attachments SET state = 'ready' WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Releases an attachment: its addresses and ports go with it (ON DELETE CASCADE).
+    pub fn release(&mut self, id: i64) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.execute("DELETE FROM attachments WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_attachments(
+        conn: &Connection,
+        cond: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<Attachment>> {
+        let sql = format!(
+            "SELECT a.id, a.network_id, n.name, a.sandbox, a.netns_path, a.ifname, a.host_ifname, a.mac, a.host_mac,
+                    a.state, a.container_id
+             FROM attachments a JOIN networks n ON n.id = a.network_id WHERE {cond} ORDER BY a.id"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut atts: Vec<Attachment> = stmt
+            .query_map(p, |r| {
+                let state: String = r.get(9)?;
+                Ok(Attachment {
+                    id: r.get(0)?,
+                    network_id: r.get(1)?,
+                    network: r.get(2)?,
+                    sandbox: r.get(3)?,
+                    netns_path: r.get(4)?,
+                    ifname: r.get(5)?,
+                    host_ifname: r.get(6)?,
+                    mac: r.get(7)?,
+                    host_mac: r.get(8)?,
+                    state: if state == "ready" {
+                        AttachState::Ready
+                    } else {
+                        AttachState::Pending
+                    },
+                    container_id: r.get(10)?,
+                    ips: vec![],
+                    ports: vec![],
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut ips = conn.prepare_cached(
+            "SELECT al.ip, s.cidr FROM allocations al JOIN subnets s ON s.id = al.subnet_id
+             WHERE al.attachment_id = ?1 ORDER BY s.id",
+        )?;
+        let mut ports = conn.prepare_cached(
+            "SELECT host_ip, proto, host_port, container_ip, container_port FROM ports WHERE attachment_id = ?1 ORDER BY rowid",
+        )?;
+        for a in &mut atts {
+            a.ips = ips
+                .query_map([a.id], |r| {
+                    let ip: IpAddr = parse(r.get(0)?)?;
+                    let net: IpNet = parse(r.get(1)?)?;
+                    IpNet::new(ip, net.prefix_len()).map_err(|_| {
+                        rusqlite::Error::InvalidColumnType(
+                            0,
+                            ip.to_string(),
+                            rusqlite::types::Type::Text,
+                        )
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            a.ports = ports
+                .query_map([a.id], |r| {
+                    let host_ip: Option<String> = r.get(0)?;
+                    let proto: String = r.get(1)?;
+                    Ok(PortMapping {
+                        host_ip: host_ip.map(parse).transpose()?,
+                        proto: Proto::parse("proto", &proto).unwrap_or(Proto::Tcp),
+                        host_port: r.get(2)?,
+                        container_ip: parse(r.get(3)?)?,
+                        container_port: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        Ok(atts)
+    }
+
+    pub fn attachment(&self, network_id: i64, sandbox: &str) -> Result<Option<Attachment>> {
+        Ok(Self::load_attachments(
+            &self.conn,
+            "a.network_id = ?1 AND a.sandbox = ?2",
+            params![network_id, sandbox],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    pub fn attachments_of_sandbox(&self, sandbox: &str) -> Result<Vec<Attachment>> {
+        Self::load_attachments(&self.conn, "a.sandbox = ?1", [sandbox])
+    }
+
+    pub fn attachments_of_network(&self, network_id: i64) -> Result<Vec<Attachment>> {
+        Self::load_attachments(&self.conn, "a.network_id = ?1", [network_id])
+    }
+
+    pub fn attachments_by_container(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<Attachment>> {
+        Self::load_attachments(
+            &self.conn,
+            "a.container_id = ?1 AND a.ifname = ?2",
+            [container_id, ifname],
+        )
+    }
+
+    pub fn all_attachments(&self) -> Result<Vec<Attachment>> {
+        Self::load_attachments(&self.conn, "1 = 1", [])
+    }
+
+    // ---- sandboxes created by knit ------------------------------------------------------
+
+    pub fn add_sandbox(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("INSERT OR IGNORE INTO sandboxes (name) VALUES (?1)", [name])?;
+        Ok(())
+    }
+
+    pub fn remove_sandbox(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM sandboxes WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    pub fn sandboxes(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM sandboxes ORDER BY name")?;
+        let v = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NetworkSpec;
+
+    fn tmp() -> std::path::PathBuf {
+        let b = crate::model::random_bytes::<6>();
+        let d = std::env::temp_dir()
+            .join(format!("knit-store-{:x?}", b).replace([',', ' ', '[', ']'], ""));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn spec(name: &str, cidr: &str) -> NetworkSpec {
+        NetworkSpec::new(
+            name,
+            Driver::Bridge,
+            None,
+            &[cidr.into()],
+            &[],
+            false,
+            true,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn req<'a>(
+        net: &'a str,
+        sb: &'a str,
+        ips: &'a [IpAddr],
+        publish: &'a [PublishSpec],
+    ) -> AttachRequest<'a> {
+        AttachRequest {
+            network: net,
+            sandbox: sb,
+            netns_path: "/x",
+            ifname: "eth0",
+            static_ips: ips,
+            mac: None,
+            publish,
+            container_id: None,
+        }
+    }
+
+    fn new_att(r: Reserved) -> Attachment {
+        match r {
+            Reserved::New(a) => a,
+            Reserved::Existing(_) => panic!("expected new"),
+        }
+    }
+
+    #[test]
+    fn allocation_exhaustion_and_reuse() {
+        let dir = tmp();
+        let mut s = Store::open(&dir).unwrap();
+        s.create_network(&spec("n", "10.0.0.0/29"), "cli").unwrap();
+        let mut got = vec![];
+        for i in 0..5 {
+            let a = new_att(s.reserve(&req("n", &format!("s{i}"), &[], &[])).unwrap());
+            got.push(a.ips[0].to_string());
+        }
+        assert_eq!(
+            got,
+            [
+                "10.0.0.2/29",
+                "10.0.0.3/29",
+                "10.0.0.4/29",
+                "10.0.0.5/29",
+                "10.0.0.6/29"
+            ]
+        );
+        let e = s.reserve(&req("n", "s9", &[], &[])).err().unwrap();
+        assert!(matches!(e, Error::Exhausted { .. }), "{e}");
+        // Nothing of the failed attempt remains.
+        assert_eq!(s.all_attachments().unwrap().len(), 5);
+        let a = s.attachment(1, "s1").unwrap().unwrap();
+        s.release(a.id).unwrap();
+        let b = new_att(s.reserve(&req("n", "s9", &[], &[])).unwrap());
+        assert_eq!(b.ips[0].to_string(), "10.0.0.3/29");
+        // Same sandbox again: idempotent.
+        assert!(matches!(
+            s.reserve(&req("n", "s9", &[], &[])).unwrap(),
+            Reserved::Existing(_)
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn static_ips_and_ports_conflict() {
+        let dir = tmp();
+        let mut s = Store::open(&dir).unwrap();
+        s.create_network(&spec("n", "10.1.0.0/24"), "cli").unwrap();
+        let ip: IpAddr = "10.1.0.50".parse().unwrap();
+        let p = [PublishSpec::parse("8080:80").unwrap()];
+        new_att(s.reserve(&req("n", "a", &[ip], &p)).unwrap());
+        let e = s
+            .reserve(&req("n", "b", &[ip], &[]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("10.1.0.50") && e.contains("in use"), "{e}");
+        let p2 = [PublishSpec::parse("127.0.0.1:8080:80").unwrap()];
+        let e = s
+            .reserve(&req("n", "c", &[], &p2))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("8080"), "{e}");
+        let out: IpAddr = "10.2.0.5".parse().unwrap();
+        let e = s
+            .reserve(&req("n", "d", &[out], &[]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--ip") && e.contains("10.2.0.5"), "{e}");
+        let gw: IpAddr = "10.1.0.1".parse().unwrap();
+        assert!(s.reserve(&req("n", "e", &[gw], &[])).is_err());
+        assert_eq!(s.all_attachments().unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn overlapping_networks_rejected() {
+        let dir = tmp();
+        let mut s = Store::open(&dir).unwrap();
+        s.create_network(&spec("a", "10.5.0.0/16"), "cli").unwrap();
+        let e = s
+            .create_network(&spec("b", "10.5.3.0/24"), "cli")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("overlaps") && e.contains("10.5.3.0/24"), "{e}");
+        let e = s
+            .create_network(&spec("a", "10.6.0.0/24"), "cli")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("already exists"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
