@@ -155,7 +155,7 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         Some("type filter hook input priority filter; policy accept;"),
         // route_localnet is on for knit interfaces (publishing on 127.0.0.1); never let
         // sandboxes address the node's loopback services directly.
-        &["iifname @knit_ifs ip daddr 127.0.0.0/8 drop"],
+        &["iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop"],
     ),
 ];
 

@@ -424,7 +424,8 @@ impl Store {
         let att_id = tx.last_insert_rowid();
         let mut ips = Vec::new();
         for s in &net.subnets {
-            let ip = match req.static_ips.iter().find(|ip| s.subnet.contains(*ip)) {
+            let requested = req.static_ips.iter().find(|ip| s.subnet.contains(*ip));
+            let ip = match requested {
                 Some(ip) => {
                     crate::model::check_host_in("--ip", *ip, &s.subnet)?;
                     if *ip == s.gateway {
@@ -444,10 +445,13 @@ impl Store {
                     net.name
                 )));
             }
-            tx.execute(
-                "UPDATE subnets SET cursor = ?1 WHERE id = ?2",
-                params![ip.to_string(), s.id],
-            )?;
+            // Only dynamic allocations move the round-robin cursor.
+            if requested.is_none() {
+                tx.execute(
+                    "UPDATE subnets SET cursor = ?1 WHERE id = ?2",
+                    params![ip.to_string(), s.id],
+                )?;
+            }
             ips.push(ip);
         }
         for spec in req.publish {

@@ -1,0 +1,242 @@
+//! Seed labs end to end on a bridge network: 002 §1–§4 (netns↔netns through a bridge,
+//! reaching the node), 001 bridge + NAT + DNAT, 003 single host. Real packets only.
+
+mod common;
+use common::*;
+
+#[test]
+fn bridge_network_nat_and_published_ports() {
+    let mut w = World::new().with_outside();
+    w.ok(&["network", "create", "lab", "--subnet", "10.31.0.0/24"]);
+    let web = w.sandbox("web");
+    let client = w.sandbox("client");
+    let out = w.ok(&[
+        "attach",
+        "lab",
+        &web,
+        "--publish",
+        "8080:80",
+        "--publish",
+        "5353:53/udp",
+        "--publish",
+        "127.0.0.1:9090:80",
+    ]);
+    assert!(out.contains("8080->"), "{out}");
+    w.ok(&["attach", "lab", &client]);
+    let web_ip = w.ip_of("lab", &web, 4);
+    let client_ip = w.ip_of("lab", &client, 4);
+
+    // Sandbox to sandbox across the bridge, both ways, and to the gateway.
+    assert!(ping(&client, &web_ip));
+    assert!(ping(&web, &client_ip));
+    assert!(ping(&client, "10.31.0.1"));
+
+    // Outbound through NAT: the outside host sees the node's uplink address.
+    let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
+    assert_eq!(
+        tcp_get(&client, &format!("{OUTSIDE4}:7000")).unwrap(),
+        format!("outside saw {NODE_UPLINK4}")
+    );
+    assert!(ping(&client, OUTSIDE4));
+
+    // A web server in a sandbox, published on the node.
+    let _t = tcp_server(&web, "0.0.0.0:80", "web");
+    let _u = udp_server(&web, "0.0.0.0:53", "dns");
+    // From outside: the server sees the real client address (no SNAT on the way in).
+    assert_eq!(
+        tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8080")).unwrap(),
+        format!("web saw {OUTSIDE4}")
+    );
+    assert_eq!(
+        udp_get(w.outside(), &format!("{NODE_UPLINK4}:5353")).unwrap(),
+        format!("dns saw {OUTSIDE4}")
+    );
+    // From the node itself (output chain), on its uplink address and on loopback.
+    assert!(
+        tcp_get(&w.node, &format!("{NODE_UPLINK4}:8080"))
+            .unwrap()
+            .starts_with("web saw")
+    );
+    assert!(
+        tcp_get(&w.node, "127.0.0.1:9090")
+            .unwrap()
+            .starts_with("web saw")
+    );
+    assert!(
+        tcp_get(&w.node, "127.0.0.1:8080")
+            .unwrap()
+            .starts_with("web saw")
+    );
+    // 127.0.0.1:9090 is bound to loopback only: not reachable on the uplink address.
+    assert!(tcp_get(w.outside(), &format!("{NODE_UPLINK4}:9090")).is_err());
+    // Hairpin: a sandbox reaching its own network's published port via the node address,
+    // including the sandbox that serves it.
+    assert!(
+        tcp_get(&client, &format!("{NODE_UPLINK4}:8080"))
+            .unwrap()
+            .starts_with("web saw")
+    );
+    assert!(
+        tcp_get(&web, &format!("{NODE_UPLINK4}:8080"))
+            .unwrap()
+            .starts_with("web saw")
+    );
+    assert!(
+        tcp_get(&client, "10.31.0.1:8080")
+            .unwrap()
+            .starts_with("web saw")
+    );
+    // Sandbox-to-sandbox traffic inside the network is not masqueraded.
+    let _d = tcp_server(&web, "0.0.0.0:81", "direct");
+    assert_eq!(
+        tcp_get(&client, &format!("{web_ip}:81")).unwrap(),
+        format!("direct saw {client_ip}")
+    );
+
+    // The inspect view shows the whole stack of the sandbox.
+    let v = w.json(&["inspect", &web]);
+    let routes = v["inside"]["routes"].to_string();
+    assert!(routes.contains("default via 10.31.0.1"), "{routes}");
+    assert!(
+        v["nft_rules"].to_string().contains("8080"),
+        "{}",
+        v["nft_rules"]
+    );
+    assert_eq!(v["node_sysctls"]["net.ipv4.ip_forward"], "1");
+}
+
+#[test]
+fn publish_ranges_and_sctp_spec() {
+    let mut w = World::new().with_outside();
+    w.ok(&["network", "create", "r", "--subnet", "10.32.0.0/24"]);
+    let a = w.sandbox("a");
+    w.ok(&[
+        "attach",
+        "r",
+        &a,
+        "-p",
+        "8000-8002:9000-9002",
+        "-p",
+        "7000:7000/sctp",
+    ]);
+    let _s = tcp_server(&a, "0.0.0.0:9002", "nine");
+    assert_eq!(
+        tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8002")).unwrap(),
+        format!("nine saw {OUTSIDE4}")
+    );
+    let table = w.nft_table();
+    assert!(
+        table.contains("tcp . 8000 :") && table.contains("sctp . 7000 :"),
+        "{table}"
+    );
+    // A second sandbox cannot take a published port.
+    let b = w.sandbox("b");
+    let e = w.fail(&["attach", "r", &b, "-p", "8001:80"]);
+    assert!(e.contains("8001"), "{e}");
+    assert!(
+        w.json(&["network", "inspect", "r"])["attachments"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+#[test]
+fn detach_removes_everything() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "d",
+        "--subnet",
+        "10.33.0.0/24",
+        "--subnet",
+        "fd33::/64",
+    ]);
+    let a = w.sandbox("a");
+    w.ok(&["attach", "d", &a, "-p", "8080:80"]);
+    let ip = w.ip_of("d", &a, 4);
+    assert_eq!(w.knit_links().len(), 2, "bridge + host veth");
+    assert!(w.nft_table().contains(&ip));
+    w.ok(&["detach", "d", &a]);
+    assert_eq!(w.knit_links(), vec!["knbr1".to_string()]);
+    assert!(!w.nft_table().contains(&ip), "{}", w.nft_table());
+    assert!(!w.nft_table().contains("8080"));
+    let inside = sh_ok(&["ip", "-n", &a, "-o", "link"]);
+    assert!(!inside.contains("eth0"), "{inside}");
+    assert!(
+        w.json(&["network", "inspect", "d"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Detach again is a no-op; attach again reuses nothing stale.
+    assert!(w.ok(&["detach", "d", &a]).contains("was not attached"));
+    w.ok(&["attach", "d", &a]);
+    // Removing the sandbox detaches it; removing the network removes bridge and chain.
+    w.ok(&["sandbox", "rm", &a]);
+    w.ok(&["network", "rm", "d"]);
+    assert!(w.knit_links().is_empty());
+    let t = w.nft_table();
+    assert!(!t.contains("n1_out") && !t.contains("10.33.0.0"), "{t}");
+}
+
+#[test]
+fn attach_is_idempotent_and_static_addresses_work() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "s",
+        "--subnet",
+        "10.34.0.0/24",
+        "--gateway",
+        "10.34.0.254",
+    ]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    w.ok(&[
+        "attach",
+        "s",
+        &a,
+        "--ip",
+        "10.34.0.77",
+        "--mac",
+        "02:00:00:aa:bb:cc",
+        "--ifname",
+        "knit0",
+    ]);
+    assert!(w.ok(&["attach", "s", &a]).contains("already attached"));
+    w.ok(&["attach", "s", &b]);
+    assert_eq!(w.ip_of("s", &a, 4), "10.34.0.77");
+    assert_eq!(
+        w.ip_of("s", &b, 4),
+        "10.34.0.1",
+        "first free; the gateway is .254"
+    );
+    let link = sh_ok(&["ip", "-n", &a, "link", "show", "knit0"]);
+    assert!(link.contains("02:00:00:aa:bb:cc"), "{link}");
+    assert!(ping(&b, "10.34.0.77"));
+    assert!(ping(&a, "10.34.0.254"));
+}
+
+#[test]
+fn mtu_is_applied() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "m",
+        "--subnet",
+        "10.35.0.0/24",
+        "--mtu",
+        "1400",
+        "--bridge",
+        "kmtu0",
+    ]);
+    let a = w.sandbox("a");
+    w.ok(&["attach", "m", &a]);
+    assert!(sh_ok(&["ip", "-n", &a, "link", "show", "eth0"]).contains("mtu 1400"));
+    assert!(w.node_ip(&["link", "show", "kmtu0"]).contains("mtu 1400"));
+}

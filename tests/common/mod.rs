@@ -1,0 +1,423 @@
+//! Test worlds: every test builds its own throwaway "node" namespace (knit runs inside it),
+//! an optional "outside" host on an uplink, and sandboxes; Drop removes all of it, also when
+//! the test fails. Traffic is real: TCP/UDP servers and clients run on threads that entered
+//! the namespaces, ping runs through `ip netns exec`.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub const KNIT: &str = env!("CARGO_BIN_EXE_knit");
+
+/// Uplink between the node and the outside host.
+pub const NODE_UPLINK4: &str = "198.51.100.1";
+pub const OUTSIDE4: &str = "198.51.100.2";
+pub const NODE_UPLINK6: &str = "2001:db8:1::1";
+pub const OUTSIDE6: &str = "2001:db8:1::2";
+
+pub struct World {
+    pub prefix: String,
+    pub node: String,
+    pub state: PathBuf,
+    pub outside: Option<String>,
+    namespaces: Vec<String>,
+}
+
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn")
+}
+
+pub fn sh_ok(args: &[&str]) -> String {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl World {
+    pub fn new() -> World {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("kt{}x{n}", std::process::id() % 100000);
+        let node = format!("{prefix}-node");
+        sh_ok(&["ip", "netns", "add", &node]);
+        sh_ok(&["ip", "-n", &node, "link", "set", "lo", "up"]);
+        let state = std::env::temp_dir().join(format!("{prefix}-state"));
+        let _ = std::fs::remove_dir_all(&state);
+        World {
+            prefix,
+            node: node.clone(),
+            state,
+            outside: None,
+            namespaces: vec![node],
+        }
+    }
+
+    /// An "outside" host on an uplink from the node (the seeds' internet stand-in).
+    pub fn with_outside(mut self) -> World {
+        let out = format!("{}-out", self.prefix);
+        sh_ok(&["ip", "netns", "add", &out]);
+        self.namespaces.push(out.clone());
+        sh_ok(&["ip", "-n", &out, "link", "set", "lo", "up"]);
+        sh_ok(&[
+            "ip", "-n", &self.node, "link", "add", "uplink", "type", "veth", "peer", "name", "wan",
+            "netns", &out,
+        ]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &self.node,
+            "addr",
+            "add",
+            &format!("{NODE_UPLINK4}/24"),
+            "dev",
+            "uplink",
+        ]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &self.node,
+            "addr",
+            "add",
+            &format!("{NODE_UPLINK6}/64"),
+            "dev",
+            "uplink",
+            "nodad",
+        ]);
+        sh_ok(&["ip", "-n", &self.node, "link", "set", "uplink", "up"]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &out,
+            "addr",
+            "add",
+            &format!("{OUTSIDE4}/24"),
+            "dev",
+            "wan",
+        ]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &out,
+            "addr",
+            "add",
+            &format!("{OUTSIDE6}/64"),
+            "dev",
+            "wan",
+            "nodad",
+        ]);
+        sh_ok(&["ip", "-n", &out, "link", "set", "wan", "up"]);
+        // The node's default route points outside, as on a real host.
+        sh_ok(&[
+            "ip", "-n", &self.node, "route", "add", "default", "via", OUTSIDE4,
+        ]);
+        sh_ok(&[
+            "ip", "-n", &self.node, "-6", "route", "add", "default", "via", OUTSIDE6,
+        ]);
+        self.outside = Some(out);
+        self
+    }
+
+    pub fn outside(&self) -> &str {
+        self.outside.as_deref().expect("world has no outside host")
+    }
+
+    /// A knit command run inside the node namespace.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let ns = File::open(format!("/run/netns/{}", self.node)).expect("node netns");
+        let mut c = Command::new(KNIT);
+        c.arg("--state-dir").arg(&self.state).args(args);
+        let fd = ns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; `ns` outlives the spawn (moved into the closure).
+        unsafe {
+            c.pre_exec(move || {
+                let _keep = &ns;
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run knit")
+    }
+
+    /// Runs knit and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "knit {:?} failed: {}{}",
+            args,
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs knit and expects failure; returns stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "knit {:?} unexpectedly succeeded: {}",
+            args,
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+
+    /// A sandbox created by knit; returns its full (namespaced) name.
+    pub fn sandbox(&mut self, short: &str) -> String {
+        let name = format!("{}-{short}", self.prefix);
+        self.namespaces.push(name.clone());
+        self.ok(&["sandbox", "add", &name]);
+        name
+    }
+
+    /// The first address of `family` (4 or 6) that `sandbox` has on `network`.
+    pub fn ip_of(&self, network: &str, sandbox: &str, family: u8) -> String {
+        let v = self.json(&["network", "inspect", network]);
+        let att = v["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["sandbox"] == sandbox)
+            .unwrap_or_else(|| panic!("{sandbox} not attached to {network}"));
+        att["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_str().unwrap().split('/').next().unwrap().to_string())
+            .find(|i| (family == 4) == i.contains('.'))
+            .unwrap_or_else(|| panic!("no IPv{family} address"))
+    }
+
+    /// `ip ...` inside the node.
+    pub fn node_ip(&self, args: &[&str]) -> String {
+        let mut a = vec!["ip", "-n", &self.node];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&sh(&a).stdout).into_owned()
+    }
+
+    /// knit's nft table in the node ("" if absent).
+    pub fn nft_table(&self) -> String {
+        String::from_utf8_lossy(
+            &sh(&[
+                "ip", "netns", "exec", &self.node, "nft", "list", "table", "inet", "knit",
+            ])
+            .stdout,
+        )
+        .into_owned()
+    }
+
+    /// Links in the node whose names knit generates.
+    pub fn knit_links(&self) -> Vec<String> {
+        self.node_ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("kv") || n.starts_with("knbr"))
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` (a name in /run/netns).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        f()
+    })
+    .join()
+    .expect("ns thread")
+}
+
+pub struct Server {
+    stop: mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP server in `ns` on `addr` answering every connection with "NAME saw PEER".
+pub fn tcp_server(ns: &str, addr: &str, name: &str) -> Server {
+    let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
+    let addr: SocketAddr = addr.parse().unwrap();
+    let name = name.to_string();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let l = TcpListener::bind(addr).expect("bind tcp");
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        loop {
+            if stop_rx.try_recv().is_ok() {
+                return;
+            }
+            match l.accept() {
+                Ok((mut s, peer)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(format!("{name} saw {}", peer.ip()).as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+    Server {
+        stop: stop_tx,
+        thread: Some(thread),
+    }
+}
+
+/// A UDP server in `ns` answering every datagram with "NAME saw PEER".
+pub fn udp_server(ns: &str, addr: &str, name: &str) -> Server {
+    let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
+    let addr: SocketAddr = addr.parse().unwrap();
+    let name = name.to_string();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let s = UdpSocket::bind(addr).expect("bind udp");
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 1500];
+        loop {
+            if stop_rx.try_recv().is_ok() {
+                return;
+            }
+            if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(format!("{name} saw {}", peer.ip()).as_bytes(), peer);
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+    Server {
+        stop: stop_tx,
+        thread: Some(thread),
+    }
+}
+
+/// Connects from `ns` to `addr`; returns what the server said, or the error.
+pub fn tcp_get(ns: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+/// Sends one datagram from `ns` to `addr`; returns the answer, or the error.
+pub fn udp_get(ns: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    in_ns(ns, move || {
+        let bind = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        for _ in 0..3 {
+            s.send_to(b"hi", addr).map_err(|e| e.to_string())?;
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        Err("no answer".into())
+    })
+}
+
+pub fn ping(ns: &str, addr: &str) -> bool {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", addr])
+        .output()
+        .expect("ping");
+    o.status.success()
+}
+
+/// Waits until `f` holds (kernel state such as neighbour entries settles asynchronously).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
