@@ -149,10 +149,11 @@ impl Node {
             for ip in &a.ips {
                 needles.push(format!("{} ", ip.addr()));
             }
-            if let Ok(net) = self.store.network(&a.network)
-                && let Some(br) = net.bridge
-            {
-                let key = sysctl::iface_key("ipv4", &br, "route_localnet");
+            let Ok(net) = self.store.network(&a.network) else { continue };
+            needles.extend(net.subnets.iter().map(|s| format!("{} ", s.subnet)));
+            if let Some(br) = &net.bridge {
+                needles.push(format!("\"{br}\""));
+                let key = sysctl::iface_key("ipv4", br, "route_localnet");
                 if let Some(v) = sysctl::read_path(&key) {
                     node_sysctls.insert(format!("net.ipv4.conf.{br}.route_localnet"), v);
                 }
