@@ -2,7 +2,7 @@
 
 use crate::attach::AttachArgs;
 use crate::error::{Error, Result};
-use crate::model::{Driver, Mac, NetworkSpec, PublishSpec, SandboxRef};
+use crate::model::{Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, SandboxRef};
 use crate::netns;
 use crate::node::Node;
 use crate::store::{Attachment, DEFAULT_STATE_DIR, Network};
@@ -341,16 +341,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Network(NetworkCmd::Create(c)) => {
-            let spec = NetworkSpec::new(
-                &c.name,
-                Driver::parse(&c.driver)?,
-                c.bridge.as_deref(),
-                &c.subnets,
-                &c.gateways,
-                c.internal,
-                !c.no_masquerade,
-                c.mtu,
-            )?;
+            let spec = NetworkSpec::new(&NetworkRequest {
+                name: &c.name,
+                driver: Driver::parse(&c.driver)?,
+                bridge: c.bridge.as_deref(),
+                subnets: &c.subnets,
+                gateways: &c.gateways,
+                internal: c.internal,
+                masquerade: !c.no_masquerade,
+                mtu: c.mtu,
+            })?;
             let mut node = open(false)?;
             let net = node.create_network(&spec)?;
             if !cli.json {

@@ -15,8 +15,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const NODE4: &str = "198.51.100.1";
@@ -35,7 +35,11 @@ impl Drop for Lab {
             let _ = netns::delete_named(n);
         }
         let _ = std::fs::remove_dir_all(&self.state);
-        println!("\ncleaned up: namespaces {} and state dir {}", self.namespaces.join(", "), self.state.display());
+        println!(
+            "\ncleaned up: namespaces {} and state dir {}",
+            self.namespaces.join(", "),
+            self.state.display()
+        );
     }
 }
 
@@ -52,7 +56,8 @@ impl Lab {
     fn knit(&self, args: &[&str]) -> Result<String> {
         println!("  $ knit {}", args.join(" "));
         let exe = std::env::current_exe().op(|| "find own executable".into())?;
-        let ns = std::fs::File::open(netns::named_path(&self.node())).op(|| "open node namespace".into())?;
+        let ns = std::fs::File::open(netns::named_path(&self.node()))
+            .op(|| "open node namespace".into())?;
         let fd = ns.as_raw_fd();
         let mut cmd = Command::new(exe);
         cmd.arg("--state-dir").arg(&self.state).args(args);
@@ -83,8 +88,20 @@ impl Lab {
 }
 
 fn check(what: &str, ok: bool, detail: &str) -> Result<()> {
-    println!("  [{}] {what}{}", if ok { "ok" } else { "FAILED" }, if detail.is_empty() { String::new() } else { format!(" — {detail}") });
-    if ok { Ok(()) } else { Err(Error::Conflict(format!("demo check failed: {what}"))) }
+    println!(
+        "  [{}] {what}{}",
+        if ok { "ok" } else { "FAILED" },
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" — {detail}")
+        }
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!("demo check failed: {what}")))
+    }
 }
 
 /// A tiny HTTP server on a thread inside `ns`; answers with who it saw.
@@ -111,7 +128,11 @@ fn http_server(ns: &str, port: u16, stop: Arc<AtomicBool>) -> Result<std::thread
                     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                     let _ = s.read(&mut buf);
                     let body = format!("hello from web, you are {}\n", peer.ip());
-                    let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let _ = write!(
+                        s,
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -125,15 +146,25 @@ fn http_server(ns: &str, port: u16, stop: Arc<AtomicBool>) -> Result<std::thread
 
 /// An HTTP GET from inside `ns`; returns the body.
 fn http_get(ns: &str, addr: &str) -> Result<String> {
-    let addr: SocketAddr = addr.parse().map_err(|_| Error::invalid("address", addr, "bad socket address"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| Error::invalid("address", addr, "bad socket address"))?;
     let ns = Netns::open(netns::named_path(ns))?;
     ns.run(move || -> Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).op(|| format!("connect {addr}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).op(|| "timeout".into())?;
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n").op(|| "send".into())?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .op(|| format!("connect {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .op(|| "timeout".into())?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .op(|| "send".into())?;
         let mut out = String::new();
         s.read_to_string(&mut out).op(|| "read".into())?;
-        Ok(out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
+        Ok(out
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string())
     })?
 }
 
@@ -141,7 +172,9 @@ fn http_get(ns: &str, addr: &str) -> Result<String> {
 fn ping(from: &str, to: &str) -> bool {
     let exe = std::env::current_exe().unwrap_or_else(|_| "knit".into());
     Command::new(exe)
-        .args(["sandbox", "exec", from, "--", "ping", "-c", "1", "-W", "1", to])
+        .args([
+            "sandbox", "exec", from, "--", "ping", "-c", "1", "-W", "1", to,
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -163,22 +196,42 @@ fn build_outside(lab: &Lab) -> Result<()> {
             mtu: None,
             controller: None,
         })?;
-        let idx = nl.link_index("uplink")?.ok_or_else(|| Error::not_found("link", "uplink"))?;
-        nl.add_address(idx, format!("{NODE4}/24").parse().map_err(|_| Error::invalid("addr", NODE4, "bad"))?)?;
+        let idx = nl
+            .link_index("uplink")?
+            .ok_or_else(|| Error::not_found("link", "uplink"))?;
+        nl.add_address(
+            idx,
+            format!("{NODE4}/24")
+                .parse()
+                .map_err(|_| Error::invalid("addr", NODE4, "bad"))?,
+        )?;
         Ok(())
     })??;
     outside.run(|| -> Result<()> {
         let mut nl = Netlink::open()?;
-        let idx = nl.link_index("wan")?.ok_or_else(|| Error::not_found("link", "wan"))?;
+        let idx = nl
+            .link_index("wan")?
+            .ok_or_else(|| Error::not_found("link", "wan"))?;
         nl.set_up(idx)?;
-        nl.add_address(idx, format!("{OUTSIDE4}/24").parse().map_err(|_| Error::invalid("addr", OUTSIDE4, "bad"))?)?;
+        nl.add_address(
+            idx,
+            format!("{OUTSIDE4}/24")
+                .parse()
+                .map_err(|_| Error::invalid("addr", OUTSIDE4, "bad"))?,
+        )?;
         Ok(())
     })??;
     node.run(|| -> Result<()> {
         let mut nl = Netlink::open()?;
         nl.add_route(&Route {
-            dst: "0.0.0.0/0".parse().map_err(|_| Error::invalid("route", "default", "bad"))?,
-            gateway: Some(OUTSIDE4.parse().map_err(|_| Error::invalid("gw", OUTSIDE4, "bad"))?),
+            dst: "0.0.0.0/0"
+                .parse()
+                .map_err(|_| Error::invalid("route", "default", "bad"))?,
+            gateway: Some(
+                OUTSIDE4
+                    .parse()
+                    .map_err(|_| Error::invalid("gw", OUTSIDE4, "bad"))?,
+            ),
             oif: None,
             onlink: false,
             link_scope: false,
@@ -195,8 +248,12 @@ pub fn run() -> Result<i32> {
         namespaces: vec![],
     };
     let mut lab = lab;
-    println!("knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network");
-    println!("with two sandboxes, NAT, and a web server published on the node. Nothing outside the");
+    println!(
+        "knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network"
+    );
+    println!(
+        "with two sandboxes, NAT, and a web server published on the node. Nothing outside the"
+    );
     println!("throwaway namespaces below is touched.\n");
     println!("1. the world: node and outside namespaces, joined by an uplink veth");
     for short in ["node", "out"] {
@@ -207,8 +264,18 @@ pub fn run() -> Result<i32> {
     build_outside(&lab)?;
     println!("  node {NODE4} <-> outside {OUTSIDE4}");
 
-    println!("\n2. knit builds the network (each command: store transaction + netlink + one nft transaction)");
-    lab.knit(&["network", "create", "lab", "--subnet", "10.88.0.0/24", "--subnet", "fd88::/64"])?;
+    println!(
+        "\n2. knit builds the network (each command: store transaction + netlink + one nft transaction)"
+    );
+    lab.knit(&[
+        "network",
+        "create",
+        "lab",
+        "--subnet",
+        "10.88.0.0/24",
+        "--subnet",
+        "fd88::/64",
+    ])?;
     let web = lab.name("web");
     let client = lab.name("client");
     lab.namespaces.push(web.clone());
@@ -223,15 +290,39 @@ pub fn run() -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     let server = http_server(&web, 80, stop.clone())?;
     let result = (|| -> Result<()> {
-        check("client pings web across the bridge (10.88.0.2)", ping(&client, "10.88.0.2"), "")?;
-        check("web pings client over IPv6 (fd88::3)", ping(&web, "fd88::3"), "")?;
-        check("client reaches the outside host through NAT", ping(&client, OUTSIDE4), "")?;
+        check(
+            "client pings web across the bridge (10.88.0.2)",
+            ping(&client, "10.88.0.2"),
+            "",
+        )?;
+        check(
+            "web pings client over IPv6 (fd88::3)",
+            ping(&web, "fd88::3"),
+            "",
+        )?;
+        check(
+            "client reaches the outside host through NAT",
+            ping(&client, OUTSIDE4),
+            "",
+        )?;
         let body = http_get(&lab.name("out"), &format!("{NODE4}:8080"))?;
-        check("outside fetches http://198.51.100.1:8080 (DNAT to web:80)", body.contains("hello from web"), &body)?;
+        check(
+            "outside fetches http://198.51.100.1:8080 (DNAT to web:80)",
+            body.contains("hello from web"),
+            &body,
+        )?;
         let body = http_get(&lab.node(), "127.0.0.1:8080")?;
-        check("the node itself fetches http://127.0.0.1:8080 (output DNAT)", body.contains("hello from web"), &body)?;
+        check(
+            "the node itself fetches http://127.0.0.1:8080 (output DNAT)",
+            body.contains("hello from web"),
+            &body,
+        )?;
         let body = http_get(&client, &format!("{NODE4}:8080"))?;
-        check("client fetches its own network's published port via the node (hairpin)", body.contains("hello from web"), &body)?;
+        check(
+            "client fetches its own network's published port via the node (hairpin)",
+            body.contains("hello from web"),
+            &body,
+        )?;
         Ok(())
     })();
     stop.store(true, Ordering::Relaxed);

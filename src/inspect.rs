@@ -71,11 +71,13 @@ fn view(nl: &mut Netlink, sysctl_keys: &[String]) -> Result<NetnsView> {
     let neighbours = nl
         .neighbours()?
         .into_iter()
-        .map(|(i, ip, mac, st)| {
+        .map(|n| {
             format!(
-                "{ip} dev {} lladdr {} {st}",
-                name_of(i),
-                mac.unwrap_or_else(|| "-".into())
+                "{} dev {} lladdr {} {}",
+                n.ip,
+                name_of(n.index),
+                n.mac.unwrap_or_else(|| "-".into()),
+                n.state
             )
         })
         .collect();
@@ -149,7 +151,9 @@ impl Node {
             for ip in &a.ips {
                 needles.push(format!("{} ", ip.addr()));
             }
-            let Ok(net) = self.store.network(&a.network) else { continue };
+            let Ok(net) = self.store.network(&a.network) else {
+                continue;
+            };
             needles.extend(net.subnets.iter().map(|s| format!("{} ", s.subnet)));
             if let Some(br) = &net.bridge {
                 needles.push(format!("\"{br}\""));

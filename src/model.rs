@@ -241,6 +241,19 @@ pub fn check_host_in(field: &'static str, ip: IpAddr, net: &IpNet) -> Result<()>
     Ok(())
 }
 
+/// A `network create` request as typed by the user (CLI flags or CNI config).
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkRequest<'a> {
+    pub name: &'a str,
+    pub driver: Driver,
+    pub bridge: Option<&'a str>,
+    pub subnets: &'a [String],
+    pub gateways: &'a [String],
+    pub internal: bool,
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+}
+
 /// A validated `network create` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
@@ -255,17 +268,18 @@ pub struct NetworkSpec {
 }
 
 impl NetworkSpec {
-    /// Validates raw CLI/CNI input. `gateway` may name one gateway per address family.
-    pub fn new(
-        name: &str,
-        driver: Driver,
-        bridge: Option<&str>,
-        subnets: &[String],
-        gateways: &[String],
-        internal: bool,
-        masquerade: bool,
-        mtu: Option<u32>,
-    ) -> Result<Self> {
+    /// Validates raw CLI/CNI input. `gateways` may name one gateway per subnet.
+    pub fn new(r: &NetworkRequest) -> Result<Self> {
+        let NetworkRequest {
+            name,
+            driver,
+            bridge,
+            subnets,
+            gateways,
+            internal,
+            masquerade,
+            mtu,
+        } = *r;
         validate_name("network name", name)?;
         if let Some(b) = bridge {
             validate_ifname("--bridge", b)?;
@@ -582,40 +596,26 @@ mod tests {
         assert!(parse_subnet("s", "10.0.0.0/31").is_err());
         assert!(parse_subnet("s", "nonsense").is_err());
         assert!(parse_subnet("s", "fd00::/64").is_ok());
-        let spec = NetworkSpec::new(
-            "n",
-            Driver::Bridge,
-            None,
-            &["10.1.0.0/24".into(), "fd01::/64".into()],
-            &["fd01::fe".into()],
-            false,
-            true,
-            None,
-        )
-        .unwrap();
+        let subnets = ["10.1.0.0/24".to_string(), "fd01::/64".to_string()];
+        let gws = ["fd01::fe".to_string()];
+        let req = |subnets, gateways| NetworkRequest {
+            name: "n",
+            driver: Driver::Bridge,
+            bridge: None,
+            subnets,
+            gateways,
+            internal: false,
+            masquerade: true,
+            mtu: None,
+        };
+        let spec = NetworkSpec::new(&req(&subnets, &gws)).unwrap();
         assert_eq!(spec.subnets[0].gateway.to_string(), "10.1.0.1");
         assert_eq!(spec.subnets[1].gateway.to_string(), "fd01::fe");
-        let e = NetworkSpec::new(
-            "n",
-            Driver::Bridge,
-            None,
-            &["10.1.0.0/24".into()],
-            &["10.2.0.1".into()],
-            false,
-            true,
-            None,
-        );
+        let outside_gw = ["10.2.0.1".to_string()];
+        let e = NetworkSpec::new(&req(&subnets[..1], &outside_gw));
         assert!(e.unwrap_err().to_string().contains("10.2.0.1"));
-        let e = NetworkSpec::new(
-            "n",
-            Driver::Bridge,
-            None,
-            &["10.1.0.0/16".into(), "10.1.2.0/24".into()],
-            &[],
-            false,
-            true,
-            None,
-        );
+        let overlapping = ["10.1.0.0/16".to_string(), "10.1.2.0/24".to_string()];
+        let e = NetworkSpec::new(&req(&overlapping, &[]));
         assert!(e.unwrap_err().to_string().contains("overlaps"));
     }
 

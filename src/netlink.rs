@@ -45,6 +45,15 @@ pub struct LinkInfoSummary {
     pub kind: Option<String>,
 }
 
+/// A neighbour (ARP/ND) entry as read back for inspection.
+#[derive(Debug, Clone)]
+pub struct Neighbour {
+    pub index: u32,
+    pub ip: IpAddr,
+    pub mac: Option<String>,
+    pub state: String,
+}
+
 /// A new veth pair: `host` end stays here, `peer` end is created directly in `peer_netns`.
 pub struct VethRequest<'a> {
     pub host_name: &'a str,
@@ -402,7 +411,7 @@ impl Netlink {
         )
     }
 
-    pub fn neighbours(&mut self) -> Result<Vec<(u32, IpAddr, Option<String>, String)>> {
+    pub fn neighbours(&mut self) -> Result<Vec<Neighbour>> {
         let replies = self.dump(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             "list neighbours",
@@ -428,12 +437,12 @@ impl Netlink {
                         }
                         _ => None,
                     });
-                    Some((
-                        n.header.ifindex,
+                    Some(Neighbour {
+                        index: n.header.ifindex,
                         ip,
                         mac,
-                        format!("{:?}", n.header.state).to_lowercase(),
-                    ))
+                        state: format!("{:?}", n.header.state).to_lowercase(),
+                    })
                 }
                 _ => None,
             })

@@ -717,16 +717,16 @@ mod tests {
     }
 
     fn spec(name: &str, cidr: &str) -> NetworkSpec {
-        NetworkSpec::new(
+        NetworkSpec::new(&crate::model::NetworkRequest {
             name,
-            Driver::Bridge,
-            None,
-            &[cidr.into()],
-            &[],
-            false,
-            true,
-            None,
-        )
+            driver: Driver::Bridge,
+            bridge: None,
+            subnets: &[cidr.to_string()],
+            gateways: &[],
+            internal: false,
+            masquerade: true,
+            mtu: None,
+        })
         .unwrap()
     }
 

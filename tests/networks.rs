@@ -6,7 +6,17 @@ use common::*;
 #[test]
 fn ptp_network_routes_through_the_node() {
     let mut w = World::new().with_outside();
-    w.ok(&["network", "create", "p", "--driver", "ptp", "--subnet", "10.41.0.0/24", "--subnet", "fd41::/64"]);
+    w.ok(&[
+        "network",
+        "create",
+        "p",
+        "--driver",
+        "ptp",
+        "--subnet",
+        "10.41.0.0/24",
+        "--subnet",
+        "fd41::/64",
+    ]);
     let a = w.sandbox("a");
     let b = w.sandbox("b");
     w.ok(&["attach", "p", &a, "-p", "8081:80"]);
@@ -26,10 +36,20 @@ fn ptp_network_routes_through_the_node() {
     assert!(ping(&a, &b6));
     assert!(ping(&w.node, &a4));
     let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
-    assert_eq!(tcp_get(&a, &format!("{OUTSIDE4}:7000")).unwrap(), format!("outside saw {NODE_UPLINK4}"));
+    assert_eq!(
+        tcp_get(&a, &format!("{OUTSIDE4}:7000")).unwrap(),
+        format!("outside saw {NODE_UPLINK4}")
+    );
     let _s = tcp_server(&a, "0.0.0.0:80", "ptp-web");
-    assert_eq!(tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8081")).unwrap(), format!("ptp-web saw {OUTSIDE4}"));
-    assert!(tcp_get(&b, &format!("{NODE_UPLINK4}:8081")).unwrap().starts_with("ptp-web saw"));
+    assert_eq!(
+        tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8081")).unwrap(),
+        format!("ptp-web saw {OUTSIDE4}")
+    );
+    assert!(
+        tcp_get(&b, &format!("{NODE_UPLINK4}:8081"))
+            .unwrap()
+            .starts_with("ptp-web saw")
+    );
     w.ok(&["detach", "p", &a]);
     assert!(!w.node_ip(&["route"]).contains(&a4));
     assert!(!ping(&b, &a4));
@@ -38,32 +58,77 @@ fn ptp_network_routes_through_the_node() {
 #[test]
 fn ipv6_addresses_routes_nat_and_published_ports() {
     let mut w = World::new().with_outside();
-    w.ok(&["network", "create", "v6", "--subnet", "10.42.0.0/24", "--subnet", "fd42::/64"]);
+    w.ok(&[
+        "network",
+        "create",
+        "v6",
+        "--subnet",
+        "10.42.0.0/24",
+        "--subnet",
+        "fd42::/64",
+    ]);
     let a = w.sandbox("a");
     let b = w.sandbox("b");
-    w.ok(&["attach", "v6", &a, "-p", "8080:80", "-p", "[2001:db8:1::1]:8443:443"]);
+    w.ok(&[
+        "attach",
+        "v6",
+        &a,
+        "-p",
+        "8080:80",
+        "-p",
+        "[2001:db8:1::1]:8443:443",
+    ]);
     w.ok(&["attach", "v6", &b]);
     let a6 = w.ip_of("v6", &a, 6);
     assert!(sh_ok(&["ip", "-n", &a, "-6", "route"]).contains("default via fd42::1"));
     assert!(ping(&b, &a6));
     let _o = tcp_server(w.outside(), "[::]:7000", "outside6");
-    assert_eq!(tcp_get(&b, &format!("[{OUTSIDE6}]:7000")).unwrap(), format!("outside6 saw {NODE_UPLINK6}"));
+    assert_eq!(
+        tcp_get(&b, &format!("[{OUTSIDE6}]:7000")).unwrap(),
+        format!("outside6 saw {NODE_UPLINK6}")
+    );
     let _s = tcp_server(&a, "[::]:80", "web6");
     let _t = tcp_server(&a, "[::]:443", "tls6");
-    assert_eq!(tcp_get(w.outside(), &format!("[{NODE_UPLINK6}]:8080")).unwrap(), format!("web6 saw {OUTSIDE6}"));
-    assert_eq!(tcp_get(w.outside(), &format!("[{NODE_UPLINK6}]:8443")).unwrap(), format!("tls6 saw {OUTSIDE6}"));
+    assert_eq!(
+        tcp_get(w.outside(), &format!("[{NODE_UPLINK6}]:8080")).unwrap(),
+        format!("web6 saw {OUTSIDE6}")
+    );
+    assert_eq!(
+        tcp_get(w.outside(), &format!("[{NODE_UPLINK6}]:8443")).unwrap(),
+        format!("tls6 saw {OUTSIDE6}")
+    );
     // The dual-stack publish also answers on IPv4 (the v6-only server binds both families).
-    assert!(tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8080")).unwrap().starts_with("web6 saw"));
+    assert!(
+        tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8080"))
+            .unwrap()
+            .starts_with("web6 saw")
+    );
     // Hairpin over IPv6 and node-local access.
-    assert!(tcp_get(&b, &format!("[{NODE_UPLINK6}]:8080")).unwrap().starts_with("web6 saw"));
-    assert!(tcp_get(&w.node, &format!("[{NODE_UPLINK6}]:8080")).unwrap().starts_with("web6 saw"));
+    assert!(
+        tcp_get(&b, &format!("[{NODE_UPLINK6}]:8080"))
+            .unwrap()
+            .starts_with("web6 saw")
+    );
+    assert!(
+        tcp_get(&w.node, &format!("[{NODE_UPLINK6}]:8080"))
+            .unwrap()
+            .starts_with("web6 saw")
+    );
 }
 
 #[test]
 fn networks_are_isolated_but_both_reach_outside() {
     let mut w = World::new().with_outside();
     w.ok(&["network", "create", "red", "--subnet", "10.43.1.0/24"]);
-    w.ok(&["network", "create", "blue", "--subnet", "10.43.2.0/24", "--driver", "ptp"]);
+    w.ok(&[
+        "network",
+        "create",
+        "blue",
+        "--subnet",
+        "10.43.2.0/24",
+        "--driver",
+        "ptp",
+    ]);
     w.ok(&["network", "create", "green", "--subnet", "10.43.3.0/24"]);
     let r = w.sandbox("r");
     let b = w.sandbox("b");
@@ -82,23 +147,47 @@ fn networks_are_isolated_but_both_reach_outside() {
     // Same network: allowed.
     assert!(tcp_get(&r2, &format!("{r_ip}:80")).is_ok());
     // Across networks, every direction and both drivers: dropped.
-    for (from, to) in [(&r, &b_ip), (&b, &r_ip), (&r, &g_ip), (&g, &r_ip), (&g, &b_ip), (&b, &g_ip)] {
-        assert!(tcp_get(from, &format!("{to}:80")).is_err(), "{from} reached {to}");
+    for (from, to) in [
+        (&r, &b_ip),
+        (&b, &r_ip),
+        (&r, &g_ip),
+        (&g, &r_ip),
+        (&g, &b_ip),
+        (&b, &g_ip),
+    ] {
+        assert!(
+            tcp_get(from, &format!("{to}:80")).is_err(),
+            "{from} reached {to}"
+        );
         assert!(!ping(from, to), "{from} pinged {to}");
     }
     // Everyone reaches the outside.
     let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
     for s in [&r, &b, &g] {
-        assert_eq!(tcp_get(s, &format!("{OUTSIDE4}:7000")).unwrap(), format!("outside saw {NODE_UPLINK4}"));
+        assert_eq!(
+            tcp_get(s, &format!("{OUTSIDE4}:7000")).unwrap(),
+            format!("outside saw {NODE_UPLINK4}")
+        );
     }
     // A published port is reachable from other networks, like from outside.
-    assert!(tcp_get(&r, &format!("{NODE_UPLINK4}:9000")).unwrap().starts_with("blue saw"));
+    assert!(
+        tcp_get(&r, &format!("{NODE_UPLINK4}:9000"))
+            .unwrap()
+            .starts_with("blue saw")
+    );
 }
 
 #[test]
 fn internal_network_has_no_egress() {
     let mut w = World::new().with_outside();
-    w.ok(&["network", "create", "int", "--subnet", "10.44.0.0/24", "--internal"]);
+    w.ok(&[
+        "network",
+        "create",
+        "int",
+        "--subnet",
+        "10.44.0.0/24",
+        "--internal",
+    ]);
     w.ok(&["network", "create", "ext", "--subnet", "10.44.1.0/24"]);
     let a = w.sandbox("a");
     let b = w.sandbox("b");
@@ -108,14 +197,35 @@ fn internal_network_has_no_egress() {
     w.ok(&["attach", "ext", &e]);
     let b_ip = w.ip_of("int", &b, 4);
     assert!(ping(&a, &b_ip), "inside the internal network");
-    assert!(!sh_ok(&["ip", "-n", &a, "route"]).contains("default"), "no default route");
+    assert!(
+        !sh_ok(&["ip", "-n", &a, "route"]).contains("default"),
+        "no default route"
+    );
     assert!(!ping(&a, OUTSIDE4));
     // Even with a route added by hand inside the sandbox, the node drops its egress.
-    sh_ok(&["ip", "-n", &a, "route", "add", "default", "via", "10.44.0.1"]);
+    sh_ok(&[
+        "ip",
+        "-n",
+        &a,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.44.0.1",
+    ]);
     let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
     assert!(tcp_get(&a, &format!("{OUTSIDE4}:7000")).is_err());
     // And nothing from outside or other networks gets in.
-    sh_ok(&["ip", "-n", w.outside(), "route", "add", "10.44.0.0/24", "via", NODE_UPLINK4]);
+    sh_ok(&[
+        "ip",
+        "-n",
+        w.outside(),
+        "route",
+        "add",
+        "10.44.0.0/24",
+        "via",
+        NODE_UPLINK4,
+    ]);
     let _s = tcp_server(&b, "0.0.0.0:80", "internal");
     assert!(tcp_get(w.outside(), &format!("{b_ip}:80")).is_err());
     assert!(tcp_get(&e, &format!("{b_ip}:80")).is_err());

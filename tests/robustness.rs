@@ -9,7 +9,15 @@ use std::time::Duration;
 fn reconcile_restores_connectivity_after_links_and_table_are_wiped() {
     let mut w = World::new().with_outside();
     w.ok(&["network", "create", "rc", "--subnet", "10.51.0.0/24"]);
-    w.ok(&["network", "create", "rp", "--subnet", "10.51.1.0/24", "--driver", "ptp"]);
+    w.ok(&[
+        "network",
+        "create",
+        "rp",
+        "--subnet",
+        "10.51.1.0/24",
+        "--driver",
+        "ptp",
+    ]);
     let a = w.sandbox("a");
     let b = w.sandbox("b");
     let p = w.sandbox("p");
@@ -22,16 +30,24 @@ fn reconcile_restores_connectivity_after_links_and_table_are_wiped() {
     for l in w.knit_links() {
         sh_ok(&["ip", "-n", &w.node, "link", "del", &l]);
     }
-    sh_ok(&["ip", "netns", "exec", &w.node, "nft", "delete", "table", "inet", "knit"]);
+    sh_ok(&[
+        "ip", "netns", "exec", &w.node, "nft", "delete", "table", "inet", "knit",
+    ]);
     assert!(!ping(&b, &a_ip));
     let out = w.ok(&["reconcile"]);
     assert!(out.contains("3 attachment(s) in place"), "{out}");
     assert!(ping(&b, &a_ip));
     assert!(ping(&w.node, &p_ip));
     let _s = tcp_server(&a, "0.0.0.0:80", "web");
-    assert_eq!(tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8080")).unwrap(), format!("web saw {OUTSIDE4}"));
+    assert_eq!(
+        tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8080")).unwrap(),
+        format!("web saw {OUTSIDE4}")
+    );
     let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
-    assert_eq!(tcp_get(&p, &format!("{OUTSIDE4}:7000")).unwrap(), format!("outside saw {NODE_UPLINK4}"));
+    assert_eq!(
+        tcp_get(&p, &format!("{OUTSIDE4}:7000")).unwrap(),
+        format!("outside saw {NODE_UPLINK4}")
+    );
     // A sandbox that vanished is dropped; a second reconcile changes nothing.
     sh_ok(&["ip", "netns", "del", &b]);
     let out = w.json(&["reconcile"]);
@@ -44,11 +60,25 @@ fn reconcile_restores_connectivity_after_links_and_table_are_wiped() {
 #[test]
 fn concurrent_attaches_get_distinct_addresses() {
     let mut w = World::new();
-    w.ok(&["network", "create", "cc", "--subnet", "10.52.0.0/24", "--subnet", "fd52::/64"]);
+    w.ok(&[
+        "network",
+        "create",
+        "cc",
+        "--subnet",
+        "10.52.0.0/24",
+        "--subnet",
+        "fd52::/64",
+    ]);
     let names: Vec<String> = (0..20).map(|i| w.sandbox(&format!("c{i}"))).collect();
     let children: Vec<_> = names
         .iter()
-        .map(|n| w.cmd(&["attach", "cc", n]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+        .map(|n| {
+            w.cmd(&["attach", "cc", n])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for c in children {
         let o = c.wait_with_output().unwrap();
@@ -75,7 +105,12 @@ fn kill_9_mid_attach_is_repaired_by_reconcile_and_detach() {
     let victims: Vec<String> = (0..12).map(|i| w.sandbox(&format!("v{i}"))).collect();
     for (i, v) in victims.iter().enumerate() {
         let p = format!("{}:80", 8000 + i);
-        let mut child = w.cmd(&["attach", "k", v, "-p", &p]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = w
+            .cmd(&["attach", "k", v, "-p", &p])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         // Spread the kill over the whole attach (store, links, nft): 0 to ~11 ms.
         std::thread::sleep(Duration::from_micros(900 * i as u64));
         let _ = child.kill();
@@ -83,7 +118,12 @@ fn kill_9_mid_attach_is_repaired_by_reconcile_and_detach() {
     }
     // The test is only meaningful if kills landed before attaches finished.
     let before = w.json(&["network", "inspect", "k"]);
-    let ready = before["attachments"].as_array().unwrap().iter().filter(|a| a["state"] == "ready").count();
+    let ready = before["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "ready")
+        .count();
     assert!(ready < victims.len(), "no attach was interrupted");
     // Half are repaired by detach, the rest by reconcile.
     for v in victims.iter().step_by(2) {
@@ -92,17 +132,30 @@ fn kill_9_mid_attach_is_repaired_by_reconcile_and_detach() {
     w.ok(&["reconcile"]);
     let atts = w.json(&["network", "inspect", "k"]);
     for a in atts["attachments"].as_array().unwrap() {
-        assert_eq!(a["state"], "ready", "reconcile leaves no pending attachment: {a}");
+        assert_eq!(
+            a["state"], "ready",
+            "reconcile leaves no pending attachment: {a}"
+        );
     }
     // Every knit link on the node belongs to a recorded attachment (or is the bridge).
-    let recorded: HashSet<String> = atts["attachments"].as_array().unwrap().iter().map(|a| a["host_ifname"].as_str().unwrap().to_string()).collect();
+    let recorded: HashSet<String> = atts["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["host_ifname"].as_str().unwrap().to_string())
+        .collect();
     for l in w.knit_links() {
         assert!(l == "knbr1" || recorded.contains(&l), "leaked link {l}");
     }
     // Ports of dead attempts are free again, all nft elements match the store.
     let table = w.nft_table();
     let published = table.matches(" : 10.53.0.").count();
-    let ports: usize = atts["attachments"].as_array().unwrap().iter().map(|a| a["ports"].as_array().unwrap().len()).sum();
+    let ports: usize = atts["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["ports"].as_array().unwrap().len())
+        .sum();
     assert_eq!(published, ports, "{table}");
     // Attaching everything now works and never hands out an address twice.
     for v in &victims {
@@ -128,15 +181,74 @@ fn bad_input_is_rejected_clearly_and_leaves_nothing() {
     let links_before = w.knit_links();
     let table_before = w.nft_table();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["network", "create", "x", "--subnet", "10.0.0.300/24"], "10.0.0.300/24"),
-        (vec!["network", "create", "x", "--subnet", "10.54.0.5/24"], "host bits"),
-        (vec!["network", "create", "x", "--subnet", "10.54.0.0/16"], "overlaps"),
-        (vec!["network", "create", "ok", "--subnet", "10.99.0.0/24"], "already exists"),
-        (vec!["network", "create", "x", "--subnet", "10.99.0.0/24", "--gateway", "10.98.0.1"], "10.98.0.1"),
-        (vec!["network", "create", "x", "--subnet", "10.99.0.0/24", "--driver", "vxlan"], "vxlan"),
-        (vec!["network", "create", "x", "--subnet", "10.99.0.0/24", "--mtu", "20"], "--mtu"),
-        (vec!["network", "create", "bad name", "--subnet", "10.99.0.0/24"], "bad name"),
-        (vec!["network", "create", "x", "--subnet", "10.99.0.0/24", "--bridge", "waytoolongbridgename"], "--bridge"),
+        (
+            vec!["network", "create", "x", "--subnet", "10.0.0.300/24"],
+            "10.0.0.300/24",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "10.54.0.5/24"],
+            "host bits",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "10.54.0.0/16"],
+            "overlaps",
+        ),
+        (
+            vec!["network", "create", "ok", "--subnet", "10.99.0.0/24"],
+            "already exists",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.99.0.0/24",
+                "--gateway",
+                "10.98.0.1",
+            ],
+            "10.98.0.1",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.99.0.0/24",
+                "--driver",
+                "vxlan",
+            ],
+            "vxlan",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.99.0.0/24",
+                "--mtu",
+                "20",
+            ],
+            "--mtu",
+        ),
+        (
+            vec!["network", "create", "bad name", "--subnet", "10.99.0.0/24"],
+            "bad name",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.99.0.0/24",
+                "--bridge",
+                "waytoolongbridgename",
+            ],
+            "--bridge",
+        ),
         (vec!["attach", "nope", &b], "network \"nope\" not found"),
         (vec!["attach", "ok", "ghost-sandbox"], "ghost-sandbox"),
         (vec!["attach", "ok", &b, "--ip", "10.55.0.9"], "10.55.0.9"),
@@ -155,7 +267,10 @@ fn bad_input_is_rejected_clearly_and_leaves_nothing() {
     ];
     for (args, needle) in &cases {
         let e = w.fail(args);
-        assert!(e.contains(needle), "{args:?}: stderr {e:?} does not mention {needle:?}");
+        assert!(
+            e.contains(needle),
+            "{args:?}: stderr {e:?} does not mention {needle:?}"
+        );
         assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
     }
     // Nothing was left behind by any of them.
@@ -163,6 +278,11 @@ fn bad_input_is_rejected_clearly_and_leaves_nothing() {
     assert_eq!(w.nft_table(), table_before);
     let nets = w.json(&["network", "ls"]);
     assert_eq!(nets.as_array().unwrap().len(), 2);
-    assert!(w.json(&["network", "inspect", "ok"])["attachments"].as_array().unwrap().is_empty());
+    assert!(
+        w.json(&["network", "inspect", "ok"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(!sh_ok(&["ip", "-n", &b, "link"]).contains("eth0"));
 }
