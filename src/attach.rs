@@ -191,6 +191,7 @@ impl Node {
             publish: args.publish,
             container_id: args.container_id,
         })?;
+        crate::trace::phase("store: reserved");
         let network = self.store.network(args.network)?;
         let att = match reserved {
             Reserved::Existing(att) if att.state == AttachState::Ready => {
@@ -208,6 +209,7 @@ impl Node {
             Reserved::New(att) => att,
         };
         let built = plumb(&network, &att, &ns).and_then(|_| {
+            crate::trace::phase("links, addresses, routes");
             let mut b = Batch::new();
             b.attachment(&attach_fw(&network, &att), true);
             b.apply()
@@ -217,7 +219,9 @@ impl Node {
             let _ = self.store.release(att.id);
             return Err(e);
         }
+        crate::trace::phase("nft elements added");
         self.store.mark_ready(att.id)?;
+        crate::trace::phase("store: ready");
         let mut attachment = att;
         attachment.state = AttachState::Ready;
         Ok(Attached {
@@ -232,11 +236,18 @@ impl Node {
     pub fn unplumb(&mut self, net: &Network, att: &Attachment) -> Result<()> {
         let mut b = Batch::new();
         b.attachment(&attach_fw(net, att), false);
-        if b.apply().is_err() {
+        let mut session = crate::nft::Session::new()?;
+        let applied = b.apply_in(&mut session);
+        crate::trace::phase("nft elements removed");
+        if applied.is_err() {
             // The table is damaged or gone: rebuild it from the store without this one.
             self.rebuild_firewall_without(None, Some(att.id))?;
         }
+        // Closing an nft socket after deletions waits for an RCU grace period; keep that
+        // off the caller's clock.
+        session.release_detached();
         Netlink::open()?.delete_link(&att.host_ifname)?;
+        crate::trace::phase("host veth deleted");
         Ok(())
     }
 
@@ -246,12 +257,15 @@ impl Node {
         let Some(att) = self.store.attachment(net.id, &sandbox.key())? else {
             return Ok(None);
         };
+        crate::trace::phase("store: found");
         self.detach_attachment(&net, &att)?;
         Ok(Some(att))
     }
 
     pub fn detach_attachment(&mut self, net: &Network, att: &Attachment) -> Result<()> {
         self.unplumb(net, att)?;
-        self.store.release(att.id)
+        self.store.release(att.id)?;
+        crate::trace::phase("store: released");
+        Ok(())
     }
 }

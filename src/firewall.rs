@@ -421,6 +421,14 @@ impl Batch {
         }
         crate::nft::run(&self.render()).map(|_| ())
     }
+
+    /// The same, handing back the session so the caller decides when its socket closes.
+    pub fn apply_in(&self, session: &mut crate::nft::Session) -> crate::error::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        session.run(&self.render()).map(|_| ())
+    }
 }
 
 /// knit's own table as nft prints it (for `inspect`; never on a hot path).

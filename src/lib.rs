@@ -22,3 +22,4 @@ pub mod reconcile;
 pub mod report;
 pub mod store;
 pub mod sysctl;
+pub mod trace;

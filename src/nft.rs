@@ -54,43 +54,119 @@ fn lib() -> Result<&'static Lib> {
         .map_err(|e| Error::Nft(e.clone()))
 }
 
-/// Runs an nft script as one transaction in the calling thread's network namespace.
-/// Returns what nft printed (for `list` commands).
-pub fn run(script: &str) -> Result<String> {
-    let lib = lib()?;
-    let cmd = CString::new(script).map_err(|_| Error::Nft("script contains NUL".into()))?;
-    // SAFETY: ctx is created, used and freed here; the buffers returned by libnftables are
-    // valid until the context is freed, and we copy them before that.
-    unsafe {
-        let ctx = (lib.ctx_new)(0);
+/// One libnftables context (one netlink socket). Dropping it closes the socket; after a
+/// transaction that deleted set elements the kernel makes that close wait for an RCU grace
+/// period (it flushes the pending destroy work), so callers on a hot path drop it on a
+/// thread that overlaps other waiting work (see `attach::Node::unplumb`).
+pub struct Session {
+    lib: &'static Lib,
+    ctx: *mut c_void,
+}
+
+// SAFETY: the context is used by one thread at a time (Session is not Sync); libnftables
+// contexts have no thread affinity.
+unsafe impl Send for Session {}
+
+impl Session {
+    pub fn new() -> Result<Session> {
+        let lib = lib()?;
+        // SAFETY: plain constructor; null means failure.
+        let ctx = unsafe { (lib.ctx_new)(0) };
         if ctx.is_null() {
             return Err(Error::Nft("nft_ctx_new failed".into()));
         }
-        (lib.buffer_output)(ctx);
-        (lib.buffer_error)(ctx);
-        let rc = (lib.run)(ctx, cmd.as_ptr());
-        let take = |p: *const c_char| {
-            if p.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(p).to_string_lossy().into_owned()
-            }
-        };
-        let out = take((lib.get_output)(ctx));
-        let err = take((lib.get_error)(ctx));
-        (lib.ctx_free)(ctx);
-        if rc != 0 {
-            let first = err
-                .lines()
-                .find(|l| l.contains("Error"))
-                .unwrap_or(err.trim())
-                .to_string();
-            return Err(Error::Nft(if first.is_empty() {
-                format!("rc {rc}")
-            } else {
-                first
-            }));
+        // SAFETY: ctx is valid.
+        unsafe {
+            (lib.buffer_output)(ctx);
+            (lib.buffer_error)(ctx);
         }
-        Ok(out)
+        Ok(Session { lib, ctx })
     }
+
+    /// Runs an nft script as one transaction in the namespace the context was created in.
+    /// Returns what nft printed (for `list` commands).
+    pub fn run(&mut self, script: &str) -> Result<String> {
+        let cmd = CString::new(script).map_err(|_| Error::Nft("script contains NUL".into()))?;
+        let lib = self.lib;
+        // SAFETY: ctx is valid; the buffers returned by libnftables stay valid until the
+        // next run or free, and we copy them before that.
+        unsafe {
+            let rc = (lib.run)(self.ctx, cmd.as_ptr());
+            let take = |p: *const c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            let out = take((lib.get_output)(self.ctx));
+            let err = take((lib.get_error)(self.ctx));
+            if rc != 0 {
+                let first = err
+                    .lines()
+                    .find(|l| l.contains("Error"))
+                    .unwrap_or(err.trim())
+                    .to_string();
+                return Err(Error::Nft(if first.is_empty() {
+                    format!("rc {rc}")
+                } else {
+                    first
+                }));
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl Session {
+    /// Closes this session without making the caller wait for the kernel's socket release.
+    ///
+    /// A forked child keeps a reference to the socket until this process exits (it waits
+    /// for EOF on a pipe whose write end only this process holds), so the final close, and
+    /// the grace-period wait that comes with it, happen in the child after we are gone.
+    /// The child closes stdio first so it never holds a caller's pipe open.
+    pub fn release_detached(self) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two-element array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return; // Drop closes the socket the ordinary way.
+        }
+        // SAFETY: the child only calls async-signal-safe functions (close, read, _exit).
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::close(fds[1]);
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
+                let mut b = 0u8;
+                while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) != 0 {}
+                libc::_exit(0);
+            },
+            pid if pid > 0 => {
+                // SAFETY: fds[0] is ours; the write end stays open until we exit.
+                unsafe { libc::close(fds[0]) };
+                // Our copy of the socket closes here; the child's keeps it alive.
+                drop(self);
+            }
+            _ => {
+                // SAFETY: both ends are ours.
+                unsafe {
+                    libc::close(fds[0]);
+                    libc::close(fds[1]);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // SAFETY: ctx was created by nft_ctx_new and is freed exactly once.
+        unsafe { (self.lib.ctx_free)(self.ctx) }
+    }
+}
+
+/// Runs an nft script as one transaction in the calling thread's network namespace.
+pub fn run(script: &str) -> Result<String> {
+    Session::new()?.run(script)
 }

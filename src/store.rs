@@ -171,6 +171,13 @@ impl Store {
         // loss can drop the last transactions, and reconcile repairs from kernel state.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every knit command is a short process: checkpointing and deleting the WAL on each
+        // close would cost two fsyncs and a WAL re-creation per command. SQLite still
+        // checkpoints automatically as the WAL grows.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version == 0 {
             let tx = conn.unchecked_transaction()?;
