@@ -240,3 +240,56 @@ fn mtu_is_applied() {
     assert!(sh_ok(&["ip", "-n", &a, "link", "show", "eth0"]).contains("mtu 1400"));
     assert!(w.node_ip(&["link", "show", "kmtu0"]).contains("mtu 1400"));
 }
+
+#[test]
+fn adopt_a_running_process_namespace_by_pid() {
+    let mut w = World::new();
+    w.ok(&["network", "create", "pid", "--subnet", "10.36.0.0/24"]);
+    let peer = w.sandbox("peer");
+    w.ok(&["attach", "pid", &peer]);
+    // A "container": a process in its own network namespace, like Docker's.
+    let mut child = std::process::Command::new("unshare")
+        .args(["-n", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let target = format!("pid:{pid}");
+    // unshare execs sleep after entering the namespace: wait until it is not ours.
+    eventually("child namespace", || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+            != std::fs::read_link("/proc/self/ns/net").ok()
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "sleep")
+                .unwrap_or(false)
+    });
+    w.ok(&["attach", "pid", &target]);
+    let ip = w.ip_of("pid", &target, 4);
+    assert!(ping(&peer, &ip));
+    let o = sh(&["nsenter", "-t", &pid.to_string(), "-n", "ip", "-4", "addr"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&ip));
+    // When the process is gone, reconcile drops the attachment and frees its address.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = w.json(&["reconcile"]);
+    assert_eq!(r["gone_removed"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(w.knit_links().len(), 2);
+}
+
+#[test]
+fn sandbox_exec_uses_etc_netns_files() {
+    let mut w = World::new();
+    let a = w.sandbox("a");
+    let dir = format!("/etc/netns/{a}");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/resolv.conf"), "nameserver 10.37.0.1\n").unwrap();
+    let out = w.run(&["sandbox", "exec", &a, "--", "cat", "/etc/resolv.conf"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nameserver 10.37.0.1"));
+    let out = w.ok(&["sandbox", "exec", &a, "--", "ip", "-o", "link"]);
+    assert!(
+        out.contains("lo") && !out.contains("eth0") && !out.contains("uplink"),
+        "{out}"
+    );
+    let ls = w.json(&["sandbox", "ls"]);
+    assert!(ls.to_string().contains(&a));
+}
