@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::firewall::Batch;
-use crate::model::{Driver, Mac, PublishSpec, SandboxRef};
+use crate::model::{Driver, Mac, PublishSpec, RouteSpec, SandboxRef};
 use crate::netlink::{Netlink, Route, VethRequest};
 use crate::netns::Netns;
 use crate::node::{Node, attach_fw};
@@ -27,6 +27,8 @@ pub struct AttachArgs<'a> {
     pub mac: Option<Mac>,
     pub publish: &'a [PublishSpec],
     pub container_id: Option<&'a str>,
+    /// Routes to install instead of the network's default route (CNI ipam.routes).
+    pub routes: Option<&'a [RouteSpec]>,
 }
 
 pub struct Attached {
@@ -48,6 +50,45 @@ fn sandbox_addr(net: &Network, ip: &IpNet) -> IpNet {
         Driver::Ptp => {
             IpNet::new(ip.addr(), if ip.addr().is_ipv4() { 32 } else { 128 }).unwrap_or(*ip)
         }
+    }
+}
+
+fn unspecified(v4: bool) -> IpNet {
+    let any = if v4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    };
+    IpNet::new(any, 0).unwrap_or_else(|_| IpNet::from(any))
+}
+
+/// Routes of a bridge attachment: the ones it asked for (gateway defaulting to the
+/// subnet's of the same family), or a default route per subnet unless the network is
+/// internal.
+pub fn bridge_routes(net: &Network, att: &Attachment) -> Vec<RouteSpec> {
+    let gw_for = |v4: bool| {
+        net.subnets
+            .iter()
+            .find(|s| s.gateway.is_ipv4() == v4)
+            .map(|s| s.gateway)
+    };
+    match &att.routes {
+        Some(routes) => routes
+            .iter()
+            .map(|r| RouteSpec {
+                dst: r.dst,
+                gw: r.gw.or_else(|| gw_for(r.dst.addr().is_ipv4())),
+            })
+            .collect(),
+        None if net.internal => vec![],
+        None => net
+            .subnets
+            .iter()
+            .map(|s| RouteSpec {
+                dst: unspecified(s.gateway.is_ipv4()),
+                gw: Some(s.gateway),
+            })
+            .collect(),
     }
 }
 
@@ -120,25 +161,14 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
     }
     match net.driver {
         Driver::Bridge => {
-            if !net.internal {
-                for s in &net.subnets {
-                    let default = IpNet::new(
-                        if s.gateway.is_ipv4() {
-                            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-                        } else {
-                            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-                        },
-                        0,
-                    )
-                    .map_err(|_| Error::invalid("gateway", s.gateway, "bad family"))?;
-                    snl.add_route(&Route {
-                        dst: default,
-                        gateway: Some(s.gateway),
-                        oif: Some(index),
-                        onlink: false,
-                        link_scope: false,
-                    })?;
-                }
+            for r in bridge_routes(net, att) {
+                snl.add_route(&Route {
+                    dst: r.dst,
+                    gateway: r.gw,
+                    oif: Some(index),
+                    onlink: false,
+                    link_scope: false,
+                })?;
             }
         }
         Driver::Ptp => {
@@ -190,6 +220,7 @@ impl Node {
             mac: args.mac,
             publish: args.publish,
             container_id: args.container_id,
+            routes: args.routes,
         })?;
         crate::trace::phase("store: reserved");
         let network = self.store.network(args.network)?;

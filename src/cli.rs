@@ -444,6 +444,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 mac,
                 publish: &publish,
                 container_id: None,
+                routes: None,
             })?;
             print_attachment(&done.attachment, done.existed, cli.json);
             Ok(0)

@@ -47,6 +47,24 @@ impl Pool {
         }
     }
 
+    /// A pool limited to `[start, end]` (host-local's rangeStart / rangeEnd), clamped to the
+    /// subnet's host addresses.
+    pub fn with_range(net: IpNet, start: Option<IpAddr>, end: Option<IpAddr>) -> Self {
+        let mut p = Pool::new(net);
+        if let Some(s) = start.filter(|s| net.contains(s)) {
+            p.first = p.first.max(to_u128(s));
+        }
+        if let Some(e) = end.filter(|e| net.contains(e)) {
+            p.last = p.last.min(to_u128(e));
+        }
+        p
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let v = to_u128(ip);
+        self.net.contains(&ip) && v >= self.first && v <= self.last
+    }
+
     pub fn size(&self) -> u128 {
         self.last - self.first + 1
     }
@@ -143,6 +161,23 @@ mod tests {
         });
         assert_eq!(none, None);
         assert!(calls <= 12);
+    }
+
+    #[test]
+    fn ranges_limit_the_pool() {
+        let net = "10.9.0.0/24".parse().unwrap();
+        let pool = Pool::with_range(net, Some(ip("10.9.0.100")), Some(ip("10.9.0.101")));
+        assert_eq!(pool.size(), 2);
+        assert!(pool.contains(ip("10.9.0.100")) && !pool.contains(ip("10.9.0.99")));
+        let taken: HashSet<IpAddr> = [ip("10.9.0.100")].into();
+        assert_eq!(
+            pool.next_free(None, &[], 1, |x| taken.contains(&x)),
+            Some(ip("10.9.0.101"))
+        );
+        assert_eq!(
+            pool.next_free(Some(ip("10.9.0.101")), &[], 2, |_| true),
+            None
+        );
     }
 
     #[test]

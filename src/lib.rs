@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod cli;
+pub mod cni;
 pub mod demo;
 pub mod error;
 pub mod firewall;

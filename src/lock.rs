@@ -12,7 +12,12 @@ pub struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
     pub fn take(dir: &Path, exclusive: bool) -> Result<Lock> {
-        let path = dir.join("lock");
+        Self::take_file(dir, "lock", exclusive)
+    }
+
+    /// A lock on another file in the state dir (e.g. serializing network creation).
+    pub fn take_file(dir: &Path, name: &str, exclusive: bool) -> Result<Lock> {
+        let path = dir.join(name);
         let f = File::options()
             .create(true)
             .truncate(false)

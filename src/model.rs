@@ -180,6 +180,19 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 pub struct SubnetSpec {
     pub cidr: IpNet,
     pub gateway: IpAddr,
+    /// host-local's rangeStart / rangeEnd: the part of the subnet handed out.
+    #[serde(default)]
+    pub range_start: Option<IpAddr>,
+    #[serde(default)]
+    pub range_end: Option<IpAddr>,
+}
+
+/// A route inside the sandbox (CNI ipam.routes); no gateway means the subnet's gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub dst: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<IpAddr>,
 }
 
 /// Parses a CIDR that must be a network address (no host bits), with room for a gateway
@@ -265,6 +278,10 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub masquerade: bool,
     pub mtu: Option<u32>,
+    /// The bridge carries the gateway address(es) (CNI `isGateway`; always for the CLI).
+    pub bridge_gateway: bool,
+    /// CNI `promiscMode`.
+    pub promisc: bool,
 }
 
 impl NetworkSpec {
@@ -341,6 +358,8 @@ impl NetworkSpec {
             .map(|(cidr, gw)| SubnetSpec {
                 gateway: gw.unwrap_or_else(|| default_gateway(&cidr)),
                 cidr,
+                range_start: None,
+                range_end: None,
             })
             .collect();
         Ok(NetworkSpec {
@@ -351,6 +370,8 @@ impl NetworkSpec {
             internal,
             masquerade: masquerade && !internal,
             mtu,
+            bridge_gateway: true,
+            promisc: false,
         })
     }
 }
@@ -496,6 +517,12 @@ pub enum SandboxRef {
     Path(String),
     /// A running process's namespace.
     Pid(u32),
+    /// A CNI attachment: keyed by container id and interface, at the runtime's netns path.
+    Container {
+        id: String,
+        ifname: String,
+        netns: String,
+    },
 }
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -521,6 +548,7 @@ impl SandboxRef {
             SandboxRef::Named(n) => n.clone(),
             SandboxRef::Path(p) => p.clone(),
             SandboxRef::Pid(p) => format!("pid:{p}"),
+            SandboxRef::Container { id, ifname, .. } => format!("cni:{id}/{ifname}"),
         }
     }
 
@@ -529,6 +557,7 @@ impl SandboxRef {
             SandboxRef::Named(n) => format!("{NETNS_DIR}/{n}"),
             SandboxRef::Path(p) => p.clone(),
             SandboxRef::Pid(p) => format!("/proc/{p}/ns/net"),
+            SandboxRef::Container { netns, .. } => netns.clone(),
         }
     }
 }

@@ -281,6 +281,16 @@ impl Netlink {
         })
     }
 
+    pub fn set_promisc(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Promisc;
+        msg.header.change_mask = LinkFlags::Promisc;
+        self.request(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("set link {index} promiscuous")
+        })
+    }
+
     /// Deletes a link by name; Ok(false) if it was already gone.
     pub fn delete_link(&mut self, name: &str) -> Result<bool> {
         let mut msg = LinkMessage::default();

@@ -30,12 +30,19 @@ impl Node {
     }
 
     pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network> {
-        self.create_network_from(spec, "cli")
+        self.create_network_from(spec, "cli", false)
     }
 
-    pub fn create_network_from(&mut self, spec: &NetworkSpec, origin: &str) -> Result<Network> {
+    /// `adopt_bridge`: an existing bridge of that name is used (CNI configurations name a
+    /// shared bridge such as cni0) instead of being an error.
+    pub fn create_network_from(
+        &mut self,
+        spec: &NetworkSpec,
+        origin: &str,
+        adopt_bridge: bool,
+    ) -> Result<Network> {
         let net = self.store.create_network(spec, origin)?;
-        if let Err(e) = self.build_network(&net, true) {
+        if let Err(e) = self.build_network(&net, !adopt_bridge) {
             let _ = self.teardown_network(&net);
             let _ = self.store.delete_network(net.id);
             return Err(e);
@@ -67,7 +74,10 @@ impl Node {
                 }
             };
             nl.set_up(index)?;
-            for s in &net.subnets {
+            if net.promisc {
+                nl.set_promisc(index)?;
+            }
+            for s in net.subnets.iter().filter(|_| net.bridge_gateway) {
                 let gw = IpNet::new(s.gateway, s.subnet.prefix_len())
                     .map_err(|_| Error::invalid("gateway", s.gateway, "bad prefix"))?;
                 nl.add_address(index, gw)?;

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::ipam::Pool;
-use crate::model::{Driver, Mac, NetworkSpec, PortMapping, Proto, PublishSpec};
+use crate::model::{Driver, Mac, NetworkSpec, PortMapping, Proto, PublishSpec, RouteSpec};
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -27,13 +27,17 @@ CREATE TABLE IF NOT EXISTS networks (
     masquerade INTEGER NOT NULL,
     mtu INTEGER,
     bridge_mac TEXT NOT NULL,
-    origin TEXT NOT NULL DEFAULT 'cli'
+    origin TEXT NOT NULL DEFAULT 'cli',
+    bridge_gateway INTEGER NOT NULL DEFAULT 1,
+    promisc INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS subnets (
     id INTEGER PRIMARY KEY,
     network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
     cidr TEXT NOT NULL UNIQUE,
     gateway TEXT NOT NULL,
+    range_start TEXT,
+    range_end TEXT,
     cursor TEXT
 );
 CREATE TABLE IF NOT EXISTS attachments (
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     host_mac TEXT NOT NULL,
     state TEXT NOT NULL,
     container_id TEXT,
+    routes TEXT,
     UNIQUE (network_id, sandbox)
 );
 CREATE TABLE IF NOT EXISTS allocations (
@@ -78,6 +83,16 @@ pub struct Subnet {
     pub id: i64,
     pub subnet: IpNet,
     pub gateway: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<IpAddr>,
+}
+
+impl Subnet {
+    pub fn pool(&self) -> Pool {
+        Pool::with_range(self.subnet, self.range_start, self.range_end)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +108,8 @@ pub struct Network {
     #[serde(skip)]
     pub bridge_mac: Mac,
     pub origin: String,
+    pub bridge_gateway: bool,
+    pub promisc: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,6 +135,8 @@ pub struct Attachment {
     pub container_id: Option<String>,
     pub ips: Vec<IpNet>,
     pub ports: Vec<PortMapping>,
+    /// Routes inside the sandbox; None means the network's default route.
+    pub routes: Option<Vec<RouteSpec>>,
 }
 
 /// What `attach` asks the store to reserve.
@@ -130,6 +149,7 @@ pub struct AttachRequest<'a> {
     pub mac: Option<Mac>,
     pub publish: &'a [PublishSpec],
     pub container_id: Option<&'a str>,
+    pub routes: Option<&'a [RouteSpec]>,
 }
 
 /// Outcome of a reservation: new, or the attachment that already existed.
@@ -246,8 +266,8 @@ impl Store {
         }
         let mac = Mac::random();
         tx.execute(
-            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 spec.name,
                 spec.driver.as_str(),
@@ -256,7 +276,9 @@ impl Store {
                 spec.masquerade,
                 spec.mtu,
                 mac.to_string(),
-                origin
+                origin,
+                spec.bridge_gateway,
+                spec.promisc
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -268,8 +290,14 @@ impl Store {
         }
         for s in &spec.subnets {
             tx.execute(
-                "INSERT INTO subnets (network_id, cidr, gateway) VALUES (?1, ?2, ?3)",
-                params![id, s.cidr.to_string(), s.gateway.to_string()],
+                "INSERT INTO subnets (network_id, cidr, gateway, range_start, range_end) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    id,
+                    s.cidr.to_string(),
+                    s.gateway.to_string(),
+                    s.range_start.map(|a| a.to_string()),
+                    s.range_end.map(|a| a.to_string())
+                ],
             )?;
         }
         let net = Self::load_network(&tx, "id = ?1", id)?
@@ -284,7 +312,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -305,12 +333,14 @@ impl Store {
                     mtu: r.get(6)?,
                     bridge_mac: Mac::parse("bridge_mac", &mac).unwrap_or(Mac([2, 0, 0, 0, 0, 1])),
                     origin: r.get(8)?,
+                    bridge_gateway: r.get(9)?,
+                    promisc: r.get(10)?,
                 })
             })
             .optional()?;
         let Some(mut net) = net else { return Ok(None) };
         let mut stmt = conn.prepare_cached(
-            "SELECT id, cidr, gateway FROM subnets WHERE network_id = ?1 ORDER BY id",
+            "SELECT id, cidr, gateway, range_start, range_end FROM subnets WHERE network_id = ?1 ORDER BY id",
         )?;
         net.subnets = stmt
             .query_map([net.id], |r| {
@@ -318,6 +348,8 @@ impl Store {
                     id: r.get(0)?,
                     subnet: parse(r.get(1)?)?,
                     gateway: parse(r.get(2)?)?,
+                    range_start: r.get::<_, Option<String>>(3)?.map(parse).transpose()?,
+                    range_end: r.get::<_, Option<String>>(4)?.map(parse).transpose()?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -415,8 +447,8 @@ impl Store {
         let mac = req.mac.unwrap_or_else(Mac::random);
         let host_mac = Mac::random();
         tx.execute(
-            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
             params![
                 net.id,
                 req.sandbox,
@@ -425,7 +457,8 @@ impl Store {
                 host_ifname,
                 mac.to_string(),
                 host_mac.to_string(),
-                req.container_id
+                req.container_id,
+                req.routes.map(|r| serde_json::to_string(r).unwrap_or_default())
             ],
         )?;
         let att_id = tx.last_insert_rowid();
@@ -515,8 +548,9 @@ impl Store {
         let mut probe =
             tx.prepare_cached("SELECT 1 FROM allocations WHERE subnet_id = ?1 AND ip = ?2")?;
         let mut err = None;
-        let ip =
-            Pool::new(s.subnet).next_free(cursor, &[s.gateway], count as u128, |ip| {
+        let ip = s
+            .pool()
+            .next_free(cursor, &[s.gateway], count as u128, |ip| {
                 match probe
                     .query_row(params![s.id, ip.to_string()], |_| Ok(()))
                     .optional()
@@ -585,7 +619,7 @@ impl Store {
     ) -> Result<Vec<Attachment>> {
         let sql = format!(
             "SELECT a.id, a.network_id, n.name, a.sandbox, a.netns_path, a.ifname, a.host_ifname, a.mac, a.host_mac,
-                    a.state, a.container_id
+                    a.state, a.container_id, a.routes
              FROM attachments a JOIN networks n ON n.id = a.network_id WHERE {cond} ORDER BY a.id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -608,6 +642,9 @@ impl Store {
                         AttachState::Pending
                     },
                     container_id: r.get(10)?,
+                    routes: r
+                        .get::<_, Option<String>>(11)?
+                        .and_then(|j| serde_json::from_str(&j).ok()),
                     ips: vec![],
                     ports: vec![],
                 })
@@ -752,6 +789,7 @@ mod tests {
             mac: None,
             publish,
             container_id: None,
+            routes: None,
         }
     }
 

@@ -1,0 +1,159 @@
+//! CHECK: compare what the kernel has with what knit built for this attachment (and with
+//! the runtime's prevResult); report every difference.
+
+use super::conf::NetConf;
+use super::env::Env;
+use super::error::*;
+use crate::attach::bridge_routes;
+use crate::firewall::port_element;
+use crate::model::Driver;
+use crate::netlink::Netlink;
+use crate::netns::Netns;
+use crate::node::Node;
+use netlink_packet_route::AddressFamily;
+use std::path::PathBuf;
+
+pub fn check(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(INVALID_CONFIG, "CHECK needs prevResult"))?;
+    let node = Node::open(state_dir, false)?;
+    let net = node.store.find_network(&conf.name)?.ok_or_else(|| {
+        CniError::new(
+            UNKNOWN_CONTAINER,
+            format!("network {:?} is unknown to knit", conf.name),
+        )
+    })?;
+    let att = node
+        .store
+        .attachment(net.id, &env.sandbox_key())?
+        .ok_or_else(|| {
+            CniError::new(
+                UNKNOWN_CONTAINER,
+                format!(
+                    "container {} has no attachment {} on {:?}",
+                    env.container_id, env.ifname, conf.name
+                ),
+            )
+        })?;
+    let mut drift: Vec<String> = vec![];
+
+    // The runtime's view must match ours.
+    let prev_ips: Vec<String> = prev["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["address"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for ip in &att.ips {
+        if !prev_ips.contains(&ip.to_string()) {
+            drift.push(format!("prevResult lacks address {ip}"));
+        }
+    }
+
+    // Node side: host veth (up, on the bridge) and the bridge.
+    let mut nl = Netlink::open()?;
+    match nl.link_by_name(&att.host_ifname)? {
+        None => drift.push(format!("host interface {} is missing", att.host_ifname)),
+        Some(l) if !l.up => drift.push(format!("host interface {} is down", att.host_ifname)),
+        Some(l) => {
+            if let Some(br) = &net.bridge {
+                let br_index = nl.link_index(br)?;
+                if br_index.is_none() {
+                    drift.push(format!("bridge {br} is missing"));
+                } else if l.controller != br_index {
+                    drift.push(format!(
+                        "{} is not attached to bridge {br}",
+                        att.host_ifname
+                    ));
+                }
+            }
+        }
+    }
+
+    // Sandbox side: interface, MAC, addresses, routes.
+    match Netns::open(&env.netns) {
+        Err(_) => drift.push(format!("namespace {} is gone", env.netns)),
+        Ok(ns) => {
+            let ifname = att.ifname.clone();
+            let (links, addrs, routes) = ns.run(move || -> crate::error::Result<_> {
+                let mut nl = Netlink::open()?;
+                let link = nl.link_by_name(&ifname)?;
+                let addrs = nl.addresses()?;
+                let mut routes = nl.routes(AddressFamily::Inet)?;
+                routes.extend(nl.routes(AddressFamily::Inet6)?);
+                Ok((link, addrs, routes))
+            })??;
+            match links {
+                None => drift.push(format!(
+                    "interface {} is missing in the sandbox",
+                    att.ifname
+                )),
+                Some(l) => {
+                    if l.mac.as_deref() != Some(att.mac.as_str()) {
+                        drift.push(format!(
+                            "interface {} has MAC {:?}, expected {}",
+                            att.ifname, l.mac, att.mac
+                        ));
+                    }
+                    for ip in &att.ips {
+                        if !addrs
+                            .iter()
+                            .any(|(i, a)| *i == l.index && a.addr() == ip.addr())
+                        {
+                            drift.push(format!(
+                                "address {} is missing on {}",
+                                ip.addr(),
+                                att.ifname
+                            ));
+                        }
+                    }
+                    if net.driver == Driver::Bridge {
+                        for r in bridge_routes(&net, &att) {
+                            if !routes.iter().any(|k| k.dst == r.dst && k.gateway == r.gw) {
+                                drift.push(format!("route {} via {:?} is missing", r.dst, r.gw));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Firewall: every published port is in its map.
+    if !att.ports.is_empty() {
+        let mut session = crate::nft::Session::new()?;
+        for p in &att.ports {
+            let (map, elem) = port_element(p);
+            let key = elem.split(" : ").next().unwrap_or_default();
+            if session
+                .run(&format!(
+                    "get element inet {} {map} {{ {key} }}",
+                    crate::firewall::TABLE
+                ))
+                .is_err()
+            {
+                drift.push(format!(
+                    "published port {}/{} is missing from the firewall",
+                    p.host_port, p.proto
+                ));
+            }
+        }
+    }
+
+    if drift.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(CniError::new(
+            DRIFT,
+            format!(
+                "attachment of {} differs from what knit built",
+                env.container_id
+            ),
+        )
+        .details(drift.join("; ")))
+    }
+}

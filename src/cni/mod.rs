@@ -1,0 +1,271 @@
+//! knit as a CNI 1.1 plugin: the same binary, selected by CNI_COMMAND in the environment.
+//! Drop-in for bridge + host-local + portmap: one process does the interface, the
+//! addresses, masquerade and port mappings, on the same store as the CLI.
+
+pub mod check;
+pub mod conf;
+pub mod env;
+pub mod error;
+pub mod result;
+
+use crate::attach::AttachArgs;
+use crate::lock::Lock;
+use crate::model::{NetworkSpec, SandboxRef};
+use crate::node::Node;
+use crate::store::{DEFAULT_STATE_DIR, Network};
+use conf::{NetConf, SUPPORTED_VERSIONS, version_at_least};
+use env::{Command, Env};
+use error::*;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Entry point when CNI_COMMAND is set. Returns the exit status.
+pub fn main() -> i32 {
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let (out, code) = run(&stdin, |k| std::env::var(k).ok());
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    code
+}
+
+/// Runs one CNI command; returns (stdout, exit status). Pure over its inputs apart from the
+/// kernel and the store, so tests can drive it in-process too.
+pub fn run(stdin: &[u8], get: impl Fn(&str) -> Option<String>) -> (String, i32) {
+    let version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| "1.1.0".to_string());
+    match dispatch(stdin, &get) {
+        Ok(out) => (out, 0),
+        Err(e) => (e.to_json(&version), 1),
+    }
+}
+
+fn dispatch(stdin: &[u8], get: &impl Fn(&str) -> Option<String>) -> Result<String, CniError> {
+    let env = Env::from(get)?;
+    if env.command == Command::Version {
+        let asked = serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "1.1.0".into());
+        return Ok(
+            json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS}).to_string(),
+        );
+    }
+    let conf = conf::parse(stdin)?;
+    let raw: Value = serde_json::from_slice(stdin).unwrap_or_default();
+    let state_dir = conf
+        .state_dir
+        .clone()
+        .or_else(|| get("KNIT_STATE_DIR"))
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let state_dir = PathBuf::from(state_dir);
+    match env.command {
+        Command::Add => add(&env, &conf, &state_dir),
+        Command::Del => del(&env, &conf, &state_dir),
+        Command::Check => {
+            if !version_at_least(&conf.cni_version, "0.4.0") {
+                return Err(CniError::new(
+                    INCOMPATIBLE_VERSION,
+                    format!(
+                        "CHECK needs cniVersion 0.4.0 or later, config has {}",
+                        conf.cni_version
+                    ),
+                ));
+            }
+            check::check(&env, &conf, &state_dir)
+        }
+        Command::Gc => {
+            need_1_1(&conf, "GC")?;
+            gc(&conf, &raw, &state_dir)
+        }
+        Command::Status => {
+            need_1_1(&conf, "STATUS")?;
+            status(&conf, &state_dir)
+        }
+        Command::Version => unreachable!("handled above"),
+    }
+}
+
+fn need_1_1(conf: &NetConf, what: &str) -> Result<(), CniError> {
+    if version_at_least(&conf.cni_version, "1.1.0") {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!(
+                "{what} needs cniVersion 1.1.0, config has {}",
+                conf.cni_version
+            ),
+        ))
+    }
+}
+
+fn open(state_dir: &PathBuf) -> Result<Node, CniError> {
+    Node::open(state_dir, false).map_err(|e| {
+        CniError::new(
+            IO_FAILURE,
+            format!("opening knit state in {}: {e}", state_dir.display()),
+        )
+    })
+}
+
+/// Finds the network of this configuration, creating it on first use. Creation is
+/// serialized so concurrent first ADDs build the bridge once.
+fn ensure_network(node: &mut Node, spec: &NetworkSpec) -> Result<Network, CniError> {
+    if let Some(n) = node.store.find_network(&spec.name)? {
+        return compatible(n, spec);
+    }
+    let _guard = Lock::take_file(&node.state_dir, "network.lock", true)?;
+    if let Some(n) = node.store.find_network(&spec.name)? {
+        return compatible(n, spec);
+    }
+    Ok(node.create_network_from(spec, "cni", true)?)
+}
+
+fn compatible(n: Network, spec: &NetworkSpec) -> Result<Network, CniError> {
+    let mut have: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
+    let mut want: Vec<String> = spec.subnets.iter().map(|s| s.cidr.to_string()).collect();
+    have.sort();
+    want.sort();
+    if have != want || n.driver != spec.driver || n.bridge != spec.bridge {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!(
+                "network {:?} already exists with subnets [{}] and bridge {:?}; this configuration asks for [{}] and {:?}",
+                n.name,
+                have.join(", "),
+                n.bridge.as_deref().unwrap_or("-"),
+                want.join(", "),
+                spec.bridge.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+fn add(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+    if conf.prev_result.is_some() {
+        return Err(CniError::new(
+            UNSUPPORTED_FIELD,
+            "prevResult: knit creates the container interface and must be the first plugin in a chain",
+        ));
+    }
+    if !crate::netns::is_netns(std::path::Path::new(&env.netns)) {
+        return Err(CniError::new(
+            INVALID_ENV,
+            format!("CNI_NETNS {:?} is not a network namespace", env.netns),
+        ));
+    }
+    let spec = conf.network_spec()?;
+    let routes = conf.routes(&spec)?;
+    let ips = conf.static_ips(&env.args.ips)?;
+    let mac = conf.mac(env.args.mac.as_deref())?;
+    let publish = conf.publish()?;
+    let mut node = open(state_dir)?;
+    ensure_network(&mut node, &spec)?;
+    let sandbox = SandboxRef::Container {
+        id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        netns: env.netns.clone(),
+    };
+    let done = node.attach(&AttachArgs {
+        network: &conf.name,
+        sandbox: &sandbox,
+        ifname: &env.ifname,
+        static_ips: &ips,
+        mac,
+        publish: &publish,
+        container_id: Some(&env.container_id),
+        routes: Some(&routes),
+    })?;
+    let r = result::build(&done.network, &done.attachment, conf.dns());
+    Ok(result::render(&r, &conf.cni_version).to_string())
+}
+
+fn del(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+    crate::model::validate_name("name", &conf.name)
+        .map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
+    let mut node = open(state_dir)?;
+    let Some(net) = node.store.find_network(&conf.name)? else {
+        return Ok(String::new());
+    };
+    if let Some(att) = node.store.attachment(net.id, &env.sandbox_key())? {
+        node.detach_attachment(&net, &att)?;
+    }
+    Ok(String::new())
+}
+
+/// The attachments a GC request says are still in use.
+fn valid_attachments(raw: &Value) -> Vec<(String, String)> {
+    let list = raw
+        .get("cni.dev/valid-attachments")
+        .or_else(|| raw.get("cni.dev/attachments"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .filter_map(|a| {
+            Some((
+                a["containerID"].as_str()?.to_string(),
+                a["ifname"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn gc(conf: &NetConf, raw: &Value, state_dir: &PathBuf) -> Result<String, CniError> {
+    let valid = valid_attachments(raw);
+    let mut node = open(state_dir)?;
+    let Some(net) = node.store.find_network(&conf.name)? else {
+        return Ok(String::new());
+    };
+    let mut failures = vec![];
+    for att in node.store.attachments_of_network(net.id)? {
+        let Some(cid) = &att.container_id else {
+            continue;
+        };
+        if valid.iter().any(|(c, i)| c == cid && *i == att.ifname) {
+            continue;
+        }
+        if let Err(e) = node.detach_attachment(&net, &att) {
+            failures.push(format!("{cid}/{}: {e}", att.ifname));
+        }
+    }
+    if failures.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(
+            CniError::new(IO_FAILURE, "GC could not remove every stale attachment")
+                .details(failures.join("; ")),
+        )
+    }
+}
+
+fn status(conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+    let not_ready = |m: String| CniError::new(NOT_AVAILABLE, m);
+    crate::nft::Session::new().map_err(|e| not_ready(e.to_string()))?;
+    let node = Node::open(state_dir, false)
+        .map_err(|e| not_ready(format!("knit state in {}: {e}", state_dir.display())))?;
+    if let Some(net) = node.store.find_network(&conf.name)?
+        && let Some(br) = &net.bridge
+    {
+        let mut nl = crate::netlink::Netlink::open()?;
+        if nl.link_index(br)?.is_none() {
+            let degraded = !node.store.attachments_of_network(net.id)?.is_empty();
+            let code = if degraded { DEGRADED } else { NOT_AVAILABLE };
+            return Err(CniError::new(
+                code,
+                format!(
+                    "bridge {br} of network {:?} is missing; run `knit reconcile`",
+                    net.name
+                ),
+            ));
+        }
+    }
+    Ok(String::new())
+}
