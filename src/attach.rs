@@ -105,8 +105,16 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
             })?),
             _ => None,
         };
-    let host_index = match nl.link_index(&att.host_ifname)? {
-        Some(i) => i,
+    let host_index = match nl.link_by_name(&att.host_ifname)? {
+        Some(l) => {
+            // The bridge may have been re-created under it (reconcile).
+            if let Some(c) = controller
+                && l.controller != Some(c)
+            {
+                nl.set_controller(l.index, c)?;
+            }
+            l.index
+        }
         None => {
             nl.create_veth(&VethRequest {
                 host_name: &att.host_ifname,

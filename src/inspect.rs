@@ -107,7 +107,14 @@ fn view(nl: &mut Netlink, sysctl_keys: &[String]) -> Result<NetnsView> {
 impl Node {
     pub fn inspect_sandbox(&self, sandbox: &SandboxRef) -> Result<SandboxView> {
         let attachments = self.store.attachments_of_sandbox(&sandbox.key())?;
-        let path = sandbox.path();
+        // CNI attachments are named by container; their namespace path is in the store.
+        let path = match sandbox {
+            SandboxRef::Container { .. } => attachments
+                .first()
+                .map(|a| a.netns_path.clone())
+                .unwrap_or_default(),
+            _ => sandbox.path(),
+        };
         let inside = match Netns::open(&path) {
             Ok(ns) => {
                 let mut keys: Vec<String> = vec![

@@ -538,6 +538,18 @@ impl SandboxRef {
         if s.starts_with('/') {
             return Ok(SandboxRef::Path(s.to_string()));
         }
+        if let Some(rest) = s.strip_prefix("cni:") {
+            let (id, ifname) = rest
+                .split_once('/')
+                .ok_or_else(|| Error::invalid("sandbox", s, "expected cni:CONTAINERID/IFNAME"))?;
+            validate_name("sandbox", id)?;
+            validate_ifname("sandbox", ifname)?;
+            return Ok(SandboxRef::Container {
+                id: id.into(),
+                ifname: ifname.into(),
+                netns: String::new(),
+            });
+        }
         validate_name("sandbox", s)?;
         Ok(SandboxRef::Named(s.to_string()))
     }

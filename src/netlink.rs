@@ -281,6 +281,16 @@ impl Netlink {
         })
     }
 
+    /// Enslaves a link to a bridge (reconcile, when the bridge was re-created).
+    pub fn set_controller(&mut self, index: u32, controller: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Controller(controller));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("attach link {index} to bridge {controller}")
+        })
+    }
+
     pub fn set_promisc(&mut self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;

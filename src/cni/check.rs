@@ -11,9 +11,9 @@ use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::node::Node;
 use netlink_packet_route::AddressFamily;
-use std::path::PathBuf;
+use std::path::Path;
 
-pub fn check(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     let prev = conf
         .prev_result
         .as_ref()

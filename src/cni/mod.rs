@@ -18,7 +18,7 @@ use env::{Command, Env};
 use error::*;
 use serde_json::{Value, json};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Entry point when CNI_COMMAND is set. Returns the exit status.
 pub fn main() -> i32 {
@@ -105,7 +105,7 @@ fn need_1_1(conf: &NetConf, what: &str) -> Result<(), CniError> {
     }
 }
 
-fn open(state_dir: &PathBuf) -> Result<Node, CniError> {
+fn open(state_dir: &Path) -> Result<Node, CniError> {
     Node::open(state_dir, false).map_err(|e| {
         CniError::new(
             IO_FAILURE,
@@ -117,14 +117,31 @@ fn open(state_dir: &PathBuf) -> Result<Node, CniError> {
 /// Finds the network of this configuration, creating it on first use. Creation is
 /// serialized so concurrent first ADDs build the bridge once.
 fn ensure_network(node: &mut Node, spec: &NetworkSpec) -> Result<Network, CniError> {
-    if let Some(n) = node.store.find_network(&spec.name)? {
+    if let Some(n) = node.store.find_network(&spec.name)?
+        && bridge_present(&n)?
+    {
         return compatible(n, spec);
     }
     let _guard = Lock::take_file(&node.state_dir, "network.lock", true)?;
-    if let Some(n) = node.store.find_network(&spec.name)? {
-        return compatible(n, spec);
+    match node.store.find_network(&spec.name)? {
+        // A first ADD that crashed (or a wiped node) can leave the record without its
+        // bridge: build the kernel side again.
+        Some(n) => {
+            let n = compatible(n, spec)?;
+            if !bridge_present(&n)? {
+                node.build_network(&n, false)?;
+            }
+            Ok(n)
+        }
+        None => Ok(node.create_network_from(spec, "cni", true)?),
     }
-    Ok(node.create_network_from(spec, "cni", true)?)
+}
+
+fn bridge_present(n: &Network) -> Result<bool, CniError> {
+    match &n.bridge {
+        Some(br) => Ok(crate::netlink::Netlink::open()?.link_index(br)?.is_some()),
+        None => Ok(true),
+    }
 }
 
 fn compatible(n: Network, spec: &NetworkSpec) -> Result<Network, CniError> {
@@ -148,7 +165,7 @@ fn compatible(n: Network, spec: &NetworkSpec) -> Result<Network, CniError> {
     Ok(n)
 }
 
-fn add(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     if conf.prev_result.is_some() {
         return Err(CniError::new(
             UNSUPPORTED_FIELD,
@@ -187,7 +204,7 @@ fn add(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniErro
     Ok(result::render(&r, &conf.cni_version).to_string())
 }
 
-fn del(env: &Env, conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+fn del(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     crate::model::validate_name("name", &conf.name)
         .map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
     let mut node = open(state_dir)?;
@@ -218,7 +235,7 @@ fn valid_attachments(raw: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn gc(conf: &NetConf, raw: &Value, state_dir: &PathBuf) -> Result<String, CniError> {
+fn gc(conf: &NetConf, raw: &Value, state_dir: &Path) -> Result<String, CniError> {
     let valid = valid_attachments(raw);
     let mut node = open(state_dir)?;
     let Some(net) = node.store.find_network(&conf.name)? else {
@@ -246,7 +263,7 @@ fn gc(conf: &NetConf, raw: &Value, state_dir: &PathBuf) -> Result<String, CniErr
     }
 }
 
-fn status(conf: &NetConf, state_dir: &PathBuf) -> Result<String, CniError> {
+fn status(conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     let not_ready = |m: String| CniError::new(NOT_AVAILABLE, m);
     crate::nft::Session::new().map_err(|e| not_ready(e.to_string()))?;
     let node = Node::open(state_dir, false)

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod cni;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -194,6 +196,11 @@ impl World {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+
+    /// Registers a namespace created outside knit for cleanup.
+    pub fn track(&mut self, ns: &str) {
+        self.namespaces.push(ns.to_string());
     }
 
     /// A sandbox created by knit; returns its full (namespaced) name.
