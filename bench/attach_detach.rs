@@ -78,53 +78,63 @@ fn main() {
     let node = Netns::open(netns::named_path(&node_name)).unwrap();
     let sb = Netns::open(netns::named_path(&sb_name)).unwrap();
 
-    // Kernel baseline: veth create (peer straight into the sandbox) and delete.
-    let (create, delete) = node
-        .run(|| {
-            let mut nl = Netlink::open().unwrap();
-            let (mut c, mut d) = (vec![], vec![]);
-            for _ in 0..n {
-                let t = Instant::now();
-                nl.create_veth(&VethRequest {
-                    host_name: "kbveth",
-                    host_mac: Mac::random(),
-                    peer_name: "eth0",
-                    peer_mac: Mac::random(),
-                    peer_netns: sb.fd(),
-                    mtu: None,
-                    controller: None,
-                })
-                .unwrap();
-                c.push(t.elapsed());
-                let t = Instant::now();
-                nl.delete_link("kbveth").unwrap();
-                d.push(t.elapsed());
-            }
-            (c, d)
+    // Kernel baseline: veth create (peer straight into the sandbox) and delete, sampled in
+    // turn with the knit commands so both see the same system conditions.
+    let mut nl = node.run(Netlink::open).unwrap().unwrap();
+    let mut nl2 = node.run(Netlink::open).unwrap().unwrap();
+    let (mut create, mut delete) = (vec![], vec![]);
+    let mut kernel_sample = || {
+        let t = Instant::now();
+        nl.create_veth(&VethRequest {
+            host_name: "kbveth",
+            host_mac: Mac::random(),
+            peer_name: "eth0",
+            peer_mac: Mac::random(),
+            peer_netns: sb.fd(),
+            mtu: None,
+            controller: None,
         })
         .unwrap();
+        create.push(t.elapsed());
+        let t = Instant::now();
+        nl.delete_link("kbveth").unwrap();
+        delete.push(t.elapsed());
+    };
 
-    knit(
-        &exe,
-        &node,
-        &state,
-        &["network", "create", "bench", "--subnet", "10.200.0.0/16"],
-    );
-    let (mut att, mut det) = (vec![], vec![]);
+    knit(&exe, &node, &state, &["network", "create", "bench", "--subnet", "10.200.0.0/16"]);
+    let (mut att, mut det, mut attached_delete) = (vec![], vec![], vec![]);
+    // Each measured operation starts from a settled system: RCU work left by the previous
+    // one (a veth delete, a deferred nft socket close) would otherwise bill the next.
+    let settle = || std::thread::sleep(Duration::from_millis(40));
     for _ in 0..n {
-        att.push(knit(
-            &exe,
-            &node,
-            &state,
-            &["attach", "bench", &sb_name, "-p", "8080:80"],
-        ));
+        settle();
+        kernel_sample();
+        settle();
+        att.push(knit(&exe, &node, &state, &["attach", "bench", &sb_name, "-p", "8080:80"]));
+        settle();
         det.push(knit(&exe, &node, &state, &["detach", "bench", &sb_name]));
+        // The kernel's cost for the same, fully configured pair (bridge port, addresses,
+        // routes, neighbours): attach with knit, then delete the host end directly.
+        knit(&exe, &node, &state, &["attach", "bench", &sb_name, "-p", "8080:80"]);
+        let host_if = node
+            .run(|| Netlink::open().unwrap().links().unwrap())
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name.starts_with("kv"))
+            .unwrap()
+            .name;
+        settle();
+        let t = Instant::now();
+        nl2.delete_link(&host_if).unwrap();
+        attached_delete.push(t.elapsed());
+        knit(&exe, &node, &state, &["detach", "bench", &sb_name]);
     }
     cleanup();
 
     println!("attach/detach latency, {n} runs each, inside a throwaway node namespace");
     let kc = stats("kernel: veth create (netlink)", create);
     let kd = stats("kernel: veth delete (netlink)", delete);
+    let kad = stats("kernel: delete of an attached veth", attached_delete);
     let ka = stats("knit attach (process, 1 port)", att);
     let kdd = stats("knit detach (process, 1 port)", det);
     println!(

@@ -273,20 +273,21 @@ impl Node {
     /// Removes an attachment's nft elements and links (the kernel removes the peer, its
     /// addresses and routes with it). Idempotent.
     pub fn unplumb(&mut self, net: &Network, att: &Attachment) -> Result<()> {
+        // The link goes first: deleting it waits for RCU callbacks to drain (rcu_barrier),
+        // and doing it before the nft deletion keeps the element frees out of that wait.
+        // In between, DNAT to the vanished address just finds no host.
+        Netlink::open()?.delete_link(&att.host_ifname)?;
+        crate::trace::phase("host veth deleted");
         let mut b = Batch::new();
         b.attachment(&attach_fw(net, att), false);
-        let mut session = crate::nft::Session::new()?;
-        let applied = b.apply_in(&mut session);
+        // Closing the nft socket after deletions waits for an RCU grace period; keep that
+        // off the caller's clock.
+        let applied = b.apply_then(crate::nftnl::Socket::close_detached);
         crate::trace::phase("nft elements removed");
         if applied.is_err() {
             // The table is damaged or gone: rebuild it from the store without this one.
             self.rebuild_firewall_without(None, Some(att.id))?;
         }
-        // Closing an nft socket after deletions waits for an RCU grace period; keep that
-        // off the caller's clock.
-        session.release_detached();
-        Netlink::open()?.delete_link(&att.host_ifname)?;
-        crate::trace::phase("host veth deleted");
         Ok(())
     }
 

@@ -63,14 +63,50 @@ pub enum Cmd {
     },
     AddElements {
         set: String,
-        elems: Vec<String>,
+        elems: Vec<Elem>,
     },
     /// Deletes elements even if some are already gone (re-adding first makes the delete
     /// always valid, inside the same transaction).
     RemoveElements {
         set: String,
-        elems: Vec<String>,
+        elems: Vec<Elem>,
     },
+}
+
+/// A set or map element, typed so it can be rendered as nft syntax or encoded for netlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Elem {
+    /// An interface name (set of ifname).
+    Iface(String),
+    /// An interface mapped to `jump CHAIN` (verdict map).
+    Jump { ifname: String, chain: String },
+    /// A prefix in an interval set.
+    Prefix(IpNet),
+    /// A published port in one of the DNAT maps.
+    Port(PortMapping),
+}
+
+impl Elem {
+    /// The key as nft syntax.
+    pub fn key_text(&self) -> String {
+        match self {
+            Elem::Iface(i) | Elem::Jump { ifname: i, .. } => quote(i),
+            Elem::Prefix(p) => p.to_string(),
+            Elem::Port(p) => match p.host_ip {
+                Some(h) => format!("{h} . {} . {}", p.proto, p.host_port),
+                None => format!("{} . {}", p.proto, p.host_port),
+            },
+        }
+    }
+
+    /// The whole element (key and mapped value) as nft syntax.
+    pub fn text(&self) -> String {
+        match self {
+            Elem::Iface(_) | Elem::Prefix(_) => self.key_text(),
+            Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
+            Elem::Port(p) => format!("{} : {} . {}", self.key_text(), p.container_ip, p.container_port),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -181,26 +217,14 @@ fn family_sets(net: &IpNet) -> (&'static str, &'static str) {
 }
 
 /// The map and element that publish one port.
-pub fn port_element(p: &PortMapping) -> (&'static str, String) {
-    let target = format!("{} . {}", p.container_ip, p.container_port);
-    match (p.host_ip, p.container_ip) {
-        (Some(h), IpAddr::V4(_)) => (
-            "pub4",
-            format!("{h} . {} . {} : {target}", p.proto, p.host_port),
-        ),
-        (Some(h), IpAddr::V6(_)) => (
-            "pub6",
-            format!("{h} . {} . {} : {target}", p.proto, p.host_port),
-        ),
-        (None, IpAddr::V4(_)) => (
-            "pub4any",
-            format!("{} . {} : {target}", p.proto, p.host_port),
-        ),
-        (None, IpAddr::V6(_)) => (
-            "pub6any",
-            format!("{} . {} : {target}", p.proto, p.host_port),
-        ),
-    }
+pub fn port_element(p: &PortMapping) -> (&'static str, Elem) {
+    let map = match (p.host_ip.is_some(), p.container_ip) {
+        (true, IpAddr::V4(_)) => "pub4",
+        (true, IpAddr::V6(_)) => "pub6",
+        (false, IpAddr::V4(_)) => "pub4any",
+        (false, IpAddr::V6(_)) => "pub6any",
+    };
+    (map, Elem::Port(p.clone()))
 }
 
 impl Batch {
@@ -213,7 +237,7 @@ impl Batch {
         self
     }
 
-    fn elems(&mut self, set: impl Into<String>, elems: Vec<String>, add: bool) {
+    fn elems(&mut self, set: impl Into<String>, elems: Vec<Elem>, add: bool) {
         if elems.is_empty() {
             return;
         }
@@ -312,9 +336,9 @@ impl Batch {
         }
         for net in &n.subnets {
             let (nets, masq) = family_sets(net);
-            self.elems(nets, vec![net.to_string()], add);
+            self.elems(nets, vec![Elem::Prefix(*net)], add);
             if n.masquerade && !n.internal {
-                self.elems(masq, vec![net.to_string()], add);
+                self.elems(masq, vec![Elem::Prefix(*net)], add);
             }
         }
         if !add {
@@ -341,20 +365,13 @@ impl Batch {
 
     /// An interface that belongs to network `id` (its bridge, or a ptp host veth).
     fn iface(&mut self, id: i64, internal: bool, ifname: &str, add: bool) {
-        let q = quote(ifname);
-        self.elems("knit_ifs", vec![q.clone()], add);
-        self.elems(net_set(id), vec![q.clone()], add);
-        self.elems(
-            "fwd_in",
-            vec![format!("{q} : jump {}", net_chain_out(id))],
-            add,
-        );
+        let i = || Elem::Iface(ifname.to_string());
+        let jump = |chain| Elem::Jump { ifname: ifname.to_string(), chain };
+        self.elems("knit_ifs", vec![i()], add);
+        self.elems(net_set(id), vec![i()], add);
+        self.elems("fwd_in", vec![jump(net_chain_out(id))], add);
         if internal {
-            self.elems(
-                "fwd_out",
-                vec![format!("{q} : jump {}", net_chain_in(id))],
-                add,
-            );
+            self.elems("fwd_out", vec![jump(net_chain_in(id))], add);
         }
     }
 
@@ -362,7 +379,7 @@ impl Batch {
         if let Some(hif) = &a.ptp_host_if {
             self.iface(a.net_id, a.internal, hif, add);
         }
-        let mut by_map: Vec<(&'static str, Vec<String>)> = Vec::new();
+        let mut by_map: Vec<(&'static str, Vec<Elem>)> = Vec::new();
         for p in &a.ports {
             let (map, e) = port_element(p);
             match by_map.iter_mut().find(|(m, _)| *m == map) {
@@ -402,10 +419,12 @@ impl Batch {
                 Cmd::DeleteChain(name) => writeln!(s, "delete chain {t} {name}"),
                 Cmd::AddRule { chain, rule } => writeln!(s, "add rule {t} {chain} {rule}"),
                 Cmd::AddElements { set, elems } => {
-                    writeln!(s, "add element {t} {set} {{ {} }}", elems.join(", "))
+                    let e: Vec<String> = elems.iter().map(Elem::text).collect();
+                    writeln!(s, "add element {t} {set} {{ {} }}", e.join(", "))
                 }
                 Cmd::RemoveElements { set, elems } => {
-                    let e = elems.join(", ");
+                    let e: Vec<String> = elems.iter().map(Elem::text).collect();
+                    let e = e.join(", ");
                     writeln!(s, "add element {t} {set} {{ {e} }}")
                         .and_then(|_| writeln!(s, "delete element {t} {set} {{ {e} }}"))
                 }
@@ -414,21 +433,28 @@ impl Batch {
         s
     }
 
-    /// Applies the batch as one transaction in the calling thread's namespace.
+    /// Applies the batch as one transaction in the calling thread's namespace. Batches of
+    /// plain element changes (attach, detach) go straight to nf_tables over netlink; the
+    /// rest through libnftables.
     pub fn apply(&self) -> crate::error::Result<()> {
+        self.apply_then(drop)
+    }
+
+    /// The same; `close` receives the nf_tables socket of an element batch so the caller
+    /// decides how it is closed (detach uses `deferred::close_detached`).
+    pub fn apply_then(&self, close: impl FnOnce(crate::nftnl::Socket)) -> crate::error::Result<()> {
         if self.is_empty() {
             return Ok(());
+        }
+        if let Some(msgs) = crate::nftnl::encode(TABLE, &self.cmds) {
+            let mut sock = crate::nftnl::Socket::open()?;
+            let r = sock.apply(&msgs);
+            close(sock);
+            return r;
         }
         crate::nft::run(&self.render()).map(|_| ())
     }
 
-    /// The same, handing back the session so the caller decides when its socket closes.
-    pub fn apply_in(&self, session: &mut crate::nft::Session) -> crate::error::Result<()> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        session.run(&self.render()).map(|_| ())
-    }
 }
 
 /// knit's own table as nft prints it (for `inspect`; never on a hot path).

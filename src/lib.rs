@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod cli;
 pub mod cni;
+pub mod deferred;
 pub mod demo;
 pub mod error;
 pub mod firewall;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nftnl;
 pub mod node;
 pub mod reconcile;
 pub mod report;

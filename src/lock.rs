@@ -6,6 +6,7 @@ use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub struct Lock(#[allow(dead_code)] File);
@@ -22,6 +23,7 @@ impl Lock {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .op(|| format!("open {}", path.display()))?;
         let op = if exclusive {

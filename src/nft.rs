@@ -54,10 +54,8 @@ fn lib() -> Result<&'static Lib> {
         .map_err(|e| Error::Nft(e.clone()))
 }
 
-/// One libnftables context (one netlink socket). Dropping it closes the socket; after a
-/// transaction that deleted set elements the kernel makes that close wait for an RCU grace
-/// period (it flushes the pending destroy work), so callers on a hot path drop it on a
-/// thread that overlaps other waiting work (see `attach::Node::unplumb`).
+/// One libnftables context (one netlink socket), for commands that need more than one
+/// transaction or read results back (`get element`, listings).
 pub struct Session {
     lib: &'static Lib,
     ctx: *mut c_void,
@@ -114,47 +112,6 @@ impl Session {
                 }));
             }
             Ok(out)
-        }
-    }
-}
-
-impl Session {
-    /// Closes this session without making the caller wait for the kernel's socket release.
-    ///
-    /// A forked child keeps a reference to the socket until this process exits (it waits
-    /// for EOF on a pipe whose write end only this process holds), so the final close, and
-    /// the grace-period wait that comes with it, happen in the child after we are gone.
-    /// The child closes stdio first so it never holds a caller's pipe open.
-    pub fn release_detached(self) {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills the two-element array we own.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return; // Drop closes the socket the ordinary way.
-        }
-        // SAFETY: the child only calls async-signal-safe functions (close, read, _exit).
-        match unsafe { libc::fork() } {
-            0 => unsafe {
-                libc::close(fds[1]);
-                for fd in 0..3 {
-                    libc::close(fd);
-                }
-                let mut b = 0u8;
-                while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) != 0 {}
-                libc::_exit(0);
-            },
-            pid if pid > 0 => {
-                // SAFETY: fds[0] is ours; the write end stays open until we exit.
-                unsafe { libc::close(fds[0]) };
-                // Our copy of the socket closes here; the child's keeps it alive.
-                drop(self);
-            }
-            _ => {
-                // SAFETY: both ends are ours.
-                unsafe {
-                    libc::close(fds[0]);
-                    libc::close(fds[1]);
-                }
-            }
         }
     }
 }

@@ -128,7 +128,7 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
         let mut session = crate::nft::Session::new()?;
         for p in &att.ports {
             let (map, elem) = port_element(p);
-            let key = elem.split(" : ").next().unwrap_or_default();
+            let key = elem.key_text();
             if session
                 .run(&format!(
                     "get element inet {} {map} {{ {key} }}",
