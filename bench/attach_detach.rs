@@ -138,8 +138,9 @@ fn main() {
     let ka = stats("knit attach (process, 1 port)", att);
     let kdd = stats("knit detach (process, 1 port)", det);
     println!(
-        "ratios: attach / veth create = {:.1}x, detach / veth delete = {:.2}x",
+        "ratios: attach / veth create = {:.1}x, detach / veth delete = {:.2}x, detach / attached-veth delete = {:.2}x",
         ka / kc,
-        kdd / kd
+        kdd / kd,
+        kdd / kad
     );
 }
