@@ -101,7 +101,12 @@ fn main() {
         delete.push(t.elapsed());
     };
 
-    knit(&exe, &node, &state, &["network", "create", "bench", "--subnet", "10.200.0.0/16"]);
+    knit(
+        &exe,
+        &node,
+        &state,
+        &["network", "create", "bench", "--subnet", "10.200.0.0/16"],
+    );
     let (mut att, mut det, mut attached_delete) = (vec![], vec![], vec![]);
     // Each measured operation starts from a settled system: RCU work left by the previous
     // one (a veth delete, a deferred nft socket close) would otherwise bill the next.
@@ -110,12 +115,22 @@ fn main() {
         settle();
         kernel_sample();
         settle();
-        att.push(knit(&exe, &node, &state, &["attach", "bench", &sb_name, "-p", "8080:80"]));
+        att.push(knit(
+            &exe,
+            &node,
+            &state,
+            &["attach", "bench", &sb_name, "-p", "8080:80"],
+        ));
         settle();
         det.push(knit(&exe, &node, &state, &["detach", "bench", &sb_name]));
         // The kernel's cost for the same, fully configured pair (bridge port, addresses,
         // routes, neighbours): attach with knit, then delete the host end directly.
-        knit(&exe, &node, &state, &["attach", "bench", &sb_name, "-p", "8080:80"]);
+        knit(
+            &exe,
+            &node,
+            &state,
+            &["attach", "bench", &sb_name, "-p", "8080:80"],
+        );
         let host_if = node
             .run(|| Netlink::open().unwrap().links().unwrap())
             .unwrap()

@@ -44,18 +44,32 @@ impl Node {
         netns::create_named(&name).unwrap();
         let dir = format!("/tmp/{name}");
         std::fs::create_dir_all(&dir).unwrap();
-        Node { ns: Netns::open(netns::named_path(&name)).unwrap(), name, dir }
+        Node {
+            ns: Netns::open(netns::named_path(&name)).unwrap(),
+            name,
+            dir,
+        }
     }
 
     /// Runs `bin` inside the node with `env` and `stdin`; returns (elapsed, stdout, ok).
-    fn run(&self, bin: &str, args: &[&str], env: &[(&str, String)], stdin: &str) -> (Duration, String, bool) {
+    fn run(
+        &self,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        stdin: &str,
+    ) -> (Duration, String, bool) {
         let fd = self.ns.fd().as_raw_fd();
         let mut c = Command::new(bin);
-        c.args(args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // SAFETY: setns is async-signal-safe; the namespace handle outlives the spawn.
         unsafe {
             c.pre_exec(move || {
@@ -67,12 +81,20 @@ impl Node {
         }
         let t = Instant::now();
         let mut child = c.spawn().expect("spawn");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         let d = t.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
-            eprintln!("{bin} {args:?} failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "{bin} {args:?} failed: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         (d, stdout, out.status.success())
     }
@@ -155,7 +177,9 @@ impl Peer for Cni {
     fn del(&self, node: &Node, i: usize, netns: &str) -> Duration {
         let mut total = Duration::ZERO;
         for (bin, c) in self.confs(i, None).into_iter().rev() {
-            total += node.run(&bin, &[], &cni_env("DEL", i, netns), &c.to_string()).0;
+            total += node
+                .run(&bin, &[], &cni_env("DEL", i, netns), &c.to_string())
+                .0;
         }
         total
     }
@@ -188,20 +212,47 @@ impl Peer for Netavark {
         "netavark 1.4"
     }
     fn add(&self, node: &Node, i: usize, netns: &str) -> (Duration, Option<String>) {
-        let (d, out, ok) = node.run(NETAVARK, &["--config", &node.dir, "setup", netns], &[], &Self::opts(i).to_string());
-        let ip = serde_json::from_str::<Value>(&out)
-            .ok()
-            .and_then(|v| v["bench"]["interfaces"]["eth0"]["subnets"][0]["ipnet"].as_str().map(str::to_string));
-        (d, if ok { ip.or(Some(format!("ok{i}"))) } else { None })
+        let (d, out, ok) = node.run(
+            NETAVARK,
+            &["--config", &node.dir, "setup", netns],
+            &[],
+            &Self::opts(i).to_string(),
+        );
+        let ip = serde_json::from_str::<Value>(&out).ok().and_then(|v| {
+            v["bench"]["interfaces"]["eth0"]["subnets"][0]["ipnet"]
+                .as_str()
+                .map(str::to_string)
+        });
+        (
+            d,
+            if ok {
+                ip.or(Some(format!("ok{i}")))
+            } else {
+                None
+            },
+        )
     }
     fn del(&self, node: &Node, i: usize, netns: &str) -> Duration {
-        node.run(NETAVARK, &["--config", &node.dir, "teardown", netns], &[], &Self::opts(i).to_string()).0
+        node.run(
+            NETAVARK,
+            &["--config", &node.dir, "teardown", netns],
+            &[],
+            &Self::opts(i).to_string(),
+        )
+        .0
     }
 }
 
 fn knit_exe() -> String {
-    let exe = std::env::current_exe().unwrap().parent().unwrap().join("../knit");
-    exe.canonicalize().expect("build knit first: cargo build --release").to_string_lossy().into_owned()
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("../knit");
+    exe.canonicalize()
+        .expect("build knit first: cargo build --release")
+        .to_string_lossy()
+        .into_owned()
 }
 
 struct Row {
@@ -215,7 +266,12 @@ struct Row {
 }
 
 fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelSampler>) -> Row {
-    let short: String = peer.name().chars().filter(|c| c.is_ascii_alphanumeric()).take(6).collect();
+    let short: String = peer
+        .name()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(6)
+        .collect();
     let node = Node::new(&short);
     let tag = node.name.clone();
     let mut containers = vec![];
@@ -298,7 +354,12 @@ impl KernelSampler {
         let sb = format!("{}-sb", node.name);
         netns::create_named(&sb).unwrap();
         let nl = node.ns.run(Netlink::open).unwrap().unwrap();
-        KernelSampler { node, sb, nl, samples: vec![] }
+        KernelSampler {
+            node,
+            sb,
+            nl,
+            samples: vec![],
+        }
     }
 
     fn sample(&mut self) {
@@ -328,8 +389,14 @@ impl Drop for KernelSampler {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let conc: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let conc: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     let knit = Cni {
         label: "knit",
         plugins: vec![(
@@ -349,31 +416,59 @@ fn main() {
                 json!({"type": "bridge", "bridge": "cni-bench0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
                        "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}], "ranges": [[{"subnet": "10.90.0.0/16"}]], "dataDir": data_dir}}),
             ),
-            (format!("{REF}/portmap"), json!({"type": "portmap", "capabilities": {"portMappings": true}})),
+            (
+                format!("{REF}/portmap"),
+                json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            ),
         ],
     };
     let mut sampler = KernelSampler::new();
     let mut rows = vec![];
-    for (i, peer) in [&knit as &dyn Peer, &reference, &Netavark].into_iter().enumerate() {
+    for (i, peer) in [&knit as &dyn Peer, &reference, &Netavark]
+        .into_iter()
+        .enumerate()
+    {
         eprintln!("benchmarking {} ...", peer.name());
-        rows.push(bench(peer, n, conc, if i == 0 { Some(&mut sampler) } else { None }));
+        rows.push(bench(
+            peer,
+            n,
+            conc,
+            if i == 0 { Some(&mut sampler) } else { None },
+        ));
     }
     let kernel = pct(&sampler.samples, 50);
     drop(sampler);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(format!("/tmp/kcb{}-knit-state", std::process::id()));
-    println!("CNI ADD/DEL, {n} sequential attachments + {conc} concurrent ADDs, one port mapping each (ms)");
-    println!("| peer | ADD p50 first 100 | ADD p99 first 100 | ADD p50 last 100 | ADD p99 last 100 | last/first p50 | DEL p50 | DEL p99 | {conc} concurrent ADDs wall | duplicate IPs | failed concurrent ADDs |");
+    println!(
+        "CNI ADD/DEL, {n} sequential attachments + {conc} concurrent ADDs, one port mapping each (ms)"
+    );
+    println!(
+        "| peer | ADD p50 first 100 | ADD p99 first 100 | ADD p50 last 100 | ADD p99 last 100 | last/first p50 | DEL p50 | DEL p99 | {conc} concurrent ADDs wall | duplicate IPs | failed concurrent ADDs |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
             "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} |",
-            r.name, r.add_first.0, r.add_first.1, r.add_last.0, r.add_last.1, r.add_last.0 / r.add_first.0, r.del.0, r.del.1, r.concurrent, r.dups, r.failed
+            r.name,
+            r.add_first.0,
+            r.add_first.1,
+            r.add_last.0,
+            r.add_last.1,
+            r.add_last.0 / r.add_first.0,
+            r.del.0,
+            r.del.1,
+            r.concurrent,
+            r.dups,
+            r.failed
         );
     }
     println!("| kernel veth delete (sampled between knit DELs) | | | | | | {kernel:.2} | | | | |");
     let k = &rows[0];
-    let faster_peer = rows[1..].iter().map(|r| r.add_first.0).fold(f64::MAX, f64::min);
+    let faster_peer = rows[1..]
+        .iter()
+        .map(|r| r.add_first.0)
+        .fold(f64::MAX, f64::min);
     println!(
         "\nknit ADD p50 / faster peer = {:.3}; knit last/first = {:.2}; knit DEL p50 / kernel veth delete = {:.2}; knit concurrent / reference concurrent = {:.3}",
         k.add_first.0 / faster_peer,

@@ -104,7 +104,12 @@ impl Elem {
         match self {
             Elem::Iface(_) | Elem::Prefix(_) => self.key_text(),
             Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
-            Elem::Port(p) => format!("{} : {} . {}", self.key_text(), p.container_ip, p.container_port),
+            Elem::Port(p) => format!(
+                "{} : {} . {}",
+                self.key_text(),
+                p.container_ip,
+                p.container_port
+            ),
         }
     }
 }
@@ -366,7 +371,10 @@ impl Batch {
     /// An interface that belongs to network `id` (its bridge, or a ptp host veth).
     fn iface(&mut self, id: i64, internal: bool, ifname: &str, add: bool) {
         let i = || Elem::Iface(ifname.to_string());
-        let jump = |chain| Elem::Jump { ifname: ifname.to_string(), chain };
+        let jump = |chain| Elem::Jump {
+            ifname: ifname.to_string(),
+            chain,
+        };
         self.elems("knit_ifs", vec![i()], add);
         self.elems(net_set(id), vec![i()], add);
         self.elems("fwd_in", vec![jump(net_chain_out(id))], add);
@@ -454,7 +462,6 @@ impl Batch {
         }
         crate::nft::run(&self.render()).map(|_| ())
     }
-
 }
 
 /// knit's own table as nft prints it (for `inspect`; never on a hot path).

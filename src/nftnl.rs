@@ -44,7 +44,7 @@ fn attr(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
     f(buf);
     let len = (buf.len() - start) as u16;
     buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -61,7 +61,7 @@ fn cstr(buf: &mut Vec<u8>, s: &str) {
 /// One field of a concatenation: big-endian bytes padded to a 4-byte register.
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -114,17 +114,23 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
         Elem::Iface(name) => {
             let key = ifname_key(name)?;
             nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key)));
+                nested(b, NFTA_SET_ELEM_KEY, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
+                });
             });
             true
         }
         Elem::Jump { ifname, chain } => {
             let key = ifname_key(ifname)?;
             nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key)));
+                nested(b, NFTA_SET_ELEM_KEY, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
+                });
                 nested(b, NFTA_SET_ELEM_DATA, |b| {
                     nested(b, NFTA_DATA_VERDICT, |b| {
-                        attr(b, NFTA_VERDICT_CODE, |b| b.extend_from_slice(&NFT_JUMP.to_be_bytes()));
+                        attr(b, NFTA_VERDICT_CODE, |b| {
+                            b.extend_from_slice(&NFT_JUMP.to_be_bytes())
+                        });
                         attr(b, NFTA_VERDICT_CHAIN, |b| cstr(b, chain));
                     });
                 });
@@ -134,8 +140,12 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
         Elem::Port(p) => {
             let (key, data) = (port_key(p), port_data(p));
             nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key)));
-                nested(b, NFTA_SET_ELEM_DATA, |b| attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&data)));
+                nested(b, NFTA_SET_ELEM_KEY, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
+                });
+                nested(b, NFTA_SET_ELEM_DATA, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&data))
+                });
             });
             true
         }
@@ -145,7 +155,15 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
 }
 
 /// One netlink message: header, nfgenmsg, attributes.
-fn message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) {
+fn message(
+    out: &mut Vec<u8>,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    attrs: &[u8],
+) {
     let len = 16 + 4 + attrs.len();
     out.extend_from_slice(&(len as u32).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
@@ -169,23 +187,36 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
     let mut body = vec![];
     let mut acked = vec![];
     let mut seq = 1u32;
-    let mut push = |body: &mut Vec<u8>, kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<()> {
-        let mut attrs = vec![];
-        attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, |b| cstr(b, table));
-        attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, |b| cstr(b, set));
-        let mut list = vec![];
-        for e in elems {
-            element(&mut list, e)?;
-        }
-        nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, |b| b.extend_from_slice(&list));
-        seq += 1;
-        message(body, (NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, NFPROTO_INET, 0, &attrs);
-        acked.push(seq);
-        Some(())
-    };
+    let mut push =
+        |body: &mut Vec<u8>, kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<()> {
+            let mut attrs = vec![];
+            attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, |b| cstr(b, table));
+            attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, |b| cstr(b, set));
+            let mut list = vec![];
+            for e in elems {
+                element(&mut list, e)?;
+            }
+            nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
+                b.extend_from_slice(&list)
+            });
+            seq += 1;
+            message(
+                body,
+                (NFNL_SUBSYS_NFTABLES << 8) | kind,
+                NLM_F_REQUEST | NLM_F_ACK | flags,
+                seq,
+                NFPROTO_INET,
+                0,
+                &attrs,
+            );
+            acked.push(seq);
+            Some(())
+        };
     for c in cmds {
         match c {
-            Cmd::AddElements { set, elems } => push(&mut body, NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?,
+            Cmd::AddElements { set, elems } => {
+                push(&mut body, NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?
+            }
             Cmd::RemoveElements { set, elems } => {
                 // Re-adding first makes the delete valid even if an element is already gone.
                 push(&mut body, NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?;
@@ -195,9 +226,25 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
         }
     }
     let mut bytes = vec![];
-    message(&mut bytes, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, NFNL_SUBSYS_NFTABLES, &[]);
+    message(
+        &mut bytes,
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
     bytes.extend_from_slice(&body);
-    message(&mut bytes, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, 0, NFNL_SUBSYS_NFTABLES, &[]);
+    message(
+        &mut bytes,
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq + 1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
     Some(Encoded { bytes, acked })
 }
 
@@ -208,29 +255,42 @@ impl Socket {
     pub fn open() -> Result<Socket> {
         let mut s = NlSocket::new(NETLINK_NETFILTER).op(|| "open nftables socket".into())?;
         s.bind_auto().op(|| "bind nftables socket".into())?;
-        s.connect(&SocketAddr::new(0, 0)).op(|| "connect nftables socket".into())?;
+        s.connect(&SocketAddr::new(0, 0))
+            .op(|| "connect nftables socket".into())?;
         Ok(Socket(s))
     }
 
     /// Sends the batch and waits for every acknowledgement; any error aborts the whole
     /// batch in the kernel and is returned.
     pub fn apply(&mut self, enc: &Encoded) -> Result<()> {
-        self.0.send(&enc.bytes, 0).op(|| "send nftables batch".into())?;
+        self.0
+            .send(&enc.bytes, 0)
+            .op(|| "send nftables batch".into())?;
         let mut pending: Vec<u32> = enc.acked.clone();
         let mut first_err: Option<io::Error> = None;
         let mut buf = vec![0u8; 16384];
         while !pending.is_empty() {
-            let n = self.0.recv(&mut &mut buf[..], 0).op(|| "receive nftables ack".into())?;
+            let n = self
+                .0
+                .recv(&mut &mut buf[..], 0)
+                .op(|| "receive nftables ack".into())?;
             let mut off = 0;
             while off + 16 <= n {
-                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+                    as usize;
                 let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                let seq = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
+                let seq =
+                    u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
                 if len < 16 || off + len > n {
                     return Err(Error::Nft("malformed netlink reply".into()));
                 }
                 if kind == NLMSG_ERROR && len >= 20 {
-                    let code = i32::from_ne_bytes([buf[off + 16], buf[off + 17], buf[off + 18], buf[off + 19]]);
+                    let code = i32::from_ne_bytes([
+                        buf[off + 16],
+                        buf[off + 17],
+                        buf[off + 18],
+                        buf[off + 19],
+                    ]);
                     pending.retain(|s| *s != seq);
                     if code != 0 && first_err.is_none() {
                         first_err = Some(io::Error::from_raw_os_error(-code));
@@ -272,7 +332,10 @@ mod tests {
             container_port: 80,
             proto: Proto::Udp,
         };
-        assert_eq!(port_key(&p), vec![127, 0, 0, 1, 17, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        assert_eq!(
+            port_key(&p),
+            vec![127, 0, 0, 1, 17, 0, 0, 0, 0x1f, 0x90, 0, 0]
+        );
         assert_eq!(port_data(&p), vec![10, 0, 0, 2, 0, 80, 0, 0]);
         assert_eq!(ifname_key("kv01").unwrap().len(), 16);
         assert!(ifname_key("sixteen-chars-xx").is_none());
@@ -280,13 +343,22 @@ mod tests {
 
     #[test]
     fn only_element_batches_are_encoded() {
-        let add = Cmd::AddElements { set: "knit_ifs".into(), elems: vec![Elem::Iface("kv1".into())] };
-        let e = encode("knit", &[add.clone()]).unwrap();
+        let add = Cmd::AddElements {
+            set: "knit_ifs".into(),
+            elems: vec![Elem::Iface("kv1".into())],
+        };
+        let e = encode("knit", std::slice::from_ref(&add)).unwrap();
         assert_eq!(e.acked.len(), 1);
-        let rm = Cmd::RemoveElements { set: "knit_ifs".into(), elems: vec![Elem::Iface("kv1".into())] };
+        let rm = Cmd::RemoveElements {
+            set: "knit_ifs".into(),
+            elems: vec![Elem::Iface("kv1".into())],
+        };
         assert_eq!(encode("knit", &[add, rm]).unwrap().acked.len(), 3);
         assert!(encode("knit", &[Cmd::AddTable]).is_none());
-        let prefix = Cmd::AddElements { set: "nets4".into(), elems: vec![Elem::Prefix("10.0.0.0/24".parse().unwrap())] };
+        let prefix = Cmd::AddElements {
+            set: "nets4".into(),
+            elems: vec![Elem::Prefix("10.0.0.0/24".parse().unwrap())],
+        };
         assert!(encode("knit", &[prefix]).is_none());
     }
 }
