@@ -265,6 +265,17 @@ struct Row {
     failed: usize,
 }
 
+/// Container namespaces of one run; removed on drop, also when a peer fails mid-run.
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = netns::delete_named(c);
+        }
+    }
+}
+
 fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelSampler>) -> Row {
     let short: String = peer
         .name()
@@ -274,12 +285,13 @@ fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelS
         .collect();
     let node = Node::new(&short);
     let tag = node.name.clone();
-    let mut containers = vec![];
+    let mut guard = Containers(vec![]);
     for i in 0..n + conc {
         let c = format!("{tag}-c{i}");
         netns::create_named(&c).unwrap();
-        containers.push(c);
+        guard.0.push(c);
     }
+    let containers = guard.0.clone();
     let path = |c: &str| format!("/run/netns/{c}");
     let mut adds = vec![];
     for (i, c) in containers.iter().take(n).enumerate() {
@@ -323,9 +335,7 @@ fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelS
     for (j, c) in containers[n..].iter().enumerate() {
         peer.del(&node, n + j, &path(c));
     }
-    for c in &containers {
-        let _ = netns::delete_named(c);
-    }
+    drop(guard);
     let first = &adds[..adds.len().min(100)];
     let last = &adds[adds.len().saturating_sub(100)..];
     Row {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "run as root (tests create network namespaces)" >&2; exit 1; fi
-pkgs=(nftables libnftables1 iproute2 iputils-ping containernetworking-plugins)
+pkgs=(nftables libnftables1 iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iptables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,7 +17,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo test --no-fail-fast 2>&1 | tee /tmp/knit-test.log
 rc=${PIPESTATUS[0]}
 # The host must be left as found: no namespaces, links or nft tables from tests.
-left=$(ip netns list | grep -E '^(kt[0-9]|knitdemo)' || true)
+left=$(ip netns list | grep -E '^(kt[0-9]|knitdemo|cni-)' || true)
 if [ -n "$left" ]; then echo "leftover namespaces: $left" >&2; rc=1; fi
 if nft list tables 2>/dev/null | grep -q 'inet knit'; then echo "leftover nft table on the host" >&2; rc=1; fi
 exit "$rc"

@@ -1,0 +1,169 @@
+//! podman 4.3 (Debian) as a real CNI client: `network_backend = "cni"` with a knit
+//! conflist, runc, busybox containers made by `podman import`. Runs podman inside the
+//! test's node namespace (setns, as `nsenter --net` does).
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+struct Podman {
+    dir: PathBuf,
+    node: String,
+    names: Vec<String>,
+}
+
+impl Podman {
+    fn new(w: &World) -> Podman {
+        assert!(Path::new("/usr/bin/podman").exists(), "podman is not installed (scripts/test.sh installs it)");
+        let dir = std::env::temp_dir().join(format!("{}-podman", w.prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["rootfs/bin", "rootfs/www", "rootfs/etc", "cni-bin", "cni-conf", "storage", "run", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        // A busybox-static image.
+        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).expect("busybox-static is not installed");
+        for a in ["sh", "httpd", "nc", "ping", "ip", "cat", "sleep", "echo", "tail"] {
+            std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(a)).unwrap();
+        }
+        std::fs::write(dir.join("rootfs/www/index.html"), "hello-from-knit\n").unwrap();
+        sh_ok(&["tar", "-C", dir.join("rootfs").to_str().unwrap(), "-cf", dir.join("rootfs.tar").to_str().unwrap(), "."]);
+        // knit as the CNI plugin, with the state dir the test's CLI uses.
+        std::fs::copy(KNIT, dir.join("cni-bin/knit")).unwrap();
+        let conf = format!(
+            r#"[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=512:512"]
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{d}/cni-bin"]
+network_config_dir = "{d}/cni-conf"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "{d}/tmp"
+"#,
+            d = dir.display()
+        );
+        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        let conflist = serde_json::json!({
+            "cniVersion": "0.4.0", "name": "knitnet",
+            "plugins": [{
+                "type": "knit", "bridge": "cni-knit0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                "stateDir": w.state,
+                "capabilities": {"portMappings": true, "ips": true, "mac": true},
+                "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                         "ranges": [[{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}]]}
+            }]
+        });
+        std::fs::write(dir.join("cni-conf/knitnet.conflist"), conflist.to_string()).unwrap();
+        let p = Podman { dir, node: w.node.clone(), names: vec![] };
+        let o = p.run(&["import", p.dir.join("rootfs.tar").to_str().unwrap(), "localhost/knit-bb:latest"]);
+        assert!(o.status.success(), "podman import: {}", String::from_utf8_lossy(&o.stderr));
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.node)).unwrap();
+        let fd = ns.as_raw_fd();
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .arg("--root")
+            .arg(self.dir.join("storage"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .stdin(Stdio::null());
+        // SAFETY: setns is async-signal-safe; `ns` outlives the spawn.
+        unsafe {
+            c.pre_exec(move || {
+                let _keep = &ns;
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c.output().expect("run podman")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "podman {args:?}: {}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    fn name(&mut self, short: &str) -> String {
+        let n = format!("{}-{short}", self.node.trim_end_matches("-node"));
+        self.names.push(n.clone());
+        n
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.run(&["rm", "-f", "-t", "0", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn http_get(ns: &str, addr: &str) -> Result<String, String> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    in_ns(ns, move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+#[test]
+fn podman_containers_on_a_knit_network() {
+    let w = World::new().with_outside();
+    let mut pm = Podman::new(&w);
+    let web = pm.name("web");
+    let client = pm.name("client");
+    pm.ok(&["run", "-d", "--name", &web, "--network", "knitnet", "-p", "8080:80", "localhost/knit-bb:latest", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let web_ip = pm.ok(&["inspect", &web, "--format", "{{.NetworkSettings.Networks.knitnet.IPAddress}}"]);
+    assert!(web_ip.starts_with("10.89.0."), "{web_ip}");
+    // A published port answers from outside and from the node.
+    let mut body = Err(String::new());
+    for _ in 0..20 {
+        body = http_get(w.outside(), &format!("{NODE_UPLINK4}:8080"));
+        if body.as_ref().is_ok_and(|b| b.contains("hello-from-knit")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(body.unwrap().contains("hello-from-knit"));
+    // Another container: pings web, fetches it directly and through the published port
+    // (hairpin via the gateway), and reaches the outside host through NAT.
+    let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
+    let script = format!(
+        "ping -c1 -W2 {web_ip} >/dev/null && echo PING-OK; \
+         printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {web_ip} 80 | tail -1; \
+         printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc 10.89.0.1 8080 | tail -1; \
+         nc {OUTSIDE4} 7000 </dev/null; echo"
+    );
+    let out = pm.ok(&["run", "--rm", "--name", &client, "--network", "knitnet", "localhost/knit-bb:latest", "sh", "-c", &script]);
+    assert!(out.contains("PING-OK"), "{out}");
+    assert_eq!(out.matches("hello-from-knit").count(), 2, "{out}");
+    assert!(out.contains(&format!("outside saw {NODE_UPLINK4}")), "{out}");
+    // knit's CLI sees podman's attachment.
+    let inspect = w.json(&["network", "inspect", "knitnet"]);
+    assert_eq!(inspect["attachments"].as_array().unwrap().len(), 1, "{inspect}");
+    // podman rm -f leaves no links, nft elements or reservations behind.
+    pm.ok(&["rm", "-f", "-t", "0", &web]);
+    assert!(w.knit_links().is_empty(), "{:?}", w.knit_links());
+    assert!(!w.nft_table().contains(" : 10.89.0."), "{}", w.nft_table());
+    assert!(w.json(&["network", "inspect", "knitnet"])["attachments"].as_array().unwrap().is_empty());
+}
