@@ -96,6 +96,9 @@ fn main() {
         })
         .unwrap();
         create.push(t.elapsed());
+        // Up, as before the delete of a real attachment (not timed).
+        let i = nl.link_index("kbveth").unwrap().unwrap();
+        nl.set_up(i).unwrap();
         let t = Instant::now();
         nl.delete_link("kbveth").unwrap();
         delete.push(t.elapsed());

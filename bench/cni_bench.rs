@@ -385,6 +385,8 @@ impl KernelSampler {
                 controller: None,
             })
             .unwrap();
+        let i = self.nl.link_index("kbveth").unwrap().unwrap();
+        self.nl.set_up(i).unwrap();
         let t = Instant::now();
         self.nl.delete_link("kbveth").unwrap();
         self.samples.push(t.elapsed());

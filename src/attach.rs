@@ -22,13 +22,16 @@ pub const PTP_GW6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1
 pub struct AttachArgs<'a> {
     pub network: &'a str,
     pub sandbox: &'a SandboxRef,
-    pub ifname: &'a str,
+    /// None: the sandbox's next free ethN (eth0, then eth1 for a second network, ...).
+    pub ifname: Option<&'a str>,
     pub static_ips: &'a [IpAddr],
     pub mac: Option<Mac>,
     pub publish: &'a [PublishSpec],
     pub container_id: Option<&'a str>,
     /// Routes to install instead of the network's default route (CNI ipam.routes).
     pub routes: Option<&'a [RouteSpec]>,
+    /// Extra DNS names.
+    pub aliases: &'a [String],
 }
 
 pub struct Attached {
@@ -116,29 +119,36 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
             l.index
         }
         None => {
-            nl.create_veth(&VethRequest {
-                host_name: &att.host_ifname,
-                host_mac,
-                peer_name: &att.ifname,
-                peer_mac: mac,
-                peer_netns: ns.fd(),
-                mtu: net.mtu,
-                controller,
-            })
-            .map_err(|e| match e.errno() {
-                Some(libc::EEXIST) => Error::invalid(
-                    "--ifname",
-                    &att.ifname,
-                    "an interface with this name already exists in the sandbox",
-                ),
-                _ => e,
-            })?;
-            nl.link_index(&att.host_ifname)?
-                .ok_or_else(|| Error::not_found("link", &att.host_ifname))?
+            let echoed = nl
+                .create_veth(&VethRequest {
+                    host_name: &att.host_ifname,
+                    host_mac,
+                    peer_name: &att.ifname,
+                    peer_mac: mac,
+                    peer_netns: ns.fd(),
+                    mtu: net.mtu,
+                    controller,
+                })
+                .map_err(|e| match e.errno() {
+                    Some(libc::EEXIST) => Error::invalid(
+                        "--ifname",
+                        &att.ifname,
+                        "an interface with this name already exists in the sandbox",
+                    ),
+                    _ => e,
+                })?;
+            match echoed {
+                Some(i) => i,
+                None => nl
+                    .link_index(&att.host_ifname)?
+                    .ok_or_else(|| Error::not_found("link", &att.host_ifname))?,
+            }
         }
     };
+    nl.prepare_host_port(host_index, net.driver == Driver::Bridge)?;
+    nl.set_up(host_index)?;
     match net.driver {
-        Driver::Bridge => nl.set_bridge_port_hairpin(host_index)?,
+        Driver::Bridge => {}
         Driver::Ptp => {
             for ip in &att.ips {
                 let host = sandbox_addr(net, ip);
@@ -163,6 +173,11 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
     let index = snl
         .link_index(&att.ifname)?
         .ok_or_else(|| Error::not_found("sandbox interface", &att.ifname))?;
+    // An IPv4-only attachment has no use for IPv6 link-local chatter (DAD, MLD, RS), which
+    // the bridge floods to every port: keep the interface quiet before it comes up.
+    if !att.ips.iter().any(|ip| ip.addr().is_ipv6()) {
+        snl.disable_link_local(index)?;
+    }
     snl.set_up(index)?;
     for ip in &att.ips {
         snl.add_address(index, sandbox_addr(net, ip))?;
@@ -215,7 +230,18 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
 
 impl Node {
     pub fn attach(&mut self, args: &AttachArgs) -> Result<Attached> {
-        crate::model::validate_ifname("--ifname", args.ifname)?;
+        let chosen;
+        let ifname = match args.ifname {
+            Some(i) => i,
+            None => {
+                chosen = self.next_ifname(args.network, &args.sandbox.key())?;
+                chosen.as_str()
+            }
+        };
+        crate::model::validate_ifname("--ifname", ifname)?;
+        for a in args.aliases {
+            crate::model::validate_dns_name("--alias", a)?;
+        }
         let ns = Netns::open(args.sandbox.path())
             .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
         let path = args.sandbox.path();
@@ -223,12 +249,13 @@ impl Node {
             network: args.network,
             sandbox: &args.sandbox.key(),
             netns_path: &path,
-            ifname: args.ifname,
+            ifname,
             static_ips: args.static_ips,
             mac: args.mac,
             publish: args.publish,
             container_id: args.container_id,
             routes: args.routes,
+            aliases: args.aliases,
         })?;
         crate::trace::phase("store: reserved");
         let network = self.store.network(args.network)?;
@@ -270,6 +297,19 @@ impl Node {
         })
     }
 
+    /// eth0, eth1, ...: the first name no other attachment of this sandbox uses (an
+    /// existing attachment to this network keeps its name).
+    fn next_ifname(&self, network: &str, sandbox: &str) -> Result<String> {
+        let atts = self.store.attachments_of_sandbox(sandbox)?;
+        if let Some(a) = atts.iter().find(|a| a.network == network) {
+            return Ok(a.ifname.clone());
+        }
+        Ok((0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !atts.iter().any(|a| &a.ifname == n))
+            .unwrap_or_else(|| "eth0".into()))
+    }
+
     /// Removes an attachment's nft elements and links (the kernel removes the peer, its
     /// addresses and routes with it). Idempotent.
     pub fn unplumb(&mut self, net: &Network, att: &Attachment) -> Result<()> {
@@ -284,8 +324,9 @@ impl Node {
         // off the caller's clock.
         let applied = b.apply_then(crate::nftnl::Socket::close_detached);
         crate::trace::phase("nft elements removed");
-        if applied.is_err() {
-            // The table is damaged or gone: rebuild it from the store without this one.
+        if applied.is_err() && crate::firewall::table_exists() {
+            // The table is damaged: rebuild it from the store without this one. (If it is
+            // gone altogether there is nothing to remove; `knit reconcile` rebuilds it.)
             self.rebuild_firewall_without(None, Some(att.id))?;
         }
         Ok(())

@@ -46,6 +46,21 @@ pub enum Command {
     Reconcile,
     /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
     Demo,
+    /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses).
+    Daemon(DaemonCli),
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonCli {
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9153).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Where the upstream resolvers are listed (re-read when it changes).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// How long to wait for each upstream resolver.
+    #[arg(long, default_value_t = 1000)]
+    pub upstream_timeout_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +109,12 @@ pub struct CreateCli {
     pub no_masquerade: bool,
     #[arg(long)]
     pub mtu: Option<u32>,
+    /// Do not serve DNS on this network.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Names also resolve as NAME.DOMAIN (and sandboxes search it).
+    #[arg(long)]
+    pub dns_domain: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -104,11 +125,15 @@ pub struct AttachCli {
     pub ips: Vec<String>,
     #[arg(long)]
     pub mac: Option<String>,
-    #[arg(long, default_value = "eth0")]
-    pub ifname: String,
+    /// Interface name inside the sandbox (default: the next free ethN).
+    #[arg(long)]
+    pub ifname: Option<String>,
     /// [HOSTIP:]HOSTPORT[-END]:CPORT[-END][/tcp|udp|sctp]
     #[arg(long = "publish", short = 'p')]
     pub publish: Vec<String>,
+    /// Another DNS name for the sandbox on this network.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
 }
 
 fn print_json<T: Serialize>(v: &T) {
@@ -278,6 +303,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             netns::delete_named(&name)?;
             node.store.remove_sandbox(&name)?;
+            crate::resolv::sync(&node.store, &name)?;
             if !cli.json {
                 println!(
                     "removed sandbox {name} ({} attachment(s) detached)",
@@ -341,7 +367,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Network(NetworkCmd::Create(c)) => {
-            let spec = NetworkSpec::new(&NetworkRequest {
+            let mut spec = NetworkSpec::new(&NetworkRequest {
                 name: &c.name,
                 driver: Driver::parse(&c.driver)?,
                 bridge: c.bridge.as_deref(),
@@ -351,6 +377,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 masquerade: !c.no_masquerade,
                 mtu: c.mtu,
             })?;
+            spec.dns = !c.no_dns;
+            if let Some(d) = &c.dns_domain {
+                crate::model::validate_dns_name("--dns-domain", d)?;
+                spec.dns_domain = Some(d.trim_end_matches('.').to_ascii_lowercase());
+            }
             let mut node = open(false)?;
             let net = node.create_network(&spec)?;
             if !cli.json {
@@ -439,20 +470,29 @@ pub fn run(cli: Cli) -> Result<i32> {
             let done = node.attach(&AttachArgs {
                 network: &a.network,
                 sandbox: &sandbox,
-                ifname: &a.ifname,
+                ifname: a.ifname.as_deref(),
                 static_ips: &ips,
                 mac,
                 publish: &publish,
                 container_id: None,
                 routes: None,
+                aliases: &a.aliases,
             })?;
+            crate::resolv::sync(&node.store, &done.attachment.sandbox)?;
             print_attachment(&done.attachment, done.existed, cli.json);
+            if !cli.json && done.network.dns && !crate::dns::daemon_running(&cli.state_dir) {
+                println!(
+                    "  dns: unavailable (no `knit daemon` running for {}); names resolve once it starts",
+                    cli.state_dir.display()
+                );
+            }
             Ok(0)
         }
         Command::Detach { network, sandbox } => {
             let sandbox = SandboxRef::parse(&sandbox)?;
             let mut node = open(false)?;
             let gone = node.detach(&network, &sandbox)?;
+            crate::resolv::sync(&node.store, &sandbox.key())?;
             if cli.json {
                 print_json(&serde_json::json!({"detached": gone.is_some()}));
             } else if gone.is_some() {
@@ -497,5 +537,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(if rep.errors.is_empty() { 0 } else { 1 })
         }
         Command::Demo => crate::demo::run(),
+        Command::Daemon(d) => crate::dns::run(crate::dns::Config {
+            state_dir: cli.state_dir.clone(),
+            resolv_conf: d.resolv_conf,
+            metrics: d.metrics,
+            upstream_timeout: std::time::Duration::from_millis(d.upstream_timeout_ms),
+        }),
     }
 }

@@ -464,6 +464,11 @@ impl Batch {
     }
 }
 
+/// Whether knit's table exists in this namespace (a small listing; failure paths only).
+pub fn table_exists() -> bool {
+    crate::nft::run(&format!("list chain {FAMILY} {TABLE} input")).is_ok()
+}
+
 /// knit's own table as nft prints it (for `inspect`; never on a hot path).
 pub fn list_table() -> crate::error::Result<String> {
     crate::nft::run(&format!("list table {FAMILY} {TABLE}"))

@@ -267,6 +267,26 @@ pub struct NetworkRequest<'a> {
     pub mtu: Option<u32>,
 }
 
+/// A DNS name label sequence: letters, digits, '-', '.', no empty labels, ≤ 253 bytes.
+pub fn validate_dns_name(field: &'static str, value: &str) -> Result<()> {
+    let v = value.trim_end_matches('.');
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, value, "is not a valid DNS name"))
+    }
+}
+
 /// A validated `network create` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
@@ -282,6 +302,10 @@ pub struct NetworkSpec {
     pub bridge_gateway: bool,
     /// CNI `promiscMode`.
     pub promisc: bool,
+    /// Serve DNS on this network's gateway addresses (`knit daemon`).
+    pub dns: bool,
+    /// Names also resolve as NAME.DOMAIN; sandboxes get it as their search domain.
+    pub dns_domain: Option<String>,
 }
 
 impl NetworkSpec {
@@ -372,6 +396,8 @@ impl NetworkSpec {
             mtu,
             bridge_gateway: true,
             promisc: false,
+            dns: true,
+            dns_domain: None,
         })
     }
 }

@@ -6,13 +6,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::Mac;
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
-    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoBridgePort,
+    InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -218,9 +219,10 @@ impl Netlink {
         )
     }
 
-    /// Creates the pair in one message: host end up (and enslaved), peer end inside the
-    /// sandbox with its final name and MAC.
-    pub fn create_veth(&mut self, req: &VethRequest) -> Result<()> {
+    /// Creates the pair in one message: host end (enslaved), peer end inside the sandbox
+    /// with its final name and MAC. Both are down.
+    /// Returns the host end's ifindex (from the kernel's echo of the new link).
+    pub fn create_veth(&mut self, req: &VethRequest) -> Result<Option<u32>> {
         // The peer cannot be brought up in this message (veth_open fails with ENOTCONN
         // until both ends exist); the caller sets it up from inside the sandbox.
         let mut peer = LinkMessage::default();
@@ -248,26 +250,49 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.request(
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            || format!("create veth {} <-> {}", req.host_name, req.peer_name),
-        )
+        let replies = self
+            .exchange(
+                RouteNetlinkMessage::NewLink(msg),
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            )
+            .op(|| format!("create veth {} <-> {}", req.host_name, req.peer_name))?;
+        Ok(replies.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) if summarize(l).name == req.host_name => {
+                Some(l.header.index)
+            }
+            _ => None,
+        }))
     }
 
-    /// Hairpin lets a bridge port receive its own frames back: a sandbox reaching its own
-    /// published port through the node address.
-    pub fn set_bridge_port_hairpin(&mut self, index: u32) -> Result<()> {
+    /// Stops the kernel from giving a link an IPv6 link-local address (set while it is down).
+    pub fn disable_link_local(&mut self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-                true,
-            )])),
-        ]));
+        msg.attributes.push(no_link_local());
+        self.request(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("set addrgenmode none on link {index}")
+        })
+    }
+
+    /// Prepares a host-side veth while it is still down: no IPv6 link-local address (it is
+    /// a bridge port or a routed hop, never an IPv6 endpoint, and without one it sends no
+    /// DAD/MLD/RS, which a bridge floods to every other port: a cost that grows with the
+    /// number of containers) and, on a bridge, hairpin so a sandbox can reach its own
+    /// published port through the node address.
+    pub fn prepare_host_port(&mut self, index: u32, bridge_port: bool) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if bridge_port {
+            msg.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                    true,
+                )])),
+            ]));
+        }
+        msg.attributes.push(no_link_local());
         self.request(RouteNetlinkMessage::NewLink(msg), 0, || {
-            format!("set hairpin on link {index}")
+            format!("configure host port {index}")
         })
     }
 
@@ -468,6 +493,12 @@ impl Netlink {
             })
             .collect())
     }
+}
+
+fn no_link_local() -> LinkAttribute {
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])])
 }
 
 fn summarize(l: &LinkMessage) -> LinkInfoSummary {

@@ -91,7 +91,9 @@ impl Node {
     }
 
     fn teardown_network(&mut self, net: &Network) -> Result<()> {
-        if Batch::new().network(&net_fw(net), false).apply().is_err() {
+        if Batch::new().network(&net_fw(net), false).apply().is_err()
+            && crate::firewall::table_exists()
+        {
             // knit's table is damaged: rewrite it from the store without this network.
             self.rebuild_firewall_without(Some(net.id), None)?;
         }

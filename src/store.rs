@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS networks (
@@ -29,7 +30,9 @@ CREATE TABLE IF NOT EXISTS networks (
     bridge_mac TEXT NOT NULL,
     origin TEXT NOT NULL DEFAULT 'cli',
     bridge_gateway INTEGER NOT NULL DEFAULT 1,
-    promisc INTEGER NOT NULL DEFAULT 0
+    promisc INTEGER NOT NULL DEFAULT 0,
+    dns INTEGER NOT NULL DEFAULT 1,
+    dns_domain TEXT
 );
 CREATE TABLE IF NOT EXISTS subnets (
     id INTEGER PRIMARY KEY,
@@ -52,6 +55,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     state TEXT NOT NULL,
     container_id TEXT,
     routes TEXT,
+    aliases TEXT,
     UNIQUE (network_id, sandbox)
 );
 CREATE TABLE IF NOT EXISTS allocations (
@@ -110,6 +114,9 @@ pub struct Network {
     pub origin: String,
     pub bridge_gateway: bool,
     pub promisc: bool,
+    /// knit's DNS serves this network (on its gateway addresses).
+    pub dns: bool,
+    pub dns_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +144,8 @@ pub struct Attachment {
     pub ports: Vec<PortMapping>,
     /// Routes inside the sandbox; None means the network's default route.
     pub routes: Option<Vec<RouteSpec>>,
+    /// Extra DNS names of this attachment.
+    pub aliases: Vec<String>,
 }
 
 /// What `attach` asks the store to reserve.
@@ -150,6 +159,7 @@ pub struct AttachRequest<'a> {
     pub publish: &'a [PublishSpec],
     pub container_id: Option<&'a str>,
     pub routes: Option<&'a [RouteSpec]>,
+    pub aliases: &'a [String],
 }
 
 /// Outcome of a reservation: new, or the attachment that already existed.
@@ -199,10 +209,20 @@ impl Store {
             true,
         )?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version == 0 {
+        if version < SCHEMA_VERSION {
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", 1)?;
+            if version == 0 {
+                tx.execute_batch(SCHEMA)?;
+            }
+            if version == 1 {
+                // Version 2 added DNS settings and aliases.
+                tx.execute_batch(
+                    "ALTER TABLE networks ADD COLUMN dns INTEGER NOT NULL DEFAULT 1;
+                     ALTER TABLE networks ADD COLUMN dns_domain TEXT;
+                     ALTER TABLE attachments ADD COLUMN aliases TEXT;",
+                )?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
         for f in ["knit.db-wal", "knit.db-shm"] {
@@ -266,8 +286,8 @@ impl Store {
         }
         let mac = Mac::random();
         tx.execute(
-            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 spec.name,
                 spec.driver.as_str(),
@@ -278,7 +298,9 @@ impl Store {
                 mac.to_string(),
                 origin,
                 spec.bridge_gateway,
-                spec.promisc
+                spec.promisc,
+                spec.dns,
+                spec.dns_domain
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -312,7 +334,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -335,6 +357,8 @@ impl Store {
                     origin: r.get(8)?,
                     bridge_gateway: r.get(9)?,
                     promisc: r.get(10)?,
+                    dns: r.get(11)?,
+                    dns_domain: r.get(12)?,
                 })
             })
             .optional()?;
@@ -447,8 +471,8 @@ impl Store {
         let mac = req.mac.unwrap_or_else(Mac::random);
         let host_mac = Mac::random();
         tx.execute(
-            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes, aliases)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
             params![
                 net.id,
                 req.sandbox,
@@ -458,7 +482,8 @@ impl Store {
                 mac.to_string(),
                 host_mac.to_string(),
                 req.container_id,
-                req.routes.map(|r| serde_json::to_string(r).unwrap_or_default())
+                req.routes.map(|r| serde_json::to_string(r).unwrap_or_default()),
+                (!req.aliases.is_empty()).then(|| serde_json::to_string(req.aliases).unwrap_or_default())
             ],
         )?;
         let att_id = tx.last_insert_rowid();
@@ -598,6 +623,14 @@ impl Store {
         Ok(())
     }
 
+    /// Changes whenever another connection commits (SQLite's data_version): the DNS
+    /// daemon polls it to notice attach/detach cheaply.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     pub fn mark_ready(&mut self, id: i64) -> Result<()> {
         self.conn
             .execute("UPDATE attachments SET state = 'ready' WHERE id = ?1", [id])?;
@@ -619,7 +652,7 @@ impl Store {
     ) -> Result<Vec<Attachment>> {
         let sql = format!(
             "SELECT a.id, a.network_id, n.name, a.sandbox, a.netns_path, a.ifname, a.host_ifname, a.mac, a.host_mac,
-                    a.state, a.container_id, a.routes
+                    a.state, a.container_id, a.routes, a.aliases
              FROM attachments a JOIN networks n ON n.id = a.network_id WHERE {cond} ORDER BY a.id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -645,6 +678,10 @@ impl Store {
                     routes: r
                         .get::<_, Option<String>>(11)?
                         .and_then(|j| serde_json::from_str(&j).ok()),
+                    aliases: r
+                        .get::<_, Option<String>>(12)?
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default(),
                     ips: vec![],
                     ports: vec![],
                 })
@@ -790,6 +827,7 @@ mod tests {
             publish,
             container_id: None,
             routes: None,
+            aliases: &[],
         }
     }
 

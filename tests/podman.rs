@@ -19,19 +19,41 @@ struct Podman {
 
 impl Podman {
     fn new(w: &World) -> Podman {
-        assert!(Path::new("/usr/bin/podman").exists(), "podman is not installed (scripts/test.sh installs it)");
+        assert!(
+            Path::new("/usr/bin/podman").exists(),
+            "podman is not installed (scripts/test.sh installs it)"
+        );
         let dir = std::env::temp_dir().join(format!("{}-podman", w.prefix));
         let _ = std::fs::remove_dir_all(&dir);
-        for d in ["rootfs/bin", "rootfs/www", "rootfs/etc", "cni-bin", "cni-conf", "storage", "run", "tmp"] {
+        for d in [
+            "rootfs/bin",
+            "rootfs/www",
+            "rootfs/etc",
+            "cni-bin",
+            "cni-conf",
+            "storage",
+            "run",
+            "tmp",
+        ] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         // A busybox-static image.
-        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).expect("busybox-static is not installed");
-        for a in ["sh", "httpd", "nc", "ping", "ip", "cat", "sleep", "echo", "tail"] {
+        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox"))
+            .expect("busybox-static is not installed");
+        for a in [
+            "sh", "httpd", "nc", "ping", "ip", "cat", "sleep", "echo", "tail", "nslookup",
+        ] {
             std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(a)).unwrap();
         }
         std::fs::write(dir.join("rootfs/www/index.html"), "hello-from-knit\n").unwrap();
-        sh_ok(&["tar", "-C", dir.join("rootfs").to_str().unwrap(), "-cf", dir.join("rootfs.tar").to_str().unwrap(), "."]);
+        sh_ok(&[
+            "tar",
+            "-C",
+            dir.join("rootfs").to_str().unwrap(),
+            "-cf",
+            dir.join("rootfs.tar").to_str().unwrap(),
+            ".",
+        ]);
         // knit as the CNI plugin, with the state dir the test's CLI uses.
         std::fs::copy(KNIT, dir.join("cni-bin/knit")).unwrap();
         let conf = format!(
@@ -55,15 +77,27 @@ tmp_dir = "{d}/tmp"
             "plugins": [{
                 "type": "knit", "bridge": "cni-knit0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
                 "stateDir": w.state,
-                "capabilities": {"portMappings": true, "ips": true, "mac": true},
+                "capabilities": {"portMappings": true, "ips": true, "mac": true, "aliases": true},
                 "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
                          "ranges": [[{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}]]}
             }]
         });
         std::fs::write(dir.join("cni-conf/knitnet.conflist"), conflist.to_string()).unwrap();
-        let p = Podman { dir, node: w.node.clone(), names: vec![] };
-        let o = p.run(&["import", p.dir.join("rootfs.tar").to_str().unwrap(), "localhost/knit-bb:latest"]);
-        assert!(o.status.success(), "podman import: {}", String::from_utf8_lossy(&o.stderr));
+        let p = Podman {
+            dir,
+            node: w.node.clone(),
+            names: vec![],
+        };
+        let o = p.run(&[
+            "import",
+            p.dir.join("rootfs.tar").to_str().unwrap(),
+            "localhost/knit-bb:latest",
+        ]);
+        assert!(
+            o.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         p
     }
 
@@ -94,7 +128,12 @@ tmp_dir = "{d}/tmp"
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "podman {args:?}: {}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
@@ -117,9 +156,11 @@ impl Drop for Podman {
 fn http_get(ns: &str, addr: &str) -> Result<String, String> {
     let addr: std::net::SocketAddr = addr.parse().unwrap();
     in_ns(ns, move || {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .map_err(|e| e.to_string())?;
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(|e| e.to_string())?;
         Ok(out)
@@ -132,8 +173,29 @@ fn podman_containers_on_a_knit_network() {
     let mut pm = Podman::new(&w);
     let web = pm.name("web");
     let client = pm.name("client");
-    pm.ok(&["run", "-d", "--name", &web, "--network", "knitnet", "-p", "8080:80", "localhost/knit-bb:latest", "httpd", "-f", "-p", "80", "-h", "/www"]);
-    let web_ip = pm.ok(&["inspect", &web, "--format", "{{.NetworkSettings.Networks.knitnet.IPAddress}}"]);
+    pm.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &web,
+        "--network",
+        "knitnet",
+        "-p",
+        "8080:80",
+        "localhost/knit-bb:latest",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let web_ip = pm.ok(&[
+        "inspect",
+        &web,
+        "--format",
+        "{{.NetworkSettings.Networks.knitnet.IPAddress}}",
+    ]);
     assert!(web_ip.starts_with("10.89.0."), "{web_ip}");
     // A published port answers from outside and from the node.
     let mut body = Err(String::new());
@@ -154,16 +216,68 @@ fn podman_containers_on_a_knit_network() {
          printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc 10.89.0.1 8080 | tail -1; \
          nc {OUTSIDE4} 7000 </dev/null; echo"
     );
-    let out = pm.ok(&["run", "--rm", "--name", &client, "--network", "knitnet", "localhost/knit-bb:latest", "sh", "-c", &script]);
+    let out = pm.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        &client,
+        "--network",
+        "knitnet",
+        "localhost/knit-bb:latest",
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert!(out.contains("PING-OK"), "{out}");
     assert_eq!(out.matches("hello-from-knit").count(), 2, "{out}");
-    assert!(out.contains(&format!("outside saw {NODE_UPLINK4}")), "{out}");
+    assert!(
+        out.contains(&format!("outside saw {NODE_UPLINK4}")),
+        "{out}"
+    );
+    // Containers resolve each other by name through knit's DNS (podman passes its names
+    // as the `aliases` capability and uses the result's nameservers for resolv.conf).
+    let resolv = w.state.with_extension("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+    let mut daemon = w
+        .cmd(&[
+            "daemon",
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--upstream-timeout-ms",
+            "200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let asker = pm.name("asker");
+    let out = pm.run(&["run", "--rm", "--name", &asker, "--network", "knitnet", "localhost/knit-bb:latest", "sh", "-c",
+        &format!("cat /etc/resolv.conf; nslookup {web}; ping -c1 -W2 {web} >/dev/null && echo NAME-PING-OK")]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_file(&resolv);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("nameserver 10.89.0.1"), "{out}");
+    assert!(
+        out.contains(&web_ip) && out.contains("NAME-PING-OK"),
+        "{out}"
+    );
     // knit's CLI sees podman's attachment.
     let inspect = w.json(&["network", "inspect", "knitnet"]);
-    assert_eq!(inspect["attachments"].as_array().unwrap().len(), 1, "{inspect}");
+    assert_eq!(
+        inspect["attachments"].as_array().unwrap().len(),
+        1,
+        "{inspect}"
+    );
     // podman rm -f leaves no links, nft elements or reservations behind.
     pm.ok(&["rm", "-f", "-t", "0", &web]);
     assert!(w.knit_links().is_empty(), "{:?}", w.knit_links());
     assert!(!w.nft_table().contains(" : 10.89.0."), "{}", w.nft_table());
-    assert!(w.json(&["network", "inspect", "knitnet"])["attachments"].as_array().unwrap().is_empty());
+    assert!(
+        w.json(&["network", "inspect", "knitnet"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -348,6 +348,23 @@ impl NetConf {
             .collect()
     }
 
+    /// DNS aliases from the `aliases` capability: `{"NETWORK": ["name", ...]}` (podman,
+    /// netavark-style) or a plain list.
+    pub fn aliases(&self) -> Result<Vec<String>, CniError> {
+        let raw = match &self.runtime_config.aliases {
+            None => return Ok(vec![]),
+            Some(Value::Object(m)) => m.get(&self.name).cloned().unwrap_or(Value::Array(vec![])),
+            Some(v) => v.clone(),
+        };
+        let list: Vec<String> = serde_json::from_value(raw)
+            .map_err(|_| invalid("runtimeConfig.aliases: expected a list of names"))?;
+        for a in &list {
+            model::validate_dns_name("runtimeConfig.aliases", a)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(list)
+    }
+
     /// DNS settings for the result: runtimeConfig.dns wins over the config's dns.
     pub fn dns(&self) -> Option<Value> {
         self.runtime_config.dns.clone().or_else(|| self.dns.clone())

@@ -183,6 +183,15 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
     let ips = conf.static_ips(&env.args.ips)?;
     let mac = conf.mac(env.args.mac.as_deref())?;
     let publish = conf.publish()?;
+    // DNS names: the `aliases` capability, and the container's name, which podman and
+    // CRI runtimes pass as K8S_POD_NAME (the dnsname plugin's convention).
+    let mut names = conf.aliases()?;
+    if let Some(pod) = &env.args.pod_name
+        && crate::model::validate_dns_name("K8S_POD_NAME", pod).is_ok()
+        && !names.contains(pod)
+    {
+        names.insert(0, pod.clone());
+    }
     let mut node = open(state_dir)?;
     ensure_network(&mut node, &spec)?;
     let sandbox = SandboxRef::Container {
@@ -193,15 +202,31 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
     let done = node.attach(&AttachArgs {
         network: &conf.name,
         sandbox: &sandbox,
-        ifname: &env.ifname,
+        ifname: Some(&env.ifname),
         static_ips: &ips,
         mac,
         publish: &publish,
         container_id: Some(&env.container_id),
         routes: Some(&routes),
+        aliases: &names,
     })?;
-    let r = result::build(&done.network, &done.attachment, conf.dns());
+    let dns = conf.dns().or_else(|| knit_dns(&done.network));
+    let r = result::build(&done.network, &done.attachment, dns);
     Ok(result::render(&r, &conf.cni_version).to_string())
+}
+
+/// The result's `dns` when the configuration has none: knit's own server on the gateway.
+fn knit_dns(net: &Network) -> Option<Value> {
+    if !net.dns || net.bridge.is_none() || !net.bridge_gateway {
+        return None;
+    }
+    let servers: Vec<String> = net.subnets.iter().map(|s| s.gateway.to_string()).collect();
+    let mut d = json!({"nameservers": servers});
+    if let Some(domain) = &net.dns_domain {
+        d["search"] = json!([domain]);
+        d["domain"] = json!(domain);
+    }
+    Some(d)
 }
 
 fn del(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {

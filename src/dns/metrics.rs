@@ -1,0 +1,123 @@
+//! Counters for the DNS server, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Forward latency histogram bounds, in milliseconds.
+const BUCKETS_MS: [u64; 8] = [1, 2, 5, 10, 50, 100, 500, 1000];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub queries_udp: AtomicU64,
+    pub queries_tcp: AtomicU64,
+    /// Responses by rcode: NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED.
+    pub rcodes: [AtomicU64; 6],
+    pub local_answers: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub forward_failures: AtomicU64,
+    pub malformed: AtomicU64,
+    forward_buckets: [AtomicU64; 8],
+    forward_count: AtomicU64,
+    forward_sum_us: AtomicU64,
+}
+
+pub const RCODE_NAMES: [&str; 6] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
+
+impl Metrics {
+    pub fn rcode(&self, code: u16) {
+        if let Some(c) = self.rcodes.get(code as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn forward_latency(&self, d: std::time::Duration) {
+        let ms = d.as_millis() as u64;
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            if ms <= *b {
+                self.forward_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.forward_count.fetch_add(1, Relaxed);
+        self.forward_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP knit_dns_queries_total DNS queries received.\n# TYPE knit_dns_queries_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "knit_dns_queries_total{{proto=\"udp\"}} {}",
+            self.queries_udp.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "knit_dns_queries_total{{proto=\"tcp\"}} {}",
+            self.queries_tcp.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP knit_dns_responses_total DNS responses by rcode.\n# TYPE knit_dns_responses_total counter"
+        );
+        for (i, n) in RCODE_NAMES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "knit_dns_responses_total{{rcode=\"{n}\"}} {}",
+                self.rcodes[i].load(Relaxed)
+            );
+        }
+        for (name, help, v) in [
+            (
+                "knit_dns_local_answers_total",
+                "Queries answered from knit's records.",
+                &self.local_answers,
+            ),
+            (
+                "knit_dns_forwarded_total",
+                "Queries forwarded upstream.",
+                &self.forwarded,
+            ),
+            (
+                "knit_dns_forward_failures_total",
+                "Forwarded queries no upstream answered.",
+                &self.forward_failures,
+            ),
+            (
+                "knit_dns_malformed_total",
+                "Packets that were not valid DNS queries.",
+                &self.malformed,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP knit_dns_forward_seconds Upstream round trip of forwarded queries.\n# TYPE knit_dns_forward_seconds histogram"
+        );
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "knit_dns_forward_seconds_bucket{{le=\"{}\"}} {}",
+                *b as f64 / 1000.0,
+                self.forward_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.forward_count.load(Relaxed);
+        let _ = writeln!(s, "knit_dns_forward_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            s,
+            "knit_dns_forward_seconds_sum {}",
+            self.forward_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "knit_dns_forward_seconds_count {count}");
+        s
+    }
+}

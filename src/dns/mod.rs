@@ -1,0 +1,257 @@
+//! Container DNS, served by `knit daemon`: sandboxes resolve each other by name (and alias)
+//! on the networks they share; everything else goes to the node's upstream resolvers.
+//!
+//! The daemon reads the store (never writes it): a watcher thread polls SQLite's
+//! data_version every 20 ms and publishes a fresh `Records` snapshot when anything
+//! committed, so attach/detach (CLI or CNI) show up in DNS within a few tens of ms, and a
+//! restarted daemon serves the same answers.
+
+pub mod metrics;
+pub mod records;
+pub mod server;
+pub mod upstream;
+
+use crate::error::{Error, IoContext, Result};
+use crate::model::Driver;
+use crate::store::{AttachState, Store};
+use records::{Host, NetView, Records};
+use server::Shared;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const DAEMON_LOCK: &str = "daemon.lock";
+
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub upstream_timeout: Duration,
+}
+
+/// The names an attachment answers to: a named sandbox's name, and its aliases.
+pub fn host_names(sandbox: &str, aliases: &[String]) -> Vec<String> {
+    let mut names = vec![];
+    if crate::model::validate_name("sandbox", sandbox).is_ok() {
+        names.push(sandbox.to_string());
+    }
+    names.extend(aliases.iter().cloned());
+    names
+}
+
+/// A snapshot of everything DNS serves, from the store.
+pub fn load(store: &Store) -> Result<Records> {
+    let nets = store.networks()?;
+    let views: Vec<NetView> = nets
+        .iter()
+        .filter(|n| n.dns && n.driver == Driver::Bridge && n.bridge_gateway)
+        .map(|n| NetView {
+            id: n.id,
+            name: n.name.clone(),
+            gateways: n.subnets.iter().map(|s| s.gateway).collect(),
+            domain: n.dns_domain.clone(),
+            internal: n.internal,
+        })
+        .collect();
+    let hosts = store
+        .all_attachments()?
+        .into_iter()
+        .filter(|a| a.state == AttachState::Ready)
+        .map(|a| Host {
+            names: host_names(&a.sandbox, &a.aliases),
+            sandbox: a.sandbox,
+            network_id: a.network_id,
+            ips: a.ips.iter().map(|i| i.addr()).collect(),
+        })
+        .collect();
+    Ok(Records::build(views, hosts))
+}
+
+/// Is a daemon serving this state dir? (It holds an exclusive lock on DAEMON_LOCK.)
+pub fn daemon_running(state_dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(state_dir.join(DAEMON_LOCK)) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; released when `f` drops.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    prepare(&s, addr)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    prepare(&s, addr)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Non-blocking, reusable, and free-bind: a gateway address may be missing for a moment
+/// (bridge re-created by reconcile) without the listener failing.
+fn prepare(s: &socket2::Socket, addr: SocketAddr) -> std::io::Result<()> {
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
+    }
+    Ok(())
+}
+
+/// Polls the store and resolv.conf, publishing snapshots when they change.
+fn watch_store(
+    state_dir: PathBuf,
+    resolv: PathBuf,
+    records: watch::Sender<Arc<Records>>,
+    upstreams: watch::Sender<Vec<SocketAddr>>,
+) {
+    let mut rc = upstream::ResolvConf::new(&resolv);
+    let _ = upstreams.send(rc.servers.clone());
+    let mut store = None;
+    let mut last = None;
+    for tick in 0u64.. {
+        if store.is_none() {
+            store = Store::open(&state_dir).ok();
+        }
+        if let Some(s) = &store {
+            match s.data_version() {
+                Ok(v) if Some(v) != last => match load(s) {
+                    Ok(r) => {
+                        last = Some(v);
+                        let _ = records.send(Arc::new(r));
+                    }
+                    Err(e) => eprintln!("knit daemon: reading the store: {e}"),
+                },
+                Ok(_) => {}
+                Err(_) => store = None,
+            }
+        }
+        if tick % 50 == 0 && rc.refresh() {
+            eprintln!("knit daemon: upstream resolvers now {:?}", rc.servers);
+            let _ = upstreams.send(rc.servers.clone());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn serve_metrics(addr: SocketAddr, shared: Arc<Shared>) {
+    let Ok(l) = TcpListener::bind(addr).await else {
+        eprintln!("knit daemon: cannot listen for metrics on {addr}");
+        return;
+    };
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+            let body = shared.metrics.render();
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+/// Runs the daemon until killed.
+pub fn run(cfg: Config) -> Result<i32> {
+    std::fs::create_dir_all(&cfg.state_dir).op(|| format!("create {}", cfg.state_dir.display()))?;
+    let lock_path = cfg.state_dir.join(DAEMON_LOCK);
+    let lock =
+        std::fs::File::create(&lock_path).op(|| format!("create {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own, held for the daemon's lifetime.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::Conflict(format!(
+            "another knit daemon is serving {}",
+            cfg.state_dir.display()
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .op(|| "start async runtime".into())?;
+    rt.block_on(serve(cfg));
+    drop(lock);
+    Ok(0)
+}
+
+async fn serve(cfg: Config) {
+    let (rec_tx, mut rec_rx) = watch::channel(Arc::new(Records::default()));
+    let (up_tx, up_rx) = watch::channel(Vec::new());
+    let (dir, resolv) = (cfg.state_dir.clone(), cfg.resolv_conf.clone());
+    std::thread::spawn(move || watch_store(dir, resolv, rec_tx, up_tx));
+    let shared = Arc::new(Shared {
+        records: rec_rx.clone(),
+        upstreams: up_rx,
+        metrics: Default::default(),
+        upstream_timeout: cfg.upstream_timeout,
+    });
+    if let Some(m) = cfg.metrics {
+        tokio::spawn(serve_metrics(m, shared.clone()));
+    }
+    eprintln!("knit daemon: serving DNS for {}", cfg.state_dir.display());
+    let mut listeners: HashMap<IpAddr, (i64, Vec<JoinHandle<()>>)> = HashMap::new();
+    loop {
+        let wanted = rec_rx.borrow_and_update().listen_addrs();
+        listeners.retain(|ip, (net, tasks)| {
+            let keep = wanted.get(ip) == Some(net);
+            if !keep {
+                tasks.iter().for_each(JoinHandle::abort);
+                eprintln!("knit daemon: stopped listening on {ip}");
+            }
+            keep
+        });
+        for (ip, net) in wanted {
+            if listeners.contains_key(&ip) {
+                continue;
+            }
+            let addr = SocketAddr::new(ip, 53);
+            match (bind_udp(addr), bind_tcp(addr)) {
+                (Ok(u), Ok(t)) => {
+                    let tasks = vec![
+                        tokio::spawn(server::serve_udp(Arc::new(u), net, shared.clone())),
+                        tokio::spawn(server::serve_tcp(t, net, shared.clone())),
+                    ];
+                    eprintln!("knit daemon: listening on {addr} (udp, tcp)");
+                    listeners.insert(ip, (net, tasks));
+                }
+                (u, t) => eprintln!(
+                    "knit daemon: cannot listen on {addr}: {:?} {:?}",
+                    u.err(),
+                    t.err()
+                ),
+            }
+        }
+        if rec_rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

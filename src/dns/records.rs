@@ -1,0 +1,302 @@
+//! The names knit serves, as a pure snapshot built from the store: who may see what
+//! (scoping by the client's networks), forward and reverse lookups. No I/O here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+/// One DNS-enabled network as the server needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetView {
+    pub id: i64,
+    pub name: String,
+    pub gateways: Vec<IpAddr>,
+    pub domain: Option<String>,
+    pub internal: bool,
+}
+
+/// One attachment: the names it answers to and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The sandbox (store key): a client sees every network its sandbox is attached to.
+    pub sandbox: String,
+    pub network_id: i64,
+    pub names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Records {
+    pub networks: Vec<NetView>,
+    /// (network, lowercase fqdn-less name) → addresses.
+    by_name: HashMap<(i64, String), Vec<IpAddr>>,
+    /// (network, address) → primary name.
+    by_ip: HashMap<(i64, IpAddr), String>,
+    /// address → networks an attachment with that address is on (client scoping).
+    client_nets: HashMap<IpAddr, Vec<i64>>,
+}
+
+/// What a local lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The name is ours: these addresses of the requested family (maybe none: NODATA).
+    Addrs(Vec<IpAddr>),
+    /// A reverse name of ours.
+    Ptr(String),
+    /// A name under a knit domain that does not exist (NXDOMAIN without forwarding).
+    NxDomain,
+    /// Not a knit name: forward.
+    NotOurs,
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Records {
+    pub fn build(networks: Vec<NetView>, hosts: Vec<Host>) -> Records {
+        let mut r = Records {
+            networks,
+            ..Default::default()
+        };
+        let mut sandbox_nets: HashMap<&str, Vec<i64>> = HashMap::new();
+        for h in &hosts {
+            let nets = sandbox_nets.entry(h.sandbox.as_str()).or_default();
+            if !nets.contains(&h.network_id) {
+                nets.push(h.network_id);
+            }
+        }
+        for h in &hosts {
+            for ip in &h.ips {
+                r.client_nets
+                    .insert(*ip, sandbox_nets[h.sandbox.as_str()].clone());
+            }
+        }
+        for h in hosts {
+            if !r.networks.iter().any(|n| n.id == h.network_id) {
+                continue;
+            }
+            for ip in &h.ips {
+                if let Some(first) = h.names.first() {
+                    r.by_ip
+                        .entry((h.network_id, *ip))
+                        .or_insert_with(|| normalize(first));
+                }
+            }
+            for n in &h.names {
+                let e = r.by_name.entry((h.network_id, normalize(n))).or_default();
+                for ip in &h.ips {
+                    if !e.contains(ip) {
+                        e.push(*ip);
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    /// Networks visible to a client: those it is attached to. A client that is not a knit
+    /// sandbox (the node, a stranger) sees the network whose gateway it asked.
+    pub fn scope(&self, client: IpAddr, asked_network: i64) -> Vec<i64> {
+        match self.client_nets.get(&client) {
+            Some(nets) => nets.clone(),
+            None => vec![asked_network],
+        }
+    }
+
+    pub fn network(&self, id: i64) -> Option<&NetView> {
+        self.networks.iter().find(|n| n.id == id)
+    }
+
+    /// Strips a network's domain (`web.mynet.knit` → `web` on that network).
+    fn candidates(&self, qname: &str, scope: &[i64]) -> Vec<(i64, String)> {
+        let q = normalize(qname);
+        let mut out = vec![];
+        for id in scope {
+            out.push((*id, q.clone()));
+            if let Some(d) = self.network(*id).and_then(|n| n.domain.as_deref()) {
+                let suffix = format!(".{}", normalize(d));
+                if let Some(short) = q.strip_suffix(&suffix) {
+                    out.push((*id, short.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    fn under_our_domain(&self, qname: &str, scope: &[i64]) -> bool {
+        let q = normalize(qname);
+        scope
+            .iter()
+            .filter_map(|id| self.network(*id)?.domain.as_deref())
+            .any(|d| {
+                let d = normalize(d);
+                q == d || q.ends_with(&format!(".{d}"))
+            })
+    }
+
+    /// A/AAAA (`want_v4`) for `qname` as seen by a client scoped to `scope`.
+    pub fn lookup(&self, qname: &str, want_v4: bool, scope: &[i64]) -> Answer {
+        let mut found = false;
+        let mut addrs = vec![];
+        for key in self.candidates(qname, scope) {
+            if let Some(ips) = self.by_name.get(&key) {
+                found = true;
+                for ip in ips.iter().filter(|ip| ip.is_ipv4() == want_v4) {
+                    if !addrs.contains(ip) {
+                        addrs.push(*ip);
+                    }
+                }
+            }
+        }
+        let all: Vec<i64> = self.networks.iter().map(|n| n.id).collect();
+        if found {
+            Answer::Addrs(addrs)
+        } else if self.under_our_domain(qname, scope)
+            || self
+                .candidates(qname, &all)
+                .iter()
+                .any(|k| self.by_name.contains_key(k))
+        {
+            // A knit name, but not visible from here: authoritative NXDOMAIN, never
+            // forwarded (upstream must not learn or answer for sandbox names).
+            Answer::NxDomain
+        } else {
+            Answer::NotOurs
+        }
+    }
+
+    /// PTR for an address of a sandbox on the client's networks.
+    pub fn reverse(&self, ip: IpAddr, scope: &[i64]) -> Answer {
+        for id in scope {
+            if let Some(n) = self.by_ip.get(&(*id, ip)) {
+                let domain = self.network(*id).and_then(|n| n.domain.clone());
+                return Answer::Ptr(match domain {
+                    Some(d) => format!("{n}.{}", normalize(&d)),
+                    None => n.clone(),
+                });
+            }
+        }
+        Answer::NotOurs
+    }
+
+    /// Gateway address → network id, for the listeners.
+    pub fn listen_addrs(&self) -> BTreeMap<IpAddr, i64> {
+        self.networks
+            .iter()
+            .flat_map(|n| n.gateways.iter().map(move |g| (*g, n.id)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn sample() -> Records {
+        Records::build(
+            vec![
+                NetView {
+                    id: 1,
+                    name: "web".into(),
+                    gateways: vec![ip("10.0.1.1")],
+                    domain: Some("web.knit".into()),
+                    internal: false,
+                },
+                NetView {
+                    id: 2,
+                    name: "db".into(),
+                    gateways: vec![ip("10.0.2.1")],
+                    domain: None,
+                    internal: true,
+                },
+            ],
+            vec![
+                Host {
+                    sandbox: "front".into(),
+                    network_id: 1,
+                    names: vec!["Front".into(), "www".into()],
+                    ips: vec![ip("10.0.1.2"), ip("fd01::2")],
+                },
+                Host {
+                    sandbox: "api".into(),
+                    network_id: 1,
+                    names: vec!["api".into()],
+                    ips: vec![ip("10.0.1.3")],
+                },
+                Host {
+                    sandbox: "api".into(),
+                    network_id: 2,
+                    names: vec!["api".into()],
+                    ips: vec![ip("10.0.2.3")],
+                },
+                Host {
+                    sandbox: "pg".into(),
+                    network_id: 2,
+                    names: vec!["pg".into()],
+                    ips: vec![ip("10.0.2.4")],
+                },
+            ],
+        )
+    }
+
+    #[test]
+    fn names_aliases_domains_and_families() {
+        let r = sample();
+        let web = r.scope(ip("10.0.1.2"), 1);
+        assert_eq!(web, vec![1]);
+        assert_eq!(
+            r.lookup("front", true, &web),
+            Answer::Addrs(vec![ip("10.0.1.2")])
+        );
+        assert_eq!(
+            r.lookup("WWW.", true, &web),
+            Answer::Addrs(vec![ip("10.0.1.2")])
+        );
+        assert_eq!(
+            r.lookup("front.web.knit", false, &web),
+            Answer::Addrs(vec![ip("fd01::2")])
+        );
+        assert_eq!(
+            r.lookup("api", false, &web),
+            Answer::Addrs(vec![]),
+            "exists, no AAAA"
+        );
+        assert_eq!(
+            r.lookup("api", true, &web),
+            Answer::Addrs(vec![ip("10.0.1.3")]),
+            "only on web's network"
+        );
+        assert_eq!(r.lookup("nobody.web.knit", true, &web), Answer::NxDomain);
+        assert_eq!(r.lookup("example.com", true, &web), Answer::NotOurs);
+        assert_eq!(
+            r.reverse(ip("10.0.1.2"), &web),
+            Answer::Ptr("front.web.knit".into())
+        );
+    }
+
+    #[test]
+    fn scoping_by_client_networks() {
+        let r = sample();
+        // api is on both networks: from either of its addresses it sees both networks.
+        let both = r.scope(ip("10.0.1.3"), 1);
+        assert_eq!(both, vec![1, 2]);
+        assert_eq!(
+            r.lookup("pg", true, &both),
+            Answer::Addrs(vec![ip("10.0.2.4")])
+        );
+        assert_eq!(
+            r.lookup("api", true, &both),
+            Answer::Addrs(vec![ip("10.0.1.3"), ip("10.0.2.3")])
+        );
+        // A web-only client cannot see pg, nor reverse-resolve it.
+        let web = r.scope(ip("10.0.1.2"), 1);
+        assert_eq!(r.lookup("pg", true, &web), Answer::NxDomain);
+        assert_eq!(r.reverse(ip("10.0.2.4"), &web), Answer::NotOurs);
+        // An unknown client asking the db gateway sees the db network.
+        assert_eq!(r.scope(ip("192.0.2.9"), 2), vec![2]);
+    }
+}

@@ -1,0 +1,434 @@
+//! The DNS server of `knit daemon`: UDP and TCP listeners on every DNS-enabled network's
+//! gateway address, answers from the store's snapshot, everything else forwarded.
+//!
+//! Robustness: a packet that does not parse gets FORMERR (or nothing if it has no header);
+//! each TCP client is its own task with idle and read deadlines and a cap on concurrent
+//! connections, so silent or slow clients cannot stop the server answering others.
+
+use super::metrics::Metrics;
+use super::records::{Answer, Records};
+use super::upstream;
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+
+/// TTL of knit's own answers: short, since sandboxes come and go.
+const TTL: u32 = 5;
+const TCP_IDLE: Duration = Duration::from_secs(5);
+const TCP_MAX_CONNECTIONS: usize = 512;
+
+pub struct Shared {
+    pub records: watch::Receiver<Arc<Records>>,
+    pub upstreams: watch::Receiver<Vec<SocketAddr>>,
+    pub metrics: Metrics,
+    pub upstream_timeout: Duration,
+}
+
+pub enum Reply {
+    Now(Vec<u8>),
+    Forward,
+    Drop,
+}
+
+fn response_to(req: &Message, code: ResponseCode) -> Message {
+    let mut m = Message::new();
+    m.set_id(req.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(req.op_code())
+        .set_recursion_desired(req.recursion_desired())
+        .set_recursion_available(true)
+        .set_response_code(code);
+    for q in req.queries() {
+        m.add_query(q.clone());
+    }
+    m
+}
+
+/// A bare header answer for packets too broken to parse: same id, QR set, the rcode.
+fn header_only(packet: &[u8], code: u8) -> Option<Vec<u8>> {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        return None; // no header, or itself a response: never answer (reflection loops)
+    }
+    let mut h = vec![0u8; 12];
+    h[..2].copy_from_slice(&packet[..2]);
+    h[2] = 0x80 | (packet[2] & 0x79); // QR, keep opcode and RD
+    h[3] = 0x80 | code; // RA
+    Some(h)
+}
+
+fn encode(m: &Message, max: usize) -> Option<Vec<u8>> {
+    let bytes = m.to_vec().ok()?;
+    if bytes.len() <= max {
+        return Some(bytes);
+    }
+    // Too big for the transport: the client retries over TCP.
+    let mut t = m.clone();
+    t.take_answers();
+    t.set_truncated(true);
+    t.to_vec().ok()
+}
+
+/// Decides what to do with one query packet arriving on network `net_id` from `client`.
+pub fn handle(
+    packet: &[u8],
+    client: IpAddr,
+    net_id: i64,
+    records: &Records,
+    max_len: usize,
+    metrics: &Metrics,
+) -> Reply {
+    let req = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(_) => {
+            metrics.malformed.fetch_add(1, Relaxed);
+            return header_only(packet, 1)
+                .map(Reply::Now)
+                .unwrap_or(Reply::Drop);
+        }
+    };
+    if req.message_type() != MessageType::Query {
+        metrics.malformed.fetch_add(1, Relaxed);
+        return Reply::Drop;
+    }
+    if req.op_code() != OpCode::Query {
+        return encode(&response_to(&req, ResponseCode::NotImp), max_len)
+            .map(Reply::Now)
+            .unwrap_or(Reply::Drop);
+    }
+    let Some(q) = req.queries().first() else {
+        return encode(&response_to(&req, ResponseCode::FormErr), max_len)
+            .map(Reply::Now)
+            .unwrap_or(Reply::Drop);
+    };
+    let scope = records.scope(client, net_id);
+    let qname = q.name().to_ascii();
+    let answer = match q.query_type() {
+        RecordType::A => records.lookup(&qname, true, &scope),
+        RecordType::AAAA => records.lookup(&qname, false, &scope),
+        RecordType::PTR => match q.name().parse_arpa_name() {
+            Ok(net) if net.prefix_len() == net.max_prefix_len() => {
+                records.reverse(net.addr(), &scope)
+            }
+            _ => Answer::NotOurs,
+        },
+        // Another type for one of our names: the name exists, the data does not.
+        _ => match records.lookup(&qname, true, &scope) {
+            Answer::Addrs(_) => Answer::Addrs(vec![]),
+            other => other,
+        },
+    };
+    let mut resp = match answer {
+        Answer::NotOurs => {
+            let internal = records.network(net_id).is_some_and(|n| n.internal);
+            if internal {
+                // Internal networks do not reach the outside, not even by name.
+                response_to(&req, ResponseCode::Refused)
+            } else {
+                return Reply::Forward;
+            }
+        }
+        Answer::NxDomain => response_to(&req, ResponseCode::NXDomain),
+        Answer::Addrs(ips) => {
+            let mut m = response_to(&req, ResponseCode::NoError);
+            for ip in ips {
+                let rdata = match ip {
+                    IpAddr::V4(a) => RData::A(A(a)),
+                    IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+                };
+                m.add_answer(Record::from_rdata(q.name().clone(), TTL, rdata));
+            }
+            m
+        }
+        Answer::Ptr(name) => {
+            let mut m = response_to(&req, ResponseCode::NoError);
+            match Name::from_ascii(format!("{name}.")) {
+                Ok(n) => {
+                    m.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        TTL,
+                        RData::PTR(PTR(n)),
+                    ));
+                }
+                Err(_) => {
+                    m.set_response_code(ResponseCode::ServFail);
+                }
+            }
+            m
+        }
+    };
+    resp.set_authoritative(true);
+    metrics.local_answers.fetch_add(1, Relaxed);
+    encode(&resp, max_len)
+        .map(Reply::Now)
+        .unwrap_or(Reply::Drop)
+}
+
+/// Forwards to the upstreams; SERVFAIL (same id and question) when none answers.
+pub async fn forward(packet: &[u8], shared: &Shared) -> Vec<u8> {
+    let upstreams = shared.upstreams.borrow().clone();
+    shared.metrics.forwarded.fetch_add(1, Relaxed);
+    let t = Instant::now();
+    if let Some(r) = upstream::forward(packet, &upstreams, shared.upstream_timeout).await {
+        shared.metrics.forward_latency(t.elapsed());
+        return r;
+    }
+    shared.metrics.forward_failures.fetch_add(1, Relaxed);
+    Message::from_vec(packet)
+        .ok()
+        .and_then(|req| response_to(&req, ResponseCode::ServFail).to_vec().ok())
+        .or_else(|| header_only(packet, 2))
+        .unwrap_or_default()
+}
+
+fn count_rcode(bytes: &[u8], metrics: &Metrics) {
+    if bytes.len() >= 4 {
+        metrics.rcode((bytes[3] & 0x0f) as u16);
+    }
+}
+
+/// EDNS payload size the client allows (512 without EDNS).
+fn max_udp(packet: &[u8]) -> usize {
+    Message::from_vec(packet)
+        .map(|m| m.max_payload().max(512) as usize)
+        .unwrap_or(512)
+}
+
+pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        shared.metrics.queries_udp.fetch_add(1, Relaxed);
+        let packet = &buf[..n];
+        let records = shared.records.borrow().clone();
+        match handle(
+            packet,
+            src.ip(),
+            net_id,
+            &records,
+            max_udp(packet),
+            &shared.metrics,
+        ) {
+            Reply::Now(bytes) => {
+                count_rcode(&bytes, &shared.metrics);
+                let _ = sock.send_to(&bytes, src).await;
+            }
+            Reply::Forward => {
+                let (sock, shared, packet) = (sock.clone(), shared.clone(), packet.to_vec());
+                tokio::spawn(async move {
+                    let bytes = forward(&packet, &shared).await;
+                    count_rcode(&bytes, &shared.metrics);
+                    let _ = sock.send_to(&bytes, src).await;
+                });
+            }
+            Reply::Drop => {}
+        }
+    }
+}
+
+pub async fn serve_tcp(listener: TcpListener, net_id: i64, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, src)) = listener.accept().await else {
+            continue;
+        };
+        // Over the cap the newest connection is refused rather than anyone starved.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tcp_connection(stream, src, net_id, &shared).await;
+        });
+    }
+}
+
+async fn tcp_connection(mut s: TcpStream, src: SocketAddr, net_id: i64, shared: &Shared) {
+    loop {
+        let mut len = [0u8; 2];
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let n = u16::from_be_bytes(len) as usize;
+        let mut packet = vec![0u8; n];
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, s.read_exact(&mut packet)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        shared.metrics.queries_tcp.fetch_add(1, Relaxed);
+        let records = shared.records.borrow().clone();
+        let bytes = match handle(
+            &packet,
+            src.ip(),
+            net_id,
+            &records,
+            u16::MAX as usize,
+            &shared.metrics,
+        ) {
+            Reply::Now(b) => b,
+            Reply::Forward => forward(&packet, shared).await,
+            Reply::Drop => return,
+        };
+        count_rcode(&bytes, &shared.metrics);
+        let mut out = Vec::with_capacity(bytes.len() + 2);
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(&bytes);
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, s.write_all(&out)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::records::{Host, NetView};
+    use hickory_proto::op::Query;
+
+    fn records() -> Records {
+        Records::build(
+            vec![
+                NetView {
+                    id: 1,
+                    name: "n".into(),
+                    gateways: vec!["10.0.0.1".parse().unwrap()],
+                    domain: None,
+                    internal: false,
+                },
+                NetView {
+                    id: 2,
+                    name: "i".into(),
+                    gateways: vec!["10.0.9.1".parse().unwrap()],
+                    domain: None,
+                    internal: true,
+                },
+            ],
+            vec![Host {
+                sandbox: "web".into(),
+                network_id: 1,
+                names: vec!["web".into()],
+                ips: vec!["10.0.0.2".parse().unwrap()],
+            }],
+        )
+    }
+
+    fn query(name: &str, t: RecordType) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(77).set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        m.to_vec().unwrap()
+    }
+
+    fn now(r: Reply) -> Message {
+        match r {
+            Reply::Now(b) => Message::from_vec(&b).unwrap(),
+            _ => panic!("expected an immediate answer"),
+        }
+    }
+
+    #[test]
+    fn answers_forwards_and_refuses() {
+        let (r, m) = (records(), Metrics::default());
+        let client: IpAddr = "10.0.0.3".parse().unwrap();
+        let a = now(handle(
+            &query("web.", RecordType::A),
+            client,
+            1,
+            &r,
+            512,
+            &m,
+        ));
+        assert_eq!(a.id(), 77);
+        assert_eq!(a.answers().len(), 1);
+        assert!(a.authoritative());
+        let ptr = now(handle(
+            &query("2.0.0.10.in-addr.arpa.", RecordType::PTR),
+            client,
+            1,
+            &r,
+            512,
+            &m,
+        ));
+        assert_eq!(ptr.answers()[0].data().to_string(), "web.");
+        let mx = now(handle(
+            &query("web.", RecordType::MX),
+            client,
+            1,
+            &r,
+            512,
+            &m,
+        ));
+        assert_eq!(mx.response_code(), ResponseCode::NoError);
+        assert!(mx.answers().is_empty());
+        assert!(matches!(
+            handle(
+                &query("example.com.", RecordType::A),
+                client,
+                1,
+                &r,
+                512,
+                &m
+            ),
+            Reply::Forward
+        ));
+        let refused = now(handle(
+            &query("example.com.", RecordType::A),
+            "10.0.9.5".parse().unwrap(),
+            2,
+            &r,
+            512,
+            &m,
+        ));
+        assert_eq!(refused.response_code(), ResponseCode::Refused);
+    }
+
+    #[test]
+    fn malformed_input_never_panics() {
+        let (r, m) = (records(), Metrics::default());
+        let client: IpAddr = "10.0.0.3".parse().unwrap();
+        assert!(matches!(handle(&[], client, 1, &r, 512, &m), Reply::Drop));
+        assert!(matches!(
+            handle(&[1, 2, 3], client, 1, &r, 512, &m),
+            Reply::Drop
+        ));
+        let good = query("web.", RecordType::A);
+        let Reply::Now(formerr) = handle(&good[..good.len() - 3], client, 1, &r, 512, &m) else {
+            panic!("FORMERR expected")
+        };
+        assert_eq!(formerr[3] & 0x0f, 1);
+        assert_eq!(&formerr[..2], &good[..2]);
+        // A response packet is never answered (no reflection).
+        let mut resp = good.clone();
+        resp[2] |= 0x80;
+        assert!(matches!(handle(&resp, client, 1, &r, 512, &m), Reply::Drop));
+        let mut seed = 7u32;
+        for len in 0..300 {
+            let mut p = good.clone();
+            p.resize(len.min(200), 0);
+            for b in p.iter_mut() {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if seed.is_multiple_of(7) {
+                    *b = (seed >> 16) as u8;
+                }
+            }
+            let _ = handle(&p, client, 1, &r, 512, &m);
+        }
+    }
+}
