@@ -258,7 +258,13 @@ impl Node {
             aliases: args.aliases,
         })?;
         crate::trace::phase("store: reserved");
-        let network = self.store.network(args.network)?;
+        let mut network = self.store.network(args.network)?;
+        if !network.ready {
+            // Its creation was interrupted: finish building it first.
+            self.build_network(&network, false)?;
+            self.store.mark_network_ready(network.id)?;
+            network.ready = true;
+        }
         let att = match reserved {
             Reserved::Existing(att) if att.state == AttachState::Ready => {
                 return Ok(Attached {

@@ -41,12 +41,14 @@ impl Node {
         origin: &str,
         adopt_bridge: bool,
     ) -> Result<Network> {
-        let net = self.store.create_network(spec, origin)?;
+        let mut net = self.store.create_network(spec, origin)?;
         if let Err(e) = self.build_network(&net, !adopt_bridge) {
             let _ = self.teardown_network(&net);
             let _ = self.store.delete_network(net.id);
             return Err(e);
         }
+        self.store.mark_network_ready(net.id)?;
+        net.ready = true;
         Ok(net)
     }
 

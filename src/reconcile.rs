@@ -36,8 +36,10 @@ impl Node {
         let nets = self.store.networks()?;
         rep.networks = nets.len();
         for n in &nets {
-            if let Err(e) = self.build_network(n, false) {
-                rep.errors.push(format!("network {}: {e}", n.name));
+            match self.build_network(n, false) {
+                Ok(()) if !n.ready => self.store.mark_network_ready(n.id)?,
+                Ok(()) => {}
+                Err(e) => rep.errors.push(format!("network {}: {e}", n.name)),
             }
         }
         for att in self.store.all_attachments()? {

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS networks (
     bridge_gateway INTEGER NOT NULL DEFAULT 1,
     promisc INTEGER NOT NULL DEFAULT 0,
     dns INTEGER NOT NULL DEFAULT 1,
-    dns_domain TEXT
+    dns_domain TEXT,
+    ready INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS subnets (
     id INTEGER PRIMARY KEY,
@@ -117,6 +118,8 @@ pub struct Network {
     /// knit's DNS serves this network (on its gateway addresses).
     pub dns: bool,
     pub dns_domain: Option<String>,
+    /// False until the kernel side was built once (a crash during creation leaves it so).
+    pub ready: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -219,6 +222,7 @@ impl Store {
                 tx.execute_batch(
                     "ALTER TABLE networks ADD COLUMN dns INTEGER NOT NULL DEFAULT 1;
                      ALTER TABLE networks ADD COLUMN dns_domain TEXT;
+                     ALTER TABLE networks ADD COLUMN ready INTEGER NOT NULL DEFAULT 1;
                      ALTER TABLE attachments ADD COLUMN aliases TEXT;",
                 )?;
             }
@@ -286,8 +290,8 @@ impl Store {
         }
         let mac = Mac::random();
         tx.execute(
-            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO networks (name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)",
             params![
                 spec.name,
                 spec.driver.as_str(),
@@ -334,7 +338,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -359,6 +363,7 @@ impl Store {
                     promisc: r.get(10)?,
                     dns: r.get(11)?,
                     dns_domain: r.get(12)?,
+                    ready: r.get(13)?,
                 })
             })
             .optional()?;
@@ -402,6 +407,12 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    pub fn mark_network_ready(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE networks SET ready = 1 WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     pub fn delete_network(&mut self, id: i64) -> Result<()> {

@@ -138,3 +138,48 @@ fn kill_9_during_add_then_del_or_gc_leaves_nothing() {
         assert!(seen.insert(o.json()["ips"][0]["address"].as_str().unwrap().to_string()));
     }
 }
+
+#[test]
+fn an_interrupted_network_creation_is_finished_by_the_next_add() {
+    let mut w = World::new();
+    let add = |w: &World, cid: &str, ns: &str| {
+        let netns = format!("/run/netns/{ns}");
+        w.cni_exec(
+            "knit",
+            &conf(7000),
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", &netns),
+                ("CNI_IFNAME", "eth0"),
+            ],
+        )
+    };
+    let (a, b) = (format!("{}-a", w.prefix), format!("{}-b", w.prefix));
+    for n in [&a, &b] {
+        sh_ok(&["ip", "netns", "add", n]);
+        w.track(n);
+    }
+    assert_eq!(add(&w, "first", &a).code, 0);
+    let o = w.cni_exec(
+        "knit",
+        &conf(7000),
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "first"),
+            ("CNI_IFNAME", "eth0"),
+        ],
+    );
+    assert_eq!(o.code, 0);
+    // The state a kill -9 between "record created" and "kernel side built" leaves behind.
+    sh_ok(&[
+        "ip", "netns", "exec", &w.node, "nft", "delete", "table", "inet", "knit",
+    ]);
+    let db = rusqlite::Connection::open(w.state.join("knit.db")).unwrap();
+    db.execute("UPDATE networks SET ready = 0", []).unwrap();
+    drop(db);
+    let o = add(&w, "second", &b);
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(w.nft_table().contains("tcp . 7000 :"), "{}", w.nft_table());
+    assert!(ping(&b, "10.75.0.1"));
+}

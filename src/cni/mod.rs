@@ -118,18 +118,21 @@ fn open(state_dir: &Path) -> Result<Node, CniError> {
 /// serialized so concurrent first ADDs build the bridge once.
 fn ensure_network(node: &mut Node, spec: &NetworkSpec) -> Result<Network, CniError> {
     if let Some(n) = node.store.find_network(&spec.name)?
+        && n.ready
         && bridge_present(&n)?
     {
         return compatible(n, spec);
     }
     let _guard = Lock::take_file(&node.state_dir, "network.lock", true)?;
     match node.store.find_network(&spec.name)? {
-        // A first ADD that crashed (or a wiped node) can leave the record without its
-        // bridge: build the kernel side again.
+        // A first ADD that crashed mid-creation (or a wiped node) leaves the record without
+        // (all of) its kernel side: build it again, idempotently.
         Some(n) => {
-            let n = compatible(n, spec)?;
-            if !bridge_present(&n)? {
+            let mut n = compatible(n, spec)?;
+            if !n.ready || !bridge_present(&n)? {
                 node.build_network(&n, false)?;
+                node.store.mark_network_ready(n.id)?;
+                n.ready = true;
             }
             Ok(n)
         }

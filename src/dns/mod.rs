@@ -193,8 +193,9 @@ pub fn run(cfg: Config) -> Result<i32> {
             cfg.state_dir.display()
         )));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a DNS answer is a few microseconds of work, and a single event loop
+    // avoids cross-thread wake-ups (and leaves the other cores to the containers).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .op(|| "start async runtime".into())?;

@@ -93,6 +93,11 @@ pub fn handle(
                 .unwrap_or(Reply::Drop);
         }
     };
+    let max_len = if max_len == UDP {
+        req.max_payload().max(512) as usize
+    } else {
+        max_len
+    };
     if req.message_type() != MessageType::Query {
         metrics.malformed.fetch_add(1, Relaxed);
         return Reply::Drop;
@@ -193,12 +198,8 @@ fn count_rcode(bytes: &[u8], metrics: &Metrics) {
     }
 }
 
-/// EDNS payload size the client allows (512 without EDNS).
-fn max_udp(packet: &[u8]) -> usize {
-    Message::from_vec(packet)
-        .map(|m| m.max_payload().max(512) as usize)
-        .unwrap_or(512)
-}
+/// `handle`'s transport limit for UDP: taken from the query's EDNS (512 without).
+pub const UDP: usize = 0;
 
 pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 4096];
@@ -209,14 +210,7 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
         shared.metrics.queries_udp.fetch_add(1, Relaxed);
         let packet = &buf[..n];
         let records = shared.records.borrow().clone();
-        match handle(
-            packet,
-            src.ip(),
-            net_id,
-            &records,
-            max_udp(packet),
-            &shared.metrics,
-        ) {
+        match handle(packet, src.ip(), net_id, &records, UDP, &shared.metrics) {
             Reply::Now(bytes) => {
                 count_rcode(&bytes, &shared.metrics);
                 let _ = sock.send_to(&bytes, src).await;

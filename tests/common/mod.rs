@@ -265,6 +265,8 @@ impl Drop for World {
                 .args(["netns", "del", ns])
                 .stderr(Stdio::null())
                 .status();
+            // knit writes /etc/netns/NAME/resolv.conf for sandboxes on DNS networks.
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
         let _ = std::fs::remove_dir_all(&self.state);
     }
