@@ -28,6 +28,8 @@ pub struct NetFw {
     pub subnets: Vec<IpNet>,
     pub internal: bool,
     pub masquerade: bool,
+    /// Addresses knit's DNS server answers on (the gateways of a DNS-enabled network).
+    pub dns_servers: Vec<IpAddr>,
 }
 
 /// What the firewall needs to know about one attachment.
@@ -84,6 +86,8 @@ pub enum Elem {
     Prefix(IpNet),
     /// A published port in one of the DNAT maps.
     Port(PortMapping),
+    /// A single address (DNS server sets).
+    Addr(IpAddr),
 }
 
 impl Elem {
@@ -92,6 +96,7 @@ impl Elem {
         match self {
             Elem::Iface(i) | Elem::Jump { ifname: i, .. } => quote(i),
             Elem::Prefix(p) => p.to_string(),
+            Elem::Addr(a) => a.to_string(),
             Elem::Port(p) => match p.host_ip {
                 Some(h) => format!("{h} . {} . {}", p.proto, p.host_port),
                 None => format!("{} . {}", p.proto, p.host_port),
@@ -102,7 +107,7 @@ impl Elem {
     /// The whole element (key and mapped value) as nft syntax.
     pub fn text(&self) -> String {
         match self {
-            Elem::Iface(_) | Elem::Prefix(_) => self.key_text(),
+            Elem::Iface(_) | Elem::Prefix(_) | Elem::Addr(_) => self.key_text(),
             Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
             Elem::Port(p) => format!(
                 "{} : {} . {}",
@@ -143,9 +148,29 @@ const SETS: &[(&str, &str)] = &[
         "pub6any",
         "type inet_proto . inet_service : ipv6_addr . inet_service;",
     ),
+    ("dns4", "type ipv4_addr;"),
+    ("dns6", "type ipv6_addr;"),
 ];
 
 const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
+    // DNS to knit's own server is request/response with nothing to NAT or filter
+    // statefully: skipping conntrack saves an entry (and the NAT lookups) per query.
+    (
+        "raw_prerouting",
+        Some("type filter hook prerouting priority raw; policy accept;"),
+        &[
+            "ip daddr @dns4 udp dport 53 notrack",
+            "ip6 daddr @dns6 udp dport 53 notrack",
+        ],
+    ),
+    (
+        "raw_output",
+        Some("type filter hook output priority raw; policy accept;"),
+        &[
+            "ip saddr @dns4 udp sport 53 notrack",
+            "ip6 saddr @dns6 udp sport 53 notrack",
+        ],
+    ),
     (
         "publish",
         None,
@@ -339,6 +364,10 @@ impl Batch {
         if let Some(br) = &n.bridge {
             self.iface(n.id, n.internal, br, add);
         }
+        for ip in &n.dns_servers {
+            let set = if ip.is_ipv4() { "dns4" } else { "dns6" };
+            self.elems(set, vec![Elem::Addr(*ip)], add);
+        }
         for net in &n.subnets {
             let (nets, masq) = family_sets(net);
             self.elems(nets, vec![Elem::Prefix(*net)], add);
@@ -505,6 +534,7 @@ mod tests {
             ],
             internal: false,
             masquerade: true,
+            dns_servers: vec!["10.88.0.1".parse().unwrap(), "fd88::1".parse().unwrap()],
         }
     }
 
@@ -555,6 +585,7 @@ mod tests {
             subnets: vec!["10.99.0.0/24".parse().unwrap()],
             internal: true,
             masquerade: false,
+            dns_servers: vec![],
         };
         golden(
             "network_internal.nft",

@@ -149,6 +149,15 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             });
             true
         }
+        Elem::Addr(ip) => {
+            let key = ip_bytes(*ip);
+            nested(&mut out, NFTA_LIST_ELEM, |b| {
+                nested(b, NFTA_SET_ELEM_KEY, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
+                });
+            });
+            true
+        }
         Elem::Prefix(_) => false,
     };
     ok.then(|| buf.extend_from_slice(&out))

@@ -158,6 +158,11 @@ pub fn net_fw(n: &Network) -> NetFw {
         subnets: n.subnets.iter().map(|s| s.subnet).collect(),
         internal: n.internal,
         masquerade: n.masquerade,
+        dns_servers: if n.dns && n.bridge.is_some() && n.bridge_gateway {
+            n.subnets.iter().map(|s| s.gateway).collect()
+        } else {
+            vec![]
+        },
     }
 }
 

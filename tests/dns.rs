@@ -337,7 +337,7 @@ fn changes_are_visible_fast_and_survive_restart() {
 fn upstream_down_gives_servfail_within_the_timeout() {
     let mut w = World::new().with_outside();
     let resolv = w.state.with_extension("resolv.conf");
-    // Nothing listens on the outside host's port 53.
+    // Nothing listens on the outside host's port 53 (yet).
     std::fs::write(&resolv, format!("nameserver {OUTSIDE4}\n")).unwrap();
     w.ok(&["network", "create", "sf", "--subnet", "10.84.0.0/24"]);
     let a = w.sandbox("a");
