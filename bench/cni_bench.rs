@@ -311,6 +311,8 @@ fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelS
             settle();
             k.sample();
             settle();
+            k.sample_on(&node, "cni-bench0");
+            settle();
         }
         dels.push(peer.del(&node, i, &path(c)));
     }
@@ -356,6 +358,10 @@ struct KernelSampler {
     sb: String,
     nl: Netlink,
     samples: Vec<Duration>,
+    /// The same, for a pair with both ends up whose host end is a port of the benchmarked
+    /// node's bridge (which holds up to N other ports): the kernel's cost under the DEL's
+    /// own conditions.
+    on_bridge: Vec<Duration>,
 }
 
 impl KernelSampler {
@@ -369,7 +375,36 @@ impl KernelSampler {
             sb,
             nl,
             samples: vec![],
+            on_bridge: vec![],
         }
+    }
+
+    fn sample_on(&mut self, node: &Node, bridge: &str) {
+        let sbns = Netns::open(netns::named_path(&self.sb)).unwrap();
+        let mut nl = node.ns.run(Netlink::open).unwrap().unwrap();
+        let Some(br) = nl.link_index(bridge).unwrap() else {
+            return;
+        };
+        nl.create_veth(&VethRequest {
+            host_name: "kbport",
+            host_mac: Mac::random(),
+            peer_name: "eth0",
+            peer_mac: Mac::random(),
+            peer_netns: sbns.fd(),
+            mtu: None,
+            controller: Some(br),
+        })
+        .unwrap();
+        let i = nl.link_index("kbport").unwrap().unwrap();
+        nl.set_up(i).unwrap();
+        // Both ends up, as a container's are.
+        let mut snl = sbns.run(Netlink::open).unwrap().unwrap();
+        let p = snl.link_index("eth0").unwrap().unwrap();
+        snl.set_up(p).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        let t = Instant::now();
+        nl.delete_link("kbport").unwrap();
+        self.on_bridge.push(t.elapsed());
     }
 
     fn sample(&mut self) {
@@ -436,10 +471,15 @@ fn main() {
     };
     let mut sampler = KernelSampler::new();
     let mut rows = vec![];
-    for (i, peer) in [&knit as &dyn Peer, &reference, &Netavark]
-        .into_iter()
-        .enumerate()
-    {
+    // KNIT_BENCH_ONLY=knit measures knit alone (quick iterations); the published table
+    // always comes from a full run.
+    let only_knit = std::env::var("KNIT_BENCH_ONLY").is_ok_and(|v| v == "knit");
+    let peers: Vec<&dyn Peer> = if only_knit {
+        vec![&knit]
+    } else {
+        vec![&knit, &reference, &Netavark]
+    };
+    for (i, peer) in peers.into_iter().enumerate() {
         eprintln!("benchmarking {} ...", peer.name());
         rows.push(bench(
             peer,
@@ -449,6 +489,7 @@ fn main() {
         ));
     }
     let kernel = pct(&sampler.samples, 50);
+    let kernel_on_bridge = pct(&sampler.on_bridge, 50);
     drop(sampler);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(format!("/tmp/kcb{}-knit-state", std::process::id()));
@@ -476,16 +517,28 @@ fn main() {
         );
     }
     println!("| kernel veth delete (sampled between knit DELs) | | | | | | {kernel:.2} | | | | |");
+    println!(
+        "| kernel delete of an up veth pair on knit's bridge, same moments | | | | | | {kernel_on_bridge:.2} | | | | |"
+    );
+    if rows.len() < 3 {
+        println!(
+            "\nknit DEL p50 / kernel veth delete = {:.2} (/ same-bridge veth delete = {:.2})",
+            rows[0].del.0 / kernel,
+            rows[0].del.0 / kernel_on_bridge
+        );
+        return;
+    }
     let k = &rows[0];
     let faster_peer = rows[1..]
         .iter()
         .map(|r| r.add_first.0)
         .fold(f64::MAX, f64::min);
     println!(
-        "\nknit ADD p50 / faster peer = {:.3}; knit last/first = {:.2}; knit DEL p50 / kernel veth delete = {:.2}; knit concurrent / reference concurrent = {:.3}",
+        "\nknit ADD p50 / faster peer = {:.3}; knit last/first = {:.2}; knit DEL p50 / kernel veth delete = {:.2} (/ same-bridge veth delete = {:.2}); knit concurrent / reference concurrent = {:.3}",
         k.add_first.0 / faster_peer,
         k.add_last.0 / k.add_first.0,
         k.del.0 / kernel,
+        k.del.0 / kernel_on_bridge,
         k.concurrent / rows[1].concurrent
     );
 }

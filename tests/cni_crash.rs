@@ -6,9 +6,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 fn conf(port: u16) -> Value {
@@ -32,9 +30,7 @@ fn kill_9_during_add_then_del_or_gc_leaves_nothing() {
         sh_ok(&["ip", "netns", "add", &c]);
         w.track(&c);
         let netns = format!("/run/netns/{c}");
-        let node = std::fs::File::open(format!("/run/netns/{}", w.node)).unwrap();
-        let fd = node.as_raw_fd();
-        let mut cmd = Command::new(KNIT);
+        let mut cmd = command_in(&w.node, KNIT);
         cmd.env_clear()
             .env("KNIT_STATE_DIR", &w.state)
             .env("CNI_COMMAND", "ADD")
@@ -45,15 +41,6 @@ fn kill_9_during_add_then_del_or_gc_leaves_nothing() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        // SAFETY: setns is async-signal-safe; `node` outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().unwrap();
         child
             .stdin

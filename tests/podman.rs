@@ -5,10 +5,8 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 struct Podman {
@@ -102,9 +100,7 @@ tmp_dir = "{d}/tmp"
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.node)).unwrap();
-        let fd = ns.as_raw_fd();
-        let mut c = Command::new("podman");
+        let mut c = command_in(&self.node, "podman");
         c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
             .arg("--root")
             .arg(self.dir.join("storage"))
@@ -113,16 +109,6 @@ tmp_dir = "{d}/tmp"
             .args(["--storage-driver", "vfs"])
             .args(args)
             .stdin(Stdio::null());
-        // SAFETY: setns is async-signal-safe; `ns` outlives the spawn.
-        unsafe {
-            c.pre_exec(move || {
-                let _keep = &ns;
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         c.output().expect("run podman")
     }
 

@@ -6,7 +6,7 @@ use super::{KNIT, World};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 pub const REF_DIR: &str = "/usr/lib/cni";
 
@@ -44,7 +44,7 @@ impl World {
     }
 
     pub fn cni_exec_raw(&self, kind: &str, stdin: &[u8], env: &[(&str, &str)]) -> Outcome {
-        let mut c = plugin_in_node(self, &binary(kind));
+        let mut c = super::command_in(&self.node, &binary(kind));
         c.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("KNIT_STATE_DIR", &self.state)
@@ -65,25 +65,6 @@ impl World {
             stdout: String::from_utf8_lossy(&o.stdout).trim().to_string(),
         }
     }
-}
-
-fn plugin_in_node(w: &World, bin: &str) -> Command {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let ns = std::fs::File::open(format!("/run/netns/{}", w.node)).expect("node netns");
-    let fd = ns.as_raw_fd();
-    let mut c = Command::new(bin);
-    // SAFETY: setns is async-signal-safe; `ns` is moved into the closure and outlives fork.
-    unsafe {
-        c.pre_exec(move || {
-            let _keep = &ns;
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c
 }
 
 pub struct Conflist {

@@ -143,20 +143,8 @@ impl World {
 
     /// A knit command run inside the node namespace.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let ns = File::open(format!("/run/netns/{}", self.node)).expect("node netns");
-        let mut c = Command::new(KNIT);
+        let mut c = command_in(&self.node, KNIT);
         c.arg("--state-dir").arg(&self.state).args(args);
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; `ns` outlives the spawn (moved into the closure).
-        unsafe {
-            c.pre_exec(move || {
-                let _keep = &ns;
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         c
     }
 
@@ -270,6 +258,26 @@ impl Drop for World {
         }
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// A command that runs `program` inside namespace `ns` (like `nsenter --net`, which
+/// unlike `ip netns exec` keeps the mount namespace, so runc and knit see /run/netns).
+pub fn command_in(ns: &str, program: &str) -> Command {
+    let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
+    let fd = file.as_raw_fd();
+    let mut c = Command::new(program);
+    // SAFETY: setns is async-signal-safe; `file` is moved into the closure, so the
+    // descriptor stays open until the child has entered the namespace.
+    unsafe {
+        c.pre_exec(move || {
+            let _keep = &file;
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
 }
 
 /// Runs `f` on a thread inside namespace `ns` (a name in /run/netns).
