@@ -407,16 +407,6 @@ impl Netlink {
         )
     }
 
-    pub fn delete_route(&mut self, route: &Route) -> Result<bool> {
-        match self.exchange(RouteNetlinkMessage::DelRoute(route.to_message()), 0) {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENODEV)) => {
-                Ok(false)
-            }
-            Err(e) => Err(Error::io(format!("delete route {}", route.describe()), e)),
-        }
-    }
-
     pub fn routes(&mut self, family: AddressFamily) -> Result<Vec<Route>> {
         let mut req = RouteMessage::default();
         req.header.address_family = family;

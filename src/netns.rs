@@ -216,20 +216,6 @@ pub fn delete_named(name: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Named namespaces in /run/netns.
-pub fn list_named() -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| is_netns(&e.path()))
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// Replaces this process with `argv` running inside the namespace, the way `ip netns exec`
 /// does: a private mount namespace, a fresh /sys for the namespace, and the files of
 /// /etc/netns/NAME bind-mounted over /etc. Only returns on error.
