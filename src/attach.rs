@@ -258,27 +258,31 @@ impl Node {
             aliases: args.aliases,
         })?;
         crate::trace::phase("store: reserved");
-        let mut network = self.store.network(args.network)?;
+        let Reserved {
+            mut network,
+            attachment,
+            existed,
+        } = reserved;
         if !network.ready {
             // Its creation was interrupted: finish building it first.
             self.build_network(&network, false)?;
             self.store.mark_network_ready(network.id)?;
             network.ready = true;
         }
-        let att = match reserved {
-            Reserved::Existing(att) if att.state == AttachState::Ready => {
+        let att = match (existed, attachment.state) {
+            (true, AttachState::Ready) => {
                 return Ok(Attached {
                     network,
-                    attachment: att,
+                    attachment,
                     existed: true,
                 });
             }
             // A crashed attach left this behind: clear its remnants and build it again.
-            Reserved::Existing(att) => {
-                self.unplumb(&network, &att)?;
-                att
+            (true, AttachState::Pending) => {
+                self.unplumb(&network, &attachment)?;
+                attachment
             }
-            Reserved::New(att) => att,
+            (false, _) => attachment,
         };
         let built = plumb(&network, &att, &ns).and_then(|_| {
             crate::trace::phase("links, addresses, routes");

@@ -165,10 +165,12 @@ pub struct AttachRequest<'a> {
     pub aliases: &'a [String],
 }
 
-/// Outcome of a reservation: new, or the attachment that already existed.
-pub enum Reserved {
-    New(Attachment),
-    Existing(Attachment),
+/// Outcome of a reservation: the network it was made on (read in the same transaction, so
+/// callers need not load it again) and the new attachment, or the one that already existed.
+pub struct Reserved {
+    pub network: Network,
+    pub attachment: Attachment,
+    pub existed: bool,
 }
 
 pub struct Store {
@@ -439,7 +441,11 @@ impl Store {
         .into_iter()
         .next()
         {
-            return Ok(Reserved::Existing(existing));
+            return Ok(Reserved {
+                network: net,
+                attachment: existing,
+                existed: true,
+            });
         }
         for ip in req.static_ips {
             if !net.subnets.iter().any(|s| s.subnet.contains(ip)) {
@@ -567,7 +573,11 @@ impl Store {
             .next()
             .ok_or_else(|| Error::not_found("attachment", att_id))?;
         tx.commit()?;
-        Ok(Reserved::New(att))
+        Ok(Reserved {
+            network: net,
+            attachment: att,
+            existed: false,
+        })
     }
 
     fn next_free(tx: &Connection, network: &str, s: &Subnet) -> Result<IpAddr> {
@@ -843,10 +853,8 @@ mod tests {
     }
 
     fn new_att(r: Reserved) -> Attachment {
-        match r {
-            Reserved::New(a) => a,
-            Reserved::Existing(_) => panic!("expected new"),
-        }
+        assert!(!r.existed, "expected new");
+        r.attachment
     }
 
     #[test]
@@ -878,10 +886,7 @@ mod tests {
         let b = new_att(s.reserve(&req("n", "s9", &[], &[])).unwrap());
         assert_eq!(b.ips[0].to_string(), "10.0.0.3/29");
         // Same sandbox again: idempotent.
-        assert!(matches!(
-            s.reserve(&req("n", "s9", &[], &[])).unwrap(),
-            Reserved::Existing(_)
-        ));
+        assert!(s.reserve(&req("n", "s9", &[], &[])).unwrap().existed);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -95,20 +95,8 @@ fn containers_talk_reach_outside_and_serve_published_ports() {
     let rb = list
         .add(&w, "ctr-b", &format!("/run/netns/{b}"), "eth0", &json!({}))
         .unwrap();
-    let a_ip = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let b_ip = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let a_ip = result_ip(&ra);
+    let b_ip = result_ip(&rb);
     assert_ne!(a_ip, b_ip);
     assert!(ping(&a, &b_ip) && ping(&b, &a_ip));
     let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
@@ -509,20 +497,8 @@ fn same_connectivity_and_result_shape_as_the_reference_plugins() {
         let rb = list
             .add(&w, "dfb", &format!("/run/netns/{b}"), "eth0", &json!({}))
             .unwrap_or_else(|o| panic!("{}", o.stdout));
-        let a_ip = ra["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        let b_ip = rb["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let a_ip = result_ip(&ra);
+        let b_ip = result_ip(&rb);
         let _s = tcp_server(&a, "0.0.0.0:80", "web");
         let _o = tcp_server(w.outside(), "0.0.0.0:7000", "outside");
         let facts = (

@@ -151,6 +151,31 @@ impl Conflist {
         Ok(result)
     }
 
+    /// Runs `cmd` through `plugins` in order, each with the cached result as prevResult.
+    fn run_chain<'a>(
+        &self,
+        w: &World,
+        cmd: &str,
+        plugins: impl Iterator<Item = &'a Value>,
+        ids: (&str, &str, &str),
+        runtime: &Value,
+        prev: Option<&Value>,
+    ) -> Result<(), Outcome> {
+        let (cid, netns, ifname) = ids;
+        for p in plugins {
+            let conf = self.conf_for(p, runtime, prev);
+            let o = w.cni_exec(
+                p["type"].as_str().unwrap(),
+                &conf,
+                &Self::env(cmd, cid, netns, ifname),
+            );
+            if o.code != 0 {
+                return Err(o);
+            }
+        }
+        Ok(())
+    }
+
     pub fn check(
         &self,
         w: &World,
@@ -160,18 +185,14 @@ impl Conflist {
         runtime: &Value,
     ) -> Result<(), Outcome> {
         let prev = self.cache.get(&(cid.into(), ifname.into()));
-        for p in &self.plugins {
-            let conf = self.conf_for(p, runtime, prev);
-            let o = w.cni_exec(
-                p["type"].as_str().unwrap(),
-                &conf,
-                &Self::env("CHECK", cid, netns, ifname),
-            );
-            if o.code != 0 {
-                return Err(o);
-            }
-        }
-        Ok(())
+        self.run_chain(
+            w,
+            "CHECK",
+            self.plugins.iter(),
+            (cid, netns, ifname),
+            runtime,
+            prev,
+        )
     }
 
     pub fn del(
@@ -183,19 +204,23 @@ impl Conflist {
         runtime: &Value,
     ) -> Result<(), Outcome> {
         let prev = self.cache.remove(&(cid.into(), ifname.into()));
-        for p in self.plugins.iter().rev() {
-            let conf = self.conf_for(p, runtime, prev.as_ref());
-            let o = w.cni_exec(
-                p["type"].as_str().unwrap(),
-                &conf,
-                &Self::env("DEL", cid, netns, ifname),
-            );
-            if o.code != 0 {
-                return Err(o);
-            }
-        }
-        Ok(())
+        self.run_chain(
+            w,
+            "DEL",
+            self.plugins.iter().rev(),
+            (cid, netns, ifname),
+            runtime,
+            prev.as_ref(),
+        )
     }
+}
+
+/// The address (without prefix) of a result's first IP.
+pub fn result_ip(result: &Value) -> String {
+    let a = result["ips"][0]["address"]
+        .as_str()
+        .expect("result has an address");
+    a.split('/').next().unwrap_or(a).to_string()
 }
 
 /// The conflist shape podman 4.3 writes, with `bridge` swapped for `knit` (and portmap
