@@ -310,11 +310,15 @@ impl Drop for Server {
     }
 }
 
-/// A TCP server in `ns` on `addr` answering every connection with "NAME saw PEER".
-pub fn tcp_server(ns: &str, addr: &str, name: &str) -> Server {
+/// Runs a server on a thread inside `ns`: `bind` creates its socket there (the caller
+/// returns once it is bound), then `step` handles traffic until the Server is dropped.
+/// `step` must return within a few milliseconds (non-blocking or short timeouts).
+fn serve_in<S: 'static>(
+    ns: &str,
+    bind: impl FnOnce() -> S + Send + 'static,
+    mut step: impl FnMut(&mut S) + Send + 'static,
+) -> Server {
     let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
-    let addr: SocketAddr = addr.parse().unwrap();
-    let name = name.to_string();
     let (stop_tx, stop_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -323,20 +327,10 @@ pub fn tcp_server(ns: &str, addr: &str, name: &str) -> Server {
             unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
             0
         );
-        let l = TcpListener::bind(addr).expect("bind tcp");
-        l.set_nonblocking(true).unwrap();
+        let mut sock = bind();
         ready_tx.send(()).unwrap();
-        loop {
-            if stop_rx.try_recv().is_ok() {
-                return;
-            }
-            match l.accept() {
-                Ok((mut s, peer)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.write_all(format!("{name} saw {}", peer.ip()).as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
+        while stop_rx.try_recv().is_err() {
+            step(&mut sock);
         }
     });
     ready_rx
@@ -348,39 +342,39 @@ pub fn tcp_server(ns: &str, addr: &str, name: &str) -> Server {
     }
 }
 
-/// A UDP server in `ns` answering every datagram with "NAME saw PEER".
-pub fn udp_server(ns: &str, addr: &str, name: &str) -> Server {
-    let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
+/// A TCP server in `ns` on `addr` answering every connection with "NAME saw PEER".
+pub fn tcp_server(ns: &str, addr: &str, name: &str) -> Server {
     let addr: SocketAddr = addr.parse().unwrap();
     let name = name.to_string();
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+    let bind = move || {
+        let l = TcpListener::bind(addr).expect("bind tcp");
+        l.set_nonblocking(true).unwrap();
+        l
+    };
+    serve_in(ns, bind, move |l| match l.accept() {
+        Ok((mut s, peer)) => {
+            let _ = s.set_nonblocking(false);
+            let _ = s.write_all(format!("{name} saw {}", peer.ip()).as_bytes());
+        }
+        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+    })
+}
+
+/// A UDP server in `ns` answering every datagram with "NAME saw PEER".
+pub fn udp_server(ns: &str, addr: &str, name: &str) -> Server {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let name = name.to_string();
+    let bind = move || {
         let s = UdpSocket::bind(addr).expect("bind udp");
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        ready_tx.send(()).unwrap();
+        s
+    };
+    serve_in(ns, bind, move |s| {
         let mut buf = [0u8; 1500];
-        loop {
-            if stop_rx.try_recv().is_ok() {
-                return;
-            }
-            if let Ok((_, peer)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(format!("{name} saw {}", peer.ip()).as_bytes(), peer);
-            }
+        if let Ok((_, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(format!("{name} saw {}", peer.ip()).as_bytes(), peer);
         }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server ready");
-    Server {
-        stop: stop_tx,
-        thread: Some(thread),
-    }
+    })
 }
 
 /// Connects from `ns` to `addr`; returns what the server said, or the error.
