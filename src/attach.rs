@@ -32,6 +32,8 @@ pub struct AttachArgs<'a> {
     pub routes: Option<&'a [RouteSpec]>,
     /// Extra DNS names.
     pub aliases: &'a [String],
+    /// `--label k=v` (what policies select).
+    pub labels: &'a crate::policy::spec::Labels,
 }
 
 pub struct Attached {
@@ -256,6 +258,7 @@ impl Node {
             container_id: args.container_id,
             routes: args.routes,
             aliases: args.aliases,
+            labels: args.labels,
         })?;
         crate::trace::phase("store: reserved");
         let Reserved {
@@ -288,6 +291,8 @@ impl Node {
             crate::trace::phase("links, addresses, routes");
             let mut b = Batch::new();
             b.attachment(&attach_fw(&network, &att), true);
+            self.policy_changes_for(&mut b, &network, &att, true)?;
+            self.service_changes_for(&mut b, &att.sandbox, att.id, true)?;
             b.apply()
         });
         if let Err(e) = built {
@@ -330,6 +335,8 @@ impl Node {
         crate::trace::phase("host veth deleted");
         let mut b = Batch::new();
         b.attachment(&attach_fw(net, att), false);
+        self.policy_changes_for(&mut b, net, att, false)?;
+        self.service_changes_for(&mut b, &att.sandbox, att.id, false)?;
         // Closing the nft socket after deletions waits for an RCU grace period; keep that
         // off the caller's clock.
         let applied = b.apply_then(crate::nftnl::Socket::close_detached);

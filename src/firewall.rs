@@ -11,7 +11,7 @@
 //!   accepts traffic to the same network and drops traffic to other knit networks
 //!   (internal networks drop everything else too); `fwd_out` guards internal networks.
 
-use crate::model::PortMapping;
+use crate::model::{PortMapping, Proto};
 use ipnet::IpNet;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -50,8 +50,9 @@ pub enum Cmd {
     DeleteTable,
     AddSet {
         name: String,
-        spec: &'static str,
+        spec: String,
     },
+    FlushSet(String),
     DeleteSet(String),
     AddChain {
         name: String,
@@ -86,8 +87,21 @@ pub enum Elem {
     Prefix(IpNet),
     /// A published port in one of the DNAT maps.
     Port(PortMapping),
-    /// A single address (DNS server sets).
+    /// A single address (DNS server sets, policy address sets).
     Addr(IpAddr),
+    /// A service address: `vip . proto . port`, with `goto CHAIN` in the service maps.
+    Svc {
+        ip: IpAddr,
+        proto: Proto,
+        port: u16,
+        goto: Option<String>,
+    },
+    /// A node port: `proto . port`, with `goto CHAIN` in the node port maps.
+    NodePort {
+        proto: Proto,
+        port: u16,
+        goto: Option<String>,
+    },
 }
 
 impl Elem {
@@ -101,6 +115,10 @@ impl Elem {
                 Some(h) => format!("{h} . {} . {}", p.proto, p.host_port),
                 None => format!("{} . {}", p.proto, p.host_port),
             },
+            Elem::Svc {
+                ip, proto, port, ..
+            } => format!("{ip} . {proto} . {port}"),
+            Elem::NodePort { proto, port, .. } => format!("{proto} . {port}"),
         }
     }
 
@@ -109,6 +127,10 @@ impl Elem {
         match self {
             Elem::Iface(_) | Elem::Prefix(_) | Elem::Addr(_) => self.key_text(),
             Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
+            Elem::Svc { goto: Some(c), .. } | Elem::NodePort { goto: Some(c), .. } => {
+                format!("{} : goto {c}", self.key_text())
+            }
+            Elem::Svc { goto: None, .. } | Elem::NodePort { goto: None, .. } => self.key_text(),
             Elem::Port(p) => format!(
                 "{} : {} . {}",
                 self.key_text(),
@@ -150,6 +172,22 @@ const SETS: &[(&str, &str)] = &[
     ),
     ("dns4", "type ipv4_addr;"),
     ("dns6", "type ipv6_addr;"),
+    // Services: VIP → its chain; VIPs without backends; the same for node ports.
+    (
+        "svc4",
+        "type ipv4_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "svc6",
+        "type ipv6_addr . inet_proto . inet_service : verdict;",
+    ),
+    ("svc_none4", "type ipv4_addr . inet_proto . inet_service;"),
+    ("svc_none6", "type ipv6_addr . inet_proto . inet_service;"),
+    ("np4", "type inet_proto . inet_service : verdict;"),
+    ("np6", "type inet_proto . inet_service : verdict;"),
+    ("np_none", "type inet_proto . inet_service;"),
+    // Policy: the egress interface of a default-deny network → its policy chain.
+    ("pol_out", "type ifname : verdict;"),
 ];
 
 const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
@@ -172,6 +210,31 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         ],
     ),
     (
+        "services",
+        None,
+        &[
+            "ip daddr . meta l4proto . th dport vmap @svc4",
+            "ip6 daddr . meta l4proto . th dport vmap @svc6",
+            "fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @np4",
+            "fib daddr type local meta nfproto ipv6 meta l4proto . th dport vmap @np6",
+        ],
+    ),
+    // A service without backends refuses at once instead of letting clients time out.
+    (
+        "svc_refuse",
+        None,
+        &["meta l4proto tcp reject with tcp reset", "reject"],
+    ),
+    (
+        "svc_check",
+        None,
+        &[
+            "ip daddr . meta l4proto . th dport @svc_none4 goto svc_refuse",
+            "ip6 daddr . meta l4proto . th dport @svc_none6 goto svc_refuse",
+            "fib daddr type local meta l4proto . th dport @np_none goto svc_refuse",
+        ],
+    ),
+    (
         "publish",
         None,
         &[
@@ -184,12 +247,17 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
     (
         "prerouting",
         Some("type nat hook prerouting priority dstnat; policy accept;"),
-        &["fib daddr type local jump publish"],
+        &["jump services", "fib daddr type local jump publish"],
     ),
     (
         "output",
         Some("type nat hook output priority -100; policy accept;"),
-        &["fib daddr type local jump publish"],
+        &["jump services", "fib daddr type local jump publish"],
+    ),
+    (
+        "filter_output",
+        Some("type filter hook output priority filter; policy accept;"),
+        &["ct state new jump svc_check"],
     ),
     (
         "postrouting",
@@ -210,7 +278,13 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         Some("type filter hook forward priority filter; policy accept;"),
         &[
             "ct state established,related accept",
-            // Published ports are reachable from every network, like from outside.
+            "ct state new jump svc_check",
+            // Default-deny networks: new connections to their sandboxes (also through a
+            // service or a published port: the address here is already the backend's)
+            // must pass the network's policy chain.
+            "oifname vmap @pol_out",
+            // Published ports and services are reachable from every network, like from
+            // outside.
             "ct status dnat accept",
             "iifname vmap @fwd_in",
             "oifname vmap @fwd_out",
@@ -221,7 +295,10 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         Some("type filter hook input priority filter; policy accept;"),
         // route_localnet is on for knit interfaces (publishing on 127.0.0.1); never let
         // sandboxes address the node's loopback services directly.
-        &["iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop"],
+        &[
+            "iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop",
+            "ct state new jump svc_check",
+        ],
     ),
 ];
 
@@ -262,12 +339,12 @@ impl Batch {
         Self::default()
     }
 
-    fn push(&mut self, c: Cmd) -> &mut Self {
+    pub(crate) fn push(&mut self, c: Cmd) -> &mut Self {
         self.cmds.push(c);
         self
     }
 
-    fn elems(&mut self, set: impl Into<String>, elems: Vec<Elem>, add: bool) {
+    pub(crate) fn elems(&mut self, set: impl Into<String>, elems: Vec<Elem>, add: bool) {
         if elems.is_empty() {
             return;
         }
@@ -286,7 +363,7 @@ impl Batch {
         for (name, spec) in SETS {
             self.push(Cmd::AddSet {
                 name: name.to_string(),
-                spec,
+                spec: spec.to_string(),
             });
         }
         for (name, hook, rules) in BASE_CHAINS {
@@ -326,7 +403,7 @@ impl Batch {
         if add {
             self.push(Cmd::AddSet {
                 name: set.clone(),
-                spec: "type ifname;",
+                spec: "type ifname;".into(),
             });
             for (chain, wanted) in [(&out, true), (&inn, n.internal)] {
                 if !wanted {
@@ -390,7 +467,7 @@ impl Batch {
             }
             self.push(Cmd::AddSet {
                 name: set.clone(),
-                spec: "type ifname;",
+                spec: "type ifname;".into(),
             });
             self.push(Cmd::DeleteSet(set));
         }
@@ -446,6 +523,7 @@ impl Batch {
                     let kw = if spec.contains(':') { "map" } else { "set" };
                     writeln!(s, "add {kw} {t} {name} {{ {spec} }}")
                 }
+                Cmd::FlushSet(name) => writeln!(s, "flush set {t} {name}"),
                 Cmd::DeleteSet(name) => writeln!(s, "delete set {t} {name}"),
                 Cmd::AddChain {
                     name,
@@ -503,26 +581,28 @@ pub fn list_table() -> crate::error::Result<String> {
     crate::nft::run(&format!("list table {FAMILY} {TABLE}"))
 }
 
+/// Compares generated rules with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it).
+#[cfg(test)]
+pub(crate) fn golden(name: &str, got: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+    assert_eq!(
+        got, want,
+        "golden file {name} differs; UPDATE_GOLDEN=1 to accept"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Proto;
-
-    fn golden(name: &str, got: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, got).unwrap();
-        }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
-        assert_eq!(
-            got, want,
-            "golden file {name} differs; UPDATE_GOLDEN=1 to accept"
-        );
-    }
 
     fn bridge_net() -> NetFw {
         NetFw {

@@ -411,7 +411,7 @@ pub struct PublishSpec {
     pub proto: Proto,
 }
 
-fn parse_port(field: &'static str, whole: &str, s: &str) -> Result<u16> {
+pub(crate) fn parse_port(field: &'static str, whole: &str, s: &str) -> Result<u16> {
     let n: u32 = s
         .parse()
         .map_err(|_| Error::invalid(field, whole, format!("port {s:?} is not a number")))?;

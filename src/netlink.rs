@@ -316,6 +316,24 @@ impl Netlink {
         })
     }
 
+    /// Makes the bridge pass bridged (port to port) IPv4/IPv6 traffic through the inet
+    /// netfilter hooks, so policy also sees traffic between sandboxes of one network,
+    /// whatever the node-wide bridge-nf-call sysctls say.
+    pub fn set_bridge_nf_call(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::NfCallIpTables(on),
+                InfoBridge::NfCallIp6Tables(on),
+            ])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), 0, || {
+            format!("set netfilter calls on bridge {index}")
+        })
+    }
+
     pub fn set_promisc(&mut self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;

@@ -158,7 +158,7 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             });
             true
         }
-        Elem::Prefix(_) => false,
+        Elem::Prefix(_) | Elem::Svc { .. } | Elem::NodePort { .. } => false,
     };
     ok.then(|| buf.extend_from_slice(&out))
 }

@@ -86,16 +86,30 @@ impl Node {
             }
             // Lets DNAT to a sandbox work for connections to 127.0.0.1 published ports.
             sysctl::ensure_path(&sysctl::iface_key("ipv4", br, "route_localnet"), "1")?;
+            if net.policy == crate::policy::spec::Default::Deny {
+                nl.set_bridge_nf_call(index, true)?;
+            }
         }
         let mut b = Batch::new();
         b.base().network(&net_fw(net), true);
+        if net.policy == crate::policy::spec::Default::Deny {
+            b.net_policy(&crate::policy::resolve(&self.store, net)?, &[]);
+        }
         b.apply()
     }
 
     fn teardown_network(&mut self, net: &Network) -> Result<()> {
-        if Batch::new().network(&net_fw(net), false).apply().is_err()
-            && crate::firewall::table_exists()
-        {
+        let rules: Vec<i64> = self
+            .store
+            .rules_of_network(net.id)?
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let ifaces = crate::policy::ifaces(net, &[]);
+        let mut b = Batch::new();
+        b.net_policy_removed(net.id, &ifaces, &rules)
+            .network(&net_fw(net), false);
+        if b.apply().is_err() && crate::firewall::table_exists() {
             // knit's table is damaged: rewrite it from the store without this network.
             self.rebuild_firewall_without(Some(net.id), None)?;
         }
@@ -146,8 +160,22 @@ impl Node {
                     .map(|n| attach_fw(n, a))
             })
             .collect();
+        let policies = nets
+            .iter()
+            .map(|n| crate::policy::resolve(&self.store, n))
+            .collect::<Result<Vec<_>>>()?;
         let nets: Vec<NetFw> = nets.iter().map(net_fw).collect();
-        Batch::rebuild(&nets, &atts).apply()
+        let mut b = Batch::rebuild(&nets, &atts);
+        for p in &policies {
+            b.net_policy(p, &[]);
+        }
+        for svc in self.store.services()? {
+            b.service(
+                None,
+                Some(&crate::service::resolve(&self.store, &svc, att_id)?),
+            );
+        }
+        b.apply()
     }
 }
 

@@ -212,6 +212,7 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
         container_id: Some(&env.container_id),
         routes: Some(&routes),
         aliases: &names,
+        labels: &crate::policy::spec::Labels::new(),
     })?;
     let dns = conf.dns().or_else(|| knit_dns(&done.network));
     let r = result::build(&done.network, &done.attachment, dns);

@@ -360,6 +360,56 @@ pub fn tcp_server(ns: &str, addr: &str, name: &str) -> Server {
     })
 }
 
+/// A TCP server in `ns` that greets each connection with "NAME saw PEER\n" and then
+/// echoes what it receives until the client closes (for long-lived connections).
+pub fn echo_server(ns: &str, addr: &str, name: &str) -> Server {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let name = name.to_string();
+    let bind = move || {
+        let l = TcpListener::bind(addr).expect("bind tcp");
+        l.set_nonblocking(true).unwrap();
+        l
+    };
+    serve_in(ns, bind, move |l| match l.accept() {
+        Ok((mut s, peer)) => {
+            let greeting = format!("{name} saw {}\n", peer.ip());
+            std::thread::spawn(move || {
+                let _ = s.set_nonblocking(false);
+                let _ = s.write_all(greeting.as_bytes());
+                let mut buf = [0u8; 512];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+    })
+}
+
+/// Opens a connection from `ns` that stays open; returns it after reading the greeting.
+pub fn tcp_open(ns: &str, addr: &str) -> (TcpStream, String) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    in_ns(ns, move || {
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).expect("greeting");
+        let greeting = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        (s, greeting)
+    })
+}
+
+/// Sends `msg` on an open connection and returns what came back.
+pub fn tcp_echo(s: &mut TcpStream, msg: &str) -> Result<String, String> {
+    s.write_all(msg.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// A UDP server in `ns` answering every datagram with "NAME saw PEER".
 pub fn udp_server(ns: &str, addr: &str, name: &str) -> Server {
     let addr: SocketAddr = addr.parse().unwrap();

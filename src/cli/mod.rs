@@ -11,6 +11,9 @@ use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod policy;
+mod service;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "knit",
@@ -42,6 +45,12 @@ pub enum Command {
     Detach { network: String, sandbox: String },
     /// Everything the kernel has for one sandbox.
     Inspect { sandbox: String },
+    /// L4 load balancing: a virtual IP:port spread over backends.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
+    /// Who may open connections to a network's sandboxes.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// Re-apply all kernel state from the store.
     Reconcile,
     /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
@@ -134,16 +143,19 @@ pub struct AttachCli {
     /// Another DNS name for the sandbox on this network.
     #[arg(long = "alias")]
     pub aliases: Vec<String>,
+    /// key=value label that policies select (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
 }
 
-fn print_json<T: Serialize>(v: &T) {
+pub(crate) fn print_json<T: Serialize>(v: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     );
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -164,7 +176,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn join<T: ToString>(v: &[T]) -> String {
+pub(crate) fn join<T: ToString>(v: &[T]) -> String {
     if v.is_empty() {
         "-".into()
     } else {
@@ -466,6 +478,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .iter()
                 .map(|p| PublishSpec::parse(p))
                 .collect::<Result<Vec<_>>>()?;
+            let labels = crate::policy::spec::parse_labels("--label", &a.labels)?;
             let mut node = open(false)?;
             let done = node.attach(&AttachArgs {
                 network: &a.network,
@@ -477,6 +490,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 container_id: None,
                 routes: None,
                 aliases: &a.aliases,
+                labels: &labels,
             })?;
             crate::resolv::sync(&node.store, &done.attachment.sandbox)?;
             print_attachment(&done.attachment, done.existed, cli.json);
@@ -536,6 +550,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if rep.errors.is_empty() { 0 } else { 1 })
         }
+        Command::Service(c) => service::run(c, &cli.state_dir, cli.json),
+        Command::Policy(c) => policy::run(c, &cli.state_dir, cli.json),
         Command::Demo => crate::demo::run(),
         Command::Daemon(d) => crate::dns::run(crate::dns::Config {
             state_dir: cli.state_dir.clone(),

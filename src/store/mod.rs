@@ -6,6 +6,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::ipam::Pool;
 use crate::model::{Driver, Mac, NetworkSpec, PortMapping, Proto, PublishSpec, RouteSpec};
+use crate::policy::spec::{Default as PolicyDefault, Labels};
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -16,7 +17,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+mod policies;
+mod services;
+pub use services::{Backend, Service};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS networks (
@@ -33,7 +38,8 @@ CREATE TABLE IF NOT EXISTS networks (
     promisc INTEGER NOT NULL DEFAULT 0,
     dns INTEGER NOT NULL DEFAULT 1,
     dns_domain TEXT,
-    ready INTEGER NOT NULL DEFAULT 1
+    ready INTEGER NOT NULL DEFAULT 1,
+    policy TEXT NOT NULL DEFAULT 'allow'
 );
 CREATE TABLE IF NOT EXISTS subnets (
     id INTEGER PRIMARY KEY,
@@ -57,6 +63,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     container_id TEXT,
     routes TEXT,
     aliases TEXT,
+    labels TEXT,
     UNIQUE (network_id, sandbox)
 );
 CREATE TABLE IF NOT EXISTS allocations (
@@ -79,6 +86,39 @@ CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
 CREATE INDEX IF NOT EXISTS ports_by_attachment ON ports(attachment_id);
 CREATE TABLE IF NOT EXISTS sandboxes (
     name TEXT PRIMARY KEY
+);
+";
+
+/// Tables added in version 3 (services and policies).
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS services (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    vip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    proto TEXT NOT NULL,
+    affinity INTEGER,
+    node_port INTEGER,
+    UNIQUE (vip, proto, port)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS services_by_node_port ON services(proto, node_port)
+    WHERE node_port IS NOT NULL;
+CREATE TABLE IF NOT EXISTS backends (
+    id INTEGER PRIMARY KEY,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    UNIQUE (service_id, kind, target, port)
+);
+CREATE INDEX IF NOT EXISTS backends_by_target ON backends(kind, target);
+CREATE TABLE IF NOT EXISTS policies (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    from_sel TEXT NOT NULL,
+    to_sel TEXT NOT NULL,
+    port INTEGER,
+    proto TEXT
 );
 ";
 
@@ -120,6 +160,8 @@ pub struct Network {
     pub dns_domain: Option<String>,
     /// False until the kernel side was built once (a crash during creation leaves it so).
     pub ready: bool,
+    /// Default verdict for new connections to this network's sandboxes.
+    pub policy: PolicyDefault,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,6 +191,8 @@ pub struct Attachment {
     pub routes: Option<Vec<RouteSpec>>,
     /// Extra DNS names of this attachment.
     pub aliases: Vec<String>,
+    /// `--label k=v`: what policies select.
+    pub labels: Labels,
 }
 
 /// What `attach` asks the store to reserve.
@@ -163,6 +207,7 @@ pub struct AttachRequest<'a> {
     pub container_id: Option<&'a str>,
     pub routes: Option<&'a [RouteSpec]>,
     pub aliases: &'a [String],
+    pub labels: &'a Labels,
 }
 
 /// Outcome of a reservation: the network it was made on (read in the same transaction, so
@@ -228,6 +273,14 @@ impl Store {
                      ALTER TABLE attachments ADD COLUMN aliases TEXT;",
                 )?;
             }
+            if (1..3).contains(&version) {
+                // Version 3 added policies and labels.
+                tx.execute_batch(
+                    "ALTER TABLE networks ADD COLUMN policy TEXT NOT NULL DEFAULT 'allow';
+                     ALTER TABLE attachments ADD COLUMN labels TEXT;",
+                )?;
+            }
+            tx.execute_batch(SCHEMA_V3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -340,7 +393,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -366,6 +419,11 @@ impl Store {
                     dns: r.get(11)?,
                     dns_domain: r.get(12)?,
                     ready: r.get(13)?,
+                    policy: if r.get::<_, String>(14)? == "deny" {
+                        PolicyDefault::Deny
+                    } else {
+                        PolicyDefault::Allow
+                    },
                 })
             })
             .optional()?;
@@ -488,8 +546,8 @@ impl Store {
         let mac = req.mac.unwrap_or_else(Mac::random);
         let host_mac = Mac::random();
         tx.execute(
-            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes, aliases)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
+            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes, aliases, labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11)",
             params![
                 net.id,
                 req.sandbox,
@@ -500,7 +558,8 @@ impl Store {
                 host_mac.to_string(),
                 req.container_id,
                 req.routes.map(|r| serde_json::to_string(r).unwrap_or_default()),
-                (!req.aliases.is_empty()).then(|| serde_json::to_string(req.aliases).unwrap_or_default())
+                (!req.aliases.is_empty()).then(|| serde_json::to_string(req.aliases).unwrap_or_default()),
+                (!req.labels.is_empty()).then(|| serde_json::to_string(req.labels).unwrap_or_default())
             ],
         )?;
         let att_id = tx.last_insert_rowid();
@@ -636,6 +695,12 @@ impl Store {
                 m.proto
             )));
         }
+        if let Some(svc) = services::node_port_owner(tx, m.proto, m.host_port)? {
+            return Err(Error::Conflict(format!(
+                "--publish {}/{}: host port is the node port of service {svc:?}",
+                m.host_port, m.proto
+            )));
+        }
         tx.execute(
             "INSERT INTO ports (attachment_id, family, host_ip, proto, host_port, container_ip, container_port)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -673,7 +738,7 @@ impl Store {
     ) -> Result<Vec<Attachment>> {
         let sql = format!(
             "SELECT a.id, a.network_id, n.name, a.sandbox, a.netns_path, a.ifname, a.host_ifname, a.mac, a.host_mac,
-                    a.state, a.container_id, a.routes, a.aliases
+                    a.state, a.container_id, a.routes, a.aliases, a.labels
              FROM attachments a JOIN networks n ON n.id = a.network_id WHERE {cond} ORDER BY a.id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -701,6 +766,10 @@ impl Store {
                         .and_then(|j| serde_json::from_str(&j).ok()),
                     aliases: r
                         .get::<_, Option<String>>(12)?
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default(),
+                    labels: r
+                        .get::<_, Option<String>>(13)?
                         .and_then(|j| serde_json::from_str(&j).ok())
                         .unwrap_or_default(),
                     ips: vec![],
@@ -849,8 +918,11 @@ mod tests {
             container_id: None,
             routes: None,
             aliases: &[],
+            labels: &NO_LABELS,
         }
     }
+
+    static NO_LABELS: Labels = Labels::new();
 
     fn new_att(r: Reserved) -> Attachment {
         assert!(!r.existed, "expected new");

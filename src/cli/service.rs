@@ -1,0 +1,162 @@
+//! `knit service ...`.
+
+use super::{join, print_json, table};
+use crate::error::Result;
+use crate::node::Node;
+use crate::service::spec::{BackendSpec, ServiceSpec};
+use crate::store::Service;
+use clap::{Args, Subcommand};
+use std::path::Path;
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a service: new connections to VIP are spread over the backends.
+    Create(CreateService),
+    Ls,
+    Inspect {
+        name: String,
+    },
+    Rm {
+        name: String,
+    },
+    /// Add or remove one backend.
+    #[command(subcommand)]
+    Backend(BackendCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateService {
+    pub name: String,
+    /// IP:PORT[/tcp|udp|sctp] ([IPV6]:PORT for IPv6).
+    #[arg(long)]
+    pub vip: String,
+    /// SANDBOX:PORT or IP:PORT (repeatable).
+    #[arg(long = "backend")]
+    pub backends: Vec<String>,
+    /// client-ip[=SECONDS]: keep a client on one backend (default 10800 s).
+    #[arg(long)]
+    pub affinity: Option<String>,
+    /// Also expose the service on this port of every node address.
+    #[arg(long)]
+    pub node_port: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackendCmd {
+    Add { name: String, backend: String },
+    Rm { name: String, backend: String },
+}
+
+fn backends_text(s: &Service) -> String {
+    join(
+        &s.backends
+            .iter()
+            .map(|b| b.spec.to_string())
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn print_service(node: &Node, s: &Service, json: bool) -> Result<()> {
+    let fw = crate::service::resolve(&node.store, s, None)?;
+    let live: Vec<String> = fw
+        .backends
+        .iter()
+        .map(|(_, ip, port)| BackendSpec {
+            target: crate::service::spec::Target::Ip(*ip),
+            port: *port,
+        })
+        .map(|b| b.to_string())
+        .collect();
+    if json {
+        print_json(&serde_json::json!({"service": s, "endpoints": live}));
+        return Ok(());
+    }
+    println!("service {} (id {})", s.name, s.id);
+    println!("  vip:       {}", s.vip);
+    if let Some(np) = s.node_port {
+        println!("  node port: {np}/{}", s.vip.proto);
+    }
+    if let Some(a) = s.affinity {
+        println!("  affinity:  client-ip, {a} s");
+    }
+    println!("  backends:  {}", backends_text(s));
+    println!("  endpoints: {}", join(&live));
+    Ok(())
+}
+
+pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
+    match cmd {
+        ServiceCmd::Create(c) => {
+            let spec = ServiceSpec::new(
+                &c.name,
+                &c.vip,
+                &c.backends,
+                c.affinity.as_deref(),
+                c.node_port,
+            )?;
+            let mut node = Node::open(state_dir, false)?;
+            let (svc, existed) = node.create_service(&spec)?;
+            if !json {
+                println!(
+                    "{} service {} on {}",
+                    if existed { "exists:" } else { "created" },
+                    svc.name,
+                    svc.vip
+                );
+            }
+            print_service(&node, &svc, json)?;
+        }
+        ServiceCmd::Ls => {
+            let node = Node::open(state_dir, false)?;
+            let all = node.store.services()?;
+            if json {
+                print_json(&all);
+            } else {
+                table(
+                    &["NAME", "VIP", "NODEPORT", "AFFINITY", "BACKENDS"],
+                    all.iter()
+                        .map(|s| {
+                            vec![
+                                s.name.clone(),
+                                s.vip.to_string(),
+                                s.node_port.map_or("-".into(), |p| p.to_string()),
+                                s.affinity.map_or("-".into(), |a| format!("{a}s")),
+                                backends_text(s),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        ServiceCmd::Inspect { name } => {
+            let node = Node::open(state_dir, false)?;
+            let svc = node.store.service(&name)?;
+            print_service(&node, &svc, json)?;
+        }
+        ServiceCmd::Rm { name } => {
+            let mut node = Node::open(state_dir, false)?;
+            node.remove_service(&name)?;
+            if !json {
+                println!("removed service {name}");
+            }
+        }
+        ServiceCmd::Backend(b) => {
+            let (name, raw, add) = match b {
+                BackendCmd::Add { name, backend } => (name, backend, true),
+                BackendCmd::Rm { name, backend } => (name, backend, false),
+            };
+            let spec = BackendSpec::parse(&raw)?;
+            let mut node = Node::open(state_dir, false)?;
+            let svc = node.change_backend(&name, &spec, add)?;
+            if !json {
+                println!(
+                    "{} backend {spec} {} service {name}",
+                    if add { "added" } else { "removed" },
+                    if add { "to" } else { "from" }
+                );
+            }
+            print_service(&node, &svc, json)?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,149 @@
+//! Network policy: a network is default-allow (knit's behaviour without policy) or
+//! default-deny, in which case new connections to its sandboxes pass only if an allow rule
+//! (`--from` sandbox, label or CIDR, `--to` sandbox or label, optional port) says so.
+//! Replies and related ICMP always pass (stateful); traffic the node itself originates is
+//! not filtered (health checks, `knit sandbox exec` from the node).
+
+pub mod rules;
+pub mod spec;
+
+use crate::error::{Error, Result};
+use crate::firewall::{Batch, Elem};
+use crate::model::Driver;
+use crate::netlink::Netlink;
+use crate::node::Node;
+use crate::store::{Attachment, Network, Store};
+use rules::{NetPolicyFw, RuleFw};
+use spec::{Default, PortSpec, Rule, Selector};
+use std::net::IpAddr;
+
+/// Interfaces through which traffic reaches a network's sandboxes.
+pub fn ifaces(net: &Network, atts: &[Attachment]) -> Vec<String> {
+    match (&net.driver, &net.bridge) {
+        (Driver::Bridge, Some(br)) => vec![br.clone()],
+        _ => atts.iter().map(|a| a.host_ifname.clone()).collect(),
+    }
+}
+
+fn selected(atts: &[Attachment], sel: &Selector, network_id: Option<i64>) -> Vec<IpAddr> {
+    atts.iter()
+        .filter(|a| network_id.is_none_or(|n| a.network_id == n))
+        .filter(|a| sel.matches(&a.sandbox, &a.labels))
+        .flat_map(|a| a.ips.iter().map(|n| n.addr()))
+        .collect()
+}
+
+/// A network's policy with selectors resolved against the current attachments.
+pub fn resolve(store: &Store, net: &Network) -> Result<NetPolicyFw> {
+    let all = store.all_attachments()?;
+    let own: Vec<Attachment> = all
+        .iter()
+        .filter(|a| a.network_id == net.id)
+        .cloned()
+        .collect();
+    let rules = store
+        .rules_of_network(net.id)?
+        .into_iter()
+        .map(|rule| RuleFw {
+            from: selected(&all, &rule.from, None),
+            to: selected(&all, &rule.to, Some(net.id)),
+            rule,
+        })
+        .collect();
+    Ok(NetPolicyFw {
+        net_id: net.id,
+        deny: net.policy == Default::Deny,
+        ifaces: ifaces(net, &own),
+        rules,
+    })
+}
+
+impl Node {
+    fn apply_policy(&self, net: &Network, gone: &[i64]) -> Result<()> {
+        let p = resolve(&self.store, net)?;
+        match Batch::new().net_policy(&p, gone).apply() {
+            Err(_) if !crate::firewall::table_exists() => self.rebuild_firewall(),
+            r => r,
+        }
+    }
+
+    pub fn set_policy_default(&mut self, network: &str, d: Default) -> Result<Network> {
+        let mut net = self.store.network(network)?;
+        let before = net.policy;
+        if d == Default::Deny
+            && let Some(br) = &net.bridge
+        {
+            let mut nl = Netlink::open()?;
+            if let Some(i) = nl.link_index(br)? {
+                nl.set_bridge_nf_call(i, true)?;
+            }
+        }
+        self.store.set_network_policy(net.id, d)?;
+        net.policy = d;
+        if let Err(e) = self.apply_policy(&net, &[]) {
+            let _ = self.store.set_network_policy(net.id, before);
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    pub fn add_policy(
+        &mut self,
+        network: &str,
+        from: &Selector,
+        to: &Selector,
+        port: Option<PortSpec>,
+    ) -> Result<(Rule, bool)> {
+        let net = self.store.network(network)?;
+        let (rule, new) = self.store.add_rule(net.id, from, to, port)?;
+        if new && let Err(e) = self.apply_policy(&net, &[]) {
+            let _ = self.store.delete_rule(rule.id);
+            return Err(e);
+        }
+        Ok((rule, new))
+    }
+
+    pub fn remove_policy(&mut self, id: &str) -> Result<Rule> {
+        let n: i64 = id.parse().map_err(|_| {
+            Error::invalid("ID", id, "a policy id is a number (see `knit policy ls`)")
+        })?;
+        let rule = self.store.rule(n)?;
+        let net = self.store.network(&rule.network)?;
+        self.store.delete_rule(rule.id)?;
+        if let Err(e) = self.apply_policy(&net, &[rule.id]) {
+            let _ = self
+                .store
+                .add_rule(rule.network_id, &rule.from, &rule.to, rule.port);
+            return Err(e);
+        }
+        Ok(rule)
+    }
+
+    /// Policy element changes caused by attaching (`add`) or detaching one attachment:
+    /// its addresses in the rules that select it, and (ptp) its host veth in `pol_out`.
+    pub fn policy_changes_for(
+        &self,
+        b: &mut Batch,
+        net: &Network,
+        att: &Attachment,
+        add: bool,
+    ) -> Result<()> {
+        let rules = self.store.rules()?;
+        let ips: Vec<IpAddr> = att.ips.iter().map(|n| n.addr()).collect();
+        for (set, elems) in rules::attachment_elems(&rules, net.id, &att.sandbox, &att.labels, &ips)
+        {
+            b.elems(set, elems, add);
+        }
+        if net.policy == Default::Deny && net.driver == Driver::Ptp {
+            b.elems(
+                "pol_out",
+                vec![Elem::Jump {
+                    ifname: att.host_ifname.clone(),
+                    chain: rules::chain(net.id),
+                }],
+                add,
+            );
+        }
+        Ok(())
+    }
+}

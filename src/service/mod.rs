@@ -1,0 +1,131 @@
+//! L4 services: a virtual IP:port spread over backends (kube-proxy's job). The store
+//! holds services and backends; `rules` turns one service into nft objects; this module
+//! resolves sandbox backends to addresses and applies each change as one transaction.
+
+pub mod rules;
+pub mod spec;
+
+use crate::error::Result;
+use crate::firewall::Batch;
+use crate::node::Node;
+use crate::store::{Service, Store};
+use rules::ServiceFw;
+use spec::{BackendSpec, ServiceSpec, Target};
+
+/// The service with backends resolved to addresses. A sandbox backend uses the address of
+/// the VIP's family on the sandbox's first attachment that has one; a sandbox without
+/// (attachment `skip` is being removed) is out of the rotation.
+pub fn resolve(store: &Store, svc: &Service, skip: Option<i64>) -> Result<ServiceFw> {
+    let v4 = svc.vip.ip.is_ipv4();
+    let mut backends = Vec::new();
+    for b in &svc.backends {
+        let ip = match &b.spec.target {
+            Target::Ip(ip) => Some(*ip),
+            Target::Sandbox(name) => store
+                .attachments_of_sandbox(name)?
+                .into_iter()
+                .filter(|a| Some(a.id) != skip)
+                .flat_map(|a| a.ips)
+                .map(|n| n.addr())
+                .find(|ip| ip.is_ipv4() == v4),
+        };
+        if let Some(ip) = ip {
+            backends.push((b.id, ip, b.spec.port));
+        }
+    }
+    Ok(ServiceFw {
+        id: svc.id,
+        vip: svc.vip,
+        affinity: svc.affinity,
+        node_port: svc.node_port,
+        backends,
+    })
+}
+
+impl Node {
+    /// Applies a service batch; if knit's table is missing (no network was ever built
+    /// here, or it was wiped) the whole table is written from the store instead.
+    fn apply_service_batch(&self, b: &Batch) -> Result<()> {
+        match b.apply() {
+            Err(_) if !crate::firewall::table_exists() => self.rebuild_firewall(),
+            r => r,
+        }
+    }
+
+    /// Creates a service (idempotent for an identical spec). Returns it and whether it
+    /// already existed.
+    pub fn create_service(&mut self, spec: &ServiceSpec) -> Result<(Service, bool)> {
+        let (svc, existed) = self.store.create_service(spec)?;
+        if existed {
+            return Ok((svc, true));
+        }
+        let fw = resolve(&self.store, &svc, None)?;
+        if let Err(e) = self.apply_service_batch(Batch::new().service(None, Some(&fw))) {
+            let _ = self.store.delete_service(svc.id);
+            return Err(e);
+        }
+        Ok((svc, false))
+    }
+
+    pub fn remove_service(&mut self, name: &str) -> Result<Service> {
+        let svc = self.store.service(name)?;
+        let fw = resolve(&self.store, &svc, None)?;
+        let applied = Batch::new().service(Some(&fw), None).apply();
+        if applied.is_err() && crate::firewall::table_exists() {
+            // Damaged table: the store decides; rewrite it without this service.
+            self.store.delete_service(svc.id)?;
+            self.rebuild_firewall()?;
+            return Ok(svc);
+        }
+        self.store.delete_service(svc.id)?;
+        Ok(svc)
+    }
+
+    /// Adds (`add`) or removes one backend. Idempotent: an existing backend is not added
+    /// twice, a missing one is not an error.
+    pub fn change_backend(&mut self, name: &str, b: &BackendSpec, add: bool) -> Result<Service> {
+        let (before, after) = if add {
+            self.store.add_backend(name, b)?
+        } else {
+            self.store.remove_backend(name, b)?
+        };
+        if before == after {
+            return Ok(after);
+        }
+        let old = resolve(&self.store, &before, None)?;
+        let new = resolve(&self.store, &after, None)?;
+        if let Err(e) = self.apply_service_batch(Batch::new().service(Some(&old), Some(&new))) {
+            let _ = if add {
+                self.store.delete_backend(after.id, b)
+            } else {
+                self.store.restore_backend(after.id, b)
+            };
+            return Err(e);
+        }
+        Ok(after)
+    }
+
+    /// Service changes caused by attaching (`add`) or detaching attachment `att_id` of
+    /// `sandbox`: its services are re-resolved with and without it.
+    pub fn service_changes_for(
+        &self,
+        b: &mut Batch,
+        sandbox: &str,
+        att_id: i64,
+        add: bool,
+    ) -> Result<()> {
+        for svc in self.store.services_of_sandbox(sandbox)? {
+            let with = resolve(&self.store, &svc, None)?;
+            let without = resolve(&self.store, &svc, Some(att_id))?;
+            if with != without {
+                let (old, new) = if add {
+                    (without, with)
+                } else {
+                    (with, without)
+                };
+                b.service(Some(&old), Some(&new));
+            }
+        }
+        Ok(())
+    }
+}
