@@ -166,7 +166,7 @@ impl Node {
             .collect::<Result<Vec<_>>>()?;
         let nets: Vec<NetFw> = nets.iter().map(net_fw).collect();
         let mut b = Batch::rebuild(&nets, &atts);
-        for p in &policies {
+        for p in policies.iter().filter(|p| !p.is_empty()) {
             b.net_policy(p, &[]);
         }
         for svc in self.store.services()? {

@@ -61,7 +61,14 @@ pub fn resolve(store: &Store, net: &Network) -> Result<NetPolicyFw> {
 impl Node {
     fn apply_policy(&self, net: &Network, gone: &[i64]) -> Result<()> {
         let p = resolve(&self.store, net)?;
-        match Batch::new().net_policy(&p, gone).apply() {
+        let mut b = Batch::new();
+        if p.is_empty() {
+            // Nothing left to say: no chain at all, as if policy had never been used.
+            b.net_policy_removed(p.net_id, &p.ifaces, gone);
+        } else {
+            b.net_policy(&p, gone);
+        }
+        match b.apply() {
             Err(_) if !crate::firewall::table_exists() => self.rebuild_firewall(),
             r => r,
         }
@@ -96,8 +103,11 @@ impl Node {
     ) -> Result<(Rule, bool)> {
         let net = self.store.network(network)?;
         let (rule, new) = self.store.add_rule(net.id, from, to, port)?;
-        if new && let Err(e) = self.apply_policy(&net, &[]) {
-            let _ = self.store.delete_rule(rule.id);
+        // Applied even if the rule existed (completes an interrupted earlier run).
+        if let Err(e) = self.apply_policy(&net, &[]) {
+            if new {
+                let _ = self.store.delete_rule(rule.id);
+            }
             return Err(e);
         }
         Ok((rule, new))

@@ -37,6 +37,13 @@ pub struct NetPolicyFw {
     pub rules: Vec<RuleFw>,
 }
 
+impl NetPolicyFw {
+    /// Default allow without rules: no objects needed.
+    pub fn is_empty(&self) -> bool {
+        !self.deny && self.rules.is_empty()
+    }
+}
+
 fn port_match(p: &Option<PortSpec>) -> String {
     match p {
         Some(p) => format!(" meta l4proto {} th dport {}", p.proto, p.port),
@@ -96,6 +103,11 @@ impl Batch {
             hook: None,
         });
         self.push(Cmd::FlushChain(ch.clone()));
+        // Neighbour discovery is IPv6's ARP: without it nothing on the link resolves.
+        self.push(Cmd::AddRule {
+            chain: ch.clone(),
+            rule: "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } return".into(),
+        });
         for r in &p.rules {
             for text in rule_texts(r) {
                 self.push(Cmd::AddRule {

@@ -56,15 +56,16 @@ impl Node {
     /// already existed.
     pub fn create_service(&mut self, spec: &ServiceSpec) -> Result<(Service, bool)> {
         let (svc, existed) = self.store.create_service(spec)?;
-        if existed {
-            return Ok((svc, true));
-        }
+        // Applied even if it existed: a create interrupted after the store write is
+        // completed by running it again (the batch is idempotent).
         let fw = resolve(&self.store, &svc, None)?;
         if let Err(e) = self.apply_service_batch(Batch::new().service(None, Some(&fw))) {
-            let _ = self.store.delete_service(svc.id);
+            if !existed {
+                let _ = self.store.delete_service(svc.id);
+            }
             return Err(e);
         }
-        Ok((svc, false))
+        Ok((svc, existed))
     }
 
     pub fn remove_service(&mut self, name: &str) -> Result<Service> {

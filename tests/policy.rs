@@ -1,0 +1,258 @@
+//! Network policy with real connections: default deny, allow rules by sandbox, label and
+//! CIDR, ports, statefulness, through a service and a published port, cleanup.
+
+mod common;
+use common::*;
+
+struct Lab {
+    w: World,
+    web: String,
+    db: String,
+    client: String,
+    other: String,
+    _servers: Vec<Server>,
+}
+
+/// Network `n` with web (app=web), db (app=db), client (role=client) and other; web and
+/// db serve on 8080 and 9090, TCP; web also publishes 8088 → 8080.
+fn lab() -> Lab {
+    let mut w = World::new().with_outside();
+    w.ok(&[
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        "10.61.0.0/24",
+        "--subnet",
+        "fd61::/64",
+    ]);
+    let web = w.sandbox("web");
+    let db = w.sandbox("db");
+    let client = w.sandbox("client");
+    let other = w.sandbox("other");
+    w.ok(&["attach", "n", &web, "--label", "app=web", "-p", "8088:8080"]);
+    w.ok(&["attach", "n", &db, "--label", "app=db"]);
+    w.ok(&["attach", "n", &client, "--label", "role=client"]);
+    w.ok(&["attach", "n", &other]);
+    let mut servers = vec![];
+    for (ns, name) in [(&web, "web"), (&db, "db")] {
+        servers.push(tcp_server(ns, "0.0.0.0:8080", name));
+        servers.push(tcp_server(ns, "0.0.0.0:9090", name));
+        let v6 = w.ip_of("n", ns, 6);
+        servers.push(tcp_server(ns, &format!("[{v6}]:8080"), name));
+    }
+    Lab {
+        w,
+        web,
+        db,
+        client,
+        other,
+        _servers: servers,
+    }
+}
+
+fn reaches(from: &str, addr: &str) -> bool {
+    tcp_get(from, addr).is_ok()
+}
+
+#[test]
+fn default_deny_with_allow_rules() {
+    let l = lab();
+    let web4 = l.w.ip_of("n", &l.web, 4);
+    let web6 = l.w.ip_of("n", &l.web, 6);
+    let db4 = l.w.ip_of("n", &l.db, 4);
+    let web = format!("{web4}:8080");
+    let web_other_port = format!("{web4}:9090");
+    let db = format!("{db4}:8080");
+    // Default allow: today's behaviour.
+    assert!(reaches(&l.other, &web));
+    assert!(reaches(&l.client, &db));
+    let before = l.w.nft_table();
+
+    l.w.ok(&["policy", "default", "n", "deny"]);
+    l.w.ok(&[
+        "policy",
+        "allow",
+        "n",
+        "--from",
+        "role=client",
+        "--to",
+        "app=web",
+        "--port",
+        "8080",
+    ]);
+    l.w.ok(&["policy", "allow", "n", "--from", &l.web, "--to", "app=db"]);
+    let matrix = [
+        (&l.client, &web, true),
+        (&l.client, &web_other_port, false),
+        (&l.client, &db, false),
+        (&l.web, &db, true),
+        (&l.other, &web, false),
+        (&l.db, &web, false),
+    ];
+    for (from, to, want) in matrix {
+        assert_eq!(reaches(from, to), want, "{from} -> {to}");
+    }
+    // Stateful: the allowed connection got its answer back (above); ICMP is not allowed.
+    assert!(!ping(&l.client, &web4));
+    // IPv6 follows the same rules.
+    assert!(reaches(&l.client, &format!("[{web6}]:8080")));
+    assert!(!reaches(&l.other, &format!("[{web6}]:8080")));
+    // The node itself is not filtered.
+    assert!(reaches(&l.w.node, &web_other_port));
+
+    // A sandbox attached later with a matching label is allowed at once.
+    let mut w = l.w;
+    let late = w.sandbox("late");
+    w.ok(&["attach", "n", &late, "--label", "role=client"]);
+    assert!(reaches(&late, &web));
+    w.ok(&["detach", "n", &late]);
+
+    // Rules listed; removing one closes it again.
+    let v = w.json(&["policy", "ls"]);
+    let rules = v["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{v}");
+    let id = rules[0]["id"].to_string();
+    w.ok(&["policy", "rm", &id]);
+    assert!(!reaches(&l.client, &web));
+    assert!(reaches(&l.web, &db));
+    // Back to allow, and everything goes: the table is as it was.
+    let id = rules[1]["id"].to_string();
+    w.ok(&["policy", "rm", &id]);
+    w.ok(&["policy", "default", "n", "allow"]);
+    assert!(reaches(&l.other, &web));
+    assert_eq!(w.nft_table(), before);
+}
+
+#[test]
+fn policy_applies_through_services_and_published_ports() {
+    let l = lab();
+    l.w.ok(&[
+        "service",
+        "create",
+        "web",
+        "--vip",
+        "10.96.1.10:80",
+        "--backend",
+        &format!("{}:8080", l.web),
+    ]);
+    l.w.ok(&["policy", "default", "n", "deny"]);
+    l.w.ok(&["policy", "allow", "n", "--from", &l.client, "--to", &l.web]);
+    // Through the VIP: the backend's policy decides, by the real client.
+    assert!(reaches(&l.client, "10.96.1.10:80"));
+    assert!(!reaches(&l.other, "10.96.1.10:80"));
+    // A published port from outside: closed until the outside CIDR is allowed.
+    let published = format!("{NODE_UPLINK4}:8088");
+    assert!(!reaches(l.w.outside(), &published));
+    l.w.ok(&[
+        "policy",
+        "allow",
+        "n",
+        "--from",
+        "198.51.100.0/24",
+        "--to",
+        "app=web",
+        "--port",
+        "8080/tcp",
+    ]);
+    assert_eq!(
+        tcp_get(l.w.outside(), &published).unwrap(),
+        format!("web saw {OUTSIDE4}")
+    );
+    // Other networks' sandboxes are still isolated from this one unless through the VIP.
+    let mut w = l.w;
+    w.ok(&["network", "create", "m", "--subnet", "10.62.0.0/24"]);
+    let m = w.sandbox("m");
+    w.ok(&["attach", "m", &m, "--label", "role=client"]);
+    assert!(
+        !reaches(&m, "10.96.1.10:80"),
+        "no rule selects m's address for web"
+    );
+    w.ok(&[
+        "policy",
+        "allow",
+        "n",
+        "--from",
+        "role=client",
+        "--to",
+        "app=web",
+    ]);
+    assert!(reaches(&m, "10.96.1.10:80"));
+    // Removing the network removes its policies; the service keeps working for others.
+    w.ok(&["detach", "m", &m]);
+    w.ok(&["network", "rm", "m"]);
+    assert!(reaches(&l.client, "10.96.1.10:80"));
+}
+
+#[test]
+fn bad_policy_input_is_refused() {
+    let l = lab();
+    let before = l.w.nft_table();
+    for (args, want) in [
+        (vec!["policy", "default", "n", "maybe"], "DEFAULT"),
+        (vec!["policy", "default", "nosuch", "deny"], "not found"),
+        (
+            vec!["policy", "allow", "n", "--from", "a b", "--to", "x"],
+            "--from",
+        ),
+        (
+            vec!["policy", "allow", "n", "--from", "x", "--to", "10.0.0.0/8"],
+            "--to",
+        ),
+        (
+            vec![
+                "policy", "allow", "n", "--from", "x", "--to", "y", "--port", "0",
+            ],
+            "--port",
+        ),
+        (
+            vec![
+                "policy", "allow", "n", "--from", "x", "--to", "y", "--port", "80/icmp",
+            ],
+            "--port",
+        ),
+        (vec!["policy", "rm", "abc"], "ID"),
+        (vec!["policy", "rm", "999"], "not found"),
+        (
+            vec!["attach", "n", "whatever", "--label", "novalue"],
+            "--label",
+        ),
+    ] {
+        let e = l.w.fail(&args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert_eq!(l.w.nft_table(), before);
+}
+
+#[test]
+fn ptp_network_policy() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "p",
+        "--driver",
+        "ptp",
+        "--subnet",
+        "10.63.0.0/24",
+    ]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    w.ok(&["attach", "p", &a]);
+    w.ok(&["attach", "p", &b, "--label", "app=web"]);
+    let b4 = w.ip_of("p", &b, 4);
+    let _s = tcp_server(&b, "0.0.0.0:8080", "b");
+    let target = format!("{b4}:8080");
+    assert!(reaches(&a, &target));
+    w.ok(&["policy", "default", "p", "deny"]);
+    assert!(!reaches(&a, &target));
+    w.ok(&["policy", "allow", "p", "--from", &a, "--to", "app=web"]);
+    assert!(reaches(&a, &target));
+    // A sandbox attached to the deny network later is covered too (its own host veth).
+    let c = w.sandbox("c");
+    w.ok(&["attach", "p", &c, "--label", "app=web"]);
+    let c4 = w.ip_of("p", &c, 4);
+    let _t = tcp_server(&c, "0.0.0.0:8080", "c");
+    assert!(reaches(&a, &format!("{c4}:8080")));
+    assert!(!reaches(&b, &format!("{c4}:8080")));
+}
