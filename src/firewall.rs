@@ -64,6 +64,11 @@ pub enum Cmd {
         chain: String,
         rule: String,
     },
+    /// A service's DNAT rule, typed so the netlink fast path can encode it.
+    AddDnat {
+        chain: String,
+        rule: DnatRule,
+    },
     AddElements {
         set: String,
         elems: Vec<Elem>,
@@ -74,6 +79,32 @@ pub enum Cmd {
         set: String,
         elems: Vec<Elem>,
     },
+}
+
+/// `[numgen random mod N == 0] meta l4proto P dnat to IP:PORT`: with `one_in` the rule
+/// fires for one in N new connections, otherwise always. A service chain of such rules
+/// with N = k, k-1, ..., 2, then none, picks each of k backends with probability 1/k
+/// (kube-proxy's statistic-probability ladder, in nft).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnatRule {
+    pub one_in: Option<u32>,
+    pub proto: Proto,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl DnatRule {
+    pub fn text(&self) -> String {
+        let pick = self
+            .one_in
+            .map(|n| format!("numgen random mod {n} == 0 "))
+            .unwrap_or_default();
+        let (fam, to) = match self.ip {
+            IpAddr::V4(ip) => ("ip", format!("{ip}:{}", self.port)),
+            IpAddr::V6(ip) => ("ip6", format!("[{ip}]:{}", self.port)),
+        };
+        format!("{pick}meta l4proto {} dnat {fam} to {to}", self.proto)
+    }
 }
 
 /// A set or map element, typed so it can be rendered as nft syntax or encoded for netlink.
@@ -533,6 +564,9 @@ impl Batch {
                 Cmd::FlushChain(name) => writeln!(s, "flush chain {t} {name}"),
                 Cmd::DeleteChain(name) => writeln!(s, "delete chain {t} {name}"),
                 Cmd::AddRule { chain, rule } => writeln!(s, "add rule {t} {chain} {rule}"),
+                Cmd::AddDnat { chain, rule } => {
+                    writeln!(s, "add rule {t} {chain} {}", rule.text())
+                }
                 Cmd::AddElements { set, elems } => {
                     let e: Vec<String> = elems.iter().map(Elem::text).collect();
                     writeln!(s, "add element {t} {set} {{ {} }}", e.join(", "))
@@ -571,9 +605,11 @@ impl Batch {
     }
 }
 
-/// Whether knit's table exists in this namespace (a small listing; failure paths only).
+/// Whether knit's table exists in this namespace (one netlink request).
 pub fn table_exists() -> bool {
-    crate::nft::run(&format!("list chain {FAMILY} {TABLE} input")).is_ok()
+    crate::nftnl::Socket::open()
+        .and_then(|mut s| s.table_exists(TABLE))
+        .unwrap_or(false)
 }
 
 /// knit's own table as nft prints it (for `inspect`; never on a hot path).

@@ -4,8 +4,8 @@
 //! batch (BATCH_BEGIN, NEWSETELEM/DELSETELEM..., BATCH_END) like every other nft change.
 
 use crate::error::{Error, IoContext, Result};
-use crate::firewall::{Cmd, Elem};
-use crate::model::PortMapping;
+use crate::firewall::{Cmd, DnatRule, Elem};
+use crate::model::{PortMapping, Proto};
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_NETFILTER};
 use std::io;
 use std::net::IpAddr;
@@ -13,6 +13,11 @@ use std::net::IpAddr;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFPROTO_INET: u8 = 1;
@@ -20,6 +25,7 @@ const NFPROTO_INET: u8 = 1;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 0x2;
 const NLA_F_NESTED: u16 = 0x8000;
 
@@ -34,6 +40,18 @@ const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+// Registers: NFT_REG_1 and NFT_REG_2 are the 16-byte data registers 1 and 2.
+const REG_1: u32 = 1;
+const REG_2: u32 = 2;
 const IFNAMSIZ: usize = 16;
 
 /// Appends one attribute; `f` writes its payload. Returns nothing: lengths are patched in.
@@ -93,10 +111,14 @@ fn port_key(p: &PortMapping) -> Vec<u8> {
 }
 
 fn proto_number(p: &PortMapping) -> u8 {
-    match p.proto {
-        crate::model::Proto::Tcp => 6,
-        crate::model::Proto::Udp => 17,
-        crate::model::Proto::Sctp => 132,
+    proto_num(p.proto)
+}
+
+fn proto_num(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+        Proto::Sctp => 132,
     }
 }
 
@@ -105,6 +127,86 @@ fn port_data(p: &PortMapping) -> Vec<u8> {
     field(&mut d, &ip_bytes(p.container_ip));
     field(&mut d, &p.container_port.to_be_bytes());
     d
+}
+
+fn be32(b: &mut Vec<u8>, kind: u16, v: u32) {
+    attr(b, kind, |b| b.extend_from_slice(&v.to_be_bytes()));
+}
+
+/// One expression of a rule: name and nested data.
+fn expr(b: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
+    nested(b, NFTA_LIST_ELEM, |b| {
+        attr(b, NFTA_EXPR_NAME, |b| cstr(b, name));
+        nested(b, NFTA_EXPR_DATA, data);
+    });
+}
+
+fn cmp_eq(b: &mut Vec<u8>, value: &[u8]) {
+    expr(b, "cmp", |b| {
+        be32(b, 1, REG_1); // NFTA_CMP_SREG
+        be32(b, 2, 0); // NFTA_CMP_OP: NFT_CMP_EQ
+        nested(b, 3, |b| {
+            attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(value))
+        });
+    });
+}
+
+fn immediate(b: &mut Vec<u8>, reg: u32, value: &[u8]) {
+    expr(b, "immediate", |b| {
+        be32(b, 1, reg); // NFTA_IMMEDIATE_DREG
+        nested(b, 2, |b| {
+            attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(value))
+        });
+    });
+}
+
+/// The expressions of `DnatRule::text()`, as nft itself encodes them:
+/// [numgen random mod N; cmp eq 0;] meta l4proto; cmp; immediate addr; immediate port; nat.
+fn dnat_exprs(b: &mut Vec<u8>, r: &DnatRule) {
+    if let Some(n) = r.one_in {
+        expr(b, "numgen", |b| {
+            be32(b, 1, REG_1); // NFTA_NG_DREG
+            be32(b, 2, n); // NFTA_NG_MODULUS
+            be32(b, 3, 1); // NFTA_NG_TYPE: NFT_NG_RANDOM
+        });
+        cmp_eq(b, &0u32.to_ne_bytes());
+    }
+    expr(b, "meta", |b| {
+        be32(b, 1, REG_1); // NFTA_META_DREG
+        be32(b, 2, 16); // NFTA_META_KEY: NFT_META_L4PROTO
+    });
+    cmp_eq(b, &[proto_num(r.proto)]);
+    immediate(b, REG_1, &ip_bytes(r.ip));
+    immediate(b, REG_2, &r.port.to_be_bytes());
+    expr(b, "nat", |b| {
+        be32(b, 1, 1); // NFTA_NAT_TYPE: NFT_NAT_DNAT
+        be32(b, 2, if r.ip.is_ipv4() { 2 } else { 10 }); // NFTA_NAT_FAMILY
+        be32(b, 3, REG_1); // NFTA_NAT_REG_ADDR_MIN
+        be32(b, 5, REG_2); // NFTA_NAT_REG_PROTO_MIN
+        be32(b, 7, 2); // NFTA_NAT_FLAGS: NF_NAT_RANGE_PROTO_SPECIFIED
+    });
+}
+
+fn verdict(b: &mut Vec<u8>, code: i32, chain: &str) {
+    nested(b, NFTA_SET_ELEM_DATA, |b| {
+        nested(b, NFTA_DATA_VERDICT, |b| {
+            attr(b, NFTA_VERDICT_CODE, |b| {
+                b.extend_from_slice(&code.to_be_bytes())
+            });
+            attr(b, NFTA_VERDICT_CHAIN, |b| cstr(b, chain));
+        });
+    });
+}
+
+fn keyed(out: &mut Vec<u8>, key: &[u8], goto: Option<&str>) {
+    nested(out, NFTA_LIST_ELEM, |b| {
+        nested(b, NFTA_SET_ELEM_KEY, |b| {
+            attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(key))
+        });
+        if let Some(c) = goto {
+            verdict(b, NFT_GOTO, c);
+        }
+    });
 }
 
 /// Encodes one element; None for kinds this fast path does not handle (intervals).
@@ -158,7 +260,27 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             });
             true
         }
-        Elem::Prefix(_) | Elem::Svc { .. } | Elem::NodePort { .. } => false,
+        Elem::Svc {
+            ip,
+            proto,
+            port,
+            goto,
+        } => {
+            let mut k = vec![];
+            field(&mut k, &ip_bytes(*ip));
+            field(&mut k, &[proto_num(*proto)]);
+            field(&mut k, &port.to_be_bytes());
+            keyed(&mut out, &k, goto.as_deref());
+            true
+        }
+        Elem::NodePort { proto, port, goto } => {
+            let mut k = vec![];
+            field(&mut k, &[proto_num(*proto)]);
+            field(&mut k, &port.to_be_bytes());
+            keyed(&mut out, &k, goto.as_deref());
+            true
+        }
+        Elem::Prefix(_) => false,
     };
     ok.then(|| buf.extend_from_slice(&out))
 }
@@ -191,13 +313,15 @@ pub struct Encoded {
     acked: Vec<u32>,
 }
 
-/// Encodes a batch made only of element additions/removals; None if it has anything else.
+/// Encodes a batch of the command kinds this fast path speaks (elements, regular chains,
+/// chain flushes, service DNAT rules); None if it has anything else. Only the last
+/// message asks for an acknowledgement: errors are reported whatever the flags, and one
+/// ack per message would overflow the socket's receive buffer on large batches.
 pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
-    let mut body = vec![];
-    let mut acked = vec![];
-    let mut seq = 1u32;
-    let mut push =
-        |body: &mut Vec<u8>, kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<()> {
+    let mut msgs: Vec<(u16, u16, Vec<u8>)> = vec![];
+    let table_attr = |kind: u16, b: &mut Vec<u8>| attr(b, kind, |b| cstr(b, table));
+    let elem_msg =
+        |kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<(u16, u16, Vec<u8>)> {
             let mut attrs = vec![];
             attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, |b| cstr(b, table));
             attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, |b| cstr(b, set));
@@ -208,32 +332,60 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
             nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
                 b.extend_from_slice(&list)
             });
-            seq += 1;
-            message(
-                body,
-                (NFNL_SUBSYS_NFTABLES << 8) | kind,
-                NLM_F_REQUEST | NLM_F_ACK | flags,
-                seq,
-                NFPROTO_INET,
-                0,
-                &attrs,
-            );
-            acked.push(seq);
-            Some(())
+            Some((kind, flags, attrs))
         };
     for c in cmds {
         match c {
             Cmd::AddElements { set, elems } => {
-                push(&mut body, NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?
+                msgs.push(elem_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?)
             }
             Cmd::RemoveElements { set, elems } => {
                 // Re-adding first makes the delete valid even if an element is already gone.
-                push(&mut body, NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?;
-                push(&mut body, NFT_MSG_DELSETELEM, 0, set, elems)?;
+                msgs.push(elem_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?);
+                msgs.push(elem_msg(NFT_MSG_DELSETELEM, 0, set, elems)?);
+            }
+            Cmd::AddChain { name, hook: None } | Cmd::DeleteChain(name) => {
+                let mut a = vec![];
+                table_attr(NFTA_CHAIN_TABLE, &mut a);
+                attr(&mut a, NFTA_CHAIN_NAME, |b| cstr(b, name));
+                msgs.push(match c {
+                    Cmd::DeleteChain(_) => (NFT_MSG_DELCHAIN, 0, a),
+                    _ => (NFT_MSG_NEWCHAIN, NLM_F_CREATE, a),
+                });
+            }
+            Cmd::FlushChain(name) => {
+                let mut a = vec![];
+                table_attr(NFTA_RULE_TABLE, &mut a);
+                attr(&mut a, NFTA_RULE_CHAIN, |b| cstr(b, name));
+                msgs.push((NFT_MSG_DELRULE, 0, a));
+            }
+            Cmd::AddDnat { chain, rule } => {
+                let mut a = vec![];
+                table_attr(NFTA_RULE_TABLE, &mut a);
+                attr(&mut a, NFTA_RULE_CHAIN, |b| cstr(b, chain));
+                nested(&mut a, NFTA_RULE_EXPRESSIONS, |b| dnat_exprs(b, rule));
+                msgs.push((NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a));
             }
             _ => return None,
         }
     }
+    let mut body = vec![];
+    let mut seq = 1u32;
+    let last = msgs.len();
+    for (i, (kind, flags, attrs)) in msgs.iter().enumerate() {
+        seq += 1;
+        let ack = if i + 1 == last { NLM_F_ACK } else { 0 };
+        message(
+            &mut body,
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            NLM_F_REQUEST | ack | flags,
+            seq,
+            NFPROTO_INET,
+            0,
+            attrs,
+        );
+    }
+    let acked = if last == 0 { vec![] } else { vec![seq] };
     let mut bytes = vec![];
     message(
         &mut bytes,
@@ -272,6 +424,7 @@ impl Socket {
     /// Sends the batch and waits for every acknowledgement; any error aborts the whole
     /// batch in the kernel and is returned.
     pub fn apply(&mut self, enc: &Encoded) -> Result<()> {
+        self.fit(enc.bytes.len());
         self.0
             .send(&enc.bytes, 0)
             .op(|| "send nftables batch".into())?;
@@ -321,6 +474,79 @@ impl Socket {
         }
     }
 
+    /// Whether `table` (family inet) exists: one GETTABLE request, so the answer costs the
+    /// same however many chains and rules the table holds (an nft listing would fetch them).
+    pub fn table_exists(&mut self, table: &str) -> Result<bool> {
+        let mut attrs = vec![];
+        attr(&mut attrs, NFTA_TABLE_NAME, |b| cstr(b, table));
+        let mut msg = vec![];
+        message(
+            &mut msg,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            1,
+            NFPROTO_INET,
+            0,
+            &attrs,
+        );
+        self.0
+            .send(&msg, 0)
+            .op(|| "send nftables get table".into())?;
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = self
+                .0
+                .recv(&mut &mut buf[..], 0)
+                .op(|| "receive nftables table".into())?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+                    as usize;
+                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+                if len < 16 || off + len > n {
+                    return Err(Error::Nft("malformed netlink reply".into()));
+                }
+                if kind == NLMSG_ERROR && len >= 20 {
+                    let code = i32::from_ne_bytes([
+                        buf[off + 16],
+                        buf[off + 17],
+                        buf[off + 18],
+                        buf[off + 19],
+                    ]);
+                    return match -code {
+                        0 => Ok(true),
+                        libc::ENOENT => Ok(false),
+                        e => Err(Error::io(
+                            "get nftables table",
+                            io::Error::from_raw_os_error(e),
+                        )),
+                    };
+                }
+                off += (len + 3) & !3;
+            }
+        }
+    }
+
+    /// Large batches (a bulk service import) exceed the default socket buffer; netlink
+    /// takes a batch as one message, so the buffer must hold all of it.
+    fn fit(&mut self, len: usize) {
+        if len < 128 * 1024 {
+            return;
+        }
+        let size = (len + 64 * 1024).min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: setsockopt on a socket we own with a pointer to a local int. Failure
+        // (not root) leaves the default, and the send then reports EMSGSIZE.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Hands the socket to `crate::deferred` so its close does not delay the caller.
     pub fn close_detached(self) {
         crate::deferred::close_detached(self);
@@ -362,7 +588,7 @@ mod tests {
             set: "knit_ifs".into(),
             elems: vec![Elem::Iface("kv1".into())],
         };
-        assert_eq!(encode("knit", &[add, rm]).unwrap().acked.len(), 3);
+        assert_eq!(encode("knit", &[add, rm]).unwrap().acked.len(), 1);
         assert!(encode("knit", &[Cmd::AddTable]).is_none());
         let prefix = Cmd::AddElements {
             set: "nets4".into(),

@@ -86,6 +86,13 @@ impl Node {
             }
             // Lets DNAT to a sandbox work for connections to 127.0.0.1 published ports.
             sysctl::ensure_path(&sysctl::iface_key("ipv4", br, "route_localnet"), "1")?;
+            if v6 {
+                // The bridge's link-local address appears with the first port; while it is
+                // in duplicate-address detection the node cannot solicit neighbours, which
+                // cost the first routed IPv6 connection of a new sandbox a 1 s SYN retry.
+                // knit owns this link and its addresses: skip DAD.
+                sysctl::ensure_path(&sysctl::iface_key("ipv6", br, "accept_dad"), "0")?;
+            }
             if net.policy == crate::policy::spec::Default::Deny {
                 nl.set_bridge_nf_call(index, true)?;
             }

@@ -394,3 +394,33 @@ fn services_survive_reconcile_after_the_table_is_wiped() {
     l.w.ok(&["reconcile"]);
     assert!(who(&l.client, "10.96.0.40:80").starts_with('b'));
 }
+
+#[test]
+fn first_ipv6_connection_through_the_node_is_not_delayed() {
+    // Regression: the bridge's link-local address was in duplicate-address detection
+    // right after the first port joined, so the node could not solicit the backend and
+    // the first connection waited for a SYN retry (1 s).
+    let mut w = World::new();
+    w.ok(&["network", "create", "n", "--subnet", "fd62::/64"]);
+    let b = w.sandbox("b");
+    w.ok(&["attach", "n", &b]);
+    let _s = echo_server(&b, "[::]:8081", "b");
+    let c = w.sandbox("c");
+    w.ok(&["attach", "n", &c]);
+    w.ok(&[
+        "service",
+        "create",
+        "v6",
+        "--vip",
+        "[fd96::62]:80",
+        "--backend",
+        &format!("{b}:8081"),
+    ]);
+    let t = Instant::now();
+    assert_eq!(who(&c, "[fd96::62]:80"), "b");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}

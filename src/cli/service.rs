@@ -19,6 +19,11 @@ pub enum ServiceCmd {
     Rm {
         name: String,
     },
+    /// Create every service in a JSON file (an array of {"name", "vip", "backends",
+    /// "affinity", "node_port"}) in one transaction.
+    Import {
+        file: std::path::PathBuf,
+    },
     /// Add or remove one backend.
     #[command(subcommand)]
     Backend(BackendCmd),
@@ -45,6 +50,17 @@ pub struct CreateService {
 pub enum BackendCmd {
     Add { name: String, backend: String },
     Rm { name: String, backend: String },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportItem {
+    name: String,
+    vip: String,
+    #[serde(default)]
+    backends: Vec<String>,
+    affinity: Option<String>,
+    node_port: Option<u32>,
 }
 
 fn backends_text(s: &Service) -> String {
@@ -105,6 +121,43 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 );
             }
             print_service(&node, &svc, json)?;
+        }
+        ServiceCmd::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| crate::error::Error::io(format!("read {}", file.display()), e))?;
+            let items: Vec<ImportItem> = serde_json::from_str(&text).map_err(|e| {
+                crate::error::Error::invalid(
+                    "FILE",
+                    file.display(),
+                    format!("not a service list: {e}"),
+                )
+            })?;
+            let specs = items
+                .iter()
+                .map(|i| {
+                    ServiceSpec::new(
+                        &i.name,
+                        &i.vip,
+                        &i.backends,
+                        i.affinity.as_deref(),
+                        i.node_port,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut node = Node::open(state_dir, false)?;
+            let done = node.create_services(&specs)?;
+            let created = done.iter().filter(|(_, existed)| !existed).count();
+            if json {
+                print_json(
+                    &serde_json::json!({"created": created, "existing": done.len() - created}),
+                );
+            } else {
+                println!(
+                    "imported {} service(s): {created} created, {} already there",
+                    done.len(),
+                    done.len() - created
+                );
+            }
         }
         ServiceCmd::Ls => {
             let node = Node::open(state_dir, false)?;

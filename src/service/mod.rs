@@ -68,6 +68,37 @@ impl Node {
         Ok((svc, existed))
     }
 
+    /// Creates many services with ONE nft transaction (bulk load, `knit service import`).
+    /// All or nothing: if the transaction fails, the services recorded here are removed.
+    pub fn create_services(&mut self, specs: &[ServiceSpec]) -> Result<Vec<(Service, bool)>> {
+        let mut done: Vec<(Service, bool)> = Vec::with_capacity(specs.len());
+        let mut b = Batch::new();
+        let undo = |node: &mut Node, done: &[(Service, bool)]| {
+            for (svc, existed) in done {
+                if !existed {
+                    let _ = node.store.delete_service(svc.id);
+                }
+            }
+        };
+        for spec in specs {
+            match self.store.create_service(spec) {
+                Ok((svc, existed)) => {
+                    b.service(None, Some(&resolve(&self.store, &svc, None)?));
+                    done.push((svc, existed));
+                }
+                Err(e) => {
+                    undo(self, &done);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.apply_service_batch(&b) {
+            undo(self, &done);
+            return Err(e);
+        }
+        Ok(done)
+    }
+
     pub fn remove_service(&mut self, name: &str) -> Result<Service> {
         let svc = self.store.service(name)?;
         let fw = resolve(&self.store, &svc, None)?;

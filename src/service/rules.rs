@@ -11,7 +11,7 @@
 //! Every change is a diff between the service's old and new form, so adding, changing or
 //! removing one service touches only that service's objects.
 
-use crate::firewall::{Batch, Cmd, Elem};
+use crate::firewall::{Batch, Cmd, DnatRule, Elem};
 use crate::model::Proto;
 use crate::service::spec::Vip;
 use std::net::IpAddr;
@@ -88,7 +88,25 @@ impl ServiceFw {
         out
     }
 
-    /// Rules of the service chain (and, with affinity, the per-backend chains).
+    /// The DNAT ladder of a service without affinity: one rule per backend.
+    fn ladder(&self) -> Vec<DnatRule> {
+        if self.affinity.is_some() {
+            return vec![];
+        }
+        let n = self.backends.len() as u32;
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ip, port))| DnatRule {
+                one_in: Some(n - i as u32).filter(|m| *m > 1),
+                proto: self.vip.proto,
+                ip: *ip,
+                port: *port,
+            })
+            .collect()
+    }
+
+    /// Rules of an affinity service's chain and of its per-backend chains.
     fn rules(&self) -> (Vec<String>, Vec<(i64, Vec<String>)>) {
         let (fam, _) = self.family();
         let proto: Proto = self.vip.proto;
@@ -96,24 +114,9 @@ impl ServiceFw {
         if n == 0 {
             return (vec![], vec![]);
         }
-        let Some(_) = self.affinity else {
-            let target = if n == 1 {
-                let (_, ip, port) = self.backends[0];
-                endpoint(ip, port)
-            } else {
-                let entries: Vec<String> = self
-                    .backends
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, ip, port))| format!("{i} : {ip} . {port}"))
-                    .collect();
-                format!("numgen random mod {n} map {{ {} }}", entries.join(", "))
-            };
-            return (
-                vec![format!("meta l4proto {proto} dnat {fam} to {target}")],
-                vec![],
-            );
-        };
+        if self.affinity.is_none() {
+            return (vec![], vec![]);
+        }
         let mut svc_rules: Vec<String> = self
             .backends
             .iter()
@@ -216,6 +219,12 @@ impl Batch {
             self.push(Cmd::AddRule {
                 chain: chain(id),
                 rule: r,
+            });
+        }
+        for rule in new.map(ServiceFw::ladder).unwrap_or_default() {
+            self.push(Cmd::AddDnat {
+                chain: chain(id),
+                rule,
             });
         }
         if new.is_none() {
