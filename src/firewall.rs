@@ -133,6 +133,16 @@ pub enum Elem {
         port: u16,
         goto: Option<String>,
     },
+    /// Backend `index` of a service in the endpoint maps: `vip . proto . port . index :
+    /// ip . port` (`vip` None: keyed by node port, `proto . port . index`).
+    Endpoint {
+        vip: Option<IpAddr>,
+        proto: Proto,
+        port: u16,
+        index: u32,
+        ip: IpAddr,
+        target_port: u16,
+    },
 }
 
 impl Elem {
@@ -150,6 +160,16 @@ impl Elem {
                 ip, proto, port, ..
             } => format!("{ip} . {proto} . {port}"),
             Elem::NodePort { proto, port, .. } => format!("{proto} . {port}"),
+            Elem::Endpoint {
+                vip,
+                proto,
+                port,
+                index,
+                ..
+            } => match vip {
+                Some(v) => format!("{v} . {proto} . {port} . {index}"),
+                None => format!("{proto} . {port} . {index}"),
+            },
         }
     }
 
@@ -162,6 +182,9 @@ impl Elem {
                 format!("{} : goto {c}", self.key_text())
             }
             Elem::Svc { goto: None, .. } | Elem::NodePort { goto: None, .. } => self.key_text(),
+            Elem::Endpoint {
+                ip, target_port, ..
+            } => format!("{} : {ip} . {target_port}", self.key_text()),
             Elem::Port(p) => format!(
                 "{} : {} . {}",
                 self.key_text(),
@@ -246,8 +269,9 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         &[
             "ip daddr . meta l4proto . th dport vmap @svc4",
             "ip6 daddr . meta l4proto . th dport vmap @svc6",
-            "fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @np4",
-            "fib daddr type local meta nfproto ipv6 meta l4proto . th dport vmap @np6",
+            "meta nfproto ipv4 jump svc_data4",
+            "meta nfproto ipv6 jump svc_data6",
+            "fib daddr type local jump nodeports",
         ],
     ),
     // A service without backends refuses at once instead of letting clients time out.
@@ -397,16 +421,32 @@ impl Batch {
                 spec: spec.to_string(),
             });
         }
-        for (name, hook, rules) in BASE_CHAINS {
+        for (name, spec) in crate::service::rules::data_sets() {
+            self.push(Cmd::AddSet { name, spec });
+        }
+        let service_chains = crate::service::rules::data_chains();
+        let fixed = BASE_CHAINS.iter().map(|(name, hook, rules)| {
+            (
+                name.to_string(),
+                *hook,
+                rules.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            )
+        });
+        // Chains a base chain jumps to must exist first: the services' go in front.
+        for (name, hook, rules) in service_chains
+            .into_iter()
+            .map(|(n, r)| (n, None, r))
+            .chain(fixed)
+        {
             self.push(Cmd::AddChain {
-                name: name.to_string(),
-                hook: *hook,
+                name: name.clone(),
+                hook,
             });
-            self.push(Cmd::FlushChain(name.to_string()));
-            for r in *rules {
+            self.push(Cmd::FlushChain(name.clone()));
+            for rule in rules {
                 self.push(Cmd::AddRule {
-                    chain: name.to_string(),
-                    rule: r.to_string(),
+                    chain: name.clone(),
+                    rule,
                 });
             }
         }

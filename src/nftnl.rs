@@ -280,6 +280,35 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             keyed(&mut out, &k, goto.as_deref());
             true
         }
+        Elem::Endpoint {
+            vip,
+            proto,
+            port,
+            index,
+            ip,
+            target_port,
+        } => {
+            let mut k = vec![];
+            if let Some(v) = vip {
+                field(&mut k, &ip_bytes(*v));
+            }
+            field(&mut k, &[proto_num(*proto)]);
+            field(&mut k, &port.to_be_bytes());
+            // numgen writes its result in host byte order.
+            field(&mut k, &index.to_ne_bytes());
+            let mut d = vec![];
+            field(&mut d, &ip_bytes(*ip));
+            field(&mut d, &target_port.to_be_bytes());
+            nested(&mut out, NFTA_LIST_ELEM, |b| {
+                nested(b, NFTA_SET_ELEM_KEY, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&k))
+                });
+                nested(b, NFTA_SET_ELEM_DATA, |b| {
+                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&d))
+                });
+            });
+            true
+        }
         Elem::Prefix(_) => false,
     };
     ok.then(|| buf.extend_from_slice(&out))

@@ -424,3 +424,45 @@ fn first_ipv6_connection_through_the_node_is_not_delayed() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_service_with_many_backends_uses_them_all() {
+    // More backends than the maps-only layout holds: the service gets its own chain.
+    let l = lab(1);
+    let b0 = &l.backends[0];
+    let _servers: Vec<Server> = (0..17)
+        .map(|i| echo_server(b0, &format!("0.0.0.0:{}", 9000 + i), &format!("p{i}")))
+        .collect();
+    let mut args = vec![
+        "service".to_string(),
+        "create".into(),
+        "wide".into(),
+        "--vip".into(),
+        "10.96.0.70:80".into(),
+    ];
+    for i in 0..17 {
+        args.push("--backend".into());
+        args.push(format!("{b0}:{}", 9000 + i));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    l.w.ok(&args);
+    assert!(
+        l.w.nft_table().contains("chain svc"),
+        "expected a per-service chain"
+    );
+    let seen = spread(&l.client, "10.96.0.70:80", 340);
+    assert_eq!(seen.len(), 17, "{seen:?}");
+    // Down to two backends: back to the maps-only layout, no chain left.
+    for i in 2..17 {
+        l.w.ok(&[
+            "service",
+            "backend",
+            "rm",
+            "wide",
+            &format!("{b0}:{}", 9000 + i),
+        ]);
+    }
+    assert!(!l.w.nft_table().contains("chain svc1"));
+    let seen = spread(&l.client, "10.96.0.70:80", 40);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

@@ -56,6 +56,7 @@ impl Node {
     /// already existed.
     pub fn create_service(&mut self, spec: &ServiceSpec) -> Result<(Service, bool)> {
         let (svc, existed) = self.store.create_service(spec)?;
+        crate::trace::phase("store: service recorded");
         // Applied even if it existed: a create interrupted after the store write is
         // completed by running it again (the batch is idempotent).
         let fw = resolve(&self.store, &svc, None)?;
@@ -65,6 +66,7 @@ impl Node {
             }
             return Err(e);
         }
+        crate::trace::phase("nft: service applied");
         Ok((svc, existed))
     }
 

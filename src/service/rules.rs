@@ -1,15 +1,21 @@
-//! A service as nftables objects, in the shape of kube-proxy's nftables mode:
+//! A service as nftables objects. Two layouts, both one element lookup per new
+//! connection, neither growing with the number of services:
 //!
-//! - `svc4`/`svc6` map `vip . proto . port` to `goto svcID`; `np4`/`np6` map a node port
-//!   to the same chain. One element per service: lookup cost does not grow with services.
-//! - `svcID` spreads new connections with `numgen random`: one rule with an anonymous map
-//!   of backends, or (client-IP affinity) a vmap to per-backend chains that remember the
-//!   client in a timeout set (`svcID_aB`) consulted first.
-//! - A service without backends has no chain entry but an element in `svc_none*`/`np_none`,
-//!   which the filter hooks answer with a TCP reset or ICMP unreachable.
+//! - Maps only (services without affinity, 1 to `DATA_MAX` backends): the VIP goes in the
+//!   class set of its backend count (`svc4_kN`), its backends in `ep4` keyed by
+//!   `vip . proto . port . index`; one fixed rule per class picks
+//!   `numgen random mod N` and DNATs through the map. Adding, changing or removing such a
+//!   service changes set elements only: no chain, no rule, so the kernel does not
+//!   re-validate the table's chain graph (which costs tens of milliseconds at 10k
+//!   per-service chains, kube-proxy nftables mode's layout).
+//! - A chain per service (client-IP affinity, or more backends): `svc4`/`svc6` map the VIP
+//!   to `goto svcID`, which holds a `numgen` ladder (rule k fires one time in N-k) or, with
+//!   affinity, per-backend chains that remember the client in a timeout set first.
 //!
-//! Every change is a diff between the service's old and new form, so adding, changing or
-//! removing one service touches only that service's objects.
+//! A service without backends is in `svc_none*`/`np_none` instead, which the filter hooks
+//! answer with a TCP reset or ICMP unreachable. Node ports mirror all of this keyed by
+//! `proto . port` on local addresses. Every change is a diff between the service's old and
+//! new form, so one service's change touches only that service's objects.
 
 use crate::firewall::{Batch, Cmd, DnatRule, Elem};
 use crate::model::Proto;
@@ -56,34 +62,75 @@ impl ServiceFw {
         }
     }
 
+    /// Whether this service lives in the maps-only layout.
+    fn data_path(&self) -> bool {
+        self.affinity.is_none() && (1..=DATA_MAX).contains(&self.backends.len())
+    }
+
+    /// Whether this service has its own chain.
+    fn chained(&self) -> bool {
+        !self.backends.is_empty() && !self.data_path()
+    }
+
     /// The set/map elements that route traffic to this service (or refuse it).
-    fn elements(&self) -> Vec<(&'static str, Elem)> {
-        let live = !self.backends.is_empty();
-        let goto = live.then(|| chain(self.id));
-        let (map, np) = match (self.v4(), live) {
-            (true, true) => ("svc4", "np4"),
-            (false, true) => ("svc6", "np6"),
-            (true, false) => ("svc_none4", "np_none"),
-            (false, false) => ("svc_none6", "np_none"),
+    fn elements(&self) -> Vec<(String, Elem)> {
+        let (v4, n) = (self.v4(), self.backends.len());
+        let f: u8 = if v4 { 4 } else { 6 };
+        let (vip, proto, port) = (self.vip.ip, self.vip.proto, self.vip.port);
+        let svc = |goto: Option<String>| Elem::Svc {
+            ip: vip,
+            proto,
+            port,
+            goto,
         };
-        let mut out = vec![(
-            map,
-            Elem::Svc {
-                ip: self.vip.ip,
-                proto: self.vip.proto,
-                port: self.vip.port,
-                goto: goto.clone(),
-            },
-        )];
-        if let Some(port) = self.node_port {
-            out.push((
-                np,
-                Elem::NodePort {
-                    proto: self.vip.proto,
-                    port,
-                    goto,
-                },
-            ));
+        let mut out = vec![];
+        if self.data_path() {
+            out.push((format!("svc{f}_k{n}"), svc(None)));
+            for (i, (_, ip, tport)) in self.backends.iter().enumerate() {
+                out.push((
+                    ep_map(false, f, proto),
+                    Elem::Endpoint {
+                        vip: Some(vip),
+                        proto,
+                        port,
+                        index: i as u32,
+                        ip: *ip,
+                        target_port: *tport,
+                    },
+                ));
+            }
+        } else if n > 0 {
+            out.push((format!("svc{f}"), svc(Some(chain(self.id)))));
+        } else {
+            out.push((format!("svc_none{f}"), svc(None)));
+        }
+        let Some(np) = self.node_port else {
+            return out;
+        };
+        let node = |goto: Option<String>| Elem::NodePort {
+            proto,
+            port: np,
+            goto,
+        };
+        if self.data_path() {
+            out.push((format!("np{f}_k{n}"), node(None)));
+            for (i, (_, ip, tport)) in self.backends.iter().enumerate() {
+                out.push((
+                    ep_map(true, f, proto),
+                    Elem::Endpoint {
+                        vip: None,
+                        proto,
+                        port: np,
+                        index: i as u32,
+                        ip: *ip,
+                        target_port: *tport,
+                    },
+                ));
+            }
+        } else if n > 0 {
+            out.push((format!("np{f}"), node(Some(chain(self.id)))));
+        } else {
+            out.push(("np_none".into(), node(None)));
         }
         out
     }
@@ -164,12 +211,22 @@ impl Batch {
         let old_elems = old.map(ServiceFw::elements).unwrap_or_default();
         let new_elems = new.map(ServiceFw::elements).unwrap_or_default();
         for (set, e) in old_elems.iter().filter(|x| !new_elems.contains(x)) {
-            self.elems(*set, vec![e.clone()], false);
+            self.elems(set.clone(), vec![e.clone()], false);
         }
-        let Some(id) = new.or(old).map(|s| s.id) else {
-            return self;
-        };
-        // The service chain goes first so nothing references a backend chain below.
+        let old_chain = old.filter(|s| s.chained());
+        let new_chain = new.filter(|s| s.chained());
+        if let Some(id) = new_chain.or(old_chain).map(|s| s.id) {
+            self.service_chain(id, old_chain, new_chain);
+        }
+        for (set, e) in new_elems.into_iter().filter(|x| !old_elems.contains(x)) {
+            self.elems(set, vec![e], true);
+        }
+        self
+    }
+
+    /// The per-service chain layout: from `old` (None: no chain) to `new`.
+    fn service_chain(&mut self, id: i64, old: Option<&ServiceFw>, new: Option<&ServiceFw>) {
+        // The service chain is flushed first so nothing references a backend chain below.
         self.push(Cmd::AddChain {
             name: chain(id),
             hook: None,
@@ -230,11 +287,99 @@ impl Batch {
         if new.is_none() {
             self.push(Cmd::DeleteChain(chain(id)));
         }
-        for (set, e) in new_elems.into_iter().filter(|x| !old_elems.contains(x)) {
-            self.elems(set, vec![e], true);
-        }
-        self
     }
+}
+
+/// Services with up to this many backends (and no affinity) live in maps only.
+pub const DATA_MAX: usize = 16;
+
+const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+fn fam(f: u8) -> &'static str {
+    if f == 4 { "ip" } else { "ip6" }
+}
+
+/// Endpoint map of a family and protocol (`ep4_tcp`), or of node ports (`npep4_tcp`).
+fn ep_map(node_port: bool, f: u8, p: Proto) -> String {
+    format!("{}ep{f}_{p}", if node_port { "np" } else { "" })
+}
+
+/// Class sets and endpoint maps of the maps-only layout (part of the base table).
+pub fn data_sets() -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (f, ty) in [(4u8, "ipv4_addr"), (6, "ipv6_addr")] {
+        for n in 1..=DATA_MAX {
+            out.push((
+                format!("svc{f}_k{n}"),
+                format!("type {ty} . inet_proto . inet_service;"),
+            ));
+            out.push((
+                format!("np{f}_k{n}"),
+                "type inet_proto . inet_service;".into(),
+            ));
+        }
+        // One endpoint map per protocol: the value's port is typed `tcp dport` etc., and
+        // nft makes the DNAT rule depend on that protocol (a `th dport` value type would
+        // not, but nft 1.0.6 cannot read such a map back from the kernel).
+        let fam = fam(f);
+        for p in PROTOS {
+            out.push((
+                ep_map(false, f, p),
+                format!(
+                    "typeof {fam} daddr . meta l4proto . th dport . numgen random mod 2 : {fam} daddr . {p} dport;"
+                ),
+            ));
+            out.push((
+                ep_map(true, f, p),
+                format!(
+                    "typeof meta l4proto . th dport . numgen random mod 2 : {fam} daddr . {p} dport;"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// The fixed chains of the maps-only layout: per family and protocol, one DNAT rule per
+/// backend count; `svc_data4`/`svc_data6`/`nodeports` dispatch on the protocol.
+pub fn data_chains() -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    let mut nodeports = vec![
+        "meta nfproto ipv4 meta l4proto . th dport vmap @np4".to_string(),
+        "meta nfproto ipv6 meta l4proto . th dport vmap @np6".to_string(),
+    ];
+    for f in [4u8, 6] {
+        let fam = fam(f);
+        let nfproto = if f == 4 { "ipv4" } else { "ipv6" };
+        let key = format!("{fam} daddr . meta l4proto . th dport");
+        let mut dispatch = vec![];
+        for p in PROTOS {
+            let (vc, nc) = (format!("svc_data{f}_{p}"), format!("nodeports{f}_{p}"));
+            let rules = (1..=DATA_MAX)
+                .map(|n| {
+                    format!(
+                        "{key} @svc{f}_k{n} dnat {fam} to {key} . numgen random mod {n} map @{}",
+                        ep_map(false, f, p)
+                    )
+                })
+                .collect();
+            out.push((vc.clone(), rules));
+            let rules = (1..=DATA_MAX)
+                .map(|n| {
+                    format!(
+                        "meta l4proto . th dport @np{f}_k{n} dnat {fam} to meta l4proto . th dport . numgen random mod {n} map @{}",
+                        ep_map(true, f, p)
+                    )
+                })
+                .collect();
+            out.push((nc.clone(), rules));
+            dispatch.push(format!("meta l4proto {p} jump {vc}"));
+            nodeports.push(format!("meta nfproto {nfproto} meta l4proto {p} jump {nc}"));
+        }
+        out.push((format!("svc_data{f}"), dispatch));
+    }
+    out.push(("nodeports".into(), nodeports));
+    out
 }
 
 fn affinity_spec(s: &ServiceFw) -> String {
@@ -309,18 +454,47 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_elements_are_not_touched() {
+    fn data_path_changes_are_elements_only() {
         let a = svc(None, &[(1, "10.88.0.2", 8080)]);
         let b = svc(None, &[(1, "10.88.0.2", 8080), (2, "10.88.0.3", 8080)]);
-        let batch = Batch {
-            cmds: Batch::new().service(Some(&a), Some(&b)).cmds.clone(),
-        };
+        for (old, new) in [(None, Some(&a)), (Some(&a), Some(&b)), (Some(&b), None)] {
+            let batch = Batch {
+                cmds: Batch::new().service(old, new).cmds.clone(),
+            };
+            assert!(
+                batch
+                    .cmds
+                    .iter()
+                    .all(|c| matches!(c, Cmd::AddElements { .. } | Cmd::RemoveElements { .. })),
+                "{}",
+                batch.render()
+            );
+            // ... and so they take the netlink fast path.
+            assert!(crate::nftnl::encode("knit", &batch.cmds).is_some());
+        }
+    }
+
+    #[test]
+    fn many_backends_use_a_chain_ladder() {
+        let many: Vec<(i64, String, u16)> = (0..=DATA_MAX as i64)
+            .map(|i| (i + 1, format!("10.88.1.{}", i + 2), 80))
+            .collect();
+        let refs: Vec<(i64, &str, u16)> = many
+            .iter()
+            .map(|(b, ip, p)| (*b, ip.as_str(), *p))
+            .collect();
+        let big = svc(None, &refs);
+        golden("svc_ladder.nft", Batch::new().service(None, Some(&big)));
+        // Shrinking into the maps-only layout removes the chain.
+        let small = svc(None, &refs[..2]);
+        golden(
+            "svc_ladder_to_maps.nft",
+            Batch::new().service(Some(&big), Some(&small)),
+        );
+        let b = Batch::new().service(None, Some(&big)).cmds.clone();
         assert!(
-            !batch
-                .cmds
-                .iter()
-                .any(|c| matches!(c, Cmd::AddElements { .. } | Cmd::RemoveElements { .. })),
-            "a backend change must only rewrite the service's own chain"
+            crate::nftnl::encode("knit", &b).is_some(),
+            "ladders are netlink-encodable"
         );
     }
 }
