@@ -2,7 +2,8 @@
 //! makes the kernel wait for an RCU grace period (it flushes pending destroy work on socket
 //! release), ≈15 ms here. Detach does not need to wait for that: a forked child keeps a
 //! reference to the socket until this process exits (it waits for EOF on a pipe whose write
-//! end only this process holds), so the final close happens in the child after we are gone.
+//! end only this process holds), so the final close happens in the child after we are gone,
+//! and late enough that the kernel's worker has already done the destroy work itself.
 
 /// Drops `resource` without letting its last close delay this process.
 pub fn close_detached<T>(resource: T) {
@@ -21,6 +22,16 @@ pub fn close_detached<T>(resource: T) {
             }
             let mut b = 0u8;
             while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) > 0 {}
+            // The release flushes the kernel's pending destroy work while holding the
+            // nf_tables commit mutex, so closing at once would stall the next knit command's
+            // commit for a grace period (measured: back-to-back `service rm` 12 ms each with
+            // an immediate close, 4.9 ms with this pause). By the time the pause ends the
+            // kernel's own worker has usually done that work, and the close is cheap.
+            let pause = libc::timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
             libc::_exit(0);
         },
         pid if pid > 0 => {

@@ -46,7 +46,9 @@ impl Node {
     /// Applies a service batch; if knit's table is missing (no network was ever built
     /// here, or it was wiped) the whole table is written from the store instead.
     fn apply_service_batch(&self, b: &Batch) -> Result<()> {
-        match b.apply() {
+        // Closing an nf_tables socket after deletions waits for an RCU grace period; keep
+        // that off the caller's clock (as detach does).
+        match b.apply_then(crate::nftnl::Socket::close_detached) {
             Err(_) if !crate::firewall::table_exists() => self.rebuild_firewall(),
             r => r,
         }
@@ -104,7 +106,9 @@ impl Node {
     pub fn remove_service(&mut self, name: &str) -> Result<Service> {
         let svc = self.store.service(name)?;
         let fw = resolve(&self.store, &svc, None)?;
-        let applied = Batch::new().service(Some(&fw), None).apply();
+        let applied = Batch::new()
+            .service(Some(&fw), None)
+            .apply_then(crate::nftnl::Socket::close_detached);
         if applied.is_err() && crate::firewall::table_exists() {
             // Damaged table: the store decides; rewrite it without this service.
             self.store.delete_service(svc.id)?;
@@ -123,12 +127,15 @@ impl Node {
         } else {
             self.store.remove_backend(name, b)?
         };
-        if before == after {
-            return Ok(after);
-        }
         let old = resolve(&self.store, &before, None)?;
         let new = resolve(&self.store, &after, None)?;
-        if let Err(e) = self.apply_service_batch(Batch::new().service(Some(&old), Some(&new))) {
+        // Unchanged in the store: re-assert the kernel side (completes a run that was
+        // interrupted between the store write and the nft transaction).
+        let from = (before != after).then_some(&old);
+        if let Err(e) = self.apply_service_batch(Batch::new().service(from, Some(&new))) {
+            if before == after {
+                return Err(e);
+            }
             let _ = if add {
                 self.store.delete_backend(after.id, b)
             } else {

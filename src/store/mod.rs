@@ -18,6 +18,8 @@ use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
 const SCHEMA_VERSION: i64 = 3;
+/// Above this size the WAL is folded into the database when a command ends (see `Drop`).
+const WAL_TRUNCATE_BYTES: u64 = 256 * 1024;
 
 mod policies;
 mod services;
@@ -220,6 +222,26 @@ pub struct Reserved {
 
 pub struct Store {
     conn: Connection,
+    wal: std::path::PathBuf,
+}
+
+impl Drop for Store {
+    /// Each knit command is a short process and usually the database's only connection,
+    /// so SQLite rebuilds the WAL index on open by reading every frame of the WAL (and,
+    /// having lost track of what was checkpointed, re-copies all of it at each automatic
+    /// checkpoint). Left alone the WAL grows to megabytes and every command pays
+    /// milliseconds for it; folding it in and truncating it once it passes 256 KiB keeps
+    /// that read short for the price of one checkpoint every few dozen writes.
+    fn drop(&mut self) {
+        let big = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+        if big {
+            // A concurrent reader (the daemon) only delays this briefly; never block long.
+            let _ = self.conn.busy_timeout(Duration::from_millis(500));
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
 }
 
 fn parse<T: FromStr>(s: String) -> rusqlite::Result<T> {
@@ -258,6 +280,7 @@ impl Store {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
+
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < SCHEMA_VERSION {
             let tx = conn.unchecked_transaction()?;
@@ -287,7 +310,10 @@ impl Store {
         for f in ["knit.db-wal", "knit.db-shm"] {
             let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            wal: dir.join("knit.db-wal"),
+        })
     }
 
     fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
