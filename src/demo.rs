@@ -252,9 +252,9 @@ pub fn run() -> Result<i32> {
         "knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network"
     );
     println!(
-        "with two sandboxes, NAT, and a web server published on the node. Nothing outside the"
+        "with two sandboxes, NAT, a web server published on the node and behind a service, and"
     );
-    println!("throwaway namespaces below is touched.\n");
+    println!("a default-deny policy. Nothing outside the throwaway namespaces below is touched.\n");
     println!("1. the world: node and outside namespaces, joined by an uplink veth");
     for short in ["node", "out"] {
         let n = lab.name(short);
@@ -323,6 +323,74 @@ pub fn run() -> Result<i32> {
             body.contains("hello from web"),
             &body,
         )?;
+
+        println!("\n  a service: a virtual IP spread over backends, also on a node port");
+        lab.knit(&[
+            "service",
+            "create",
+            "web",
+            "--vip",
+            "10.96.0.80:80",
+            "--backend",
+            &format!("{web}:80"),
+            "--node-port",
+            "30080",
+        ])?;
+        let body = http_get(&client, "10.96.0.80:80")?;
+        check(
+            "client fetches http://10.96.0.80 (service VIP → web:80)",
+            body.contains("hello from web"),
+            &body,
+        )?;
+        let body = http_get(&lab.name("out"), &format!("{NODE4}:30080"))?;
+        check(
+            "outside fetches the node port http://198.51.100.1:30080",
+            body.contains("hello from web"),
+            &body,
+        )?;
+
+        println!("\n  policy: default deny on the network, then allow what is needed");
+        lab.knit(&["policy", "default", "lab", "deny"])?;
+        check(
+            "outside can no longer reach web through the published port",
+            http_get(&lab.name("out"), &format!("{NODE4}:8080")).is_err(),
+            "",
+        )?;
+        check(
+            "client can no longer reach web through the service",
+            http_get(&client, "10.96.0.80:80").is_err(),
+            "",
+        )?;
+        lab.knit(&[
+            "policy", "allow", "lab", "--from", &client, "--to", &web, "--port", "80",
+        ])?;
+        lab.knit(&[
+            "policy",
+            "allow",
+            "lab",
+            "--from",
+            "198.51.100.0/24",
+            "--to",
+            &web,
+        ])?;
+        let body = http_get(&client, "10.96.0.80:80")?;
+        check(
+            "allowed: client → service → web:80",
+            body.contains("hello from web"),
+            &body,
+        )?;
+        let body = http_get(&lab.name("out"), &format!("{NODE4}:8080"))?;
+        check(
+            "allowed: outside (198.51.100.0/24) → published port → web:80",
+            body.contains("hello from web"),
+            &body,
+        )?;
+        check(
+            "still denied: web pings client (no rule allows it)",
+            !ping(&web, "10.88.0.3"),
+            "",
+        )?;
+        lab.knit(&["policy", "ls"])?;
         Ok(())
     })();
     stop.store(true, Ordering::Relaxed);
@@ -333,6 +401,7 @@ pub fn run() -> Result<i32> {
     lab.knit(&["inspect", &web])?;
 
     println!("\n5. teardown mirrors setup");
+    lab.knit(&["service", "rm", "web"])?;
     lab.knit(&["detach", "lab", &client])?;
     lab.knit(&["sandbox", "rm", &web])?;
     lab.knit(&["network", "rm", "lab"])?;
