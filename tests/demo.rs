@@ -17,7 +17,12 @@ fn demo_proves_the_lab_and_cleans_up() {
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
     assert_eq!(stdout.matches("[ok]").count(), 13, "{stdout}");
-    for step in ["service VIP", "node port", "can no longer reach", "allowed: client"] {
+    for step in [
+        "service VIP",
+        "node port",
+        "can no longer reach",
+        "allowed: client",
+    ] {
         assert!(stdout.contains(step), "missing {step:?}: {stdout}");
     }
     let left = common::sh_ok(&["ip", "netns", "list"]);
