@@ -53,6 +53,9 @@ pub enum Command {
     Policy(policy::PolicyCmd),
     /// Re-apply all kernel state from the store.
     Reconcile,
+    /// Fold the store's write-ahead log into the database (knit runs this itself).
+    #[command(hide = true)]
+    StoreMaintenance,
     /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
     Demo,
     /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses).
@@ -552,6 +555,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Service(c) => service::run(c, &cli.state_dir, cli.json),
         Command::Policy(c) => policy::run(c, &cli.state_dir, cli.json),
+        Command::StoreMaintenance => {
+            let mut store = crate::store::Store::open(&cli.state_dir)?;
+            store.fold_wal()?;
+            Ok(0)
+        }
         Command::Demo => crate::demo::run(),
         Command::Daemon(d) => crate::dns::run(crate::dns::Config {
             state_dir: cli.state_dir.clone(),

@@ -222,7 +222,9 @@ pub struct Reserved {
 
 pub struct Store {
     conn: Connection,
-    wal: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    /// Set by `fold_wal`: the maintenance process never spawns another one.
+    folding: bool,
 }
 
 impl Drop for Store {
@@ -230,18 +232,32 @@ impl Drop for Store {
     /// so SQLite rebuilds the WAL index on open by reading every frame of the WAL (and,
     /// having lost track of what was checkpointed, re-copies all of it at each automatic
     /// checkpoint). Left alone the WAL grows to megabytes and every command pays
-    /// milliseconds for it; folding it in and truncating it once it passes 256 KiB keeps
-    /// that read short for the price of one checkpoint every few dozen writes.
+    /// milliseconds for it. Once it passes 256 KiB it is folded into the database and
+    /// truncated, by a detached `knit store-maintenance` process so that the fsyncs are not
+    /// on this command's clock.
     fn drop(&mut self) {
-        let big = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
-        if big {
-            // A concurrent reader (the daemon) only delays this briefly; never block long.
-            let _ = self.conn.busy_timeout(Duration::from_millis(500));
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if !self.folding && self.wal_is_big() {
+            spawn_maintenance(&self.dir);
         }
     }
+}
+
+/// Starts `knit --state-dir DIR store-maintenance` without waiting for it. Its stdio is
+/// /dev/null (a CNI runtime reading our stdout must not wait for it) and it is not a CNI
+/// plugin invocation even if we are.
+fn spawn_maintenance(dir: &Path) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let _ = std::process::Command::new(exe)
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("store-maintenance")
+        .env_remove("CNI_COMMAND")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 fn parse<T: FromStr>(s: String) -> rusqlite::Result<T> {
@@ -312,8 +328,26 @@ impl Store {
         }
         Ok(Store {
             conn,
-            wal: dir.join("knit.db-wal"),
+            dir: dir.to_path_buf(),
+            folding: false,
         })
+    }
+
+    fn wal_is_big(&self) -> bool {
+        std::fs::metadata(self.dir.join("knit.db-wal")).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES)
+    }
+
+    /// Folds the WAL into the database and truncates it (see `Drop`). A concurrent reader
+    /// (the daemon) only delays this briefly; it never blocks for long.
+    pub fn fold_wal(&mut self) -> Result<()> {
+        self.folding = true;
+        if !self.wal_is_big() {
+            return Ok(());
+        }
+        self.conn.busy_timeout(Duration::from_millis(500))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
