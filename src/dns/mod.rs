@@ -210,6 +210,7 @@ async fn serve(cfg: Config) {
     let (dir, resolv) = (cfg.state_dir.clone(), cfg.resolv_conf.clone());
     std::thread::spawn(move || watch_store(dir, resolv, rec_tx, up_tx));
     let shared = Arc::new(Shared {
+        forwarder: upstream::Forwarder::new().await,
         records: rec_rx.clone(),
         upstreams: up_rx,
         metrics: Default::default(),

@@ -26,6 +26,7 @@ const TCP_MAX_CONNECTIONS: usize = 512;
 
 pub struct Shared {
     pub records: watch::Receiver<Arc<Records>>,
+    pub forwarder: upstream::Forwarder,
     pub upstreams: watch::Receiver<Vec<SocketAddr>>,
     pub metrics: Metrics,
     pub upstream_timeout: Duration,
@@ -180,7 +181,11 @@ pub async fn forward(packet: &[u8], shared: &Shared) -> Vec<u8> {
     let upstreams = shared.upstreams.borrow().clone();
     shared.metrics.forwarded.fetch_add(1, Relaxed);
     let t = Instant::now();
-    if let Some(r) = upstream::forward(packet, &upstreams, shared.upstream_timeout).await {
+    if let Some(r) = shared
+        .forwarder
+        .forward(packet, &upstreams, shared.upstream_timeout)
+        .await
+    {
         shared.metrics.forward_latency(t.elapsed());
         return r;
     }

@@ -1,10 +1,13 @@
 //! The node's upstream resolvers (from resolv.conf, re-read when it changes) and forwarding
 //! with a bounded timeout per upstream.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 
 /// Nameservers of a resolv.conf text.
 pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
@@ -54,36 +57,143 @@ impl ResolvConf {
     }
 }
 
-/// Sends `query` to each upstream in turn until one answers with the same id. None if all
-/// failed or timed out.
-pub async fn forward(query: &[u8], upstreams: &[SocketAddr], timeout: Duration) -> Option<Vec<u8>> {
-    if query.len() < 2 {
-        return None;
-    }
-    let id = [query[0], query[1]];
-    for up in upstreams {
-        let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-            .parse()
-            .ok()?;
-        let Ok(sock) = UdpSocket::bind(bind).await else {
-            continue;
-        };
-        if sock.send_to(query, up).await.is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
-                Ok(Ok((n, from))) if from == *up && n >= 12 && buf[..2] == id => {
-                    return Some(buf[..n].to_vec());
+/// Sockets per address family in the forwarding pool.
+const POOL: usize = 16;
+
+/// Identifies one forwarded query in flight: family, pooled socket, wire id.
+type Key = (bool, usize, u16);
+
+struct Waiter {
+    upstream: SocketAddr,
+    tx: oneshot::Sender<Vec<u8>>,
+}
+
+type Pending = Arc<Mutex<HashMap<Key, Waiter>>>;
+
+/// Forwarding over a pool of long-lived UDP sockets (per family, each on its own random
+/// ephemeral port) instead of a socket per query, which cost a socket, a bind and two
+/// epoll registrations per forwarded query. Each query leaves on a random pooled socket
+/// with a fresh random id; an answer is accepted only from the upstream it was sent to, on
+/// that socket, with that id, so a spoofer still has to guess the id and the port.
+pub struct Forwarder {
+    v4: Vec<Arc<UdpSocket>>,
+    v6: Vec<Arc<UdpSocket>>,
+    pending: Pending,
+}
+
+impl Forwarder {
+    /// Binds the pool and starts one reader task per socket (inside the runtime). A family
+    /// the node cannot bind (no IPv6) just has no sockets.
+    pub async fn new() -> Forwarder {
+        let pending: Pending = Arc::default();
+        let mut pools = (vec![], vec![]);
+        for v4 in [true, false] {
+            let bind: SocketAddr = if v4 {
+                SocketAddr::from(([0u8; 4], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            for idx in 0..POOL {
+                let Ok(sock) = UdpSocket::bind(bind).await else {
+                    break;
+                };
+                let sock = Arc::new(sock);
+                tokio::spawn(read_answers(sock.clone(), (v4, idx), pending.clone()));
+                if v4 {
+                    pools.0.push(sock);
+                } else {
+                    pools.1.push(sock);
                 }
-                Ok(Ok(_)) => continue, // stray or spoofed datagram: keep waiting
-                _ => break,
             }
         }
+        Forwarder {
+            v4: pools.0,
+            v6: pools.1,
+            pending,
+        }
     }
-    None
+
+    /// Sends `query` to each upstream in turn until one answers. None if all failed or
+    /// timed out.
+    pub async fn forward(
+        &self,
+        query: &[u8],
+        upstreams: &[SocketAddr],
+        timeout: Duration,
+    ) -> Option<Vec<u8>> {
+        if query.len() < 12 {
+            return None;
+        }
+        let original = [query[0], query[1]];
+        let mut out = query.to_vec();
+        for up in upstreams {
+            let pool = if up.is_ipv4() { &self.v4 } else { &self.v6 };
+            if pool.is_empty() {
+                continue;
+            }
+            let r: [u8; 4] = crate::model::random_bytes();
+            let idx = usize::from(r[0]) % pool.len();
+            let (tx, rx) = oneshot::channel();
+            let key = {
+                let Ok(mut pending) = self.pending.lock() else {
+                    return None;
+                };
+                let mut id = u16::from_ne_bytes([r[1], r[2]]);
+                // At most a few hundred queries are in flight: a free id is near.
+                while pending.contains_key(&(up.is_ipv4(), idx, id)) {
+                    id = id.wrapping_add(1);
+                }
+                let key = (up.is_ipv4(), idx, id);
+                pending.insert(key, Waiter { upstream: *up, tx });
+                key
+            };
+            out[..2].copy_from_slice(&key.2.to_be_bytes());
+            let answer = match pool[idx].send_to(&out, up).await {
+                Ok(_) => tokio::time::timeout(timeout, rx)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok()),
+                Err(_) => None,
+            };
+            match answer {
+                Some(mut a) => {
+                    a[..2].copy_from_slice(&original);
+                    return Some(a);
+                }
+                None => {
+                    if let Ok(mut pending) = self.pending.lock() {
+                        pending.remove(&key);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Hands each answer arriving on one pooled socket to the query waiting for it; anything
+/// else (late, stray, spoofed) is dropped.
+async fn read_answers(sock: Arc<UdpSocket>, at: (bool, usize), pending: Pending) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        if n < 12 {
+            continue;
+        }
+        let key = (at.0, at.1, u16::from_be_bytes([buf[0], buf[1]]));
+        let waiter = match pending.lock() {
+            Ok(mut p) => match p.get(&key) {
+                Some(w) if w.upstream == from => p.remove(&key),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(w) = waiter {
+            let _ = w.tx.send(buf[..n].to_vec());
+        }
+    }
 }
 
 #[cfg(test)]
