@@ -9,6 +9,7 @@
 pub mod metrics;
 pub mod records;
 pub mod server;
+mod udp_batch;
 pub mod upstream;
 
 use crate::error::{Error, IoContext, Result};

@@ -207,29 +207,33 @@ fn count_rcode(bytes: &[u8], metrics: &Metrics) {
 pub const UDP: usize = 0;
 
 pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 4096];
+    let mut batch = super::udp_batch::RecvBatch::default();
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(super::udp_batch::BATCH);
     loop {
-        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+        let Ok(n) = batch.fill(&sock).await else {
             continue;
         };
-        shared.metrics.queries_udp.fetch_add(1, Relaxed);
-        let packet = &buf[..n];
+        shared.metrics.queries_udp.fetch_add(n as u64, Relaxed);
         let records = shared.records.borrow().clone();
-        match handle(packet, src.ip(), net_id, &records, UDP, &shared.metrics) {
-            Reply::Now(bytes) => {
-                count_rcode(&bytes, &shared.metrics);
-                let _ = sock.send_to(&bytes, src).await;
-            }
-            Reply::Forward => {
-                let (sock, shared, packet) = (sock.clone(), shared.clone(), packet.to_vec());
-                tokio::spawn(async move {
-                    let bytes = forward(&packet, &shared).await;
+        replies.clear();
+        for (packet, src) in (0..n).filter_map(|i| batch.get(i)) {
+            match handle(packet, src.ip(), net_id, &records, UDP, &shared.metrics) {
+                Reply::Now(bytes) => {
                     count_rcode(&bytes, &shared.metrics);
-                    let _ = sock.send_to(&bytes, src).await;
-                });
+                    replies.push((bytes, src));
+                }
+                Reply::Forward => {
+                    let (sock, shared, packet) = (sock.clone(), shared.clone(), packet.to_vec());
+                    tokio::spawn(async move {
+                        let bytes = forward(&packet, &shared).await;
+                        count_rcode(&bytes, &shared.metrics);
+                        let _ = sock.send_to(&bytes, src).await;
+                    });
+                }
+                Reply::Drop => {}
             }
-            Reply::Drop => {}
         }
+        super::udp_batch::send_all(&sock, &replies).await;
     }
 }
 
