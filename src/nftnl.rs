@@ -187,99 +187,76 @@ fn dnat_exprs(b: &mut Vec<u8>, r: &DnatRule) {
     });
 }
 
-fn verdict(b: &mut Vec<u8>, code: i32, chain: &str) {
-    nested(b, NFTA_SET_ELEM_DATA, |b| {
-        nested(b, NFTA_DATA_VERDICT, |b| {
-            attr(b, NFTA_VERDICT_CODE, |b| {
-                b.extend_from_slice(&code.to_be_bytes())
-            });
-            attr(b, NFTA_VERDICT_CHAIN, |b| cstr(b, chain));
-        });
-    });
+/// What an element maps its key to.
+enum Data<'a> {
+    None,
+    Value(Vec<u8>),
+    Verdict(i32, &'a str),
 }
 
-fn keyed(out: &mut Vec<u8>, key: &[u8], goto: Option<&str>) {
+/// One list element: key, and data or verdict.
+fn write_element(out: &mut Vec<u8>, key: &[u8], data: Data) {
     nested(out, NFTA_LIST_ELEM, |b| {
         nested(b, NFTA_SET_ELEM_KEY, |b| {
             attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(key))
         });
-        if let Some(c) = goto {
-            verdict(b, NFT_GOTO, c);
+        match data {
+            Data::None => {}
+            Data::Value(v) => nested(b, NFTA_SET_ELEM_DATA, |b| {
+                attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&v))
+            }),
+            Data::Verdict(code, chain) => nested(b, NFTA_SET_ELEM_DATA, |b| {
+                nested(b, NFTA_DATA_VERDICT, |b| {
+                    attr(b, NFTA_VERDICT_CODE, |b| {
+                        b.extend_from_slice(&code.to_be_bytes())
+                    });
+                    attr(b, NFTA_VERDICT_CHAIN, |b| cstr(b, chain));
+                });
+            }),
         }
     });
 }
 
+/// A concatenated key or value: each field padded to a register.
+fn concat(fields: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![];
+    for f in fields {
+        field(&mut k, f);
+    }
+    k
+}
+
+fn goto(chain: &Option<String>) -> Data<'_> {
+    match chain {
+        Some(c) => Data::Verdict(NFT_GOTO, c),
+        None => Data::None,
+    }
+}
+
 /// Encodes one element; None for kinds this fast path does not handle (intervals).
 fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
-    let mut out = vec![];
-    let ok = match e {
-        Elem::Iface(name) => {
-            let key = ifname_key(name)?;
-            nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
-                });
-            });
-            true
-        }
-        Elem::Jump { ifname, chain } => {
-            let key = ifname_key(ifname)?;
-            nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
-                });
-                nested(b, NFTA_SET_ELEM_DATA, |b| {
-                    nested(b, NFTA_DATA_VERDICT, |b| {
-                        attr(b, NFTA_VERDICT_CODE, |b| {
-                            b.extend_from_slice(&NFT_JUMP.to_be_bytes())
-                        });
-                        attr(b, NFTA_VERDICT_CHAIN, |b| cstr(b, chain));
-                    });
-                });
-            });
-            true
-        }
-        Elem::Port(p) => {
-            let (key, data) = (port_key(p), port_data(p));
-            nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
-                });
-                nested(b, NFTA_SET_ELEM_DATA, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&data))
-                });
-            });
-            true
-        }
-        Elem::Addr(ip) => {
-            let key = ip_bytes(*ip);
-            nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&key))
-                });
-            });
-            true
-        }
+    let (key, data) = match e {
+        Elem::Iface(name) => (ifname_key(name)?, Data::None),
+        Elem::Jump { ifname, chain } => (ifname_key(ifname)?, Data::Verdict(NFT_JUMP, chain)),
+        Elem::Port(p) => (port_key(p), Data::Value(port_data(p))),
+        Elem::Addr(ip) => (ip_bytes(*ip), Data::None),
         Elem::Svc {
             ip,
             proto,
             port,
-            goto,
-        } => {
-            let mut k = vec![];
-            field(&mut k, &ip_bytes(*ip));
-            field(&mut k, &[proto_num(*proto)]);
-            field(&mut k, &port.to_be_bytes());
-            keyed(&mut out, &k, goto.as_deref());
-            true
-        }
-        Elem::NodePort { proto, port, goto } => {
-            let mut k = vec![];
-            field(&mut k, &[proto_num(*proto)]);
-            field(&mut k, &port.to_be_bytes());
-            keyed(&mut out, &k, goto.as_deref());
-            true
-        }
+            goto: chain,
+        } => (
+            concat(&[&ip_bytes(*ip), &[proto_num(*proto)], &port.to_be_bytes()]),
+            goto(chain),
+        ),
+        Elem::NodePort {
+            proto,
+            port,
+            goto: chain,
+        } => (
+            concat(&[&[proto_num(*proto)], &port.to_be_bytes()]),
+            goto(chain),
+        ),
         Elem::Endpoint {
             vip,
             proto,
@@ -288,30 +265,23 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             ip,
             target_port,
         } => {
-            let mut k = vec![];
-            if let Some(v) = vip {
-                field(&mut k, &ip_bytes(*v));
-            }
-            field(&mut k, &[proto_num(*proto)]);
-            field(&mut k, &port.to_be_bytes());
+            let vip = vip.map(ip_bytes).unwrap_or_default();
             // numgen writes its result in host byte order.
-            field(&mut k, &index.to_ne_bytes());
-            let mut d = vec![];
-            field(&mut d, &ip_bytes(*ip));
-            field(&mut d, &target_port.to_be_bytes());
-            nested(&mut out, NFTA_LIST_ELEM, |b| {
-                nested(b, NFTA_SET_ELEM_KEY, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&k))
-                });
-                nested(b, NFTA_SET_ELEM_DATA, |b| {
-                    attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(&d))
-                });
-            });
-            true
+            let mut fields: Vec<&[u8]> = vec![];
+            let (p, pt, ix) = ([proto_num(*proto)], port.to_be_bytes(), index.to_ne_bytes());
+            if !vip.is_empty() {
+                fields.push(&vip);
+            }
+            fields.extend([&p[..], &pt[..], &ix[..]]);
+            (
+                concat(&fields),
+                Data::Value(concat(&[&ip_bytes(*ip), &target_port.to_be_bytes()])),
+            )
         }
-        Elem::Prefix(_) => false,
+        Elem::Prefix(_) => return None,
     };
-    ok.then(|| buf.extend_from_slice(&out))
+    write_element(buf, &key, data);
+    Some(())
 }
 
 /// One netlink message: header, nfgenmsg, attributes.
@@ -334,6 +304,26 @@ fn message(
     out.push(0); // NFNETLINK_V0
     out.extend_from_slice(&res_id.to_be_bytes());
     out.extend_from_slice(attrs);
+}
+
+/// The (sequence, error code) of every NLMSG_ERROR (ack or error) in one datagram of
+/// replies; other messages (a GETTABLE's answer) are skipped.
+fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
+    let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let mut out = vec![];
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let len = word(off) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || off + len > buf.len() {
+            return Err(Error::Nft("malformed netlink reply".into()));
+        }
+        if kind == NLMSG_ERROR && len >= 20 {
+            out.push((word(off + 8), word(off + 16) as i32));
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(out)
 }
 
 /// An encoded batch: the bytes and the sequence numbers that will be acknowledged.
@@ -465,33 +455,15 @@ impl Socket {
                 .0
                 .recv(&mut &mut buf[..], 0)
                 .op(|| "receive nftables ack".into())?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
-                    as usize;
-                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                let seq =
-                    u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
-                if len < 16 || off + len > n {
-                    return Err(Error::Nft("malformed netlink reply".into()));
+            for (seq, code) in acks(&buf[..n])? {
+                pending.retain(|s| *s != seq);
+                if code != 0 && first_err.is_none() {
+                    first_err = Some(io::Error::from_raw_os_error(-code));
                 }
-                if kind == NLMSG_ERROR && len >= 20 {
-                    let code = i32::from_ne_bytes([
-                        buf[off + 16],
-                        buf[off + 17],
-                        buf[off + 18],
-                        buf[off + 19],
-                    ]);
-                    pending.retain(|s| *s != seq);
-                    if code != 0 && first_err.is_none() {
-                        first_err = Some(io::Error::from_raw_os_error(-code));
-                    }
-                    if code != 0 {
-                        // After an error the kernel aborts the batch; later acks may not come.
-                        pending.clear();
-                    }
+                if code != 0 {
+                    // After an error the kernel aborts the batch; later acks may not come.
+                    pending.clear();
                 }
-                off += (len + 3) & !3;
             }
         }
         match first_err {
@@ -527,31 +499,15 @@ impl Socket {
                 .0
                 .recv(&mut &mut buf[..], 0)
                 .op(|| "receive nftables table".into())?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
-                    as usize;
-                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                if len < 16 || off + len > n {
-                    return Err(Error::Nft("malformed netlink reply".into()));
-                }
-                if kind == NLMSG_ERROR && len >= 20 {
-                    let code = i32::from_ne_bytes([
-                        buf[off + 16],
-                        buf[off + 17],
-                        buf[off + 18],
-                        buf[off + 19],
-                    ]);
-                    return match -code {
-                        0 => Ok(true),
-                        libc::ENOENT => Ok(false),
-                        e => Err(Error::io(
-                            "get nftables table",
-                            io::Error::from_raw_os_error(e),
-                        )),
-                    };
-                }
-                off += (len + 3) & !3;
+            if let Some((_, code)) = acks(&buf[..n])?.first() {
+                return match -code {
+                    0 => Ok(true),
+                    libc::ENOENT => Ok(false),
+                    e => Err(Error::io(
+                        "get nftables table",
+                        io::Error::from_raw_os_error(e),
+                    )),
+                };
             }
         }
     }
@@ -603,6 +559,36 @@ mod tests {
         assert_eq!(port_data(&p), vec![10, 0, 0, 2, 0, 80, 0, 0]);
         assert_eq!(ifname_key("kv01").unwrap().len(), 16);
         assert!(ifname_key("sixteen-chars-xx").is_none());
+    }
+
+    #[test]
+    fn acks_are_read_from_replies() {
+        // An answer message (skipped), then an ack (seq 7, ok) and an error (seq 8, ENOENT).
+        const NFT_MSG_NEWTABLE: u16 = 0;
+        let mut buf = vec![];
+        message(
+            &mut buf,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE,
+            0,
+            6,
+            1,
+            0,
+            &[1, 2, 3, 4],
+        );
+        for (seq, code) in [(7u32, 0i32), (8, -libc::ENOENT)] {
+            buf.extend_from_slice(&36u32.to_ne_bytes());
+            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            buf.extend_from_slice(&0u16.to_ne_bytes());
+            buf.extend_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            buf.extend_from_slice(&code.to_ne_bytes());
+            buf.extend_from_slice(&[0u8; 16]);
+        }
+        assert_eq!(acks(&buf).unwrap(), vec![(7, 0), (8, -libc::ENOENT)]);
+        assert!(
+            acks(&buf[..buf.len() - 4]).is_err(),
+            "a cut message is malformed"
+        );
     }
 
     #[test]
