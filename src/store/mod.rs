@@ -990,6 +990,30 @@ mod tests {
     }
 
     #[test]
+    fn a_big_wal_is_folded_and_truncated() {
+        let d = tmp();
+        let mut st = Store::open(&d).unwrap();
+        let spec =
+            crate::service::spec::ServiceSpec::new("s0", "10.96.0.1:80", &[], None, None).unwrap();
+        for i in 0..400 {
+            let mut s = spec.clone();
+            s.name = format!("s{i}");
+            s.vip =
+                crate::service::spec::Vip::parse(&format!("10.96.{}.{}:80", i / 200, i % 200 + 1))
+                    .unwrap();
+            st.create_service(&s).unwrap();
+        }
+        let wal = d.join("knit.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > WAL_TRUNCATE_BYTES);
+        st.fold_wal().unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        drop(st);
+        // Everything is still there for the next process.
+        assert_eq!(Store::open(&d).unwrap().services().unwrap().len(), 400);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
     fn allocation_exhaustion_and_reuse() {
         let dir = tmp();
         let mut s = Store::open(&dir).unwrap();
