@@ -18,7 +18,7 @@ mod service;
 #[command(
     name = "knit",
     version,
-    about = "Container networking for Linux: sandboxes, bridge and ptp networks, IPAM, NAT, port publishing"
+    about = "Container networking for Linux: sandboxes, bridge and ptp networks, IPAM, NAT, port publishing, L4 services, network policy, container DNS"
 )]
 pub struct Cli {
     /// Where knit keeps its database.

@@ -10,10 +10,7 @@ use std::path::Path;
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
     /// Set what happens to connections no rule allows: allow (the default) or deny.
-    Default {
-        network: String,
-        default: String,
-    },
+    Default { network: String, default: String },
     /// Allow new connections to sandboxes of NETWORK.
     Allow {
         network: String,
@@ -27,10 +24,10 @@ pub enum PolicyCmd {
         #[arg(long)]
         port: Option<String>,
     },
+    /// Deny networks and every allow rule (with its ID).
     Ls,
-    Rm {
-        id: String,
-    },
+    /// Remove one allow rule.
+    Rm { id: String },
 }
 
 pub fn run(cmd: PolicyCmd, state_dir: &Path, json: bool) -> Result<i32> {

@@ -12,18 +12,15 @@ use std::path::Path;
 pub enum ServiceCmd {
     /// Create a service: new connections to VIP are spread over the backends.
     Create(CreateService),
+    /// Every service with its VIP, node port, affinity and backends.
     Ls,
-    Inspect {
-        name: String,
-    },
-    Rm {
-        name: String,
-    },
+    /// One service, with the addresses its backends resolve to now.
+    Inspect { name: String },
+    /// Remove a service and all its kernel state.
+    Rm { name: String },
     /// Create every service in a JSON file (an array of {"name", "vip", "backends",
     /// "affinity", "node_port"}) in one transaction.
-    Import {
-        file: std::path::PathBuf,
-    },
+    Import { file: std::path::PathBuf },
     /// Add or remove one backend.
     #[command(subcommand)]
     Backend(BackendCmd),
