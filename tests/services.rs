@@ -179,6 +179,24 @@ fn service_without_backends_refuses_at_once() {
     }
     let e = tcp_get(l.w.outside(), &format!("{NODE_UPLINK4}:30090")).unwrap_err();
     assert!(e.contains("refused"), "{e}");
+    // UDP: ICMP port unreachable, which a connected socket sees as "connection refused".
+    l.w.ok(&[
+        "service",
+        "create",
+        "empty-udp",
+        "--vip",
+        "10.96.0.12:53/udp",
+    ]);
+    let r = in_ns(&l.client, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect("10.96.0.12:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s.send(b"hi").unwrap();
+        let mut buf = [0u8; 64];
+        s.recv(&mut buf).map_err(|e| e.kind())
+    });
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionRefused));
     // With a backend it answers; without again it refuses.
     let b = format!("{}:8080", l.backends[0]);
     l.w.ok(&["service", "backend", "add", "empty", &b]);
