@@ -268,9 +268,7 @@ impl Node {
         } = reserved;
         if !network.ready {
             // Its creation was interrupted: finish building it first.
-            self.build_network(&network, false)?;
-            self.store.mark_network_ready(network.id)?;
-            network.ready = true;
+            self.finish_network(&mut network)?;
         }
         let att = match (existed, attachment.state) {
             (true, AttachState::Ready) => {

@@ -6,20 +6,29 @@
 //! and late enough that the kernel's worker has already done the destroy work itself.
 
 /// Drops `resource` without letting its last close delay this process.
-pub fn close_detached<T>(resource: T) {
+pub fn close_detached<T: std::os::fd::AsRawFd>(resource: T) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two-element array we own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return; // `resource` drops the ordinary way.
     }
-    // SAFETY: the child only calls async-signal-safe functions (close, read, _exit); it
-    // closes stdio first so it never holds a caller's pipe (a CNI runtime's stdout) open.
+    // SAFETY: the child only calls async-signal-safe functions (close_range, read,
+    // nanosleep, _exit) and owns every descriptor it closes.
     match unsafe { libc::fork() } {
         0 => unsafe {
-            libc::close(fds[1]);
-            for fd in 0..3 {
-                libc::close(fd);
+            // Keep only the socket and the pipe's read end: stdio (a CNI runtime's pipe),
+            // the store and the state-dir lock must not outlive this process (a held
+            // shared lock would stall `knit reconcile` for the pause below).
+            let mut keep = [resource.as_raw_fd() as libc::c_uint, fds[0] as libc::c_uint];
+            keep.sort_unstable();
+            let mut from = 0;
+            for k in keep {
+                if k > from {
+                    libc::close_range(from, k - 1, 0);
+                }
+                from = k + 1;
             }
+            libc::close_range(from, libc::c_uint::MAX, 0);
             let mut b = 0u8;
             while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) > 0 {}
             // The release flushes the kernel's pending destroy work while holding the

@@ -100,18 +100,19 @@ fn ifname_key(name: &str) -> Option<Vec<u8>> {
     Some(k)
 }
 
-fn port_key(p: &PortMapping) -> Vec<u8> {
+/// `[ip .] proto . port`, the key shape of the port, service and node-port maps.
+fn l4_key(ip: Option<IpAddr>, proto: Proto, port: u16) -> Vec<u8> {
     let mut k = vec![];
-    if let Some(h) = p.host_ip {
-        field(&mut k, &ip_bytes(h));
+    if let Some(ip) = ip {
+        field(&mut k, &ip_bytes(ip));
     }
-    field(&mut k, &[proto_number(p)]);
-    field(&mut k, &p.host_port.to_be_bytes());
+    field(&mut k, &[proto_num(proto)]);
+    field(&mut k, &port.to_be_bytes());
     k
 }
 
-fn proto_number(p: &PortMapping) -> u8 {
-    proto_num(p.proto)
+fn port_key(p: &PortMapping) -> Vec<u8> {
+    l4_key(p.host_ip, p.proto, p.host_port)
 }
 
 fn proto_num(p: Proto) -> u8 {
@@ -122,11 +123,16 @@ fn proto_num(p: Proto) -> u8 {
     }
 }
 
-fn port_data(p: &PortMapping) -> Vec<u8> {
+/// `ip . port`, a DNAT target as the maps store it.
+fn target_value(ip: IpAddr, port: u16) -> Vec<u8> {
     let mut d = vec![];
-    field(&mut d, &ip_bytes(p.container_ip));
-    field(&mut d, &p.container_port.to_be_bytes());
+    field(&mut d, &ip_bytes(ip));
+    field(&mut d, &port.to_be_bytes());
     d
+}
+
+fn port_data(p: &PortMapping) -> Vec<u8> {
+    target_value(p.container_ip, p.container_port)
 }
 
 fn be32(b: &mut Vec<u8>, kind: u16, v: u32) {
@@ -217,15 +223,6 @@ fn write_element(out: &mut Vec<u8>, key: &[u8], data: Data) {
     });
 }
 
-/// A concatenated key or value: each field padded to a register.
-fn concat(fields: &[&[u8]]) -> Vec<u8> {
-    let mut k = vec![];
-    for f in fields {
-        field(&mut k, f);
-    }
-    k
-}
-
 fn goto(chain: &Option<String>) -> Data<'_> {
     match chain {
         Some(c) => Data::Verdict(NFT_GOTO, c),
@@ -245,18 +242,12 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             proto,
             port,
             goto: chain,
-        } => (
-            concat(&[&ip_bytes(*ip), &[proto_num(*proto)], &port.to_be_bytes()]),
-            goto(chain),
-        ),
+        } => (l4_key(Some(*ip), *proto, *port), goto(chain)),
         Elem::NodePort {
             proto,
             port,
             goto: chain,
-        } => (
-            concat(&[&[proto_num(*proto)], &port.to_be_bytes()]),
-            goto(chain),
-        ),
+        } => (l4_key(None, *proto, *port), goto(chain)),
         Elem::Endpoint {
             vip,
             proto,
@@ -265,18 +256,10 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             ip,
             target_port,
         } => {
-            let vip = vip.map(ip_bytes).unwrap_or_default();
+            let mut key = l4_key(*vip, *proto, *port);
             // numgen writes its result in host byte order.
-            let mut fields: Vec<&[u8]> = vec![];
-            let (p, pt, ix) = ([proto_num(*proto)], port.to_be_bytes(), index.to_ne_bytes());
-            if !vip.is_empty() {
-                fields.push(&vip);
-            }
-            fields.extend([&p[..], &pt[..], &ix[..]]);
-            (
-                concat(&fields),
-                Data::Value(concat(&[&ip_bytes(*ip), &target_port.to_be_bytes()])),
-            )
+            field(&mut key, &index.to_ne_bytes());
+            (key, Data::Value(target_value(*ip, *target_port)))
         }
         Elem::Prefix(_) => return None,
     };
@@ -326,10 +309,11 @@ fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
     Ok(out)
 }
 
-/// An encoded batch: the bytes and the sequence numbers that will be acknowledged.
+/// An encoded batch: the bytes and the sequence number of its last message, the only one
+/// that asks for an acknowledgement (None for an empty batch).
 pub struct Encoded {
     bytes: Vec<u8>,
-    acked: Vec<u32>,
+    acked: Option<u32>,
 }
 
 /// Encodes a batch of the command kinds this fast path speaks (elements, regular chains,
@@ -404,7 +388,7 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
             attrs,
         );
     }
-    let acked = if last == 0 { vec![] } else { vec![seq] };
+    let acked = (last > 0).then_some(seq);
     let mut bytes = vec![];
     message(
         &mut bytes,
@@ -431,6 +415,12 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
 /// A NETLINK_NETFILTER socket in the calling thread's namespace.
 pub struct Socket(NlSocket);
 
+impl std::os::fd::AsRawFd for Socket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl Socket {
     pub fn open() -> Result<Socket> {
         let mut s = NlSocket::new(NETLINK_NETFILTER).op(|| "open nftables socket".into())?;
@@ -447,22 +437,21 @@ impl Socket {
         self.0
             .send(&enc.bytes, 0)
             .op(|| "send nftables batch".into())?;
-        let mut pending: Vec<u32> = enc.acked.clone();
+        // Wait for the last message's ack or the first error (the kernel then aborts the
+        // whole batch; later acks may not come).
+        let mut pending = enc.acked;
         let mut first_err: Option<io::Error> = None;
         let mut buf = vec![0u8; 16384];
-        while !pending.is_empty() {
+        while pending.is_some() && first_err.is_none() {
             let n = self
                 .0
                 .recv(&mut &mut buf[..], 0)
                 .op(|| "receive nftables ack".into())?;
             for (seq, code) in acks(&buf[..n])? {
-                pending.retain(|s| *s != seq);
                 if code != 0 && first_err.is_none() {
                     first_err = Some(io::Error::from_raw_os_error(-code));
-                }
-                if code != 0 {
-                    // After an error the kernel aborts the batch; later acks may not come.
-                    pending.clear();
+                } else if Some(seq) == pending {
+                    pending = None;
                 }
             }
         }
@@ -598,12 +587,13 @@ mod tests {
             elems: vec![Elem::Iface("kv1".into())],
         };
         let e = encode("knit", std::slice::from_ref(&add)).unwrap();
-        assert_eq!(e.acked.len(), 1);
+        assert_eq!(e.acked, Some(2), "one message, seq 2 (1 is BATCH_BEGIN)");
         let rm = Cmd::RemoveElements {
             set: "knit_ifs".into(),
             elems: vec![Elem::Iface("kv1".into())],
         };
-        assert_eq!(encode("knit", &[add, rm]).unwrap().acked.len(), 1);
+        // add: 1 message; remove: re-add + delete, 2 messages → the last is seq 4.
+        assert_eq!(encode("knit", &[add, rm]).unwrap().acked, Some(4));
         assert!(encode("knit", &[Cmd::AddTable]).is_none());
         let prefix = Cmd::AddElements {
             set: "nets4".into(),

@@ -52,6 +52,15 @@ impl Node {
         Ok(net)
     }
 
+    /// Builds a network whose kernel state is missing or incomplete (an interrupted
+    /// creation, a bridge someone deleted) and records it as ready.
+    pub fn finish_network(&mut self, net: &mut Network) -> Result<()> {
+        self.build_network(net, false)?;
+        self.store.mark_network_ready(net.id)?;
+        net.ready = true;
+        Ok(())
+    }
+
     /// Kernel state of a network: forwarding, bridge with gateway addresses, nft chain and
     /// elements. With `fresh` an existing bridge of that name is an error (someone else's).
     pub fn build_network(&mut self, net: &Network, fresh: bool) -> Result<()> {
@@ -156,31 +165,37 @@ impl Node {
             .into_iter()
             .filter(|n| Some(n.id) != net_id)
             .collect();
-        let atts: Vec<AttachFw> = self
+        let all: Vec<Attachment> = self
             .store
             .all_attachments()?
-            .iter()
+            .into_iter()
             .filter(|a| Some(a.id) != att_id)
+            .filter(|a| nets.iter().any(|n| n.id == a.network_id))
+            .collect();
+        let atts: Vec<AttachFw> = all
+            .iter()
             .filter_map(|a| {
                 nets.iter()
                     .find(|n| n.id == a.network_id)
                     .map(|n| attach_fw(n, a))
             })
             .collect();
-        let policies = nets
+        let mut rules = self.store.rules()?;
+        let policies: Vec<_> = nets
             .iter()
-            .map(|n| crate::policy::resolve(&self.store, n))
-            .collect::<Result<Vec<_>>>()?;
-        let nets: Vec<NetFw> = nets.iter().map(net_fw).collect();
-        let mut b = Batch::rebuild(&nets, &atts);
-        for p in policies.iter().filter(|p| !p.is_empty()) {
+            .map(|n| {
+                let (own, rest) = rules.drain(..).partition(|r| r.network_id == n.id);
+                rules = rest;
+                crate::policy::resolve_with(n, own, &all)
+            })
+            .filter(|p| !p.is_empty())
+            .collect();
+        let mut b = Batch::rebuild(&nets.iter().map(net_fw).collect::<Vec<_>>(), &atts);
+        for p in &policies {
             b.net_policy(p, &[]);
         }
         for svc in self.store.services()? {
-            b.service(
-                None,
-                Some(&crate::service::resolve(&self.store, &svc, att_id)?),
-            );
+            b.service(None, Some(&crate::service::resolve_from(&svc, &all)));
         }
         b.apply()
     }
@@ -193,7 +208,7 @@ pub fn net_fw(n: &Network) -> NetFw {
         subnets: n.subnets.iter().map(|s| s.subnet).collect(),
         internal: n.internal,
         masquerade: n.masquerade,
-        dns_servers: if n.dns && n.bridge.is_some() && n.bridge_gateway {
+        dns_servers: if n.serves_dns() {
             n.subnets.iter().map(|s| s.gateway).collect()
         } else {
             vec![]

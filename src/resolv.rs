@@ -3,7 +3,6 @@
 //! networks the sandbox is on. knit only rewrites or removes files it wrote itself.
 
 use crate::error::{IoContext, Result};
-use crate::model::Driver;
 use crate::store::Store;
 use std::path::PathBuf;
 
@@ -20,7 +19,7 @@ pub fn render(store: &Store, sandbox: &str) -> Result<Option<String>> {
     let mut search = vec![];
     for a in store.attachments_of_sandbox(sandbox)? {
         let net = store.network(&a.network)?;
-        if !net.dns || net.driver != Driver::Bridge || !net.bridge_gateway {
+        if !net.serves_dns() {
             continue;
         }
         for s in &net.subnets {

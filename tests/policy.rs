@@ -66,8 +66,10 @@ fn default_deny_with_allow_rules() {
     let db = format!("{db4}:8080");
     // Default allow: today's behaviour.
     assert!(reaches(&l.other, &web));
+    assert!(ping(&l.client, &web4));
     assert!(reaches(&l.client, &db));
     let before = l.w.nft_table();
+    assert!(before.contains("table inet knit"), "{before}");
 
     l.w.ok(&["policy", "default", "n", "deny"]);
     l.w.ok(&[
@@ -181,6 +183,7 @@ fn policy_applies_through_services_and_published_ports() {
     // Removing the network removes its policies; the service keeps working for others.
     w.ok(&["detach", "m", &m]);
     w.ok(&["network", "rm", "m"]);
+    assert!(!w.nft_table().contains("10.62.0."), "{}", w.nft_table());
     assert!(reaches(&l.client, "10.96.1.10:80"));
 }
 
@@ -188,6 +191,7 @@ fn policy_applies_through_services_and_published_ports() {
 fn bad_policy_input_is_refused() {
     let l = lab();
     let before = l.w.nft_table();
+    assert!(before.contains("table inet knit"), "{before}");
     for (args, want) in [
         (vec!["policy", "default", "n", "maybe"], "DEFAULT"),
         (vec!["policy", "default", "nosuch", "deny"], "not found"),

@@ -177,6 +177,8 @@ fn service_without_backends_refuses_at_once() {
             t.elapsed()
         );
     }
+    // Something listens on the node port, so only knit's reject can refuse it.
+    let _node_listener = tcp_server(&l.w.node, "0.0.0.0:30090", "node");
     let e = tcp_get(l.w.outside(), &format!("{NODE_UPLINK4}:30090")).unwrap_err();
     assert!(e.contains("refused"), "{e}");
     // UDP: ICMP port unreachable, which a connected socket sees as "connection refused".
@@ -241,10 +243,10 @@ fn node_port_hairpin_udp_and_ipv6() {
         NODE_UPLINK4,
     ]);
     assert!(who(l.w.outside(), "10.96.0.13:80").starts_with('b'));
-    // Hairpin: a backend reaching its own service, whichever backend answers.
-    for _ in 0..10 {
-        assert!(who(b0, "10.96.0.13:80").starts_with('b'));
-    }
+    // Hairpin: a backend reaching its own service, including when it picks itself.
+    let seen = spread(b0, "10.96.0.13:80", 30);
+    assert!(seen.contains_key("b0"), "b0 never reached itself: {seen:?}");
+    assert!(seen.keys().all(|k| k == "b0" || k == "b1"), "{seen:?}");
     // UDP.
     l.w.ok(&[
         "service",
@@ -254,9 +256,20 @@ fn node_port_hairpin_udp_and_ipv6() {
         "10.96.0.53:53/udp",
         "--backend",
         &format!("{b0}:8053"),
+        "--backend",
+        &format!("{b1}:8053"),
     ]);
-    let a = udp_get(&l.client, "10.96.0.53:53").unwrap();
-    assert!(a.starts_with("b0 saw 10.60.0."), "{a}");
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let a = udp_get(&l.client, "10.96.0.53:53").unwrap();
+        assert!(a.contains(" saw 10.60.0."), "{a}");
+        answered.insert(a.split_whitespace().next().unwrap_or("").to_string());
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "UDP spread over both backends: {answered:?}"
+    );
     // IPv6 service with sandbox backends (their IPv6 addresses).
     l.w.ok(&[
         "service",
@@ -277,6 +290,7 @@ fn node_port_hairpin_udp_and_ipv6() {
 fn service_rm_leaves_the_table_as_before() {
     let l = lab(2);
     let before = l.w.nft_table();
+    assert!(before.contains("table inet knit"), "{before}");
     let (b0, b1) = (&l.backends[0], &l.backends[1]);
     l.w.ok(&[
         "service",
@@ -321,6 +335,7 @@ fn service_rm_leaves_the_table_as_before() {
 fn bad_service_input_is_refused_and_leaves_nothing() {
     let l = lab(1);
     let before = l.w.nft_table();
+    assert!(before.contains("table inet knit"), "{before}");
     let b0 = format!("{}:8080", l.backends[0]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--vip", "10.96.0.30"], "--vip"),
@@ -387,7 +402,11 @@ fn bad_service_input_is_refused_and_leaves_nothing() {
     assert!(e.contains("not found"), "{e}");
     l.w.ok(&["service", "rm", "ok"]);
     assert_eq!(l.w.nft_table(), before);
-    assert!(l.w.ok(&["service", "ls"]).lines().count() <= 1);
+    assert_eq!(
+        l.w.ok(&["service", "ls"]).lines().count(),
+        1,
+        "only the header"
+    );
 }
 
 #[test]
@@ -465,7 +484,7 @@ fn a_service_with_many_backends_uses_them_all() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     l.w.ok(&args);
     assert!(
-        l.w.nft_table().contains("chain svc"),
+        l.w.nft_table().contains("chain svc1 {"),
         "expected a per-service chain"
     );
     let seen = spread(&l.client, "10.96.0.70:80", 340);
@@ -480,7 +499,7 @@ fn a_service_with_many_backends_uses_them_all() {
             &format!("{b0}:{}", 9000 + i),
         ]);
     }
-    assert!(!l.w.nft_table().contains("chain svc1"));
+    assert!(!l.w.nft_table().contains("chain svc1 {"));
     let seen = spread(&l.client, "10.96.0.70:80", 40);
     assert_eq!(seen.len(), 2, "{seen:?}");
 }

@@ -130,9 +130,7 @@ fn ensure_network(node: &mut Node, spec: &NetworkSpec) -> Result<Network, CniErr
         Some(n) => {
             let mut n = compatible(n, spec)?;
             if !n.ready || !bridge_present(&n)? {
-                node.build_network(&n, false)?;
-                node.store.mark_network_ready(n.id)?;
-                n.ready = true;
+                node.finish_network(&mut n)?;
             }
             Ok(n)
         }
@@ -221,7 +219,7 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
 
 /// The result's `dns` when the configuration has none: knit's own server on the gateway.
 fn knit_dns(net: &Network) -> Option<Value> {
-    if !net.dns || net.bridge.is_none() || !net.bridge_gateway {
+    if !net.serves_dns() {
         return None;
     }
     let servers: Vec<String> = net.subnets.iter().map(|s| s.gateway.to_string()).collect();

@@ -13,7 +13,6 @@ mod udp_batch;
 pub mod upstream;
 
 use crate::error::{Error, IoContext, Result};
-use crate::model::Driver;
 use crate::store::{AttachState, Store};
 use records::{Host, NetView, Records};
 use server::Shared;
@@ -51,10 +50,9 @@ pub fn load(store: &Store) -> Result<Records> {
     let nets = store.networks()?;
     let views: Vec<NetView> = nets
         .iter()
-        .filter(|n| n.dns && n.driver == Driver::Bridge && n.bridge_gateway)
+        .filter(|n| n.serves_dns())
         .map(|n| NetView {
             id: n.id,
-            name: n.name.clone(),
             gateways: n.subnets.iter().map(|s| s.gateway).collect(),
             domain: n.dns_domain.clone(),
             internal: n.internal,

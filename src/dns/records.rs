@@ -8,7 +8,6 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetView {
     pub id: i64,
-    pub name: String,
     pub gateways: Vec<IpAddr>,
     pub domain: Option<String>,
     pub internal: bool,
@@ -201,14 +200,12 @@ mod tests {
             vec![
                 NetView {
                     id: 1,
-                    name: "web".into(),
                     gateways: vec![ip("10.0.1.1")],
                     domain: Some("web.knit".into()),
                     internal: false,
                 },
                 NetView {
                     id: 2,
-                    name: "db".into(),
                     gateways: vec![ip("10.0.2.1")],
                     domain: None,
                     internal: true,

@@ -310,14 +310,12 @@ mod tests {
             vec![
                 NetView {
                     id: 1,
-                    name: "n".into(),
                     gateways: vec!["10.0.0.1".parse().unwrap()],
                     domain: None,
                     internal: false,
                 },
                 NetView {
                     id: 2,
-                    name: "i".into(),
                     gateways: vec!["10.0.9.1".parse().unwrap()],
                     domain: None,
                     internal: true,

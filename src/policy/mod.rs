@@ -8,7 +8,7 @@ pub mod rules;
 pub mod spec;
 
 use crate::error::{Error, Result};
-use crate::firewall::{Batch, Elem};
+use crate::firewall::Batch;
 use crate::model::Driver;
 use crate::netlink::Netlink;
 use crate::node::Node;
@@ -17,11 +17,16 @@ use rules::{NetPolicyFw, RuleFw};
 use spec::{Default, PortSpec, Rule, Selector};
 use std::net::IpAddr;
 
-/// Interfaces through which traffic reaches a network's sandboxes.
+/// Interfaces through which traffic reaches a network's sandboxes (`atts`: any
+/// attachments; those of this network count).
 pub fn ifaces(net: &Network, atts: &[Attachment]) -> Vec<String> {
     match (&net.driver, &net.bridge) {
         (Driver::Bridge, Some(br)) => vec![br.clone()],
-        _ => atts.iter().map(|a| a.host_ifname.clone()).collect(),
+        _ => atts
+            .iter()
+            .filter(|a| a.network_id == net.id)
+            .map(|a| a.host_ifname.clone())
+            .collect(),
     }
 }
 
@@ -35,27 +40,30 @@ fn selected(atts: &[Attachment], sel: &Selector, network_id: Option<i64>) -> Vec
 
 /// A network's policy with selectors resolved against the current attachments.
 pub fn resolve(store: &Store, net: &Network) -> Result<NetPolicyFw> {
-    let all = store.all_attachments()?;
-    let own: Vec<Attachment> = all
-        .iter()
-        .filter(|a| a.network_id == net.id)
-        .cloned()
-        .collect();
-    let rules = store
-        .rules_of_network(net.id)?
+    Ok(resolve_with(
+        net,
+        store.rules_of_network(net.id)?,
+        &store.all_attachments()?,
+    ))
+}
+
+/// The same from already loaded rules (of this network) and attachments (all of them:
+/// `--from` selects across networks). A whole-table rebuild loads both once.
+pub fn resolve_with(net: &Network, rules: Vec<Rule>, atts: &[Attachment]) -> NetPolicyFw {
+    let rules = rules
         .into_iter()
         .map(|rule| RuleFw {
-            from: selected(&all, &rule.from, None),
-            to: selected(&all, &rule.to, Some(net.id)),
+            from: selected(atts, &rule.from, None),
+            to: selected(atts, &rule.to, Some(net.id)),
             rule,
         })
         .collect();
-    Ok(NetPolicyFw {
+    NetPolicyFw {
         net_id: net.id,
         deny: net.policy == Default::Deny,
-        ifaces: ifaces(net, &own),
+        ifaces: ifaces(net, atts),
         rules,
-    })
+    }
 }
 
 impl Node {
@@ -147,10 +155,7 @@ impl Node {
         if net.policy == Default::Deny && net.driver == Driver::Ptp {
             b.elems(
                 "pol_out",
-                vec![Elem::Jump {
-                    ifname: att.host_ifname.clone(),
-                    chain: rules::chain(net.id),
-                }],
+                rules::jumps(net.id, std::slice::from_ref(&att.host_ifname)),
                 add,
             );
         }

@@ -13,6 +13,17 @@ pub fn chain(net_id: i64) -> String {
     format!("pol{net_id}")
 }
 
+/// `pol_out` elements sending traffic out of `ifaces` to network `net_id`'s chain.
+pub fn jumps(net_id: i64, ifaces: &[String]) -> Vec<Elem> {
+    ifaces
+        .iter()
+        .map(|i| Elem::Jump {
+            ifname: i.clone(),
+            chain: chain(net_id),
+        })
+        .collect()
+}
+
 /// Address set of one side of a rule (`from`/`to`) for one family.
 pub fn set(rule_id: i64, side: &str, v4: bool) -> String {
     format!("p{rule_id}_{side}{}", if v4 { 4 } else { 6 })
@@ -123,15 +134,7 @@ impl Batch {
         for id in gone {
             self.delete_rule_sets(*id);
         }
-        let jumps: Vec<Elem> = p
-            .ifaces
-            .iter()
-            .map(|i| Elem::Jump {
-                ifname: i.clone(),
-                chain: ch.clone(),
-            })
-            .collect();
-        self.elems("pol_out", jumps, p.deny);
+        self.elems("pol_out", jumps(p.net_id, &p.ifaces), p.deny);
         self
     }
 
@@ -143,14 +146,7 @@ impl Batch {
         rules: &[i64],
     ) -> &mut Self {
         let ch = chain(net_id);
-        let jumps: Vec<Elem> = ifaces
-            .iter()
-            .map(|i| Elem::Jump {
-                ifname: i.clone(),
-                chain: ch.clone(),
-            })
-            .collect();
-        self.elems("pol_out", jumps, false);
+        self.elems("pol_out", jumps(net_id, ifaces), false);
         self.push(Cmd::AddChain {
             name: ch.clone(),
             hook: None,

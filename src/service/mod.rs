@@ -8,7 +8,7 @@ pub mod spec;
 use crate::error::Result;
 use crate::firewall::Batch;
 use crate::node::Node;
-use crate::store::{Service, Store};
+use crate::store::{Attachment, Service, Store};
 use rules::ServiceFw;
 use spec::{BackendSpec, ServiceSpec, Target};
 
@@ -16,30 +16,45 @@ use spec::{BackendSpec, ServiceSpec, Target};
 /// the VIP's family on the sandbox's first attachment that has one; a sandbox without
 /// (attachment `skip` is being removed) is out of the rotation.
 pub fn resolve(store: &Store, svc: &Service, skip: Option<i64>) -> Result<ServiceFw> {
-    let v4 = svc.vip.ip.is_ipv4();
-    let mut backends = Vec::new();
+    let mut atts = Vec::new();
     for b in &svc.backends {
-        let ip = match &b.spec.target {
-            Target::Ip(ip) => Some(*ip),
-            Target::Sandbox(name) => store
-                .attachments_of_sandbox(name)?
-                .into_iter()
-                .filter(|a| Some(a.id) != skip)
-                .flat_map(|a| a.ips)
-                .map(|n| n.addr())
-                .find(|ip| ip.is_ipv4() == v4),
-        };
-        if let Some(ip) = ip {
-            backends.push((b.id, ip, b.spec.port));
+        if let Target::Sandbox(name) = &b.spec.target {
+            atts.extend(
+                store
+                    .attachments_of_sandbox(name)?
+                    .into_iter()
+                    .filter(|a| Some(a.id) != skip),
+            );
         }
     }
-    Ok(ServiceFw {
+    Ok(resolve_from(svc, &atts))
+}
+
+/// The same against attachments already loaded (a rebuild loads them all once).
+pub fn resolve_from(svc: &Service, atts: &[Attachment]) -> ServiceFw {
+    let v4 = svc.vip.ip.is_ipv4();
+    let backends = svc
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let ip = match &b.spec.target {
+                Target::Ip(ip) => Some(*ip),
+                Target::Sandbox(name) => atts
+                    .iter()
+                    .filter(|a| &a.sandbox == name)
+                    .flat_map(|a| a.ips.iter().map(|n| n.addr()))
+                    .find(|ip| ip.is_ipv4() == v4),
+            };
+            ip.map(|ip| (b.id, ip, b.spec.port))
+        })
+        .collect();
+    ServiceFw {
         id: svc.id,
         vip: svc.vip,
         affinity: svc.affinity,
         node_port: svc.node_port,
         backends,
-    })
+    }
 }
 
 impl Node {
@@ -122,11 +137,7 @@ impl Node {
     /// Adds (`add`) or removes one backend. Idempotent: an existing backend is not added
     /// twice, a missing one is not an error.
     pub fn change_backend(&mut self, name: &str, b: &BackendSpec, add: bool) -> Result<Service> {
-        let (before, after) = if add {
-            self.store.add_backend(name, b)?
-        } else {
-            self.store.remove_backend(name, b)?
-        };
+        let (before, after) = self.store.change_backend(name, b, add)?;
         let old = resolve(&self.store, &before, None)?;
         let new = resolve(&self.store, &after, None)?;
         // Unchanged in the store: re-assert the kernel side (completes a run that was
@@ -136,11 +147,7 @@ impl Node {
             if before == after {
                 return Err(e);
             }
-            let _ = if add {
-                self.store.delete_backend(after.id, b)
-            } else {
-                self.store.restore_backend(after.id, b)
-            };
+            let _ = self.store.undo_backend_change(after.id, b, add);
             return Err(e);
         }
         Ok(after)

@@ -43,13 +43,6 @@ fn affinity_set(id: i64, bid: i64) -> String {
     format!("svc{id}_a{bid}")
 }
 
-fn endpoint(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(ip) => format!("{ip}:{port}"),
-        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
-    }
-}
-
 impl ServiceFw {
     fn v4(&self) -> bool {
         self.vip.ip.is_ipv4()
@@ -156,12 +149,8 @@ impl ServiceFw {
     /// Rules of an affinity service's chain and of its per-backend chains.
     fn rules(&self) -> (Vec<String>, Vec<(i64, Vec<String>)>) {
         let (fam, _) = self.family();
-        let proto: Proto = self.vip.proto;
         let n = self.backends.len();
-        if n == 0 {
-            return (vec![], vec![]);
-        }
-        if self.affinity.is_none() {
+        if n == 0 || self.affinity.is_none() {
             return (vec![], vec![]);
         }
         let mut svc_rules: Vec<String> = self
@@ -193,10 +182,13 @@ impl ServiceFw {
                     *bid,
                     vec![
                         format!("update @{} {{ {fam} saddr }}", affinity_set(self.id, *bid)),
-                        format!(
-                            "meta l4proto {proto} dnat {fam} to {}",
-                            endpoint(*ip, *port)
-                        ),
+                        DnatRule {
+                            one_in: None,
+                            proto: self.vip.proto,
+                            ip: *ip,
+                            port: *port,
+                        }
+                        .text(),
                     ],
                 )
             })

@@ -136,6 +136,14 @@ pub struct Subnet {
     pub range_end: Option<IpAddr>,
 }
 
+impl Network {
+    /// Whether knit's DNS serves this network: enabled, and a bridge carrying gateway
+    /// addresses to listen on.
+    pub fn serves_dns(&self) -> bool {
+        self.dns && self.driver == Driver::Bridge && self.bridge.is_some() && self.bridge_gateway
+    }
+}
+
 impl Subnet {
     pub fn pool(&self) -> Pool {
         Pool::with_range(self.subnet, self.range_start, self.range_end)

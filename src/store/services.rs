@@ -216,17 +216,13 @@ impl Store {
         for b in &spec.backends {
             insert_backend(&tx, id, b)?;
         }
-        let svc = Self::load_services(&tx, "id = ?1", [id])?
-            .pop()
-            .ok_or_else(|| Error::not_found("service", &spec.name))?;
+        let svc = one_service(&tx, "id = ?1", id, &spec.name)?;
         tx.commit()?;
         Ok((svc, false))
     }
 
     pub fn service(&self, name: &str) -> Result<Service> {
-        Self::load_services(&self.conn, "name = ?1", [name])?
-            .pop()
-            .ok_or_else(|| Error::not_found("service", name))
+        one_service(&self.conn, "name = ?1", name, name)
     }
 
     pub fn services(&self) -> Result<Vec<Service>> {
@@ -248,50 +244,58 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a backend; returns the service before and after.
-    pub fn add_backend(&mut self, name: &str, b: &BackendSpec) -> Result<(Service, Service)> {
+    /// Adds (`add`) or removes one backend; returns the service before and after.
+    pub fn change_backend(
+        &mut self,
+        name: &str,
+        b: &BackendSpec,
+        add: bool,
+    ) -> Result<(Service, Service)> {
         let tx = self.write_tx()?;
-        let svc = Self::load_services(&tx, "name = ?1", [name])?
-            .pop()
-            .ok_or_else(|| Error::not_found("service", name))?;
-        crate::service::spec::check_family(&svc.vip, b)?;
-        check_backend(&tx, b)?;
-        insert_backend(&tx, svc.id, b)?;
-        let after = Self::load_services(&tx, "id = ?1", [svc.id])?
-            .pop()
-            .ok_or_else(|| Error::not_found("service", name))?;
+        let before = one_service(&tx, "name = ?1", name, name)?;
+        if add {
+            crate::service::spec::check_family(&before.vip, b)?;
+            check_backend(&tx, b)?;
+            insert_backend(&tx, before.id, b)?;
+        } else {
+            delete_backend_row(&tx, before.id, b)?;
+        }
+        let after = one_service(&tx, "id = ?1", before.id, name)?;
         tx.commit()?;
-        Ok((svc, after))
+        Ok((before, after))
     }
 
-    /// Removes a backend; returns the service before and after.
-    pub fn remove_backend(&mut self, name: &str, b: &BackendSpec) -> Result<(Service, Service)> {
-        let tx = self.write_tx()?;
-        let svc = Self::load_services(&tx, "name = ?1", [name])?
-            .pop()
-            .ok_or_else(|| Error::not_found("service", name))?;
-        tx.execute(
-            "DELETE FROM backends WHERE service_id = ?1 AND kind = ?2 AND target = ?3 AND port = ?4",
-            params![svc.id, b.kind(), b.target_text(), b.port],
-        )?;
-        let after = Self::load_services(&tx, "id = ?1", [svc.id])?
-            .pop()
-            .ok_or_else(|| Error::not_found("service", name))?;
-        tx.commit()?;
-        Ok((svc, after))
+    /// Undoes `change_backend` whose firewall change failed.
+    pub fn undo_backend_change(
+        &mut self,
+        service_id: i64,
+        b: &BackendSpec,
+        added: bool,
+    ) -> Result<()> {
+        if added {
+            delete_backend_row(&self.conn, service_id, b)
+        } else {
+            insert_backend(&self.conn, service_id, b).map(|_| ())
+        }
     }
+}
 
-    /// Puts a backend row back (undo of a removal whose firewall change failed).
-    pub fn restore_backend(&mut self, service_id: i64, b: &BackendSpec) -> Result<()> {
-        insert_backend(&self.conn, service_id, b)?;
-        Ok(())
-    }
+/// The one service matching `cond`; `name` is what the user called it, for the error.
+fn one_service(
+    conn: &Connection,
+    cond: &str,
+    key: impl rusqlite::ToSql,
+    name: &str,
+) -> Result<Service> {
+    Store::load_services(conn, cond, [key])?
+        .pop()
+        .ok_or_else(|| Error::not_found("service", name))
+}
 
-    pub fn delete_backend(&mut self, service_id: i64, b: &BackendSpec) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM backends WHERE service_id = ?1 AND kind = ?2 AND target = ?3 AND port = ?4",
-            params![service_id, b.kind(), b.target_text(), b.port],
-        )?;
-        Ok(())
-    }
+fn delete_backend_row(conn: &Connection, service_id: i64, b: &BackendSpec) -> Result<()> {
+    conn.execute(
+        "DELETE FROM backends WHERE service_id = ?1 AND kind = ?2 AND target = ?3 AND port = ?4",
+        params![service_id, b.kind(), b.target_text(), b.port],
+    )?;
+    Ok(())
 }
