@@ -12,6 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 CLIENTS=${2:-8}
+case "${CLIENT_SCHED:-batch}" in
+  batch) SCHED="chrt --batch 0" ;;
+  other) SCHED="" ;;
+  *) echo "CLIENT_SCHED must be batch or other, not '$CLIENT_SCHED'" >&2; exit 2 ;;
+esac
 K=$PWD/target/release/knit
 UP=$PWD/target/release/examples/dns_upstream
 [ -x "$K" ] && [ -x "$UP" ] || { echo "build first: cargo build --release --examples" >&2; exit 1; }
@@ -67,9 +72,9 @@ run_dnsperf() { # $1 client ns, $2 file, $3 server pid -> "qps avg_ms p99_ms que
   # its capacity, queries per CPU-second, independent of how fast the client can send.
   local t0 t1
   t0=$(cpu_ticks "$3")
-  ip netns exec "$1" taskset -c 1 dnsperf -s 10.96.0.1 -d "$2" -c "$CLIENTS" -l "$SECS" 2>/dev/null > "$WORK/qps.out" || true
+  ip netns exec "$1" $SCHED taskset -c 1 dnsperf -s 10.96.0.1 -d "$2" -c "$CLIENTS" -l "$SECS" 2>/dev/null > "$WORK/qps.out" || true
   t1=$(cpu_ticks "$3")
-  ip netns exec "$1" taskset -c 1 dnsperf -s 10.96.0.1 -d "$2" -c "$CLIENTS" -l "$SECS" -v 2>/dev/null > "$WORK/perf.out" || true
+  ip netns exec "$1" $SCHED taskset -c 1 dnsperf -s 10.96.0.1 -d "$2" -c "$CLIENTS" -l "$SECS" -v 2>/dev/null > "$WORK/perf.out" || true
   python3 - "$WORK/perf.out" "$WORK/qps.out" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 lat = []; qps = 0.0; completed = 0
@@ -120,7 +125,7 @@ for n in k a; do
   ip netns exec "$TAG-$n-client" dig +short +time=1 @10.96.0.1 svc3 | grep -q 10.96.0 || { echo "server $n not answering" >&2; exit 1; }
 done
 
-printf "DNS, dnsperf -c %s -l %s from a sandbox to its gateway (10.96.0.1); server on CPU 0, dnsperf on CPU 1\n\n" "$CLIENTS" "$SECS"
+printf "DNS, dnsperf -c %s -l %s from a sandbox to its gateway (10.96.0.1); server on CPU 0, dnsperf on CPU 1 (policy %s)\n\n" "$CLIENTS" "$SECS" "${CLIENT_SCHED:-batch}"
 echo "| server | names | queries/s | avg ms | p99 ms | queries per server CPU-second |"
 echo "|---|---|---|---|---|---|"
 declare -A R

@@ -6,6 +6,7 @@
 //! committed, so attach/detach (CLI or CNI) show up in DNS within a few tens of ms, and a
 //! restarted daemon serves the same answers.
 
+mod answer_cache;
 pub mod metrics;
 pub mod records;
 pub mod server;

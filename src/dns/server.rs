@@ -85,13 +85,37 @@ pub fn handle(
     max_len: usize,
     metrics: &Metrics,
 ) -> Reply {
+    answer(packet, client, net_id, records, max_len, metrics).0
+}
+
+/// Whether a reply is knit's own answer from the records snapshot: a pure function of the
+/// query bytes after the id, the client's address, the network and the snapshot, so it can
+/// be reused for the same query (see `answer_cache`). Errors and forwards are not.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Origin {
+    Records,
+    Other,
+}
+
+/// `handle`, also saying where the reply came from.
+pub fn answer(
+    packet: &[u8],
+    client: IpAddr,
+    net_id: i64,
+    records: &Records,
+    max_len: usize,
+    metrics: &Metrics,
+) -> (Reply, Origin) {
+    let other = |r: Reply| (r, Origin::Other);
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => {
             metrics.malformed.fetch_add(1, Relaxed);
-            return header_only(packet, 1)
-                .map(Reply::Now)
-                .unwrap_or(Reply::Drop);
+            return other(
+                header_only(packet, 1)
+                    .map(Reply::Now)
+                    .unwrap_or(Reply::Drop),
+            );
         }
     };
     let max_len = if max_len == UDP {
@@ -101,17 +125,15 @@ pub fn handle(
     };
     if req.message_type() != MessageType::Query {
         metrics.malformed.fetch_add(1, Relaxed);
-        return Reply::Drop;
+        return other(Reply::Drop);
     }
     if req.op_code() != OpCode::Query {
-        return encode(&response_to(&req, ResponseCode::NotImp), max_len)
-            .map(Reply::Now)
-            .unwrap_or(Reply::Drop);
+        let r = encode(&response_to(&req, ResponseCode::NotImp), max_len);
+        return other(r.map(Reply::Now).unwrap_or(Reply::Drop));
     }
     let Some(q) = req.queries().first() else {
-        return encode(&response_to(&req, ResponseCode::FormErr), max_len)
-            .map(Reply::Now)
-            .unwrap_or(Reply::Drop);
+        let r = encode(&response_to(&req, ResponseCode::FormErr), max_len);
+        return other(r.map(Reply::Now).unwrap_or(Reply::Drop));
     };
     let scope = records.scope(client, net_id);
     let qname = q.name().to_ascii();
@@ -137,7 +159,7 @@ pub fn handle(
                 // Internal networks do not reach the outside, not even by name.
                 response_to(&req, ResponseCode::Refused)
             } else {
-                return Reply::Forward;
+                return other(Reply::Forward);
             }
         }
         Answer::NxDomain => response_to(&req, ResponseCode::NXDomain),
@@ -171,9 +193,10 @@ pub fn handle(
     };
     resp.set_authoritative(true);
     metrics.local_answers.fetch_add(1, Relaxed);
-    encode(&resp, max_len)
-        .map(Reply::Now)
-        .unwrap_or(Reply::Drop)
+    match encode(&resp, max_len) {
+        Some(bytes) => (Reply::Now(bytes), Origin::Records),
+        None => other(Reply::Drop),
+    }
 }
 
 /// Forwards to the upstreams; SERVFAIL (same id and question) when none answers.
@@ -209,6 +232,7 @@ pub const UDP: usize = 0;
 pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
     let mut batch = super::udp_batch::RecvBatch::default();
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(super::udp_batch::BATCH);
+    let mut cache = super::answer_cache::AnswerCache::default();
     loop {
         let Ok(n) = batch.fill(&sock).await else {
             continue;
@@ -217,7 +241,7 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
         let records = shared.records.borrow().clone();
         replies.clear();
         for (packet, src) in (0..n).filter_map(|i| batch.get(i)) {
-            match handle(packet, src.ip(), net_id, &records, UDP, &shared.metrics) {
+            match cache.handle(packet, src.ip(), net_id, &records, &shared.metrics) {
                 Reply::Now(bytes) => {
                     count_rcode(&bytes, &shared.metrics);
                     replies.push((bytes, src));
