@@ -17,11 +17,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Entries kept before the cache starts over: bounds memory against clients that ask
-/// endless distinct names (each entry is at most ~1 KiB).
-const MAX_ENTRIES: usize = 4096;
-/// Longer queries (large EDNS options) are answered but not kept.
+/// Entries kept before the cache starts over: bounds memory (under 2 MiB per listener)
+/// against clients that ask endless distinct questions.
+const MAX_ENTRIES: usize = 1024;
+/// Longer queries (large EDNS options) and answers are sent but not kept.
 const MAX_QUERY: usize = 512;
+const MAX_ANSWER: usize = 1232;
 
 #[derive(Default)]
 pub struct AnswerCache {
@@ -65,7 +66,9 @@ impl AnswerCache {
             }
         }
         let (reply, origin) = server::answer(packet, client, net_id, records, server::UDP, metrics);
-        if let (true, Origin::Records, Reply::Now(bytes)) = (cacheable, origin, &reply) {
+        if let (true, Origin::Records, Reply::Now(bytes)) = (cacheable, origin, &reply)
+            && bytes.len() <= MAX_ANSWER
+        {
             if self.answers.len() >= MAX_ENTRIES {
                 self.answers.clear();
             }
