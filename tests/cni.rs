@@ -551,3 +551,63 @@ fn same_connectivity_and_result_shape_as_the_reference_plugins() {
     ref_keys.0.retain(|k| k != "dns");
     assert_eq!(knit_keys, ref_keys, "knit vs reference result shape");
 }
+
+#[test]
+fn labels_from_cni_args_are_what_policies_select() {
+    // The CNI `args` convention (`args.cni.labels`) gives a container the labels
+    // `knit attach --label` gives a sandbox; a deny network's allow rule selects them.
+    let mut w = World::new();
+    let with_labels = |labels: Value| {
+        let mut plugins = knit_plugins("knlbl0", "10.64.0.0/24");
+        plugins[0]["args"] = json!({"cni": {"labels": labels}});
+        Conflist::new("lbl", "1.0.0", plugins)
+    };
+    let mut added = vec![];
+    let mut ip_of = |w: &mut World, short: &str, labels: Value| {
+        let ns = container(w, short);
+        let mut list = with_labels(labels);
+        let r = list
+            .add(w, short, &format!("/run/netns/{ns}"), "eth0", &json!({}))
+            .unwrap();
+        added.push((list, short.to_string(), ns.clone()));
+        (ns, result_ip(&r))
+    };
+    let (web, web_ip) = ip_of(
+        &mut w,
+        "web",
+        json!([{"key": "app", "value": "web"}, {"key": "tier", "value": ""}]),
+    );
+    let (client, client_ip) = ip_of(
+        &mut w,
+        "client",
+        json!([{"key": "role", "value": "client"}]),
+    );
+    let (other, _) = ip_of(&mut w, "other", json!([]));
+    let _s = tcp_server(&web, "0.0.0.0:8080", "web");
+    let target = format!("{web_ip}:8080");
+    assert!(tcp_get(&other, &target).is_ok(), "default allow");
+    w.ok(&["policy", "default", "lbl", "deny"]);
+    w.ok(&[
+        "policy",
+        "allow",
+        "lbl",
+        "--from",
+        "role=client",
+        "--to",
+        "app=web",
+        "--port",
+        "8080",
+    ]);
+    assert_eq!(
+        tcp_get(&client, &target).unwrap(),
+        format!("web saw {client_ip}")
+    );
+    assert!(
+        tcp_get(&other, &target).is_err(),
+        "unlabelled container denied"
+    );
+    for (list, cid, ns) in &mut added {
+        list.del(&w, cid, &format!("/run/netns/{ns}"), "eth0", &json!({}))
+            .unwrap();
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::error::{CniError, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD};
 use crate::model::{self, Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, RouteSpec};
+use crate::policy::spec::{Labels, parse_label};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
@@ -348,6 +349,36 @@ impl NetConf {
             .collect()
     }
 
+    /// Labels from the CNI `args` convention, `"args": {"cni": {"labels": [{"key": "app",
+    /// "value": "web"}]}}`: what `knit policy` selects on, like `knit attach --label`.
+    /// The convention makes `args` optional metadata a plugin may ignore, so a label knit's
+    /// selectors could never name (empty, over 63 characters, other characters) is
+    /// skipped; a `labels` that is not a list of `{key, value}` strings is an error.
+    pub fn labels(&self) -> Result<Labels, CniError> {
+        #[derive(Deserialize)]
+        struct Label {
+            key: String,
+            value: String,
+        }
+        let Some(raw) = self
+            .args
+            .as_ref()
+            .and_then(|a| a.get("cni"))
+            .and_then(|c| c.get("labels"))
+        else {
+            return Ok(Labels::new());
+        };
+        let list: Vec<Label> = serde_json::from_value(raw.clone()).map_err(|_| {
+            invalid(format!(
+                "args.cni.labels: expected a list of {{\"key\": ..., \"value\": ...}} strings, got {raw}"
+            ))
+        })?;
+        Ok(list
+            .into_iter()
+            .filter_map(|l| parse_label("args.cni.labels", &format!("{}={}", l.key, l.value)).ok())
+            .collect())
+    }
+
     /// DNS aliases from the `aliases` capability: `{"NETWORK": ["name", ...]}` (podman,
     /// netavark-style) or a plain list.
     pub fn aliases(&self) -> Result<Vec<String>, CniError> {
@@ -399,6 +430,39 @@ mod tests {
             }]
         );
         assert_eq!(c.publish().unwrap()[0].pairs(), vec![(8080, 80)]);
+    }
+
+    #[test]
+    fn labels_from_args_convention() {
+        let with = |args: &str| {
+            let mut v: Value = serde_json::from_str(PODMAN).unwrap();
+            v["args"] = serde_json::from_str(args).unwrap();
+            parse(v.to_string().as_bytes()).unwrap().labels()
+        };
+        assert!(
+            parse(PODMAN.as_bytes())
+                .unwrap()
+                .labels()
+                .unwrap()
+                .is_empty()
+        );
+        let l = with(
+            r#"{"cni": {"labels": [{"key": "app", "value": "web"},
+                {"key": "app.kubernetes.io/tier", "value": "db"},
+                {"key": "empty", "value": ""}, {"key": "bad key", "value": "x"}]},
+                "other": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            l.into_iter().collect::<Vec<_>>(),
+            [
+                ("app".to_string(), "web".to_string()),
+                ("app.kubernetes.io/tier".to_string(), "db".to_string())
+            ]
+        );
+        assert!(with(r#"{"cni": {}}"#).unwrap().is_empty());
+        let e = with(r#"{"cni": {"labels": {"app": "web"}}}"#).unwrap_err();
+        assert!(e.msg.contains("args.cni.labels"), "{}", e.msg);
     }
 
     #[test]

@@ -193,6 +193,7 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
     {
         names.insert(0, pod.clone());
     }
+    let labels = conf.labels()?;
     let mut node = open(state_dir)?;
     ensure_network(&mut node, &spec)?;
     let sandbox = SandboxRef::Container {
@@ -210,7 +211,7 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
         container_id: Some(&env.container_id),
         routes: Some(&routes),
         aliases: &names,
-        labels: &crate::policy::spec::Labels::new(),
+        labels: &labels,
     })?;
     let dns = conf.dns().or_else(|| knit_dns(&done.network));
     let r = result::build(&done.network, &done.attachment, dns);
