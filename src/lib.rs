@@ -20,6 +20,7 @@ pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nft_keeper;
 pub mod nftnl;
 pub mod node;
 pub mod policy;

@@ -413,7 +413,7 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
 }
 
 /// A NETLINK_NETFILTER socket in the calling thread's namespace.
-pub struct Socket(NlSocket);
+pub struct Socket(NlSocket, Option<std::os::unix::net::UnixStream>);
 
 impl std::os::fd::AsRawFd for Socket {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
@@ -422,12 +422,21 @@ impl std::os::fd::AsRawFd for Socket {
 }
 
 impl Socket {
+    /// A socket lent by this namespace's `nft_keeper` (so closing it costs the kernel
+    /// nothing), else a fresh one. Fields drop in order: the descriptor before the
+    /// connection that returns the loan.
     pub fn open() -> Result<Socket> {
+        if let Some(loan) = crate::nft_keeper::borrow(true) {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            // SAFETY: the descriptor is ours alone (received over SCM_RIGHTS).
+            let s = unsafe { NlSocket::from_raw_fd(loan.socket.into_raw_fd()) };
+            return Ok(Socket(s, Some(loan.connection)));
+        }
         let mut s = NlSocket::new(NETLINK_NETFILTER).op(|| "open nftables socket".into())?;
         s.bind_auto().op(|| "bind nftables socket".into())?;
         s.connect(&SocketAddr::new(0, 0))
             .op(|| "connect nftables socket".into())?;
-        Ok(Socket(s))
+        Ok(Socket(s, None))
     }
 
     /// Sends the batch and waits for every acknowledgement; any error aborts the whole
@@ -521,9 +530,14 @@ impl Socket {
         }
     }
 
-    /// Hands the socket to `crate::deferred` so its close does not delay the caller.
+    /// Closes without delaying the caller: a lent socket just goes back to the keeper,
+    /// an own one is handed to `crate::deferred`.
     pub fn close_detached(self) {
-        crate::deferred::close_detached(self);
+        if self.1.is_some() {
+            drop(self);
+        } else {
+            crate::deferred::close_detached(self);
+        }
     }
 }
 

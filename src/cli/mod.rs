@@ -56,6 +56,9 @@ pub enum Command {
     /// Fold the store's write-ahead log into the database (knit runs this itself).
     #[command(hide = true)]
     StoreMaintenance,
+    /// Lend nf_tables sockets to knit commands in this namespace (knit starts it itself).
+    #[command(hide = true)]
+    NftKeeper,
     /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
     Demo,
     /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses).
@@ -560,6 +563,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             store.fold_wal()?;
             Ok(0)
         }
+        Command::NftKeeper => crate::nft_keeper::run_keeper(),
         Command::Demo => crate::demo::run(),
         Command::Daemon(d) => crate::dns::run(crate::dns::Config {
             state_dir: cli.state_dir.clone(),

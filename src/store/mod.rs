@@ -246,6 +246,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         if !self.folding && self.wal_is_big() {
             spawn_maintenance(&self.dir);
+            crate::trace::phase("store: maintenance spawned");
         }
     }
 }
@@ -334,6 +335,7 @@ impl Store {
         for f in ["knit.db-wal", "knit.db-shm"] {
             let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600));
         }
+        crate::trace::phase("store: opened");
         Ok(Store {
             conn,
             dir: dir.to_path_buf(),

@@ -1,0 +1,275 @@
+//! nf_tables sockets that outlive the knit commands using them.
+//!
+//! Releasing an nf_tables netlink socket makes the kernel take the nf_tables commit mutex
+//! and flush its pending destroy work (which waits for an RCU grace period). One release is
+//! harmless; in a storm of knit commands (a controller adding and removing services back
+//! to back) every command's release lands while others commit, and `perf record -e
+//! sched:sched_switch` shows the commands waiting in `nft_rcv_nl_event` and in
+//! `nf_tables_valid_genid` for that mutex: one-service changes went from 3 ms to 30 ms.
+//!
+//! So a keeper process per network namespace (`knit nft-keeper`, started by the first
+//! command that finds none) holds a few nf_tables sockets and lends one to each command
+//! over an abstract unix socket (SCM_RIGHTS). A command's close then only drops its
+//! descriptor: the socket lives on in the keeper, and the kernel releases it once, when the
+//! keeper exits after a quiet spell. A socket comes back to the pool when the borrower's
+//! connection closes (at the latest when the borrower exits, also on kill -9), and is
+//! drained of anything that borrower left unread before it is lent again.
+//!
+//! Only root (uid 0 in the keeper's user namespace) gets a socket: one opened by root
+//! carries root's right to change nf_tables. Abstract unix names are per network
+//! namespace, so a command only ever reaches the keeper of its own namespace. Without a
+//! keeper (or when it does not answer within 100 ms) a command opens its own socket, as
+//! before.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+const NAME: &[u8] = b"knit-nft-keeper";
+/// The keeper exits when no socket has been lent for this long.
+const IDLE: Duration = Duration::from_secs(2);
+/// Sockets the keeper holds at most; beyond that a command opens its own.
+const MAX_SOCKETS: usize = 32;
+const REPLY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A socket lent by the keeper: the nf_tables socket and the connection whose closing
+/// gives it back. Drop order matters: the socket descriptor goes first, so the keeper
+/// never lends a socket this process could still use.
+pub struct Loan {
+    pub socket: OwnedFd,
+    pub connection: UnixStream,
+}
+
+/// Borrows a socket from this namespace's keeper; None without a keeper, or when the
+/// keeper has none to spare. `spawn_if_absent` starts a keeper for the commands after
+/// this one.
+pub fn borrow(spawn_if_absent: bool) -> Option<Loan> {
+    let addr = SocketAddr::from_abstract_name(NAME).ok()?;
+    let conn = match UnixStream::connect_addr(&addr) {
+        Ok(c) => c,
+        Err(e) => {
+            if spawn_if_absent && e.kind() == io::ErrorKind::ConnectionRefused {
+                spawn_keeper();
+            }
+            return None;
+        }
+    };
+    conn.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
+    let socket = recv_fd(conn.as_raw_fd())?;
+    Some(Loan {
+        socket,
+        connection: conn,
+    })
+}
+
+/// Starts `knit nft-keeper` detached, stdio on /dev/null (a CNI runtime reading our
+/// stdout must not wait for it), in its own process group.
+fn spawn_keeper() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    use std::os::unix::process::CommandExt;
+    let _ = std::process::Command::new(exe)
+        .arg("nft-keeper")
+        .env_remove("CNI_COMMAND")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+/// One byte of payload with the descriptor in SCM_RIGHTS.
+fn send_fd(conn: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut byte = [1u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Room for one cmsghdr carrying one int, aligned as the kernel expects.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call,
+    // and CMSG_* stay inside `control`, which is larger than CMSG_SPACE(sizeof(int)).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        if libc::sendmsg(conn, &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn recv_fd(conn: RawFd) -> Option<OwnedFd> {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: as in send_fd; the kernel writes at most msg_controllen bytes of control
+    // data, and a received descriptor is owned by this process from here on.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        if libc::recvmsg(conn, &mut msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
+            return None;
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return None;
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Some(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// The connecting process's uid, as the kernel recorded it at connect time.
+fn peer_uid(conn: RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
+    let r = unsafe {
+        libc::getsockopt(
+            conn,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+/// Reads and discards whatever a previous borrower left on the socket (acks it did not
+/// wait for, a pending error), so the next borrower starts clean.
+fn drain(sock: RawFd) {
+    let mut buf = [0u8; 8192];
+    for _ in 0..10_000 {
+        // SAFETY: recv into a local buffer of the stated length.
+        let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // A pending socket error (ENOBUFS after an overrun) is reported once; anything
+            // else, EAGAIN included, means nothing is left.
+            if e.raw_os_error() == Some(libc::ENOBUFS) {
+                continue;
+            }
+            return;
+        }
+    }
+}
+
+struct Lent {
+    connection: UnixStream,
+    socket: usize,
+}
+
+/// `knit nft-keeper`: serves loans until idle for `IDLE`, then exits (and only then do the
+/// kernel's socket releases happen, all at once in a quiet moment).
+pub fn run_keeper() -> crate::error::Result<i32> {
+    let addr = SocketAddr::from_abstract_name(NAME)
+        .map_err(|e| crate::error::Error::io("nft keeper address", e))?;
+    let listener = match UnixListener::bind_addr(&addr) {
+        Ok(l) => l,
+        // Another keeper won the race: it serves this namespace.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(0),
+        Err(e) => return Err(crate::error::Error::io("nft keeper bind", e)),
+    };
+    let mut sockets: Vec<OwnedFd> = vec![];
+    let mut free: Vec<usize> = vec![];
+    let mut lent: Vec<Lent> = vec![];
+    let mut last_use = Instant::now();
+    loop {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+            .chain(lent.iter().map(|l| l.connection.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let wait = if lent.is_empty() {
+            match IDLE.checked_sub(last_use.elapsed()) {
+                Some(left) => left.as_millis().max(1) as libc::c_int,
+                None => return Ok(0),
+            }
+        } else {
+            -1
+        };
+        // SAFETY: poll over a vector of pollfd we own, with its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(crate::error::Error::io("nft keeper poll", e));
+        }
+        // Returned loans: any event on a borrower's connection is its end (borrowers
+        // never write), so the socket goes back to the pool.
+        for i in (0..lent.len()).rev() {
+            if fds[i + 1].revents != 0 {
+                let l = lent.swap_remove(i);
+                drain(sockets[l.socket].as_raw_fd());
+                free.push(l.socket);
+                last_use = Instant::now();
+            }
+        }
+        if fds[0].revents & libc::POLLIN != 0
+            && let Ok((conn, _)) = listener.accept()
+        {
+            last_use = Instant::now();
+            if peer_uid(conn.as_raw_fd()) != Some(0) {
+                continue; // dropping the connection: the borrower opens its own socket
+            }
+            let index = match free.pop() {
+                Some(i) => Some(i),
+                None if sockets.len() < MAX_SOCKETS => open_netfilter_socket().ok().map(|s| {
+                    sockets.push(s);
+                    sockets.len() - 1
+                }),
+                None => None,
+            };
+            let Some(index) = index else {
+                continue;
+            };
+            if send_fd(conn.as_raw_fd(), sockets[index].as_raw_fd()).is_ok() {
+                lent.push(Lent {
+                    connection: conn,
+                    socket: index,
+                });
+            } else {
+                free.push(index);
+            }
+        }
+    }
+}
+
+fn open_netfilter_socket() -> io::Result<OwnedFd> {
+    let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
+    s.bind_auto()?;
+    s.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(s)) })
+}
