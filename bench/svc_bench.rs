@@ -25,9 +25,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The p-th percentile, nearest rank: the smallest value with at least p % of the
+/// samples at or below it (p99 of 200 samples is the second largest).
 fn pct(v: &mut [Duration], p: usize) -> f64 {
     v.sort();
-    ms(v[(v.len() * p / 100).min(v.len() - 1)])
+    let rank = (v.len() * p).div_ceil(100).max(1);
+    ms(v[rank.min(v.len()) - 1])
 }
 
 fn sh(args: &[&str]) {
@@ -362,6 +365,16 @@ fn main() {
             ));
         }
         leave(back);
+        for (what, v) in [("add", &add), ("rm", &rm)] {
+            let mut slow: Vec<(usize, f64)> = v.iter().map(|d| ms(*d)).enumerate().collect();
+            slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let top: Vec<String> = slow
+                .iter()
+                .take(3)
+                .map(|(i, t)| format!("#{i} {t:.2} ms"))
+                .collect();
+            println!("knit slowest {what}: {}", top.join(", "));
+        }
         k_add = (pct(&mut add, 50), pct(&mut add, 99));
         k_rm = (pct(&mut rm, 50), pct(&mut rm, 99));
         let targets: Vec<SocketAddr> = vec![
