@@ -311,7 +311,7 @@ fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelS
             settle();
             k.sample();
             settle();
-            k.sample_on(&node, "cni-bench0");
+            k.sample_on(&node, "cni-bench0", n - i);
             settle();
         }
         dels.push(peer.del(&node, i, &path(c)));
@@ -362,6 +362,9 @@ struct KernelSampler {
     /// node's bridge (which holds up to N other ports): the kernel's cost under the DEL's
     /// own conditions.
     on_bridge: Vec<Duration>,
+    /// Creating that pair (host end joining the bridge, brought up), with the number of
+    /// ports the bridge held: the kernel's part of an ADD, as the bridge fills up.
+    create_on_bridge: Vec<(usize, Duration)>,
 }
 
 impl KernelSampler {
@@ -376,15 +379,17 @@ impl KernelSampler {
             nl,
             samples: vec![],
             on_bridge: vec![],
+            create_on_bridge: vec![],
         }
     }
 
-    fn sample_on(&mut self, node: &Node, bridge: &str) {
+    fn sample_on(&mut self, node: &Node, bridge: &str, ports: usize) {
         let sbns = Netns::open(netns::named_path(&self.sb)).unwrap();
         let mut nl = node.ns.run(Netlink::open).unwrap().unwrap();
         let Some(br) = nl.link_index(bridge).unwrap() else {
             return;
         };
+        let t = Instant::now();
         nl.create_veth(&VethRequest {
             host_name: "kbport",
             host_mac: Mac::random(),
@@ -397,6 +402,7 @@ impl KernelSampler {
         .unwrap();
         let i = nl.link_index("kbport").unwrap().unwrap();
         nl.set_up(i).unwrap();
+        self.create_on_bridge.push((ports, t.elapsed()));
         // Both ends up, as a container's are.
         let mut snl = sbns.run(Netlink::open).unwrap().unwrap();
         let p = snl.link_index("eth0").unwrap().unwrap();
@@ -490,6 +496,22 @@ fn main() {
     }
     let kernel = pct(&sampler.samples, 50);
     let kernel_on_bridge = pct(&sampler.on_bridge, 50);
+    // The kernel's create-and-join cost with the bridge as full as during knit's first 100
+    // and last 100 ADDs (sampled during the DELs, when the bridge empties out).
+    let created_with = |lo: usize, hi: usize| -> Vec<Duration> {
+        sampler
+            .create_on_bridge
+            .iter()
+            .filter(|(p, _)| (lo..hi).contains(p))
+            .map(|(_, d)| *d)
+            .collect()
+    };
+    let (kc_first, kc_last) = (
+        created_with(0, 100),
+        created_with(n.saturating_sub(100), n + 1),
+    );
+    let kernel_create = (!kc_first.is_empty() && !kc_last.is_empty())
+        .then(|| (pct(&kc_first, 50), pct(&kc_last, 50)));
     drop(sampler);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(format!("/tmp/kcb{}-knit-state", std::process::id()));
@@ -520,6 +542,19 @@ fn main() {
     println!(
         "| kernel delete of an up veth pair on knit's bridge, same moments | | | | | | {kernel_on_bridge:.2} | | | | |"
     );
+    if let Some((f, l)) = kernel_create {
+        let k = &rows[0];
+        println!(
+            "| kernel create of an up veth pair joining knit's bridge, as full as at those ADDs | {f:.2} | | {l:.2} | | {:.2} | | | | | |",
+            l / f
+        );
+        println!(
+            "\nknit ADD growth first → last 100 (p50): {:.2} ms, of which the kernel's create-and-join growth {:.2} ms; knit without it: last/first = {:.2}",
+            k.add_last.0 - k.add_first.0,
+            l - f,
+            (k.add_last.0 - (l - f)) / k.add_first.0
+        );
+    }
     if rows.len() < 3 {
         println!(
             "\nknit DEL p50 / kernel veth delete = {:.2} (/ same-bridge veth delete = {:.2})",

@@ -16,8 +16,10 @@
 //! drained of anything that borrower left unread before it is lent again.
 //!
 //! Only root (uid 0 in the keeper's user namespace) gets a socket: one opened by root
-//! carries root's right to change nf_tables. Abstract unix names are per network
-//! namespace, so a command only ever reaches the keeper of its own namespace. Without a
+//! carries root's right to change nf_tables. And a command only takes a socket from a
+//! keeper run by root, and only a real nf_tables socket: any user may bind an abstract
+//! name, and a squatter must not be able to swallow knit's firewall changes. Abstract unix
+//! names are per network namespace, so a command only ever reaches its own namespace. Without a
 //! keeper (or when it does not answer within 100 ms) a command opens its own socket, as
 //! before.
 
@@ -56,8 +58,17 @@ pub fn borrow(spawn_if_absent: bool) -> Option<Loan> {
             return None;
         }
     };
+    // Abstract names can be bound by anyone in the namespace: only a keeper run by root is
+    // trusted, and only with a real nf_tables socket. Anything else (a squatter handing out
+    // a socket it answers itself) is ignored, and this command opens its own socket.
+    if peer_uid(conn.as_raw_fd()) != Some(0) {
+        return None;
+    }
     conn.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
     let socket = recv_fd(conn.as_raw_fd())?;
+    if !is_netfilter_socket(&socket) {
+        return None;
+    }
     Some(Loan {
         socket,
         connection: conn,
@@ -81,8 +92,9 @@ fn spawn_keeper() {
         .spawn();
 }
 
-/// One byte of payload with the descriptor in SCM_RIGHTS.
-fn send_fd(conn: RawFd, fd: RawFd) -> io::Result<()> {
+/// One byte of payload with the descriptor in SCM_RIGHTS (how the keeper lends; public so
+/// that tests can play an untrusted keeper).
+pub fn send_fd(conn: RawFd, fd: RawFd) -> io::Result<()> {
     let mut byte = [1u8];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -159,6 +171,15 @@ fn peer_uid(conn: RawFd) -> Option<u32> {
         )
     };
     (r == 0).then_some(cred.uid)
+}
+
+fn is_netfilter_socket(fd: &OwnedFd) -> bool {
+    let s = socket2::SockRef::from(fd);
+    s.domain().ok() == Some(socket2::Domain::from(libc::AF_NETLINK))
+        && s.protocol().ok().flatten()
+            == Some(socket2::Protocol::from(
+                netlink_sys::protocols::NETLINK_NETFILTER as libc::c_int,
+            ))
 }
 
 /// Reads and discards whatever a previous borrower left on the socket (acks it did not

@@ -4,9 +4,13 @@
 
 mod common;
 use common::*;
-use knit::nft_keeper::{Loan, borrow};
+use knit::nft_keeper::{Loan, borrow, send_fd};
 use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Keeper processes whose network namespace is `ns`.
@@ -171,4 +175,76 @@ fn a_killed_keeper_leaves_loans_working_and_is_replaced() {
     eventually("a new keeper", || keepers_in(&w.node).len() == 1);
     let ip = w.ip_of("kk", &a, 4);
     assert!(ping(&a, &ip));
+}
+
+#[test]
+fn a_squatter_on_the_keeper_name_is_not_trusted() {
+    // Any user may bind an abstract name. A non-root process that holds the keeper's name
+    // and hands out one end of a socketpair would swallow knit's batches (and never
+    // acknowledge them) if commands trusted it.
+    let mut w = World::new();
+    w.ok(&["network", "create", "ks", "--subnet", "10.68.0.0/24"]);
+    let a = w.sandbox("a");
+    let ns = std::fs::File::open(format!("/run/netns/{}", w.node)).unwrap();
+    let (stop, served) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let squatter = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+            assert_eq!(r, 0);
+            let addr = SocketAddr::from_abstract_name(b"knit-nft-keeper").unwrap();
+            let l = UnixListener::bind_addr(&addr).expect("squat the name");
+            l.set_nonblocking(true).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut keep = vec![];
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let (mine, theirs) = UnixStream::pair().unwrap();
+                        let _ = send_fd(c.as_raw_fd(), theirs.as_raw_fd());
+                        served.fetch_add(1, Ordering::Relaxed);
+                        keep.push((c, mine, theirs));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    ready_rx.recv().unwrap();
+    let mut c = w.cmd(&["attach", "ks", &a, "-p", "18082:80"]);
+    let mut child = c.spawn().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    squatter.join().unwrap();
+    assert!(
+        served.load(Ordering::Relaxed) >= 1,
+        "the command asked the squatter"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "attach must not trust the squatter (status {status:?})"
+    );
+    assert!(
+        w.nft_table().contains("18082"),
+        "the port really was published"
+    );
 }
