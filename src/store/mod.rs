@@ -18,6 +18,8 @@ use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
 const SCHEMA_VERSION: i64 = 3;
+/// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
+const QUICK_PROBES: u128 = 16;
 /// Above this many frames (pages) in the WAL, it is folded into the database when a command
 /// ends (see `Drop`).
 const WAL_FOLD_FRAMES: i32 = 64;
@@ -780,28 +782,31 @@ impl Store {
                 r.get(0)
             })?;
         let cursor = cursor.and_then(|c| c.parse().ok());
-        let count: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM allocations WHERE subnet_id = ?1",
-            [s.id],
-            |r| r.get(0),
-        )?;
         let mut probe =
             tx.prepare_cached("SELECT 1 FROM allocations WHERE subnet_id = ?1 AND ip = ?2")?;
         let mut err = None;
-        let ip = s
-            .pool()
-            .next_free(cursor, &[s.gateway], count as u128, |ip| {
-                match probe
-                    .query_row(params![s.id, ip.to_string()], |_| Ok(()))
-                    .optional()
-                {
-                    Ok(found) => found.is_some(),
-                    Err(e) => {
-                        err = Some(e);
-                        true
-                    }
-                }
-            });
+        let mut taken = |ip: IpAddr| match probe
+            .query_row(params![s.id, ip.to_string()], |_| Ok(()))
+            .optional()
+        {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                err = Some(e);
+                true
+            }
+        };
+        let pool = s.pool();
+        // The address after the cursor is almost always free: try a few before counting the
+        // subnet's allocations (a COUNT walks all of them) to bound a longer walk.
+        let mut ip = pool.next_free(cursor, &[s.gateway], QUICK_PROBES, &mut taken);
+        if ip.is_none() {
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM allocations WHERE subnet_id = ?1",
+                [s.id],
+                |r| r.get(0),
+            )?;
+            ip = pool.next_free(cursor, &[s.gateway], count as u128, &mut taken);
+        }
         if let Some(e) = err {
             return Err(e.into());
         }
