@@ -250,12 +250,19 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        let replies = self
-            .exchange(
-                RouteNetlinkMessage::NewLink(msg),
-                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
-            )
-            .op(|| format!("create veth {} <-> {}", req.host_name, req.peer_name))?;
+        let replies = match self.exchange(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        ) {
+            // The bridge's port numbers are 10 bits: the kernel refuses a 1024th port.
+            Err(e) if e.raw_os_error() == Some(libc::EXFULL) && req.controller.is_some() => {
+                return Err(crate::error::Error::Conflict(
+                    "the network's bridge is full: the kernel allows at most 1023 ports per bridge"
+                        .into(),
+                ));
+            }
+            r => r.op(|| format!("create veth {} <-> {}", req.host_name, req.peer_name))?,
+        };
         Ok(replies.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) if summarize(l).name == req.host_name => {
                 Some(l.header.index)
