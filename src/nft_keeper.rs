@@ -15,11 +15,12 @@
 //! connection closes (at the latest when the borrower exits, also on kill -9), and is
 //! drained of anything that borrower left unread before it is lent again.
 //!
-//! Only root (uid 0 in the keeper's user namespace) gets a socket: one opened by root
-//! carries root's right to change nf_tables. And a command only takes a socket from a
-//! keeper run by root, and only a real nf_tables socket: any user may bind an abstract
-//! name, and a squatter must not be able to swallow knit's firewall changes. Abstract unix
-//! names are per network namespace, so a command only ever reaches its own namespace. Without a
+//! Only root with CAP_NET_ADMIN gets a socket, and a command only takes a socket from a
+//! keeper with the same rights, and only a real nf_tables socket: any user may bind an
+//! abstract name, and a squatter must not be able to swallow knit's firewall changes. A
+//! lent socket is made blocking with a receive timeout, whatever a previous borrower set.
+//! Connecting never blocks. Abstract unix names are per network namespace, so a command
+//! only ever reaches the keeper of its own namespace. Without a
 //! keeper (or when it does not answer within 100 ms) a command opens its own socket, as
 //! before.
 
@@ -35,6 +36,11 @@ const IDLE: Duration = Duration::from_secs(2);
 /// Sockets the keeper holds at most; beyond that a command opens its own.
 const MAX_SOCKETS: usize = 32;
 const REPLY_TIMEOUT: Duration = Duration::from_millis(100);
+/// A lent socket's receive timeout: the kernel answers a batch before `send` returns, so
+/// this only ends a wait for replies that someone else took.
+const LENT_RECV_TIMEOUT: Duration = Duration::from_secs(30);
+/// CAP_NET_ADMIN's bit in /proc/PID/status CapEff.
+const CAP_NET_ADMIN: u32 = 12;
 
 /// A socket lent by the keeper: the nf_tables socket and the connection whose closing
 /// gives it back. Drop order matters: the socket descriptor goes first, so the keeper
@@ -48,20 +54,23 @@ pub struct Loan {
 /// keeper has none to spare. `spawn_if_absent` starts a keeper for the commands after
 /// this one.
 pub fn borrow(spawn_if_absent: bool) -> Option<Loan> {
-    let addr = SocketAddr::from_abstract_name(NAME).ok()?;
-    let conn = match UnixStream::connect_addr(&addr) {
+    let conn = match connect() {
         Ok(c) => c,
         Err(e) => {
-            if spawn_if_absent && e.kind() == io::ErrorKind::ConnectionRefused {
+            // SAFETY: geteuid has no preconditions. Only root starts a keeper: one run by
+            // anyone else would hold the name and never be trusted.
+            let root = unsafe { libc::geteuid() } == 0;
+            if spawn_if_absent && root && e.kind() == io::ErrorKind::ConnectionRefused {
                 spawn_keeper();
             }
             return None;
         }
     };
-    // Abstract names can be bound by anyone in the namespace: only a keeper run by root is
-    // trusted, and only with a real nf_tables socket. Anything else (a squatter handing out
-    // a socket it answers itself) is ignored, and this command opens its own socket.
-    if peer_uid(conn.as_raw_fd()) != Some(0) {
+    // Abstract names can be bound by anyone in the namespace: only a keeper with root's
+    // network rights is trusted, and only with a real nf_tables socket. Anything else (a
+    // squatter handing out a socket it reads itself) is ignored, and this command opens
+    // its own socket.
+    if !peer_is_net_admin(conn.as_raw_fd()) {
         return None;
     }
     conn.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
@@ -69,10 +78,53 @@ pub fn borrow(spawn_if_absent: bool) -> Option<Loan> {
     if !is_netfilter_socket(&socket) {
         return None;
     }
+    // Whatever a previous borrower set, this one blocks, with a bound on the wait.
+    let s = socket2::SockRef::from(&socket);
+    s.set_nonblocking(false).ok()?;
+    s.set_read_timeout(Some(LENT_RECV_TIMEOUT)).ok()?;
     Some(Loan {
         socket,
         connection: conn,
     })
+}
+
+/// Connects to the keeper without ever blocking: a listener that does not accept (a full
+/// backlog) must not hang the command.
+fn connect() -> io::Result<UnixStream> {
+    // SAFETY: socket() with constant arguments; the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain data; the abstract name (leading NUL) fits sun_path.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, b) in addr.sun_path[1..].iter_mut().zip(NAME) {
+        *d = *b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + NAME.len();
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error()); // EAGAIN: backlog full; ECONNREFUSED: none
+    }
+    let conn = UnixStream::from(sock);
+    conn.set_nonblocking(false)?;
+    Ok(conn)
 }
 
 /// Starts `knit nft-keeper` detached, stdio on /dev/null (a CNI runtime reading our
@@ -130,7 +182,8 @@ fn recv_fd(conn: RawFd) -> Option<OwnedFd> {
     };
     let mut control = [0u64; 4];
     // SAFETY: as in send_fd; the kernel writes at most msg_controllen bytes of control
-    // data, and a received descriptor is owned by this process from here on.
+    // data, and every received descriptor is owned by this process from here on (the
+    // first is returned, any others are closed).
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
@@ -147,13 +200,24 @@ fn recv_fd(conn: RawFd) -> Option<OwnedFd> {
         {
             return None;
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-        Some(OwnedFd::from_raw_fd(fd))
+        let data = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+        let fds: Vec<OwnedFd> = (0..data / std::mem::size_of::<RawFd>())
+            .map(|i| {
+                let p = libc::CMSG_DATA(cmsg).cast::<RawFd>().add(i);
+                OwnedFd::from_raw_fd(std::ptr::read_unaligned(p))
+            })
+            .collect();
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != 1 {
+            return None; // all of `fds` close here
+        }
+        fds.into_iter().next()
     }
 }
 
-/// The connecting process's uid, as the kernel recorded it at connect time.
-fn peer_uid(conn: RawFd) -> Option<u32> {
+/// Whether the process at the other end of `conn` is root with CAP_NET_ADMIN (uid 0 alone
+/// may lack it: a root process with dropped capabilities sharing the namespace). The
+/// kernel recorded the peer's uid and pid at connect (or listen) time.
+fn peer_is_net_admin(conn: RawFd) -> bool {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -170,7 +234,18 @@ fn peer_uid(conn: RawFd) -> Option<u32> {
             &mut len,
         )
     };
-    (r == 0).then_some(cred.uid)
+    r == 0 && cred.uid == 0 && cred.pid > 0 && has_net_admin(cred.pid)
+}
+
+fn has_net_admin(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
 fn is_netfilter_socket(fd: &OwnedFd) -> bool {
@@ -261,7 +336,7 @@ pub fn run_keeper() -> crate::error::Result<i32> {
             && let Ok((conn, _)) = listener.accept()
         {
             last_use = Instant::now();
-            if peer_uid(conn.as_raw_fd()) != Some(0) {
+            if !peer_is_net_admin(conn.as_raw_fd()) {
                 continue; // dropping the connection: the borrower opens its own socket
             }
             let index = match free.pop() {

@@ -430,6 +430,7 @@ impl Socket {
             use std::os::fd::{FromRawFd, IntoRawFd};
             // SAFETY: the descriptor is ours alone (received over SCM_RIGHTS).
             let s = unsafe { NlSocket::from_raw_fd(loan.socket.into_raw_fd()) };
+            crate::trace::phase("nft: socket lent by keeper");
             return Ok(Socket(s, Some(loan.connection)));
         }
         let mut s = NlSocket::new(NETLINK_NETFILTER).op(|| "open nftables socket".into())?;

@@ -130,9 +130,19 @@ fn keeper_lends_drains_serves_root_only_and_leaves_when_idle() {
         "the keeper drained what the last borrower left"
     );
     drop(l4);
-    // And knit's own commands still work with lent sockets.
-    w.ok(&["detach", "kp", &a]);
-    w.ok(&["attach", "kp", &a, "-p", "18080:80"]);
+    // knit's own commands borrow (and work with lent sockets).
+    for args in [
+        vec!["detach", "kp", a.as_str()],
+        vec!["attach", "kp", a.as_str(), "-p", "18080:80"],
+    ] {
+        let o = w.cmd(&args).env("KNIT_TRACE", "1").output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        let trace = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            trace.contains("nft: socket lent by keeper"),
+            "{args:?}: {trace}"
+        );
+    }
 
     // Only root gets a socket.
     assert!(borrows_as(&w.node, 0), "root borrows");
@@ -177,15 +187,11 @@ fn a_killed_keeper_leaves_loans_working_and_is_replaced() {
     assert!(ping(&a, &ip));
 }
 
-#[test]
-fn a_squatter_on_the_keeper_name_is_not_trusted() {
-    // Any user may bind an abstract name. A non-root process that holds the keeper's name
-    // and hands out one end of a socketpair would swallow knit's batches (and never
-    // acknowledge them) if commands trusted it.
-    let mut w = World::new();
-    w.ok(&["network", "create", "ks", "--subnet", "10.68.0.0/24"]);
-    let a = w.sandbox("a");
-    let ns = std::fs::File::open(format!("/run/netns/{}", w.node)).unwrap();
+/// Holds the keeper's name in `ns` as `uid` (a thread of this test process) and hands
+/// every caller one end of a socketpair, which would swallow knit's batches (and never
+/// acknowledge them) if commands trusted it. Returns how many callers it served.
+fn with_squatter(ns: &str, uid: u32, during: impl FnOnce()) -> usize {
+    let ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
     let (stop, served) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicUsize::new(0)),
@@ -198,8 +204,10 @@ fn a_squatter_on_the_keeper_name_is_not_trusted() {
                 unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
                 0
             );
-            let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
-            assert_eq!(r, 0);
+            if uid != 0 {
+                let r = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+                assert_eq!(r, 0);
+            }
             let addr = SocketAddr::from_abstract_name(b"knit-nft-keeper").unwrap();
             let l = UnixListener::bind_addr(&addr).expect("squat the name");
             l.set_nonblocking(true).unwrap();
@@ -219,32 +227,52 @@ fn a_squatter_on_the_keeper_name_is_not_trusted() {
         })
     };
     ready_rx.recv().unwrap();
-    let mut c = w.cmd(&["attach", "ks", &a, "-p", "18082:80"]);
-    let mut child = c.spawn().unwrap();
+    during();
+    stop.store(true, Ordering::Relaxed);
+    squatter.join().unwrap();
+    served.load(Ordering::Relaxed)
+}
+
+/// Runs a knit command with a deadline; whether it succeeded in time.
+fn succeeds_in_time(w: &World, args: &[&str]) -> bool {
+    let mut child = w.cmd(args).spawn().unwrap();
     let t = Instant::now();
-    let status = loop {
+    loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
+            return s.success();
         }
         if t.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    stop.store(true, Ordering::Relaxed);
-    squatter.join().unwrap();
+    }
+}
+
+#[test]
+fn a_squatter_on_the_keeper_name_is_not_trusted() {
+    // Any user may bind an abstract name: a command must neither trust a keeper that is
+    // not root with CAP_NET_ADMIN nor take anything but an nf_tables socket from one.
+    let mut w = World::new();
+    w.ok(&["network", "create", "ks", "--subnet", "10.68.0.0/24"]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    let mut ok = false;
+    let served = with_squatter(&w.node, 65534, || {
+        ok = succeeds_in_time(&w, &["attach", "ks", &a, "-p", "18082:80"]);
+    });
+    assert!(served >= 1, "the command asked the non-root squatter");
+    assert!(ok, "attach must not trust a non-root squatter");
+    // Root (this test) passes the rights check; the socketpair must still be refused.
+    let served = with_squatter(&w.node, 0, || {
+        ok = succeeds_in_time(&w, &["attach", "ks", &b, "-p", "18083:80"]);
+    });
+    assert!(served >= 1, "the command asked the root squatter");
+    assert!(ok, "attach must not take a non-nf_tables socket");
+    let table = w.nft_table();
     assert!(
-        served.load(Ordering::Relaxed) >= 1,
-        "the command asked the squatter"
-    );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "attach must not trust the squatter (status {status:?})"
-    );
-    assert!(
-        w.nft_table().contains("18082"),
-        "the port really was published"
+        table.contains("18082") && table.contains("18083"),
+        "{table}"
     );
 }

@@ -26,7 +26,9 @@ const MAX_ANSWER: usize = 1232;
 
 #[derive(Default)]
 pub struct AnswerCache {
-    snapshot: Option<Arc<Records>>,
+    /// `Records::generation` of the snapshot the answers came from (not the snapshot
+    /// itself: an idle listener must not keep an old snapshot alive).
+    generation: u64,
     answers: HashMap<Box<[u8]>, Box<[u8]>>,
     key: Vec<u8>,
 }
@@ -42,13 +44,9 @@ impl AnswerCache {
         records: &Arc<Records>,
         metrics: &Metrics,
     ) -> Reply {
-        if !self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, records))
-        {
+        if self.generation != records.generation {
             self.answers.clear();
-            self.snapshot = Some(records.clone());
+            self.generation = records.generation;
         }
         let cacheable = packet.len() > 2 && packet.len() <= MAX_QUERY;
         if cacheable {

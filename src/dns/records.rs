@@ -32,7 +32,12 @@ pub struct Records {
     by_ip: HashMap<(i64, IpAddr), String>,
     /// address → networks an attachment with that address is on (client scoping).
     client_nets: HashMap<IpAddr, Vec<i64>>,
+    /// Unique per snapshot built in this process: caches derived from a snapshot compare
+    /// it instead of holding the snapshot alive.
+    pub generation: u64,
 }
+
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// What a local lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +60,7 @@ impl Records {
     pub fn build(networks: Vec<NetView>, hosts: Vec<Host>) -> Records {
         let mut r = Records {
             networks,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ..Default::default()
         };
         let mut sandbox_nets: HashMap<&str, Vec<i64>> = HashMap::new();

@@ -28,15 +28,20 @@ const WAL_AUTOCHECKPOINT_FRAMES: i32 = 1000;
 /// A folded WAL file keeps up to this many bytes of its blocks for reuse.
 const WAL_KEEP_BYTES: u64 = 1024 * 1024;
 
-/// Frames in the WAL after this process's last commit (SQLite's WAL hook). The file size
-/// says nothing: a folded WAL keeps its blocks and starts over at its beginning.
-static WAL_FRAMES: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+thread_local! {
+    /// Frames in the WAL after this thread's last commit (SQLite's WAL hook; a store is
+    /// used from one thread). The file size says nothing: a folded WAL keeps its blocks
+    /// and starts over at its beginning.
+    static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
 
 fn note_wal_frames(wal: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_FRAMES.store(frames, std::sync::atomic::Ordering::Relaxed);
+    WAL_FRAMES.with(|f| f.set(frames));
     // Installing a WAL hook replaces SQLite's automatic checkpoint: keep it as a fallback.
+    // Its result is ignored, as SQLite's own hook does: the commit has happened, and an
+    // error here (BUSY while a fold holds the checkpoint lock) would report it as failed.
     if frames >= WAL_AUTOCHECKPOINT_FRAMES {
-        wal.checkpoint()?;
+        let _ = wal.checkpoint();
     }
     Ok(())
 }
@@ -392,13 +397,16 @@ impl Store {
     }
 
     fn wal_is_big(&self) -> bool {
-        WAL_FRAMES.load(std::sync::atomic::Ordering::Relaxed) > WAL_FOLD_FRAMES
+        WAL_FRAMES.with(|f| f.get()) > WAL_FOLD_FRAMES
     }
 
     /// Folds the WAL into the database and starts it over (see `Drop`); returns the frames
     /// left in the log. A concurrent reader (the daemon) only delays this briefly.
     pub fn fold_wal(&mut self) -> Result<i32> {
         self.folding = true;
+        // RESTART holds the WAL write lock while it waits for readers: give up after
+        // 500 ms rather than stall every writer for the commands' 60 s budget.
+        self.conn.busy_timeout(Duration::from_millis(500))?;
         // Copy every frame into the database without blocking anyone (PASSIVE).
         let log = self.checkpoint("PASSIVE")?;
         if log <= WAL_FOLD_FRAMES {
@@ -413,10 +421,12 @@ impl Store {
         self.conn
             .pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES as i64)?;
         self.checkpoint("RESTART")?;
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        self.conn.pragma_update(None, "user_version", version)?;
+        // Read and rewrite in one write transaction, so a migration by another process
+        // cannot slip in between and be undone.
+        let tx = self.write_tx()?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
         self.checkpoint("PASSIVE")
     }
 
