@@ -144,9 +144,26 @@ fn keeper_lends_drains_serves_root_only_and_leaves_when_idle() {
         );
     }
 
-    // Only root gets a socket.
+    // Only root gets a socket, and only with CAP_NET_ADMIN.
     assert!(borrows_as(&w.node, 0), "root borrows");
     assert!(!borrows_as(&w.node, 65534), "nobody does not");
+    let o = command_in(&w.node, "setpriv")
+        .args(["--bounding-set=-net_admin", KNIT, "--state-dir"])
+        .arg(&w.state)
+        .args(["service", "create", "nocap", "--vip", "10.96.9.9:80"])
+        .env("KNIT_TRACE", "1")
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&o.stderr);
+    assert!(trace.contains("store: service recorded"), "{trace}");
+    assert!(
+        !trace.contains("lent by keeper"),
+        "root without CAP_NET_ADMIN: {trace}"
+    );
+    assert!(
+        !o.status.success(),
+        "and its own socket may not change nf_tables"
+    );
 
     // Idle: the keeper goes (and with it its sockets), once nothing is lent.
     drop(l1);
