@@ -169,6 +169,15 @@ impl World {
     }
 
     /// Connect latencies from the client to each target, interleaved round by round.
+    /// Connect targets: a backend directly (baseline), the first and the last of `n` VIPs.
+    fn targets(&self, n: usize) -> Vec<SocketAddr> {
+        vec![
+            format!("{}:8080", self.backends[0]).parse().unwrap(),
+            format!("{}:80", vip(0)).parse().unwrap(),
+            format!("{}:80", vip(n - 1)).parse().unwrap(),
+        ]
+    }
+
     fn connects(&self, targets: &[SocketAddr], n: usize) -> Vec<Vec<Duration>> {
         let targets = targets.to_vec();
         in_ns(&self.client, move || {
@@ -377,12 +386,7 @@ fn main() {
         }
         k_add = (pct(&mut add, 50), pct(&mut add, 99));
         k_rm = (pct(&mut rm, 50), pct(&mut rm, 99));
-        let targets: Vec<SocketAddr> = vec![
-            format!("{}:8080", w.backends[0]).parse().unwrap(),
-            format!("{}:80", vip(0)).parse().unwrap(),
-            format!("{}:80", vip(n - 1)).parse().unwrap(),
-        ];
-        k_conn = w.connects(&targets, connects);
+        k_conn = w.connects(&w.targets(n), connects);
     }
 
     // ---- kube-proxy iptables layout ---------------------------------------------------
@@ -407,12 +411,7 @@ fn main() {
         leave(back);
         i_add = (pct(&mut add, 50), pct(&mut add, 99));
         i_rm = (pct(&mut rm, 50), pct(&mut rm, 99));
-        let targets: Vec<SocketAddr> = vec![
-            format!("{}:8080", w.backends[0]).parse().unwrap(),
-            format!("{}:80", vip(0)).parse().unwrap(),
-            format!("{}:80", vip(n - 1)).parse().unwrap(),
-        ];
-        i_conn = w.connects(&targets, connects);
+        i_conn = w.connects(&w.targets(n), connects);
     }
 
     rows.push(Row {

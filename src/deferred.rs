@@ -58,3 +58,22 @@ pub fn close_detached<T: std::os::fd::AsRawFd>(resource: T) {
         }
     }
 }
+
+/// Starts this binary with `args`, without waiting for it: stdio on /dev/null (a CNI
+/// runtime reading our stdout must not wait for it), never as a CNI plugin invocation even
+/// if we are one, in its own process group. Background helpers (`store-maintenance`,
+/// `nft-keeper`) start this way.
+pub fn spawn_self<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let _ = std::process::Command::new(exe)
+        .args(args)
+        .env_remove("CNI_COMMAND")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}

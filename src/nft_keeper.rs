@@ -25,7 +25,7 @@
 //! before.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::time::{Duration, Instant};
@@ -91,76 +91,53 @@ pub fn borrow(spawn_if_absent: bool) -> Option<Loan> {
 /// Connects to the keeper without ever blocking: a listener that does not accept (a full
 /// backlog) must not hang the command.
 fn connect() -> io::Result<UnixStream> {
-    // SAFETY: socket() with constant arguments; the descriptor is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_un is plain data; the abstract name (leading NUL) fits sun_path.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, b) in addr.sun_path[1..].iter_mut().zip(NAME) {
-        *d = *b as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + NAME.len();
-    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
-    let r = unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error()); // EAGAIN: backlog full; ECONNREFUSED: none
-    }
-    let conn = UnixStream::from(sock);
-    conn.set_nonblocking(false)?;
-    Ok(conn)
+    use std::os::unix::ffi::OsStrExt;
+    let mut abstract_path = vec![0u8];
+    abstract_path.extend_from_slice(NAME);
+    let addr = socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&abstract_path))?;
+    let s = socket2::Socket::new(
+        socket2::Domain::UNIX,
+        socket2::Type::STREAM.nonblocking(),
+        None,
+    )?;
+    s.connect(&addr)?; // EAGAIN: backlog full; ECONNREFUSED: no keeper
+    s.set_nonblocking(false)?;
+    Ok(UnixStream::from(OwnedFd::from(s)))
 }
 
-/// Starts `knit nft-keeper` detached, stdio on /dev/null (a CNI runtime reading our
-/// stdout must not wait for it), in its own process group.
+/// Starts `knit nft-keeper` detached.
 fn spawn_keeper() {
-    let Ok(exe) = std::env::current_exe() else {
-        return;
+    crate::deferred::spawn_self(&["nft-keeper"]);
+}
+
+/// A one-byte message with room for one SCM_RIGHTS descriptor, for sendmsg and recvmsg.
+/// The returned header points into `byte`, `iov` and `control`.
+fn fd_message(byte: &mut [u8; 1], iov: &mut libc::iovec, control: &mut [u64; 4]) -> libc::msghdr {
+    *iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
     };
-    use std::os::unix::process::CommandExt;
-    let _ = std::process::Command::new(exe)
-        .arg("nft-keeper")
-        .env_remove("CNI_COMMAND")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn();
+    // SAFETY: msghdr is plain data; every field used is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    msg
 }
 
 /// One byte of payload with the descriptor in SCM_RIGHTS (how the keeper lends; public so
 /// that tests can play an untrusted keeper).
 pub fn send_fd(conn: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut byte = [1u8];
+    let (mut byte, mut control) = ([1u8], [0u64; 4]);
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
     };
-    // Room for one cmsghdr carrying one int, aligned as the kernel expects.
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call,
-    // and CMSG_* stay inside `control`, which is larger than CMSG_SPACE(sizeof(int)).
+    let mut msg = fd_message(&mut byte, &mut iov, &mut control);
+    // SAFETY: the header points at locals that outlive the sendmsg call; CMSG_* stay
+    // inside `control`, which is larger than CMSG_SPACE(sizeof(int)).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -175,21 +152,16 @@ pub fn send_fd(conn: RawFd, fd: RawFd) -> io::Result<()> {
 }
 
 fn recv_fd(conn: RawFd) -> Option<OwnedFd> {
-    let mut byte = [0u8];
+    let (mut byte, mut control) = ([0u8], [0u64; 4]);
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
     };
-    let mut control = [0u64; 4];
+    let mut msg = fd_message(&mut byte, &mut iov, &mut control);
     // SAFETY: as in send_fd; the kernel writes at most msg_controllen bytes of control
     // data, and every received descriptor is owned by this process from here on (the
     // first is returned, any others are closed).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
         if libc::recvmsg(conn, &mut msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
             return None;
         }
@@ -363,10 +335,13 @@ pub fn run_keeper() -> crate::error::Result<i32> {
             }
             let index = match free.pop() {
                 Some(i) => Some(i),
-                None if sockets.len() < MAX_SOCKETS => open_netfilter_socket().ok().map(|s| {
-                    sockets.push(s);
-                    sockets.len() - 1
-                }),
+                None if sockets.len() < MAX_SOCKETS => {
+                    crate::nftnl::open_netfilter().ok().map(|s| {
+                        // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
+                        sockets.push(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) });
+                        sockets.len() - 1
+                    })
+                }
                 None => None,
             };
             let Some(index) = index else {
@@ -382,12 +357,4 @@ pub fn run_keeper() -> crate::error::Result<i32> {
             }
         }
     }
-}
-
-fn open_netfilter_socket() -> io::Result<OwnedFd> {
-    let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
-    s.bind_auto()?;
-    s.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(s)) })
 }

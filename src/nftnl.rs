@@ -413,6 +413,15 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
 }
 
 /// A NETLINK_NETFILTER socket in the calling thread's namespace.
+/// A fresh nf_tables netlink socket, bound and connected to the kernel (also what the
+/// keeper lends).
+pub fn open_netfilter() -> io::Result<NlSocket> {
+    let mut s = NlSocket::new(NETLINK_NETFILTER)?;
+    s.bind_auto()?;
+    s.connect(&SocketAddr::new(0, 0))?;
+    Ok(s)
+}
+
 pub struct Socket(NlSocket, Option<std::os::unix::net::UnixStream>);
 
 impl std::os::fd::AsRawFd for Socket {
@@ -433,10 +442,7 @@ impl Socket {
             crate::trace::phase("nft: socket lent by keeper");
             return Ok(Socket(s, Some(loan.connection)));
         }
-        let mut s = NlSocket::new(NETLINK_NETFILTER).op(|| "open nftables socket".into())?;
-        s.bind_auto().op(|| "bind nftables socket".into())?;
-        s.connect(&SocketAddr::new(0, 0))
-            .op(|| "connect nftables socket".into())?;
+        let s = open_netfilter().op(|| "open nftables socket".into())?;
         Ok(Socket(s, None))
     }
 

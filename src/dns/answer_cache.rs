@@ -14,7 +14,6 @@ use super::records::Records;
 use super::server::{self, Origin, Reply};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Entries kept before the cache starts over: bounds memory (under 2 MiB per listener)
@@ -41,7 +40,7 @@ impl AnswerCache {
         packet: &[u8],
         client: IpAddr,
         net_id: i64,
-        records: &Arc<Records>,
+        records: &Records,
         metrics: &Metrics,
     ) -> Reply {
         if self.generation != records.generation {
@@ -88,6 +87,7 @@ mod tests {
     use crate::dns::records::{Host, NetView};
     use hickory_proto::op::{Message, Query, ResponseCode};
     use hickory_proto::rr::{Name, RecordType};
+    use std::sync::Arc;
 
     fn records(web_ip: &str) -> Arc<Records> {
         Arc::new(Records::build(

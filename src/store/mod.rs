@@ -303,22 +303,13 @@ fn retry_when_busy(tries: i32) -> bool {
     true
 }
 
-/// Starts `knit --state-dir DIR store-maintenance` without waiting for it. Its stdio is
-/// /dev/null (a CNI runtime reading our stdout must not wait for it) and it is not a CNI
-/// plugin invocation even if we are.
+/// Starts `knit --state-dir DIR store-maintenance` without waiting for it.
 fn spawn_maintenance(dir: &Path) {
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let _ = std::process::Command::new(exe)
-        .arg("--state-dir")
-        .arg(dir)
-        .arg("store-maintenance")
-        .env_remove("CNI_COMMAND")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
+    crate::deferred::spawn_self(&[
+        std::ffi::OsStr::new("--state-dir"),
+        dir.as_os_str(),
+        std::ffi::OsStr::new("store-maintenance"),
+    ]);
 }
 
 fn parse<T: FromStr>(s: String) -> rusqlite::Result<T> {
@@ -1094,6 +1085,7 @@ mod tests {
             st.create_service(&s).unwrap();
         }
         assert!(st.wal_is_big());
+        st.folding = true; // the fold runs below; current_exe() is this test binary
         drop(st);
         // What `knit store-maintenance` does, on its own connection.
         let mut m = Store::open(&d).unwrap();
