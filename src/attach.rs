@@ -6,7 +6,9 @@
 use crate::error::{Error, Result};
 use crate::firewall::Batch;
 use crate::model::{Driver, Mac, PublishSpec, RouteSpec, SandboxRef};
+use crate::lock::Lock;
 use crate::netlink::{Netlink, Route, VethRequest};
+use netlink_packet_route::AddressFamily;
 use crate::netns::Netns;
 use crate::node::{Node, attach_fw};
 use crate::store::{AttachRequest, AttachState, Attachment, Network, Reserved};
@@ -184,72 +186,118 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
     for ip in &att.ips {
         snl.add_address(index, sandbox_addr(net, ip))?;
     }
-    match net.driver {
-        Driver::Bridge => {
-            for r in bridge_routes(net, att) {
-                snl.add_route(&Route {
-                    dst: r.dst,
-                    gateway: r.gw,
-                    oif: Some(index),
-                    onlink: false,
-                    link_scope: false,
-                })?;
-            }
+    if net.driver == Driver::Ptp {
+        for gw in net
+            .subnets
+            .iter()
+            .map(|s| if s.subnet.addr().is_ipv4() { PTP_GW4 } else { PTP_GW6 })
+        {
+            snl.add_neighbour(index, gw, host_mac)?;
         }
-        Driver::Ptp => {
-            for s in &net.subnets {
-                let gw = if s.subnet.addr().is_ipv4() {
-                    PTP_GW4
-                } else {
-                    PTP_GW6
-                };
-                snl.add_neighbour(index, gw, host_mac)?;
-                let dst = if net.internal {
-                    s.subnet
-                } else {
-                    IpNet::new(
-                        if gw.is_ipv4() {
-                            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-                        } else {
-                            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-                        },
-                        0,
-                    )
-                    .map_err(|_| Error::invalid("gateway", gw, "bad family"))?
-                };
-                snl.add_route(&Route {
-                    dst,
-                    gateway: Some(gw),
-                    oif: Some(index),
-                    onlink: true,
-                    link_scope: false,
-                })?;
-            }
+    }
+    // The first network a sandbox joins keeps its default route: a later attachment adds
+    // one only for a family the sandbox has none for (and detach restores, see
+    // `restore_default_routes`).
+    let has_default = defaults_present(&mut snl, Some(index))?;
+    for r in sandbox_routes(net, att)? {
+        let fam = usize::from(!r.dst.addr().is_ipv4());
+        if r.dst.prefix_len() == 0 && has_default[fam] {
+            continue;
         }
+        snl.add_route(&Route {
+            oif: Some(index),
+            ..r
+        })?;
     }
     Ok(())
 }
 
+/// Whether the sandbox has an IPv4 / IPv6 default route through a link other than
+/// `except` (the attachment's own interface).
+fn defaults_present(snl: &mut Netlink, except: Option<u32>) -> Result<[bool; 2]> {
+    let mut found = [false; 2];
+    for (i, fam) in [AddressFamily::Inet, AddressFamily::Inet6]
+        .into_iter()
+        .enumerate()
+    {
+        found[i] = snl
+            .routes(fam)?
+            .iter()
+            .any(|r| r.dst.prefix_len() == 0 && r.oif.is_some() && r.oif != except);
+    }
+    Ok(found)
+}
+
+/// The routes an attachment installs inside the sandbox (without the interface index).
+fn sandbox_routes(net: &Network, att: &Attachment) -> Result<Vec<Route>> {
+    let mut out = Vec::new();
+    match net.driver {
+        Driver::Bridge => {
+            for r in bridge_routes(net, att) {
+                out.push(Route {
+                    dst: r.dst,
+                    gateway: r.gw,
+                    oif: None,
+                    onlink: false,
+                    link_scope: false,
+                });
+            }
+        }
+        Driver::Ptp => {
+            for s in &net.subnets {
+                let v4 = s.subnet.addr().is_ipv4();
+                let gw = if v4 { PTP_GW4 } else { PTP_GW6 };
+                out.push(Route {
+                    dst: if net.internal { s.subnet } else { unspecified(v4) },
+                    gateway: Some(gw),
+                    oif: None,
+                    onlink: true,
+                    link_scope: false,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Node {
+    /// Attaches a sandbox. Serialized with every other change to the same sandbox (and
+    /// with the network's creation and removal); commands on other sandboxes run alongside.
     pub fn attach(&mut self, args: &AttachArgs) -> Result<Attached> {
+        for a in args.aliases {
+            crate::model::validate_dns_name("--alias", a)?;
+        }
+        if let Some(i) = args.ifname {
+            crate::model::validate_ifname("--ifname", i)?;
+        }
+        let ns = Netns::open(args.sandbox.path())
+            .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
+        refuse_node_namespace(&ns, &args.sandbox.key())?;
+        // An interrupted creation is finished first, under the network's own lock.
+        if let Some(mut n) = self.store.find_network(args.network)?
+            && !n.ready
+        {
+            self.finish_network(&mut n)?;
+        }
+        let key = args.sandbox.key();
+        let _net_lock = Lock::network(&self.state_dir, args.network, false)?;
+        let _sbx_lock = Lock::sandbox(&self.state_dir, &key)?;
+        // `sandbox rm` may have deleted it while we waited for the lock.
+        if !Netns::open(args.sandbox.path()).is_ok_and(|n| n.id().ok() == ns.id().ok()) {
+            return Err(Error::not_found("sandbox", key));
+        }
         let chosen;
         let ifname = match args.ifname {
             Some(i) => i,
             None => {
-                chosen = self.next_ifname(args.network, &args.sandbox.key())?;
+                chosen = self.next_ifname(args.network, &key, &ns)?;
                 chosen.as_str()
             }
         };
-        crate::model::validate_ifname("--ifname", ifname)?;
-        for a in args.aliases {
-            crate::model::validate_dns_name("--alias", a)?;
-        }
-        let ns = Netns::open(args.sandbox.path())
-            .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
         let path = args.sandbox.path();
         let reserved = self.store.reserve(&AttachRequest {
             network: args.network,
-            sandbox: &args.sandbox.key(),
+            sandbox: &key,
             netns_path: &path,
             ifname,
             static_ips: args.static_ips,
@@ -262,47 +310,99 @@ impl Node {
         })?;
         crate::trace::phase("store: reserved");
         let Reserved {
-            mut network,
+            network,
             attachment,
             existed,
         } = reserved;
-        if !network.ready {
-            // Its creation was interrupted: finish building it first.
-            self.finish_network(&mut network)?;
-        }
         let att = match (existed, attachment.state) {
             (true, AttachState::Ready) => {
+                same_request(&attachment, args)?;
                 return Ok(Attached {
                     network,
                     attachment,
                     existed: true,
                 });
             }
-            // A crashed attach left this behind: clear its remnants and build it again.
             (true, AttachState::Pending) => {
-                self.unplumb(&network, &attachment)?;
-                attachment
+                if let Some(o) = attachment.owner.filter(|o| o.alive()) {
+                    // Cannot happen while its owner holds the sandbox lock; never take
+                    // over a record a live process is working on.
+                    return Err(Error::Conflict(format!(
+                        "sandbox {key:?} on network {:?} is being changed by process {}",
+                        args.network, o.pid
+                    )));
+                }
+                // A crashed attach or detach left this behind: clear its remnants first.
+                self.remove_attachment(&network, &attachment)?;
+                return self.attach_locked(args, &ns, &network);
             }
             (false, _) => attachment,
         };
-        let built = plumb(&network, &att, &ns).and_then(|_| {
+        self.build_attachment(network, att, &ns)
+    }
+
+    /// After clearing a crashed remnant: reserve again and build (locks already held).
+    fn attach_locked(&mut self, args: &AttachArgs, ns: &Netns, net: &Network) -> Result<Attached> {
+        let key = args.sandbox.key();
+        let ifname = match args.ifname {
+            Some(i) => i.to_string(),
+            None => self.next_ifname(&net.name, &key, ns)?,
+        };
+        let path = args.sandbox.path();
+        let r = self.store.reserve(&AttachRequest {
+            network: args.network,
+            sandbox: &key,
+            netns_path: &path,
+            ifname: &ifname,
+            static_ips: args.static_ips,
+            mac: args.mac,
+            publish: args.publish,
+            container_id: args.container_id,
+            routes: args.routes,
+            aliases: args.aliases,
+            labels: args.labels,
+        })?;
+        if r.existed {
+            return Err(Error::Conflict(format!(
+                "sandbox {key:?} on network {:?}: a stale record could not be cleared",
+                net.name
+            )));
+        }
+        self.build_attachment(r.network, r.attachment, ns)
+    }
+
+    /// Links, addresses and routes, then (under the kernel lock) the nft elements derived
+    /// from the store and the record's `ready`. On failure, undoes exactly this attachment.
+    fn build_attachment(&mut self, network: Network, att: Attachment, ns: &Netns) -> Result<Attached> {
+        let built = plumb(&network, &att, ns).and_then(|_| {
             crate::trace::phase("links, addresses, routes");
+            let _k = self.kernel_lock()?;
+            self.ensure_table_intact()?;
             let mut b = Batch::new();
             b.attachment(&attach_fw(&network, &att), true);
             self.policy_changes_for(&mut b, &network, &att, true)?;
             self.service_changes_for(&mut b, &att.sandbox, att.id, true)?;
-            b.apply()
+            match b.apply() {
+                Ok(()) => self.store.mark_ready(att.id),
+                Err(Error::Nft(_)) => {
+                    // knit's table is gone or damaged: write all of it from the store,
+                    // this attachment included.
+                    self.store.mark_ready(att.id)?;
+                    self.rebuild_firewall().inspect_err(|_| {
+                        let _ = self.store.mark_pending(att.id);
+                    })
+                }
+                Err(e) => Err(e),
+            }
         });
         if let Err(e) = built {
-            let _ = self.unplumb(&network, &att);
-            let _ = self.store.release(att.id);
+            let _ = self.remove_attachment(&network, &att);
             return Err(e);
         }
-        crate::trace::phase("nft elements added");
-        self.store.mark_ready(att.id)?;
-        crate::trace::phase("store: ready");
+        crate::trace::phase("nft elements added, store: ready");
         let mut attachment = att;
         attachment.state = AttachState::Ready;
+        attachment.owner = None;
         Ok(Attached {
             network,
             attachment,
@@ -310,27 +410,36 @@ impl Node {
         })
     }
 
-    /// eth0, eth1, ...: the first name no other attachment of this sandbox uses (an
-    /// existing attachment to this network keeps its name).
-    fn next_ifname(&self, network: &str, sandbox: &str) -> Result<String> {
+    /// eth0, eth1, ...: the first name no other attachment of this sandbox uses and no
+    /// interface in the sandbox has (an existing attachment to this network keeps its
+    /// name).
+    fn next_ifname(&self, network: &str, sandbox: &str, ns: &Netns) -> Result<String> {
         let atts = self.store.attachments_of_sandbox(sandbox)?;
         if let Some(a) = atts.iter().find(|a| a.network == network) {
             return Ok(a.ifname.clone());
         }
-        Ok((0..)
+        let present: Vec<String> = Netlink::open_in(ns)?
+            .links()?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        (0..4096)
             .map(|i| format!("eth{i}"))
-            .find(|n| !atts.iter().any(|a| &a.ifname == n))
-            .unwrap_or_else(|| "eth0".into()))
+            .find(|n| !atts.iter().any(|a| &a.ifname == n) && !present.contains(n))
+            .ok_or_else(|| Error::Conflict(format!("sandbox {sandbox:?} has no free ethN name")))
     }
 
     /// Removes an attachment's nft elements and links (the kernel removes the peer, its
-    /// addresses and routes with it). Idempotent.
+    /// addresses and routes with it). Idempotent. Only the host veth knit created (its
+    /// recorded name and MAC) is deleted.
     pub fn unplumb(&mut self, net: &Network, att: &Attachment) -> Result<()> {
         // The link goes first: deleting it waits for RCU callbacks to drain (rcu_barrier),
         // and doing it before the nft deletion keeps the element frees out of that wait.
         // In between, DNAT to the vanished address just finds no host.
-        Netlink::open()?.delete_link(&att.host_ifname)?;
+        delete_owned_veth(att)?;
         crate::trace::phase("host veth deleted");
+        restore_default_routes(&self.store, att);
+        let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.attachment(&attach_fw(net, att), false);
         self.policy_changes_for(&mut b, net, att, false)?;
@@ -349,19 +458,260 @@ impl Node {
 
     /// Detaches; Ok(None) if the sandbox was not attached (detach is idempotent).
     pub fn detach(&mut self, network: &str, sandbox: &SandboxRef) -> Result<Option<Attachment>> {
+        let key = sandbox.key();
+        let _net_lock = Lock::network(&self.state_dir, network, false)?;
+        let _sbx_lock = Lock::sandbox(&self.state_dir, &key)?;
         let net = self.store.network(network)?;
-        let Some(att) = self.store.attachment(net.id, &sandbox.key())? else {
+        let Some(att) = self.store.attachment(net.id, &key)? else {
             return Ok(None);
         };
         crate::trace::phase("store: found");
-        self.detach_attachment(&net, &att)?;
+        self.remove_attachment(&net, &att)?;
         Ok(Some(att))
     }
 
+    /// Detaches one recorded attachment, taking the locks (CNI DEL and GC, `sandbox rm`).
     pub fn detach_attachment(&mut self, net: &Network, att: &Attachment) -> Result<()> {
+        let _net_lock = Lock::network(&self.state_dir, &net.name, false)?;
+        let _sbx_lock = Lock::sandbox(&self.state_dir, &att.sandbox)?;
+        // Re-read under the locks: another command may have changed it meanwhile.
+        match self.store.attachment(net.id, &att.sandbox)? {
+            Some(a) if a.id == att.id => self.remove_attachment(net, &a),
+            _ => Ok(()),
+        }
+    }
+
+    /// The teardown itself (callers hold the locks, or the exclusive node lock). The record
+    /// is marked pending first, so a failure part-way (a full disk, kill -9) leaves a
+    /// record the next detach or reconcile finishes, never a ready one without links.
+    pub(crate) fn remove_attachment(&mut self, net: &Network, att: &Attachment) -> Result<()> {
+        if att.state == AttachState::Ready {
+            self.store.mark_pending(att.id)?;
+        }
         self.unplumb(net, att)?;
+        let _k = self.kernel_lock()?;
         self.store.release(att.id)?;
         crate::trace::phase("store: released");
         Ok(())
+    }
+}
+
+/// What `sandbox rm` did.
+pub struct SandboxRemoved {
+    pub detached: usize,
+    /// The namespace was knit's (`knit sandbox add`) and is gone; otherwise it was only
+    /// detached and left in place.
+    pub deleted: bool,
+}
+
+impl Node {
+    /// `knit sandbox rm NAME`: detaches the sandbox from every network and deletes its
+    /// namespace if knit created it. A namespace knit did not create (`ip netns add`, a
+    /// runtime's) is only detached; the node's own is never touched.
+    pub fn remove_sandbox(&mut self, name: &str) -> Result<SandboxRemoved> {
+        let path = crate::netns::named_path(name);
+        let ours = self.store.sandboxes()?.iter().any(|s| s == name);
+        let atts = self.store.attachments_of_sandbox(name)?;
+        let exists = crate::netns::is_netns(&path);
+        if atts.is_empty() && !(ours && exists) {
+            return Err(if exists {
+                Error::invalid(
+                    "sandbox",
+                    name,
+                    "was not created by knit (`knit sandbox add`) and is not attached: knit leaves it alone",
+                )
+            } else {
+                Error::not_found("sandbox", name)
+            });
+        }
+        if ours && exists {
+            refuse_node_namespace(&Netns::open(&path)?, name)?;
+        }
+        let _net_locks = Lock::networks(&self.state_dir, atts.iter().map(|a| a.network.as_str()))?;
+        let _sbx_lock = Lock::sandbox(&self.state_dir, name)?;
+        let atts = self.store.attachments_of_sandbox(name)?;
+        for a in &atts {
+            let net = self.store.network(&a.network)?;
+            self.remove_attachment(&net, a)?;
+        }
+        let deleted = ours && crate::netns::delete_named(name)?;
+        if ours {
+            self.store.remove_sandbox(name)?;
+        }
+        Ok(SandboxRemoved {
+            detached: atts.len(),
+            deleted,
+        })
+    }
+}
+
+/// Deletes the attachment's host veth if it is the one knit created (its recorded MAC). If
+/// it is not in this namespace while the sandbox still has the attachment's interface,
+/// this command runs in the wrong node namespace: refuse rather than drop the record of a
+/// live link.
+fn delete_owned_veth(att: &Attachment) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    match nl.link_by_name(&att.host_ifname)? {
+        Some(l) if l.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&att.host_mac)) => {
+            nl.delete_link(&att.host_ifname)?;
+        }
+        Some(_) => {} // someone else's link under this name: not knit's to delete
+        None => {
+            let inside = Netns::open(&att.netns_path)
+                .and_then(|ns| Netlink::open_in(&ns)?.link_by_name(&att.ifname))
+                .ok()
+                .flatten();
+            if inside.is_some_and(|l| l.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&att.mac))) {
+                return Err(Error::Conflict(format!(
+                    "the host end {} of {}'s {} is not in this network namespace, but the sandbox still has {}: run knit in the node namespace that holds it",
+                    att.host_ifname, att.sandbox, att.network, att.ifname
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After an attachment's link is gone, gives the sandbox back a default route for each
+/// family it lost one for, from its other attachments in the order they were made.
+/// Best effort: the sandbox may be gone, or the other networks internal.
+fn restore_default_routes(store: &crate::store::Store, gone: &Attachment) {
+    let Ok(ns) = Netns::open(&gone.netns_path) else {
+        return;
+    };
+    let Ok(mut snl) = Netlink::open_in(&ns) else {
+        return;
+    };
+    let Ok(mut have) = defaults_present(&mut snl, None) else {
+        return;
+    };
+    let Ok(others) = store.attachments_of_sandbox(&gone.sandbox) else {
+        return;
+    };
+    for a in others
+        .iter()
+        .filter(|a| a.id != gone.id && a.state == AttachState::Ready)
+    {
+        let (Ok(net), Ok(Some(index))) = (store.network(&a.network), snl.link_index(&a.ifname))
+        else {
+            continue;
+        };
+        for r in sandbox_routes(&net, a).unwrap_or_default() {
+            let fam = usize::from(!r.dst.addr().is_ipv4());
+            if r.dst.prefix_len() == 0
+                && !have[fam]
+                && snl
+                    .add_route(&Route {
+                        oif: Some(index),
+                        ..r
+                    })
+                    .is_ok()
+            {
+                have[fam] = true;
+            }
+        }
+    }
+}
+
+/// The node's own namespace (knit runs in it) and the host's initial one are never
+/// sandboxes: attaching would replace their routes and detaching would leave none.
+fn refuse_node_namespace(ns: &Netns, key: &str) -> Result<()> {
+    let id = ns.id()?;
+    let node = Netns::current()?.id()?;
+    let init = Netns::open("/proc/1/ns/net").and_then(|n| n.id()).ok();
+    if id == node || Some(id) == init {
+        return Err(Error::invalid(
+            "sandbox",
+            key,
+            "is the node's own network namespace (where knit runs), not a sandbox",
+        ));
+    }
+    Ok(())
+}
+
+/// A repeated attach must ask for what the attachment already has; a different
+/// `--publish`, `--label`, `--alias`, `--ip`, `--mac` or `--ifname` is refused rather
+/// than silently dropped.
+fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
+    let refuse = |field: &'static str, asked: String, has: String| {
+        Err(Error::invalid(
+            field,
+            asked,
+            format!(
+                "{} is already attached to {} with {field} {has}; detach it first to change that",
+                att.sandbox, att.network
+            ),
+        ))
+    };
+    let mut want: Vec<String> = Vec::new();
+    for p in args.publish {
+        for (hp, cp) in p.pairs() {
+            want.push(format!(
+                "{}:{hp}:{cp}/{}",
+                p.host_ip.map(|h| h.to_string()).unwrap_or_default(),
+                p.proto
+            ));
+        }
+    }
+    let mut have: Vec<String> = att
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}:{}/{}",
+                p.host_ip.map(|h| h.to_string()).unwrap_or_default(),
+                p.host_port,
+                p.container_port,
+                p.proto
+            )
+        })
+        .collect();
+    for v in [&mut want, &mut have] {
+        v.sort();
+        v.dedup();
+    }
+    if want != have {
+        return refuse("--publish", want.join(","), or_none(&have));
+    }
+    if args.labels != &att.labels {
+        let show = |l: &crate::policy::spec::Labels| {
+            let v: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            v
+        };
+        return refuse("--label", show(args.labels).join(","), or_none(&show(&att.labels)));
+    }
+    let mut a1: Vec<&String> = args.aliases.iter().collect();
+    let mut a2: Vec<&String> = att.aliases.iter().collect();
+    a1.sort();
+    a1.dedup();
+    a2.sort();
+    a2.dedup();
+    if a1 != a2 {
+        let s = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+        return refuse("--alias", s(&a1), if a2.is_empty() { "none".into() } else { s(&a2) });
+    }
+    let ips: Vec<IpAddr> = att.ips.iter().map(|n| n.addr()).collect();
+    if let Some(ip) = args.static_ips.iter().find(|ip| !ips.contains(ip)) {
+        let have: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+        return refuse("--ip", ip.to_string(), have.join(","));
+    }
+    if let Some(m) = args.mac
+        && !m.to_string().eq_ignore_ascii_case(&att.mac)
+    {
+        return refuse("--mac", m.to_string(), att.mac.clone());
+    }
+    if let Some(i) = args.ifname
+        && i != att.ifname
+    {
+        return refuse("--ifname", i.to_string(), att.ifname.clone());
+    }
+    Ok(())
+}
+
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
     }
 }

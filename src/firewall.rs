@@ -645,6 +645,41 @@ impl Batch {
     }
 }
 
+/// The rules knit's fixed chains and each network's chains must hold: what a flushed or
+/// partly deleted table lacks. (Policy and per-service chains are left out: they come and
+/// go with their objects.)
+pub fn expected_rule_counts(nets: &[NetFw]) -> std::collections::BTreeMap<String, usize> {
+    let mut b = Batch::new();
+    b.base();
+    for n in nets {
+        b.network(n, true);
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for c in &b.cmds {
+        match c {
+            Cmd::AddChain { name, .. } | Cmd::FlushChain(name) => {
+                counts.insert(name.clone(), 0);
+            }
+            Cmd::AddRule { chain, .. } | Cmd::AddDnat { chain, .. } => {
+                *counts.entry(chain.clone()).or_insert(0) += 1;
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// Whether knit's table is whole: it exists and every fixed and network chain holds the
+/// rules it should (one rule dump). A table someone flushed or deleted is not.
+pub fn table_intact(nets: &[NetFw]) -> crate::error::Result<bool> {
+    let Some(have) = crate::nftnl::Socket::open()?.rule_counts(TABLE)? else {
+        return Ok(false);
+    };
+    Ok(expected_rule_counts(nets)
+        .iter()
+        .all(|(chain, n)| have.get(chain).copied().unwrap_or(0) == *n))
+}
+
 /// Whether knit's table exists in this namespace (one netlink request).
 pub fn table_exists() -> bool {
     crate::nftnl::Socket::open()

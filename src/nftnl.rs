@@ -309,6 +309,25 @@ fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
     Ok(out)
 }
 
+/// The string value of the first top-level attribute `kind` in `attrs`.
+fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
+    let mut off = 0;
+    while off + 4 <= attrs.len() {
+        let len = u16::from_ne_bytes([attrs[off], attrs[off + 1]]) as usize;
+        let k = u16::from_ne_bytes([attrs[off + 2], attrs[off + 3]]) & !NLA_F_NESTED;
+        if len < 4 || off + len > attrs.len() {
+            return None;
+        }
+        if k == kind {
+            let v = &attrs[off + 4..off + len];
+            let v = v.split(|b| *b == 0).next().unwrap_or(v);
+            return String::from_utf8(v.to_vec()).ok();
+        }
+        off += (len + 3) & !3;
+    }
+    None
+}
+
 /// An encoded batch: the bytes and the sequence number of its last message, the only one
 /// that asks for an acknowledgement (None for an empty batch).
 pub struct Encoded {
@@ -513,6 +532,73 @@ impl Socket {
                         io::Error::from_raw_os_error(e),
                     )),
                 };
+            }
+        }
+    }
+
+    /// How many rules each chain of `table` (family inet) holds: one dump request. `None`
+    /// if the table does not exist.
+    pub fn rule_counts(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, usize>>> {
+        const NFT_MSG_GETRULE: u16 = 7;
+        const NFT_MSG_NEWRULE_REPLY: u16 = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+        const NLM_F_DUMP: u16 = 0x300;
+        const NLMSG_DONE: u16 = 3;
+        let mut attrs = vec![];
+        attr(&mut attrs, NFTA_RULE_TABLE, |b| cstr(b, table));
+        let mut msg = vec![];
+        message(
+            &mut msg,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            NFPROTO_INET,
+            0,
+            &attrs,
+        );
+        self.0
+            .send(&msg, 0)
+            .op(|| "send nftables rule dump".into())?;
+        let mut counts = std::collections::BTreeMap::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = self
+                .0
+                .recv(&mut &mut buf[..], 0)
+                .op(|| "receive nftables rules".into())?;
+            let data = &buf[..n];
+            let mut off = 0;
+            while off + 16 <= data.len() {
+                let len = u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
+                    as usize;
+                let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
+                if len < 16 || off + len > data.len() {
+                    return Err(Error::Nft("malformed netlink reply".into()));
+                }
+                let msg = &data[off..off + len];
+                match kind {
+                    NLMSG_DONE => return Ok(Some(counts)),
+                    NLMSG_ERROR if len >= 20 => {
+                        let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
+                        return match -code {
+                            0 => Ok(Some(counts)),
+                            libc::ENOENT => Ok(None),
+                            e => Err(Error::io(
+                                "dump nftables rules",
+                                io::Error::from_raw_os_error(e),
+                            )),
+                        };
+                    }
+                    NFT_MSG_NEWRULE_REPLY if len >= 20 => {
+                        if let Some(chain) = string_attr(&msg[20..], NFTA_RULE_CHAIN) {
+                            *counts.entry(chain).or_insert(0) += 1;
+                        }
+                    }
+                    _ => {}
+                }
+                off += (len + 3) & !3;
             }
         }
     }

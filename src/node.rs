@@ -6,7 +6,8 @@ use crate::firewall::{AttachFw, Batch, NetFw};
 use crate::lock::Lock;
 use crate::model::{Driver, NetworkSpec};
 use crate::netlink::Netlink;
-use crate::store::{Attachment, Network, Store};
+use crate::netlink::LinkInfoSummary;
+use crate::store::{AttachState, Attachment, Network, Store};
 use crate::sysctl;
 use ipnet::IpNet;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,25 @@ pub struct Node {
     _lock: Lock,
 }
 
+/// How `build_network` treats a link that already has the bridge's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeUse {
+    /// A new network: any existing link of that name is someone else's, refused.
+    Fresh,
+    /// CNI's shared bridge (`cni0`): an existing bridge is adopted (recorded, never
+    /// deleted); any other kind of link is refused.
+    Adopt,
+    /// Rebuilding a recorded network: the link must be the bridge knit created (its MAC)
+    /// or adopted; anything else in its place is refused and left alone.
+    Repair,
+}
+
 impl Node {
     /// Opens the store under `state_dir`. `exclusive` is for reconcile (see `lock`).
     pub fn open(state_dir: &Path, exclusive: bool) -> Result<Node> {
+        if Store::is_blank(state_dir) {
+            refuse_to_start_over(state_dir)?;
+        }
         let store = Store::open(state_dir)?;
         let lock = Lock::take(state_dir, exclusive)?;
         Ok(Node {
@@ -29,21 +46,38 @@ impl Node {
         })
     }
 
-    pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network> {
-        self.create_network_from(spec, "cli", false)
+    /// The kernel lock (see `lock`): held from reading the state a firewall change is
+    /// derived from until that change is applied and recorded.
+    pub fn kernel_lock(&self) -> Result<crate::lock::KernelGuard> {
+        Lock::kernel(&self.state_dir)
     }
 
-    /// `adopt_bridge`: an existing bridge of that name is used (CNI configurations name a
-    /// shared bridge such as cni0) instead of being an error.
+    pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network> {
+        self.create_network_from(spec, "cli", BridgeUse::Fresh)
+    }
+
+    /// Creates a network: store record (not ready), kernel state, ready. On failure only
+    /// what this call created is removed.
     pub fn create_network_from(
         &mut self,
         spec: &NetworkSpec,
         origin: &str,
-        adopt_bridge: bool,
+        bridge: BridgeUse,
     ) -> Result<Network> {
+        let _net_lock = Lock::network(&self.state_dir, &spec.name, true)?;
+        if let Some(old) = self.store.find_network(&spec.name)?
+            && !old.ready
+            && self.store.attachments_of_network(old.id)?.is_empty()
+        {
+            // A creation killed half-way: we hold the network's lock, so its process is
+            // gone. Remove what it recorded and start again.
+            self.teardown_network(&old)?;
+            self.store.delete_network(old.id)?;
+        }
         let mut net = self.store.create_network(spec, origin)?;
-        if let Err(e) = self.build_network(&net, !adopt_bridge) {
-            let _ = self.teardown_network(&net);
+        let mut created = false;
+        if let Err(e) = self.build_network(&mut net, bridge, &mut created) {
+            let _ = self.undo_network(&net, created);
             let _ = self.store.delete_network(net.id);
             return Err(e);
         }
@@ -55,33 +89,79 @@ impl Node {
     /// Builds a network whose kernel state is missing or incomplete (an interrupted
     /// creation, a bridge someone deleted) and records it as ready.
     pub fn finish_network(&mut self, net: &mut Network) -> Result<()> {
-        self.build_network(net, false)?;
+        let _net_lock = Lock::network(&self.state_dir, &net.name, true)?;
+        let use_ = if net.origin == "cni" && !net.ready {
+            BridgeUse::Adopt
+        } else {
+            BridgeUse::Repair
+        };
+        self.build_network(net, use_, &mut false)?;
         self.store.mark_network_ready(net.id)?;
         net.ready = true;
         Ok(())
     }
 
     /// Kernel state of a network: forwarding, bridge with gateway addresses, nft chain and
-    /// elements. With `fresh` an existing bridge of that name is an error (someone else's).
-    pub fn build_network(&mut self, net: &Network, fresh: bool) -> Result<()> {
+    /// elements. `created` is set once this call created the bridge (what a failed
+    /// creation must remove, and nothing else).
+    pub fn build_network(
+        &mut self,
+        net: &mut Network,
+        bridge: BridgeUse,
+        created: &mut bool,
+    ) -> Result<()> {
         let v4 = net.subnets.iter().any(|s| s.subnet.addr().is_ipv4());
         let v6 = net.subnets.iter().any(|s| !s.subnet.addr().is_ipv4());
         sysctl::ensure_forwarding(v4, v6)?;
-        if let Some(br) = &net.bridge {
+        if let Some(br) = net.bridge.clone() {
             let mut nl = Netlink::open()?;
-            let index = match nl.link_by_name(br)? {
-                Some(l) if fresh => {
-                    return Err(Error::invalid(
-                        "--bridge",
-                        br,
-                        format!("a link with this name already exists (index {})", l.index),
-                    ));
+            let index = match nl.link_by_name(&br)? {
+                Some(l) => {
+                    let kind = l.kind.clone().unwrap_or_else(|| "unknown".into());
+                    let is_bridge = kind == "bridge";
+                    let ours = is_bridge && (net.bridge_adopted || owned_bridge(net, &l));
+                    match bridge {
+                        BridgeUse::Fresh => {
+                            return Err(Error::invalid(
+                                "bridge",
+                                &br,
+                                format!(
+                                    "a link with this name already exists ({kind}, index {}); knit only creates new bridges for its networks",
+                                    l.index
+                                ),
+                            ));
+                        }
+                        _ if !is_bridge => {
+                            return Err(Error::invalid(
+                                "bridge",
+                                &br,
+                                format!(
+                                    "is an existing {kind} link (index {}), not a bridge; knit never uses or changes it",
+                                    l.index
+                                ),
+                            ));
+                        }
+                        BridgeUse::Adopt if !ours => {
+                            // Recorded before anything is changed on it.
+                            self.store.mark_bridge_adopted(net.id)?;
+                            net.bridge_adopted = true;
+                        }
+                        BridgeUse::Repair if !ours => {
+                            return Err(Error::Conflict(format!(
+                                "link {br:?} is a bridge knit did not create for network {:?} (its MAC is {}); knit leaves it alone: remove or rename it, then run `knit reconcile`",
+                                net.name,
+                                l.mac.as_deref().unwrap_or("unknown")
+                            )));
+                        }
+                        _ => {}
+                    }
+                    l.index
                 }
-                Some(l) => l.index,
                 None => {
-                    nl.create_bridge(br, net.bridge_mac, net.mtu)?;
-                    nl.link_index(br)?
-                        .ok_or_else(|| Error::not_found("link", br))?
+                    nl.create_bridge(&br, net.bridge_mac, net.mtu)?;
+                    *created = true;
+                    nl.link_index(&br)?
+                        .ok_or_else(|| Error::not_found("link", &br))?
                 }
             };
             nl.set_up(index)?;
@@ -94,27 +174,62 @@ impl Node {
                 nl.add_address(index, gw)?;
             }
             // Lets DNAT to a sandbox work for connections to 127.0.0.1 published ports.
-            sysctl::ensure_path(&sysctl::iface_key("ipv4", br, "route_localnet"), "1")?;
+            sysctl::ensure_path(&sysctl::iface_key("ipv4", &br, "route_localnet"), "1")?;
             if v6 {
                 // The bridge's link-local address appears with the first port; while it is
                 // in duplicate-address detection the node cannot solicit neighbours, which
                 // cost the first routed IPv6 connection of a new sandbox a 1 s SYN retry.
                 // knit owns this link and its addresses: skip DAD.
-                sysctl::ensure_path(&sysctl::iface_key("ipv6", br, "accept_dad"), "0")?;
+                sysctl::ensure_path(&sysctl::iface_key("ipv6", &br, "accept_dad"), "0")?;
             }
             if net.policy == crate::policy::spec::Default::Deny {
                 nl.set_bridge_nf_call(index, true)?;
             }
         }
+        let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.base().network(&net_fw(net), true);
         if net.policy == crate::policy::spec::Default::Deny {
             b.net_policy(&crate::policy::resolve(&self.store, net)?, &[]);
         }
-        b.apply()
+        self.apply_or_rebuild(&b)
     }
 
-    fn teardown_network(&mut self, net: &Network) -> Result<()> {
+    /// Applies a batch; if the kernel lost knit's table (or part of it: a flushed or
+    /// deleted table, a missing set), rewrites the whole table from the store instead.
+    /// Callers hold the kernel lock and have recorded the change in the store first.
+    pub fn apply_or_rebuild(&self, b: &Batch) -> Result<()> {
+        match b.apply() {
+            Err(Error::Nft(_)) => self.rebuild_firewall(),
+            r => r,
+        }
+    }
+
+    /// Verifies knit's whole table (all networks) and rewrites it from the store if it was
+    /// deleted, flushed or lost rules (a firewall reload, `nft flush ruleset`): runtimes'
+    /// recovery flows (podman `network reload`) re-ADD every container and expect the
+    /// firewall back. Callers hold the kernel lock.
+    pub fn ensure_table_intact(&self) -> Result<()> {
+        let nets: Vec<NetFw> = self.store.networks()?.iter().map(net_fw).collect();
+        if !crate::firewall::table_intact(&nets)? {
+            crate::trace::phase("nft: table damaged, rebuilding");
+            self.rebuild_firewall()?;
+        }
+        Ok(())
+    }
+
+    /// Undoes a failed creation: knit's nft objects of the network, and the bridge only if
+    /// this call created it.
+    fn undo_network(&mut self, net: &Network, created: bool) -> Result<()> {
+        self.teardown_firewall(net)?;
+        if created && let Some(br) = &net.bridge {
+            delete_owned_bridge(net, br)?;
+        }
+        Ok(())
+    }
+
+    fn teardown_firewall(&mut self, net: &Network) -> Result<()> {
+        let _k = self.kernel_lock()?;
         let rules: Vec<i64> = self
             .store
             .rules_of_network(net.id)?
@@ -129,13 +244,23 @@ impl Node {
             // knit's table is damaged: rewrite it from the store without this network.
             self.rebuild_firewall_without(Some(net.id), None)?;
         }
-        if let Some(br) = &net.bridge {
-            Netlink::open()?.delete_link(br)?;
+        Ok(())
+    }
+
+    /// Removes a network's kernel state: its nft objects, and its bridge unless adopted
+    /// or no longer the one knit created.
+    fn teardown_network(&mut self, net: &Network) -> Result<()> {
+        self.teardown_firewall(net)?;
+        if let Some(br) = &net.bridge
+            && !net.bridge_adopted
+        {
+            delete_owned_bridge(net, br)?;
         }
         Ok(())
     }
 
     pub fn remove_network(&mut self, name: &str) -> Result<Network> {
+        let _net_lock = Lock::network(&self.state_dir, name, true)?;
         let net = self.store.network(name)?;
         let atts = self.store.attachments_of_network(net.id)?;
         if !atts.is_empty() {
@@ -158,7 +283,10 @@ impl Node {
     }
 
     /// The same, leaving out one network and/or one attachment that is being removed.
+    /// Only ready attachments are in the kernel (a pending one belongs to a command still
+    /// building it, which adds its own elements).
     pub fn rebuild_firewall_without(&self, net_id: Option<i64>, att_id: Option<i64>) -> Result<()> {
+        let _k = self.kernel_lock()?;
         let nets: Vec<Network> = self
             .store
             .networks()?
@@ -170,6 +298,7 @@ impl Node {
             .all_attachments()?
             .into_iter()
             .filter(|a| Some(a.id) != att_id)
+            .filter(|a| a.state == AttachState::Ready)
             .filter(|a| nets.iter().any(|n| n.id == a.network_id))
             .collect();
         let atts: Vec<AttachFw> = all
@@ -223,4 +352,58 @@ pub fn attach_fw(n: &Network, a: &Attachment) -> AttachFw {
         ptp_host_if: (n.driver == Driver::Ptp).then(|| a.host_ifname.clone()),
         ports: a.ports.clone(),
     }
+}
+
+/// Whether `link` is the bridge knit created for `net` (knit gives its bridges the MAC it
+/// recorded; a link of that name with another MAC is someone else's).
+fn owned_bridge(net: &Network, link: &LinkInfoSummary) -> bool {
+    link.kind.as_deref() == Some("bridge")
+        && link
+            .mac
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(&net.bridge_mac.to_string()))
+}
+
+/// Deletes the network's bridge if it is still the one knit created; anything else of
+/// that name is left alone.
+fn delete_owned_bridge(net: &Network, br: &str) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    if let Some(l) = nl.link_by_name(br)?
+        && owned_bridge(net, &l)
+    {
+        nl.delete_link(br)?;
+    }
+    Ok(())
+}
+
+/// A blank store next to knit's kernel state means the database was lost (truncated,
+/// deleted): starting over would hand out addresses and bridge names that are in use and
+/// later delete live links. Refuse, and say how to recover.
+fn refuse_to_start_over(state_dir: &Path) -> Result<()> {
+    let mut found = Vec::new();
+    if crate::firewall::table_exists() {
+        found.push("nft table inet knit".to_string());
+    }
+    if let Ok(mut nl) = Netlink::open() {
+        found.extend(
+            nl.links()?
+                .into_iter()
+                .filter(|l| crate::reconcile::is_knit_link(&l.name))
+                .map(|l| format!("link {}", l.name)),
+        );
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
+    Err(Error::Conflict(format!(
+        "the store {}/knit.db is missing or empty, but this namespace holds knit's kernel state ({}{}); knit will not start over on top of it: restore knit.db (and knit.db-wal) from a backup, or remove knit's objects (`nft delete table inet knit`, and its knbr*/kv* links) first",
+        state_dir.display(),
+        shown.join(", "),
+        if found.len() > shown.len() {
+            format!(" and {} more", found.len() - shown.len())
+        } else {
+            String::new()
+        }
+    )))
 }

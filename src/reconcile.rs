@@ -1,7 +1,8 @@
 //! `knit reconcile`: make the kernel match the store. Runs under the exclusive lock, so a
 //! pending attachment here is the remnant of a crashed process. Re-creates bridges, links,
-//! addresses and routes that were wiped; drops attachments whose sandbox is gone; deletes
-//! knit-named links the store does not know; rewrites knit's nft table in one transaction.
+//! addresses and routes that were wiped; drops attachments whose sandbox is gone; reports
+//! knit-named links the store does not know (never deletes them: knit deletes only what it
+//! recorded); rewrites knit's nft table in one transaction.
 
 use crate::attach::plumb;
 use crate::error::Result;
@@ -17,7 +18,8 @@ pub struct Report {
     pub attachments_ok: Vec<String>,
     pub pending_removed: Vec<String>,
     pub gone_removed: Vec<String>,
-    pub leaked_links_removed: Vec<String>,
+    /// Links with knit-style names that no record accounts for: reported, left alone.
+    pub unrecorded_links: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -36,7 +38,7 @@ impl Node {
         let nets = self.store.networks()?;
         rep.networks = nets.len();
         for n in &nets {
-            match self.build_network(n, false) {
+            match self.build_network(&mut n.clone(), crate::node::BridgeUse::Repair, &mut false) {
                 Ok(()) if !n.ready => self.store.mark_network_ready(n.id)?,
                 Ok(()) => {}
                 Err(e) => rep.errors.push(format!("network {}: {e}", n.name)),
@@ -47,18 +49,19 @@ impl Node {
                 continue;
             };
             let label = format!("{}/{}", net.name, att.sandbox);
+            // Under the exclusive node lock every pending record is a dead process's.
             if att.state == AttachState::Pending {
-                self.unplumb(net, &att)?;
-                self.store.release(att.id)?;
-                rep.pending_removed.push(label);
+                match self.remove_attachment(net, &att) {
+                    Ok(()) => rep.pending_removed.push(label),
+                    Err(e) => rep.errors.push(format!("{label}: {e}")),
+                }
                 continue;
             }
             match Netns::open(&att.netns_path) {
-                Err(_) => {
-                    self.unplumb(net, &att)?;
-                    self.store.release(att.id)?;
-                    rep.gone_removed.push(label);
-                }
+                Err(_) => match self.remove_attachment(net, &att) {
+                    Ok(()) => rep.gone_removed.push(label),
+                    Err(e) => rep.errors.push(format!("{label}: {e}")),
+                },
                 Ok(ns) => match plumb(net, &att, &ns) {
                     Ok(()) => rep.attachments_ok.push(label),
                     Err(e) => rep.errors.push(format!("{label}: {e}")),
@@ -72,11 +75,9 @@ impl Node {
             .map(|a| a.host_ifname)
             .chain(nets.iter().filter_map(|n| n.bridge.clone()))
             .collect();
-        let mut nl = Netlink::open()?;
-        for l in nl.links()? {
+        for l in Netlink::open()?.links()? {
             if is_knit_link(&l.name) && !known.contains(&l.name) {
-                nl.delete_link(&l.name)?;
-                rep.leaked_links_removed.push(l.name);
+                rep.unrecorded_links.push(l.name);
             }
         }
         self.rebuild_firewall()?;

@@ -287,7 +287,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::model::validate_name("sandbox", &name)?;
             let mut node = open(false)?;
             let created = netns::create_named(&name)?;
-            node.store.add_sandbox(&name)?;
+            // Only a namespace knit created is knit's to delete later.
+            if created {
+                node.store.add_sandbox(&name)?;
+            }
             if cli.json {
                 print_json(
                     &serde_json::json!({"sandbox": name, "created": created, "netns": netns::named_path(&name)}),
@@ -311,22 +314,20 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ));
             };
             let mut node = open(false)?;
-            let atts = node.store.attachments_of_sandbox(&name)?;
-            if atts.is_empty() && !netns::is_netns(&netns::named_path(&name)) {
-                return Err(Error::not_found("sandbox", name));
-            }
-            for a in &atts {
-                let net = node.store.network(&a.network)?;
-                node.detach_attachment(&net, a)?;
-            }
-            netns::delete_named(&name)?;
-            node.store.remove_sandbox(&name)?;
+            let done = node.remove_sandbox(&name)?;
             crate::resolv::sync(&node.store, &name)?;
             if !cli.json {
-                println!(
-                    "removed sandbox {name} ({} attachment(s) detached)",
-                    atts.len()
-                );
+                if done.deleted {
+                    println!(
+                        "removed sandbox {name} ({} attachment(s) detached)",
+                        done.detached
+                    );
+                } else {
+                    println!(
+                        "detached sandbox {name} from {} network(s); its namespace was not created by knit and is left in place",
+                        done.detached
+                    );
+                }
             }
             Ok(0)
         }
@@ -543,13 +544,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                 print_json(&rep);
             } else {
                 println!(
-                    "reconciled {} network(s), {} attachment(s) in place; removed {} pending, {} with a vanished sandbox, {} leaked link(s)",
+                    "reconciled {} network(s), {} attachment(s) in place; removed {} pending, {} with a vanished sandbox",
                     rep.networks,
                     rep.attachments_ok.len(),
                     rep.pending_removed.len(),
                     rep.gone_removed.len(),
-                    rep.leaked_links_removed.len()
                 );
+                for l in &rep.unrecorded_links {
+                    println!(
+                        "  unrecorded link {l}: knit-style name but no record; left alone (delete it by hand if it is a leftover)"
+                    );
+                }
                 for e in &rep.errors {
                     println!("  error: {e}");
                 }

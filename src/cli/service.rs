@@ -70,7 +70,7 @@ fn backends_text(s: &Service) -> String {
 }
 
 fn print_service(node: &Node, s: &Service, json: bool) -> Result<()> {
-    let fw = crate::service::resolve(&node.store, s, None)?;
+    let fw = crate::service::resolve(&node.store, s)?;
     let live: Vec<String> = fw
         .backends
         .iter()

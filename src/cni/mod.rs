@@ -134,7 +134,7 @@ fn ensure_network(node: &mut Node, spec: &NetworkSpec) -> Result<Network, CniErr
             }
             Ok(n)
         }
-        None => Ok(node.create_network_from(spec, "cni", true)?),
+        None => Ok(node.create_network_from(spec, "cni", crate::node::BridgeUse::Adopt)?),
     }
 }
 

@@ -49,7 +49,15 @@ pub fn resolve(store: &Store, net: &Network) -> Result<NetPolicyFw> {
 
 /// The same from already loaded rules (of this network) and attachments (all of them:
 /// `--from` selects across networks). A whole-table rebuild loads both once.
+/// Only ready attachments count: a pending one belongs to a command still building it,
+/// which adds its own elements under the kernel lock.
 pub fn resolve_with(net: &Network, rules: Vec<Rule>, atts: &[Attachment]) -> NetPolicyFw {
+    let ready: Vec<Attachment> = atts
+        .iter()
+        .filter(|a| a.state == crate::store::AttachState::Ready)
+        .cloned()
+        .collect();
+    let atts = &ready[..];
     let rules = rules
         .into_iter()
         .map(|rule| RuleFw {
@@ -83,6 +91,7 @@ impl Node {
     }
 
     pub fn set_policy_default(&mut self, network: &str, d: Default) -> Result<Network> {
+        let _k = self.kernel_lock()?;
         let mut net = self.store.network(network)?;
         let before = net.policy;
         if d == Default::Deny
@@ -109,6 +118,7 @@ impl Node {
         to: &Selector,
         port: Option<PortSpec>,
     ) -> Result<(Rule, bool)> {
+        let _k = self.kernel_lock()?;
         let net = self.store.network(network)?;
         let (rule, new) = self.store.add_rule(net.id, from, to, port)?;
         // Applied even if the rule existed (completes an interrupted earlier run).
@@ -122,6 +132,7 @@ impl Node {
     }
 
     pub fn remove_policy(&mut self, id: &str) -> Result<Rule> {
+        let _k = self.kernel_lock()?;
         let n: i64 = id.parse().map_err(|_| {
             Error::invalid("ID", id, "a policy id is a number (see `knit policy ls`)")
         })?;

@@ -8,26 +8,31 @@ pub mod spec;
 use crate::error::Result;
 use crate::firewall::Batch;
 use crate::node::Node;
-use crate::store::{Attachment, Service, Store};
+use crate::store::{AttachState, Attachment, Service, Store};
 use rules::ServiceFw;
 use spec::{BackendSpec, ServiceSpec, Target};
 
-/// The service with backends resolved to addresses. A sandbox backend uses the address of
-/// the VIP's family on the sandbox's first attachment that has one; a sandbox without
-/// (attachment `skip` is being removed) is out of the rotation.
-pub fn resolve(store: &Store, svc: &Service, skip: Option<i64>) -> Result<ServiceFw> {
+/// The service with backends resolved to addresses, as the kernel has it: a sandbox
+/// backend uses the address of the VIP's family on the sandbox's first ready attachment
+/// that has one; a sandbox without is out of the rotation. (A pending attachment belongs
+/// to a command still building it; that command adds it under the kernel lock.)
+pub fn resolve(store: &Store, svc: &Service) -> Result<ServiceFw> {
+    let atts: Vec<Attachment> = backend_attachments(store, svc)?
+        .into_iter()
+        .filter(|a| a.state == AttachState::Ready)
+        .collect();
+    Ok(resolve_from(svc, &atts))
+}
+
+/// Every attachment (any state) of the service's sandbox backends.
+fn backend_attachments(store: &Store, svc: &Service) -> Result<Vec<Attachment>> {
     let mut atts = Vec::new();
     for b in &svc.backends {
         if let Target::Sandbox(name) = &b.spec.target {
-            atts.extend(
-                store
-                    .attachments_of_sandbox(name)?
-                    .into_iter()
-                    .filter(|a| Some(a.id) != skip),
-            );
+            atts.extend(store.attachments_of_sandbox(name)?);
         }
     }
-    Ok(resolve_from(svc, &atts))
+    Ok(atts)
 }
 
 /// The same against attachments already loaded (a rebuild loads them all once).
@@ -72,11 +77,12 @@ impl Node {
     /// Creates a service (idempotent for an identical spec). Returns it and whether it
     /// already existed.
     pub fn create_service(&mut self, spec: &ServiceSpec) -> Result<(Service, bool)> {
+        let _k = self.kernel_lock()?;
         let (svc, existed) = self.store.create_service(spec)?;
         crate::trace::phase("store: service recorded");
         // Applied even if it existed: a create interrupted after the store write is
         // completed by running it again (the batch is idempotent).
-        let fw = resolve(&self.store, &svc, None)?;
+        let fw = resolve(&self.store, &svc)?;
         if let Err(e) = self.apply_service_batch(Batch::new().service(None, Some(&fw))) {
             if !existed {
                 let _ = self.store.delete_service(svc.id);
@@ -90,6 +96,7 @@ impl Node {
     /// Creates many services with ONE nft transaction (bulk load, `knit service import`).
     /// All or nothing: if the transaction fails, the services recorded here are removed.
     pub fn create_services(&mut self, specs: &[ServiceSpec]) -> Result<Vec<(Service, bool)>> {
+        let _k = self.kernel_lock()?;
         let mut done: Vec<(Service, bool)> = Vec::with_capacity(specs.len());
         let mut b = Batch::new();
         let undo = |node: &mut Node, done: &[(Service, bool)]| {
@@ -102,7 +109,7 @@ impl Node {
         for spec in specs {
             match self.store.create_service(spec) {
                 Ok((svc, existed)) => {
-                    b.service(None, Some(&resolve(&self.store, &svc, None)?));
+                    b.service(None, Some(&resolve(&self.store, &svc)?));
                     done.push((svc, existed));
                 }
                 Err(e) => {
@@ -119,8 +126,9 @@ impl Node {
     }
 
     pub fn remove_service(&mut self, name: &str) -> Result<Service> {
+        let _k = self.kernel_lock()?;
         let svc = self.store.service(name)?;
-        let fw = resolve(&self.store, &svc, None)?;
+        let fw = resolve(&self.store, &svc)?;
         let applied = Batch::new()
             .service(Some(&fw), None)
             .apply_then(crate::nftnl::Socket::close_detached);
@@ -137,9 +145,10 @@ impl Node {
     /// Adds (`add`) or removes one backend. Idempotent: an existing backend is not added
     /// twice, a missing one is not an error.
     pub fn change_backend(&mut self, name: &str, b: &BackendSpec, add: bool) -> Result<Service> {
+        let _k = self.kernel_lock()?;
         let (before, after) = self.store.change_backend(name, b, add)?;
-        let old = resolve(&self.store, &before, None)?;
-        let new = resolve(&self.store, &after, None)?;
+        let old = resolve(&self.store, &before)?;
+        let new = resolve(&self.store, &after)?;
         // Unchanged in the store: re-assert the kernel side (completes a run that was
         // interrupted between the store write and the nft transaction).
         let from = (before != after).then_some(&old);
@@ -163,8 +172,19 @@ impl Node {
         add: bool,
     ) -> Result<()> {
         for svc in self.store.services_of_sandbox(sandbox)? {
-            let with = resolve(&self.store, &svc, None)?;
-            let without = resolve(&self.store, &svc, Some(att_id))?;
+            let atts = backend_attachments(&self.store, &svc)?;
+            let others: Vec<Attachment> = atts
+                .iter()
+                .filter(|a| a.state == AttachState::Ready && a.id != att_id)
+                .cloned()
+                .collect();
+            let with_att: Vec<Attachment> = atts
+                .iter()
+                .filter(|a| a.state == AttachState::Ready || a.id == att_id)
+                .cloned()
+                .collect();
+            let with = resolve_from(&svc, &with_att);
+            let without = resolve_from(&svc, &others);
             if with != without {
                 let (old, new) = if add {
                     (without, with)

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 const QUICK_PROBES: u128 = 16;
 /// Above this many frames (pages) in the WAL, it is folded into the database when a command
@@ -197,6 +197,9 @@ pub struct Network {
     pub ready: bool,
     /// Default verdict for new connections to this network's sandboxes.
     pub policy: PolicyDefault,
+    /// The bridge existed before knit used it (CNI's shared `cni0`): knit adds its
+    /// addresses and ports to it but never deletes it.
+    pub bridge_adopted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -228,6 +231,9 @@ pub struct Attachment {
     pub aliases: Vec<String>,
     /// `--label k=v`: what policies select.
     pub labels: Labels,
+    /// The process building a pending attachment (see `lock::Owner`).
+    #[serde(skip)]
+    pub owner: Option<crate::lock::Owner>,
 }
 
 /// What `attach` asks the store to reserve.
@@ -323,21 +329,52 @@ fn family(ip: &IpAddr) -> i64 {
 
 impl Store {
     /// Opens (creating if needed) `dir/knit.db`; the directory is 0700 and the file 0600.
+    /// On a read-only state directory an existing database is opened read-only (listing
+    /// and the DNS daemon work; changes fail with SQLite's read-only error).
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).op(|| format!("create state dir {}", dir.display()))?;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         let path = dir.join("knit.db");
-        // Create the file with 0600 before SQLite opens it (SQLite would use the umask).
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .op(|| format!("create {}", path.display()))?;
+        let created = std::fs::create_dir_all(dir)
+            .op(|| format!("create state dir {}", dir.display()))
+            .and_then(|_| {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                // Create the file with 0600 before SQLite opens it (SQLite would use the
+                // umask).
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .op(|| format!("create {}", path.display()))
+            });
+        let read_only = match created {
+            Ok(_) => false,
+            Err(e)
+                if matches!(e.errno(), Some(libc::EROFS) | Some(libc::EACCES))
+                    && path.is_file() =>
+            {
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        if read_only {
+            return Self::open_read_only(dir, &path);
+        }
         let conn = Connection::open(&path)?;
         conn.busy_handler(Some(retry_when_busy))?;
         conn.wal_hook(Some(note_wal_frames));
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching to WAL (a new database) and migrating need the database to themselves:
+        // commands started together on a fresh state directory (a node's first pods) take
+        // turns on STATE/store.lock instead of failing with "database is locked".
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let _init = if !mode.eq_ignore_ascii_case("wal") || version < SCHEMA_VERSION {
+            Some(crate::lock::Lock::take_file(dir, "store.lock", true)?)
+        } else {
+            None
+        };
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
         // NORMAL is durable against process crashes (kill -9) in WAL mode; only a power
         // loss can drop the last transactions, and reconcile repairs from kernel state.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -373,6 +410,17 @@ impl Store {
                 )?;
             }
             tx.execute_batch(SCHEMA_V3)?;
+            if version < 4 {
+                // Version 4: ownership. A bridge knit adopted (never deleted), and the
+                // process building a pending record (never reaped while it lives).
+                tx.execute_batch(
+                    "ALTER TABLE networks ADD COLUMN bridge_adopted INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE networks ADD COLUMN owner_pid INTEGER;
+                     ALTER TABLE networks ADD COLUMN owner_start INTEGER;
+                     ALTER TABLE attachments ADD COLUMN owner_pid INTEGER;
+                     ALTER TABLE attachments ADD COLUMN owner_start INTEGER;",
+                )?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -385,6 +433,34 @@ impl Store {
             dir: dir.to_path_buf(),
             folding: false,
         })
+    }
+
+    fn open_read_only(dir: &Path, path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_handler(Some(retry_when_busy))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::Conflict(format!(
+                "{} is read-only and at schema version {version} (knit needs {SCHEMA_VERSION}): open it once writable to migrate",
+                path.display()
+            )));
+        }
+        Ok(Store {
+            conn,
+            dir: dir.to_path_buf(),
+            // Never fold a database we cannot write.
+            folding: true,
+        })
+    }
+
+    /// Whether `dir` holds no database yet, or one that is empty (a truncated file with no
+    /// WAL): the case where knit would silently start over.
+    pub fn is_blank(dir: &Path) -> bool {
+        let size = |f: &str| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+        size("knit.db") == 0 && size("knit.db-wal") == 0
     }
 
     fn wal_is_big(&self) -> bool {
@@ -531,7 +607,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy, bridge_adopted FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -562,6 +638,7 @@ impl Store {
                     } else {
                         PolicyDefault::Allow
                     },
+                    bridge_adopted: r.get(15)?,
                 })
             })
             .optional()?;
@@ -610,6 +687,13 @@ impl Store {
     pub fn mark_network_ready(&mut self, id: i64) -> Result<()> {
         self.conn
             .execute("UPDATE networks SET ready = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Records that the network's bridge existed before (recorded before knit touches it).
+    pub fn mark_bridge_adopted(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE networks SET bridge_adopted = 1 WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -683,9 +767,10 @@ impl Store {
         };
         let mac = req.mac.unwrap_or_else(Mac::random);
         let host_mac = Mac::random();
+        let owner = crate::lock::Owner::me();
         tx.execute(
-            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes, aliases, labels)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11)",
+            "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes, aliases, labels, owner_pid, owner_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 net.id,
                 req.sandbox,
@@ -697,7 +782,9 @@ impl Store {
                 req.container_id,
                 req.routes.map(|r| serde_json::to_string(r).unwrap_or_default()),
                 (!req.aliases.is_empty()).then(|| serde_json::to_string(req.aliases).unwrap_or_default()),
-                (!req.labels.is_empty()).then(|| serde_json::to_string(req.labels).unwrap_or_default())
+                (!req.labels.is_empty()).then(|| serde_json::to_string(req.labels).unwrap_or_default()),
+                owner.pid,
+                owner.start
             ],
         )?;
         let att_id = tx.last_insert_rowid();
@@ -859,8 +946,22 @@ impl Store {
     }
 
     pub fn mark_ready(&mut self, id: i64) -> Result<()> {
-        self.conn
-            .execute("UPDATE attachments SET state = 'ready' WHERE id = ?1", [id])?;
+        self.conn.execute(
+            "UPDATE attachments SET state = 'ready', owner_pid = NULL, owner_start = NULL WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Marks an attachment as being taken down by this process (detach): if the process
+    /// dies or the final delete fails (a full disk), the record stays pending and the next
+    /// detach or reconcile finishes the job, instead of a ready record without links.
+    pub fn mark_pending(&mut self, id: i64) -> Result<()> {
+        let me = crate::lock::Owner::me();
+        self.conn.execute(
+            "UPDATE attachments SET state = 'pending', owner_pid = ?2, owner_start = ?3 WHERE id = ?1",
+            params![id, me.pid, me.start],
+        )?;
         Ok(())
     }
 
@@ -879,7 +980,7 @@ impl Store {
     ) -> Result<Vec<Attachment>> {
         let sql = format!(
             "SELECT a.id, a.network_id, n.name, a.sandbox, a.netns_path, a.ifname, a.host_ifname, a.mac, a.host_mac,
-                    a.state, a.container_id, a.routes, a.aliases, a.labels
+                    a.state, a.container_id, a.routes, a.aliases, a.labels, a.owner_pid, a.owner_start
              FROM attachments a JOIN networks n ON n.id = a.network_id WHERE {cond} ORDER BY a.id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -915,6 +1016,10 @@ impl Store {
                         .unwrap_or_default(),
                     ips: vec![],
                     ports: vec![],
+                    owner: match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<i64>>(15)?) {
+                        (Some(pid), Some(start)) => Some(crate::lock::Owner { pid, start }),
+                        _ => None,
+                    },
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
