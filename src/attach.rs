@@ -5,15 +5,15 @@
 
 use crate::error::{Error, Result};
 use crate::firewall::Batch;
-use crate::model::{Driver, Mac, PublishSpec, RouteSpec, SandboxRef};
 use crate::lock::Lock;
+use crate::model::{Driver, Mac, PublishSpec, RouteSpec, SandboxRef};
 use crate::netlink::{Netlink, Route, VethRequest};
-use netlink_packet_route::AddressFamily;
 use crate::netns::Netns;
 use crate::node::{Node, attach_fw};
 use crate::store::{AttachRequest, AttachState, Attachment, Network, Reserved};
 use crate::sysctl;
 use ipnet::IpNet;
+use netlink_packet_route::AddressFamily;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The ptp driver's gateway as sandboxes see it: link-local, answered by a static
@@ -187,11 +187,13 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
         snl.add_address(index, sandbox_addr(net, ip))?;
     }
     if net.driver == Driver::Ptp {
-        for gw in net
-            .subnets
-            .iter()
-            .map(|s| if s.subnet.addr().is_ipv4() { PTP_GW4 } else { PTP_GW6 })
-        {
+        for gw in net.subnets.iter().map(|s| {
+            if s.subnet.addr().is_ipv4() {
+                PTP_GW4
+            } else {
+                PTP_GW6
+            }
+        }) {
             snl.add_neighbour(index, gw, host_mac)?;
         }
     }
@@ -248,7 +250,11 @@ fn sandbox_routes(net: &Network, att: &Attachment) -> Result<Vec<Route>> {
                 let v4 = s.subnet.addr().is_ipv4();
                 let gw = if v4 { PTP_GW4 } else { PTP_GW6 };
                 out.push(Route {
-                    dst: if net.internal { s.subnet } else { unspecified(v4) },
+                    dst: if net.internal {
+                        s.subnet
+                    } else {
+                        unspecified(v4)
+                    },
                     gateway: Some(gw),
                     oif: None,
                     onlink: true,
@@ -323,7 +329,7 @@ impl Node {
                     existed: true,
                 });
             }
-            (true, AttachState::Pending) => {
+            (true, AttachState::Pending | AttachState::Removing) => {
                 if let Some(o) = attachment.owner.filter(|o| o.alive()) {
                     // Cannot happen while its owner holds the sandbox lock; never take
                     // over a record a live process is working on.
@@ -373,7 +379,12 @@ impl Node {
 
     /// Links, addresses and routes, then (under the kernel lock) the nft elements derived
     /// from the store and the record's `ready`. On failure, undoes exactly this attachment.
-    fn build_attachment(&mut self, network: Network, att: Attachment, ns: &Netns) -> Result<Attached> {
+    fn build_attachment(
+        &mut self,
+        network: Network,
+        att: Attachment,
+        ns: &Netns,
+    ) -> Result<Attached> {
         let built = plumb(&network, &att, ns).and_then(|_| {
             crate::trace::phase("links, addresses, routes");
             let _k = self.kernel_lock()?;
@@ -433,6 +444,17 @@ impl Node {
     /// addresses and routes with it). Idempotent. Only the host veth knit created (its
     /// recorded name and MAC) is deleted.
     pub fn unplumb(&mut self, net: &Network, att: &Attachment) -> Result<()> {
+        self.unplumb_then(net, att, |_| Ok(()))
+    }
+
+    /// The same; `then` runs under the kernel lock right after the nft change (a detach
+    /// releases the record there, so no other command's diff sees it in between).
+    fn unplumb_then(
+        &mut self,
+        net: &Network,
+        att: &Attachment,
+        then: impl FnOnce(&mut Node) -> Result<()>,
+    ) -> Result<()> {
         // The link goes first: deleting it waits for RCU callbacks to drain (rcu_barrier),
         // and doing it before the nft deletion keeps the element frees out of that wait.
         // In between, DNAT to the vanished address just finds no host.
@@ -453,7 +475,7 @@ impl Node {
             // gone altogether there is nothing to remove; `knit reconcile` rebuilds it.)
             self.rebuild_firewall_without(None, Some(att.id))?;
         }
-        Ok(())
+        then(self)
     }
 
     /// Detaches; Ok(None) if the sandbox was not attached (detach is idempotent).
@@ -486,11 +508,9 @@ impl Node {
     /// record the next detach or reconcile finishes, never a ready one without links.
     pub(crate) fn remove_attachment(&mut self, net: &Network, att: &Attachment) -> Result<()> {
         if att.state == AttachState::Ready {
-            self.store.mark_pending(att.id)?;
+            self.store.mark_removing(att.id)?;
         }
-        self.unplumb(net, att)?;
-        let _k = self.kernel_lock()?;
-        self.store.release(att.id)?;
+        self.unplumb_then(net, att, |n| n.store.release(att.id))?;
         crate::trace::phase("store: released");
         Ok(())
     }
@@ -552,7 +572,11 @@ impl Node {
 fn delete_owned_veth(att: &Attachment) -> Result<()> {
     let mut nl = Netlink::open()?;
     match nl.link_by_name(&att.host_ifname)? {
-        Some(l) if l.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&att.host_mac)) => {
+        Some(l)
+            if l.mac
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(&att.host_mac)) =>
+        {
             nl.delete_link(&att.host_ifname)?;
         }
         Some(_) => {} // someone else's link under this name: not knit's to delete
@@ -561,7 +585,11 @@ fn delete_owned_veth(att: &Attachment) -> Result<()> {
                 .and_then(|ns| Netlink::open_in(&ns)?.link_by_name(&att.ifname))
                 .ok()
                 .flatten();
-            if inside.is_some_and(|l| l.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&att.mac))) {
+            if inside.is_some_and(|l| {
+                l.mac
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(&att.mac))
+            }) {
                 return Err(Error::Conflict(format!(
                     "the host end {} of {}'s {} is not in this network namespace, but the sandbox still has {}: run knit in the node namespace that holds it",
                     att.host_ifname, att.sandbox, att.network, att.ifname
@@ -678,7 +706,11 @@ fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
             let v: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
             v
         };
-        return refuse("--label", show(args.labels).join(","), or_none(&show(&att.labels)));
+        return refuse(
+            "--label",
+            show(args.labels).join(","),
+            or_none(&show(&att.labels)),
+        );
     }
     let mut a1: Vec<&String> = args.aliases.iter().collect();
     let mut a2: Vec<&String> = att.aliases.iter().collect();
@@ -688,7 +720,11 @@ fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
     a2.dedup();
     if a1 != a2 {
         let s = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-        return refuse("--alias", s(&a1), if a2.is_empty() { "none".into() } else { s(&a2) });
+        return refuse(
+            "--alias",
+            s(&a1),
+            if a2.is_empty() { "none".into() } else { s(&a2) },
+        );
     }
     let ips: Vec<IpAddr> = att.ips.iter().map(|n| n.addr()).collect();
     if let Some(ip) = args.static_ips.iter().find(|ip| !ips.contains(ip)) {

@@ -35,13 +35,21 @@ impl Lock {
     /// A lock on another file in the state dir.
     pub fn take_file(dir: &Path, name: &str, exclusive: bool) -> Result<Lock> {
         let path = dir.join(name);
-        let f = File::options()
+        let f = match File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .open(&path)
-            .op(|| format!("open {}", path.display()))?;
+        {
+            Ok(f) => f,
+            // A read-only state directory (inspection, the DNS daemon): flock works on a
+            // descriptor opened for reading.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)) => {
+                File::open(&path).op(|| format!("open {}", path.display()))?
+            }
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
         flock(&f, exclusive).map_err(|e| Error::io(format!("lock {}", path.display()), e))?;
         Ok(Lock(f))
     }

@@ -571,8 +571,9 @@ impl Socket {
             let data = &buf[..n];
             let mut off = 0;
             while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
-                    as usize;
+                let len =
+                    u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
+                        as usize;
                 let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
                 if len < 16 || off + len > data.len() {
                     return Err(Error::Nft("malformed netlink reply".into()));

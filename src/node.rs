@@ -5,9 +5,9 @@ use crate::error::{Error, Result};
 use crate::firewall::{AttachFw, Batch, NetFw};
 use crate::lock::Lock;
 use crate::model::{Driver, NetworkSpec};
-use crate::netlink::Netlink;
 use crate::netlink::LinkInfoSummary;
-use crate::store::{AttachState, Attachment, Network, Store};
+use crate::netlink::Netlink;
+use crate::store::{Attachment, Network, Store};
 use crate::sysctl;
 use ipnet::IpNet;
 use std::path::{Path, PathBuf};
@@ -298,7 +298,7 @@ impl Node {
             .all_attachments()?
             .into_iter()
             .filter(|a| Some(a.id) != att_id)
-            .filter(|a| a.state == AttachState::Ready)
+            .filter(|a| a.state.in_kernel())
             .filter(|a| nets.iter().any(|n| n.id == a.network_id))
             .collect();
         let atts: Vec<AttachFw> = all

@@ -50,7 +50,7 @@ impl Node {
             };
             let label = format!("{}/{}", net.name, att.sandbox);
             // Under the exclusive node lock every pending record is a dead process's.
-            if att.state == AttachState::Pending {
+            if att.state != AttachState::Ready {
                 match self.remove_attachment(net, &att) {
                     Ok(()) => rep.pending_removed.push(label),
                     Err(e) => rep.errors.push(format!("{label}: {e}")),

@@ -54,7 +54,7 @@ pub fn resolve(store: &Store, net: &Network) -> Result<NetPolicyFw> {
 pub fn resolve_with(net: &Network, rules: Vec<Rule>, atts: &[Attachment]) -> NetPolicyFw {
     let ready: Vec<Attachment> = atts
         .iter()
-        .filter(|a| a.state == crate::store::AttachState::Ready)
+        .filter(|a| a.state.in_kernel())
         .cloned()
         .collect();
     let atts = &ready[..];

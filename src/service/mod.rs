@@ -8,7 +8,7 @@ pub mod spec;
 use crate::error::Result;
 use crate::firewall::Batch;
 use crate::node::Node;
-use crate::store::{AttachState, Attachment, Service, Store};
+use crate::store::{Attachment, Service, Store};
 use rules::ServiceFw;
 use spec::{BackendSpec, ServiceSpec, Target};
 
@@ -19,7 +19,7 @@ use spec::{BackendSpec, ServiceSpec, Target};
 pub fn resolve(store: &Store, svc: &Service) -> Result<ServiceFw> {
     let atts: Vec<Attachment> = backend_attachments(store, svc)?
         .into_iter()
-        .filter(|a| a.state == AttachState::Ready)
+        .filter(|a| a.state.in_kernel())
         .collect();
     Ok(resolve_from(svc, &atts))
 }
@@ -175,12 +175,12 @@ impl Node {
             let atts = backend_attachments(&self.store, &svc)?;
             let others: Vec<Attachment> = atts
                 .iter()
-                .filter(|a| a.state == AttachState::Ready && a.id != att_id)
+                .filter(|a| a.state.in_kernel() && a.id != att_id)
                 .cloned()
                 .collect();
             let with_att: Vec<Attachment> = atts
                 .iter()
-                .filter(|a| a.state == AttachState::Ready || a.id == att_id)
+                .filter(|a| a.state.in_kernel() || a.id == att_id)
                 .cloned()
                 .collect();
             let with = resolve_from(&svc, &with_att);

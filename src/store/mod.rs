@@ -208,6 +208,17 @@ pub enum AttachState {
     /// Reserved in the store; kernel state may be partial (a crash left it so).
     Pending,
     Ready,
+    /// Being detached: still in the kernel until the detaching command removes it (a crash
+    /// leaves it so; the next detach or reconcile finishes the job).
+    Removing,
+}
+
+impl AttachState {
+    /// Whether the kernel holds (or may hold) the attachment's elements: what firewall
+    /// diffs of other commands must count.
+    pub fn in_kernel(self) -> bool {
+        matches!(self, AttachState::Ready | AttachState::Removing)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -954,13 +965,22 @@ impl Store {
     }
 
     /// Marks an attachment as being taken down by this process (detach): if the process
-    /// dies or the final delete fails (a full disk), the record stays pending and the next
-    /// detach or reconcile finishes the job, instead of a ready record without links.
+    /// dies or the final delete fails (a full disk), the record says so and the next detach
+    /// or reconcile finishes the job, instead of a ready record without links.
+    pub fn mark_removing(&mut self, id: i64) -> Result<()> {
+        self.set_state(id, "removing")
+    }
+
+    /// Back to pending (an attach whose rebuild failed after marking it ready).
     pub fn mark_pending(&mut self, id: i64) -> Result<()> {
+        self.set_state(id, "pending")
+    }
+
+    fn set_state(&mut self, id: i64, state: &str) -> Result<()> {
         let me = crate::lock::Owner::me();
         self.conn.execute(
-            "UPDATE attachments SET state = 'pending', owner_pid = ?2, owner_start = ?3 WHERE id = ?1",
-            params![id, me.pid, me.start],
+            "UPDATE attachments SET state = ?2, owner_pid = ?3, owner_start = ?4 WHERE id = ?1",
+            params![id, state, me.pid, me.start],
         )?;
         Ok(())
     }
@@ -997,10 +1017,10 @@ impl Store {
                     host_ifname: r.get(6)?,
                     mac: r.get(7)?,
                     host_mac: r.get(8)?,
-                    state: if state == "ready" {
-                        AttachState::Ready
-                    } else {
-                        AttachState::Pending
+                    state: match state.as_str() {
+                        "ready" => AttachState::Ready,
+                        "removing" => AttachState::Removing,
+                        _ => AttachState::Pending,
                     },
                     container_id: r.get(10)?,
                     routes: r
