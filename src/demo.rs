@@ -19,6 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Prints a line of the demo; a closed stdout (`knit demo | head`) is ignored so the demo
+/// still runs to its end and removes everything it built.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 const NODE4: &str = "198.51.100.1";
 const OUTSIDE4: &str = "198.51.100.2";
 
@@ -33,9 +41,11 @@ impl Drop for Lab {
     fn drop(&mut self) {
         for n in self.namespaces.iter().rev() {
             let _ = netns::delete_named(n);
+            // knit wrote resolv.conf for the sandboxes there.
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
         }
         let _ = std::fs::remove_dir_all(&self.state);
-        println!(
+        say!(
             "\ncleaned up: namespaces {} and state dir {}",
             self.namespaces.join(", "),
             self.state.display()
@@ -54,7 +64,7 @@ impl Lab {
 
     /// Runs this same binary as `knit` inside the node namespace and echoes the command.
     fn knit(&self, args: &[&str]) -> Result<String> {
-        println!("  $ knit {}", args.join(" "));
+        say!("  $ knit {}", args.join(" "));
         let exe = std::env::current_exe().op(|| "find own executable".into())?;
         let ns = std::fs::File::open(netns::named_path(&self.node()))
             .op(|| "open node namespace".into())?;
@@ -74,7 +84,7 @@ impl Lab {
         drop(ns);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         for l in stdout.lines() {
-            println!("    {l}");
+            say!("    {l}");
         }
         if !out.status.success() {
             return Err(Error::Conflict(format!(
@@ -88,7 +98,7 @@ impl Lab {
 }
 
 fn check(what: &str, ok: bool, detail: &str) -> Result<()> {
-    println!(
+    say!(
         "  [{}] {what}{}",
         if ok { "ok" } else { "FAILED" },
         if detail.is_empty() {
@@ -240,31 +250,72 @@ fn build_outside(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// Ctrl-C, SIGTERM or SIGHUP during the demo: remove everything tagged with this run
+/// (namespaces, /etc/netns entries, the state dir), then exit as interrupted. The signals
+/// are blocked in every thread and taken by one waiting thread, so cleanup never runs
+/// inside a signal handler.
+fn clean_up_on_signals(tag: String, state: PathBuf) {
+    // SAFETY: sigset manipulation on locals; pthread_sigmask before other threads start,
+    // so every thread spawned later inherits the mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: waits on the blocked set owned by this closure.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        if let Ok(dir) = std::fs::read_dir(crate::model::NETNS_DIR) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&format!("{tag}-")) {
+                    let _ = netns::delete_named(&name);
+                    let _ = std::fs::remove_dir_all(format!("/etc/netns/{name}"));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = writeln!(std::io::stderr(), "\nknit demo: interrupted; removed {tag}-*");
+        std::process::exit(128 + sig);
+    });
+}
+
 pub fn run() -> Result<i32> {
     let tag = format!("knitdemo{}", std::process::id());
+    clean_up_on_signals(
+        tag.clone(),
+        std::env::temp_dir().join(format!("{tag}-state")),
+    );
     let lab = Lab {
         state: std::env::temp_dir().join(format!("{tag}-state")),
         tag,
         namespaces: vec![],
     };
     let mut lab = lab;
-    println!(
+    say!(
         "knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network"
     );
-    println!(
+    say!(
         "with two sandboxes, NAT, a web server published on the node and behind a service, and"
     );
-    println!("a default-deny policy. Nothing outside the throwaway namespaces below is touched.\n");
-    println!("1. the world: node and outside namespaces, joined by an uplink veth");
+    say!("a default-deny policy. Nothing outside the throwaway namespaces below is touched.\n");
+    say!("1. the world: node and outside namespaces, joined by an uplink veth");
     for short in ["node", "out"] {
         let n = lab.name(short);
         netns::create_named(&n)?;
         lab.namespaces.push(n);
     }
     build_outside(&lab)?;
-    println!("  node {NODE4} <-> outside {OUTSIDE4}");
+    say!("  node {NODE4} <-> outside {OUTSIDE4}");
 
-    println!(
+    say!(
         "\n2. knit builds the network (each command: store transaction + netlink + one nft transaction)"
     );
     lab.knit(&[
@@ -286,7 +337,7 @@ pub fn run() -> Result<i32> {
     lab.knit(&["attach", "lab", &client])?;
     lab.knit(&["network", "ls"])?;
 
-    println!("\n3. proof, with real packets");
+    say!("\n3. proof, with real packets");
     let stop = Arc::new(AtomicBool::new(false));
     let server = http_server(&web, 80, stop.clone())?;
     let result = (|| -> Result<()> {
@@ -324,7 +375,7 @@ pub fn run() -> Result<i32> {
             &body,
         )?;
 
-        println!("\n  a service: a virtual IP spread over backends, also on a node port");
+        say!("\n  a service: a virtual IP spread over backends, also on a node port");
         lab.knit(&[
             "service",
             "create",
@@ -349,7 +400,7 @@ pub fn run() -> Result<i32> {
             &body,
         )?;
 
-        println!("\n  policy: default deny on the network, then allow what is needed");
+        say!("\n  policy: default deny on the network, then allow what is needed");
         lab.knit(&["policy", "default", "lab", "deny"])?;
         check(
             "outside can no longer reach web through the published port",
@@ -397,15 +448,15 @@ pub fn run() -> Result<i32> {
     let _ = server.join();
     result?;
 
-    println!("\n4. what knit built for the web sandbox");
+    say!("\n4. what knit built for the web sandbox");
     lab.knit(&["inspect", &web])?;
 
-    println!("\n5. teardown mirrors setup");
+    say!("\n5. teardown mirrors setup");
     lab.knit(&["service", "rm", "web"])?;
     lab.knit(&["detach", "lab", &client])?;
     lab.knit(&["sandbox", "rm", &web])?;
     lab.knit(&["network", "rm", "lab"])?;
-    println!("\nknit demo: all checks passed");
+    say!("\nknit demo: all checks passed");
     drop(lab);
     Ok(0)
 }

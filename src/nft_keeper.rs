@@ -329,10 +329,12 @@ pub fn run_keeper() -> crate::error::Result<i32> {
         if fds[0].revents & libc::POLLIN != 0
             && let Ok((conn, _)) = listener.accept()
         {
-            last_use = Instant::now();
             if !peer_is_net_admin(conn.as_raw_fd()) {
-                continue; // dropping the connection: the borrower opens its own socket
+                // Dropping the connection: the borrower opens its own socket. A refused
+                // peer does not keep the keeper alive (it would never go idle).
+                continue;
             }
+            last_use = Instant::now();
             let index = match free.pop() {
                 Some(i) => Some(i),
                 None if sockets.len() < MAX_SOCKETS => {

@@ -6,7 +6,26 @@ fn main() {
         std::process::exit(knit::cni::main());
     }
     knit::trace::phase("start");
+    // An empty KNIT_STATE_DIR means "not set", not "a value is required".
+    if std::env::var_os("KNIT_STATE_DIR").is_some_and(|v| v.is_empty()) {
+        // SAFETY: single-threaded at this point (nothing has spawned threads yet).
+        unsafe { std::env::remove_var("KNIT_STATE_DIR") };
+    }
     let cli = knit::cli::Cli::parse();
+    // A closed stdout (`knit ... | head -1`) must not turn a command that did its work into
+    // a panic: Rust ignores SIGPIPE, so printing fails with EPIPE and `println!` panics.
+    // Commands print after they acted: restore the default so the process ends quietly,
+    // as other CLI tools do. The demo and the daemon keep ignoring it (the demo must get
+    // to its cleanup; the daemon must keep serving).
+    if !matches!(
+        cli.command,
+        knit::cli::Command::Demo | knit::cli::Command::Daemon(_)
+    ) {
+        // SAFETY: setting a signal disposition to its default before any threads start.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match knit::cli::run(cli) {
         Ok(code) => {
             knit::trace::phase("done");
