@@ -98,11 +98,7 @@ pub fn validate_bridge_name(field: &'static str, value: &str) -> Result<()> {
 /// an IPv6 address.
 fn check_no_leading_zeros(field: &'static str, whole: &str, addr: &str) -> Result<()> {
     let quad = addr.rsplit(':').next().unwrap_or(addr);
-    if quad.contains('.')
-        && quad
-            .split('.')
-            .any(|o| o.len() > 1 && o.starts_with('0'))
-    {
+    if quad.contains('.') && quad.split('.').any(|o| o.len() > 1 && o.starts_with('0')) {
         return Err(Error::invalid(
             field,
             whole,
@@ -353,7 +349,10 @@ pub fn parse_subnet(field: &'static str, s: &str) -> Result<IpNet> {
         let r: IpNet = range
             .parse()
             .map_err(|_| Error::invalid(field, range, "bad reserved range"))?;
-        let same_family = matches!((&r, &net), (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_)));
+        let same_family = matches!(
+            (&r, &net),
+            (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+        );
         if same_family && (r.contains(&net.network()) || net.contains(&r.network())) {
             return Err(Error::invalid(
                 field,
@@ -499,10 +498,9 @@ impl NetworkSpec {
         let mut gws: Vec<Option<IpAddr>> = vec![None; nets.len()];
         for g in gateways {
             let ip = parse_ip("--gateway", g)?;
-            let idx = nets
-                .iter()
-                .position(|n| n.contains(&ip))
-                .ok_or_else(|| Error::invalid("--gateway", g, "is not inside any --subnet"))?;
+            let idx = nets.iter().position(|n| n.contains(&ip)).ok_or_else(|| {
+                Error::invalid("--gateway", g, "is not inside any of the network's subnets")
+            })?;
             check_host_in("--gateway", ip, &nets[idx])?;
             if gws[idx].replace(ip).is_some() {
                 return Err(Error::invalid(
@@ -828,7 +826,12 @@ mod tests {
 
     #[test]
     fn leading_zeros_are_refused() {
-        for bad in ["010.1.0.0/24", "10.01.0.0/24", "10.1.0.0/024", "::ffff:010.0.0.0/120"] {
+        for bad in [
+            "010.1.0.0/24",
+            "10.01.0.0/24",
+            "10.1.0.0/024",
+            "::ffff:010.0.0.0/120",
+        ] {
             let e = parse_subnet("--subnet", bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
@@ -844,7 +847,9 @@ mod tests {
         assert!(e.contains("--ip") && e.contains("leading zero"), "{e}");
         assert!(parse_ip("--ip", "10.1.0.5").is_ok());
         assert!(parse_ip("--ip", "0.0.0.0").is_ok());
-        let e = PublishSpec::parse("010.0.0.1:80:80").unwrap_err().to_string();
+        let e = PublishSpec::parse("010.0.0.1:80:80")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("leading zero"), "{e}");
         let subnets = ["10.1.0.0/24".to_string()];
         let gws = ["10.1.0.01".to_string()];
@@ -871,7 +876,10 @@ mod tests {
         let e = check_one_per_family("--ip", &[ip("10.0.0.5"), ip("10.0.0.6")])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--ip") && e.contains("10.0.0.6") && e.contains("10.0.0.5"), "{e}");
+        assert!(
+            e.contains("--ip") && e.contains("10.0.0.6") && e.contains("10.0.0.5"),
+            "{e}"
+        );
         assert!(check_one_per_family("--ip", &[ip("fd00::5"), ip("fd00::6")]).is_err());
     }
 
@@ -895,7 +903,13 @@ mod tests {
             let e = parse_subnet("--subnet", bad).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("overlaps"), "{bad}: {e}");
         }
-        for good in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/24", "fd00::/64", "2001:db8::/64"] {
+        for good in [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/24",
+            "fd00::/64",
+            "2001:db8::/64",
+        ] {
             assert!(parse_subnet("--subnet", good).is_ok(), "{good}");
         }
     }
@@ -916,7 +930,10 @@ mod tests {
             })
         };
         let e = spec(&dual, 1000).unwrap_err().to_string();
-        assert!(e.contains("--mtu") && e.contains("1000") && e.contains("1280"), "{e}");
+        assert!(
+            e.contains("--mtu") && e.contains("1000") && e.contains("1280"),
+            "{e}"
+        );
         assert!(spec(&dual, 1280).is_ok());
         assert!(spec(&dual[..1], 1000).is_ok());
         let e = spec(&dual[..1], 500).unwrap_err().to_string();
@@ -929,11 +946,18 @@ mod tests {
         assert!(validate_bridge_name("--bridge", "cni-podman0").is_ok());
         assert!(validate_bridge_name("--bridge", "br_x.1").is_ok());
         for bad in ["br\"x", "br'x", "br{x}", "br;x", "br@x", "br#x", "br$x"] {
-            let e = validate_bridge_name("--bridge", bad).unwrap_err().to_string();
-            assert!(e.contains("--bridge") && e.contains("letters"), "{bad}: {e}");
+            let e = validate_bridge_name("--bridge", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--bridge") && e.contains("letters"),
+                "{bad}: {e}"
+            );
         }
         for bad in ["kv0123456789", "kvabcdefabcd", "knbr1", "knbr42"] {
-            let e = validate_bridge_name("--bridge", bad).unwrap_err().to_string();
+            let e = validate_bridge_name("--bridge", bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("knit generates"), "{bad}: {e}");
         }
         assert!(validate_bridge_name("--bridge", "kvm0").is_ok());
