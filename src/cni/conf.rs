@@ -361,7 +361,7 @@ impl NetConf {
         }
         let driver = match self.driver.as_deref() {
             None => Driver::Bridge,
-            Some(d) => Driver::parse(d).map_err(|e| invalid(format!("driver: {e}")))?,
+            Some(d) => Driver::parse(d).map_err(|e| self.cni_error(e))?,
         };
         let ranges = self.ranges()?;
         let subnets: Vec<String> = ranges.iter().map(|(_, r)| r.subnet.clone()).collect();
