@@ -56,6 +56,125 @@ pub fn validate_ifname(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// True for the names knit generates itself: `kv` + 10 hex digits (a sandbox's host veth)
+/// and `knbr` + digits (a bridge knit named).
+pub fn is_generated_link_name(value: &str) -> bool {
+    let kv = value
+        .strip_prefix("kv")
+        .is_some_and(|h| h.len() == 10 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    let knbr = value
+        .strip_prefix("knbr")
+        .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
+    kv || knbr
+}
+
+/// A bridge name the user chose: an interface name made only of `[A-Za-z0-9_.-]` (it
+/// reaches nftables rules and sysctl paths), and not a name knit generates for its own
+/// links (which would collide with them).
+pub fn validate_bridge_name(field: &'static str, value: &str) -> Result<()> {
+    validate_ifname(field, value)?;
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(Error::invalid(
+            field,
+            value,
+            "may contain only letters, digits, '_', '.' and '-'",
+        ));
+    }
+    if is_generated_link_name(value) {
+        return Err(Error::invalid(
+            field,
+            value,
+            "is a name knit generates for its own links (kv<10 hex>, knbr<N>); choose another",
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects IPv4 octets written with leading zeros (`010.1.0.0`): some tools read them as
+/// octal, so their meaning is ambiguous. Looks at every dotted quad, also one embedded in
+/// an IPv6 address.
+fn check_no_leading_zeros(field: &'static str, whole: &str, addr: &str) -> Result<()> {
+    let quad = addr.rsplit(':').next().unwrap_or(addr);
+    if quad.contains('.') && quad.split('.').any(|o| o.len() > 1 && o.starts_with('0')) {
+        return Err(Error::invalid(
+            field,
+            whole,
+            "has an IPv4 octet with a leading zero (ambiguous: octal or decimal?)",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses one IP address; errors name the field and the value.
+pub fn parse_ip(field: &'static str, s: &str) -> Result<IpAddr> {
+    check_no_leading_zeros(field, s, s)?;
+    IpAddr::from_str(s).map_err(|_| Error::invalid(field, s, "is not an IP address"))
+}
+
+/// At most one address per family (a sandbox gets one address per subnet, and a network
+/// has one subnet per family): `--ip A --ip B` with two IPv4 addresses is an error, not a
+/// silent choice.
+pub fn check_one_per_family(field: &'static str, ips: &[IpAddr]) -> Result<()> {
+    for (i, a) in ips.iter().enumerate() {
+        if let Some(b) = ips[..i]
+            .iter()
+            .find(|b| b.is_ipv4() == a.is_ipv4() && *b != a)
+        {
+            return Err(Error::invalid(
+                field,
+                a,
+                format!(
+                    "a second IPv{} address (after {b}); give at most one address per family",
+                    if a.is_ipv4() { 4 } else { 6 }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Ranges that can never be a knit subnet, with the reason.
+const RESERVED_RANGES: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "the unspecified (\"this network\") range"),
+    ("127.0.0.0/8", "the loopback range"),
+    ("169.254.0.0/16", "the link-local range"),
+    ("224.0.0.0/4", "the multicast range"),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "the loopback address"),
+    ("::ffff:0:0/96", "the IPv4-mapped range"),
+    ("fe80::/10", "the link-local range"),
+    ("ff00::/8", "the multicast range"),
+];
+
+/// MTU bounds: IPv4 hosts must accept 576-byte datagrams; IPv6 needs 1280 on every link.
+pub const MTU_MIN_V4: u32 = 576;
+pub const MTU_MIN_V6: u32 = 1280;
+pub const MTU_MAX: u32 = 65535;
+
+/// Checks an MTU against the address families of the subnets it will carry.
+pub fn check_mtu(field: &'static str, mtu: u32, subnets: &[IpNet]) -> Result<()> {
+    if !(MTU_MIN_V4..=MTU_MAX).contains(&mtu) {
+        return Err(Error::invalid(
+            field,
+            mtu,
+            format!("must be between {MTU_MIN_V4} and {MTU_MAX}"),
+        ));
+    }
+    if let Some(v6) = subnets.iter().find(|n| matches!(n, IpNet::V6(_)))
+        && mtu < MTU_MIN_V6
+    {
+        return Err(Error::invalid(
+            field,
+            mtu,
+            format!("IPv6 (subnet {v6}) needs an MTU of at least {MTU_MIN_V6}"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
@@ -198,6 +317,15 @@ pub struct RouteSpec {
 /// Parses a CIDR that must be a network address (no host bits), with room for a gateway
 /// and at least one sandbox.
 pub fn parse_subnet(field: &'static str, s: &str) -> Result<IpNet> {
+    let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+    check_no_leading_zeros(field, s, addr)?;
+    if prefix.len() > 1 && prefix.starts_with('0') {
+        return Err(Error::invalid(
+            field,
+            s,
+            "has a prefix length with a leading zero",
+        ));
+    }
     let net = IpNet::from_str(s).map_err(|_| Error::invalid(field, s, "is not a CIDR"))?;
     if net.trunc() != net {
         return Err(Error::invalid(
@@ -217,8 +345,21 @@ pub fn parse_subnet(field: &'static str, s: &str) -> Result<IpNet> {
             format!("is too small; the prefix length must be at most /{max}"),
         ));
     }
-    if net.addr().is_loopback() || net.addr().is_multicast() {
-        return Err(Error::invalid(field, s, "is a loopback or multicast range"));
+    for (range, what) in RESERVED_RANGES {
+        let r: IpNet = range
+            .parse()
+            .map_err(|_| Error::invalid(field, range, "bad reserved range"))?;
+        let same_family = matches!(
+            (&r, &net),
+            (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+        );
+        if same_family && (r.contains(&net.network()) || net.contains(&r.network())) {
+            return Err(Error::invalid(
+                field,
+                s,
+                format!("overlaps {range}, {what}, which cannot be a container subnet"),
+            ));
+        }
     }
     Ok(net)
 }
@@ -323,7 +464,7 @@ impl NetworkSpec {
         } = *r;
         validate_name("network name", name)?;
         if let Some(b) = bridge {
-            validate_ifname("--bridge", b)?;
+            validate_bridge_name("--bridge", b)?;
             if driver == Driver::Ptp {
                 return Err(Error::invalid(
                     "--bridge",
@@ -356,12 +497,10 @@ impl NetworkSpec {
         }
         let mut gws: Vec<Option<IpAddr>> = vec![None; nets.len()];
         for g in gateways {
-            let ip = IpAddr::from_str(g)
-                .map_err(|_| Error::invalid("--gateway", g, "is not an IP address"))?;
-            let idx = nets
-                .iter()
-                .position(|n| n.contains(&ip))
-                .ok_or_else(|| Error::invalid("--gateway", g, "is not inside any --subnet"))?;
+            let ip = parse_ip("--gateway", g)?;
+            let idx = nets.iter().position(|n| n.contains(&ip)).ok_or_else(|| {
+                Error::invalid("--gateway", g, "is not inside any of the network's subnets")
+            })?;
             check_host_in("--gateway", ip, &nets[idx])?;
             if gws[idx].replace(ip).is_some() {
                 return Err(Error::invalid(
@@ -371,10 +510,8 @@ impl NetworkSpec {
                 ));
             }
         }
-        if let Some(m) = mtu
-            && !(68..=65535).contains(&m)
-        {
-            return Err(Error::invalid("--mtu", m, "must be between 68 and 65535"));
+        if let Some(m) = mtu {
+            check_mtu("--mtu", m, &nets)?;
         }
         let subnets = nets
             .into_iter()
@@ -472,6 +609,7 @@ impl PublishSpec {
         let host_ip = match host_ip {
             None | Some("") => None,
             Some(ip) => {
+                check_no_leading_zeros(F, s, ip)?;
                 let ip = IpAddr::from_str(ip).map_err(|_| {
                     Error::invalid(F, s, format!("host IP {ip:?} is not an address"))
                 })?;
@@ -684,6 +822,160 @@ mod tests {
         let overlapping = ["10.1.0.0/16".to_string(), "10.1.2.0/24".to_string()];
         let e = NetworkSpec::new(&req(&overlapping, &[]));
         assert!(e.unwrap_err().to_string().contains("overlaps"));
+    }
+
+    #[test]
+    fn leading_zeros_are_refused() {
+        for bad in [
+            "010.1.0.0/24",
+            "10.01.0.0/24",
+            "10.1.0.0/024",
+            "::ffff:010.0.0.0/120",
+        ] {
+            let e = parse_subnet("--subnet", bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        assert!(
+            parse_subnet("--subnet", "010.1.0.0/24")
+                .unwrap_err()
+                .to_string()
+                .contains("leading zero")
+        );
+        assert!(parse_subnet("--subnet", "10.0.0.0/24").is_ok());
+        assert!(parse_subnet("--subnet", "10.100.0.0/16").is_ok());
+        let e = parse_ip("--ip", "010.1.0.5").unwrap_err().to_string();
+        assert!(e.contains("--ip") && e.contains("leading zero"), "{e}");
+        assert!(parse_ip("--ip", "10.1.0.5").is_ok());
+        assert!(parse_ip("--ip", "0.0.0.0").is_ok());
+        let e = PublishSpec::parse("010.0.0.1:80:80")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("leading zero"), "{e}");
+        let subnets = ["10.1.0.0/24".to_string()];
+        let gws = ["10.1.0.01".to_string()];
+        let e = NetworkSpec::new(&NetworkRequest {
+            name: "n",
+            driver: Driver::Bridge,
+            bridge: None,
+            subnets: &subnets,
+            gateways: &gws,
+            internal: false,
+            masquerade: true,
+            mtu: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--gateway") && e.contains("leading zero"), "{e}");
+    }
+
+    #[test]
+    fn one_address_per_family() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(check_one_per_family("--ip", &[ip("10.0.0.5"), ip("fd00::5")]).is_ok());
+        assert!(check_one_per_family("--ip", &[ip("10.0.0.5"), ip("10.0.0.5")]).is_ok());
+        let e = check_one_per_family("--ip", &[ip("10.0.0.5"), ip("10.0.0.6")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--ip") && e.contains("10.0.0.6") && e.contains("10.0.0.5"),
+            "{e}"
+        );
+        assert!(check_one_per_family("--ip", &[ip("fd00::5"), ip("fd00::6")]).is_err());
+    }
+
+    #[test]
+    fn reserved_subnets_are_refused() {
+        for bad in [
+            "169.254.0.0/16",
+            "169.254.3.0/24",
+            "169.0.0.0/8",
+            "127.0.0.0/8",
+            "0.0.0.0/8",
+            "0.0.0.0/0",
+            "224.0.0.0/24",
+            "fe80::/64",
+            "fe80::/10",
+            "::ffff:0:0/96",
+            "::ffff:10.0.0.0/120",
+            "::/64",
+            "ff02::/64",
+        ] {
+            let e = parse_subnet("--subnet", bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("overlaps"), "{bad}: {e}");
+        }
+        for good in [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/24",
+            "fd00::/64",
+            "2001:db8::/64",
+        ] {
+            assert!(parse_subnet("--subnet", good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn mtu_is_checked_per_family() {
+        let dual = ["10.1.0.0/24".to_string(), "fd01::/64".to_string()];
+        let spec = |subnets: &[String], mtu: u32| {
+            NetworkSpec::new(&NetworkRequest {
+                name: "n",
+                driver: Driver::Bridge,
+                bridge: None,
+                subnets,
+                gateways: &[],
+                internal: false,
+                masquerade: true,
+                mtu: Some(mtu),
+            })
+        };
+        let e = spec(&dual, 1000).unwrap_err().to_string();
+        assert!(
+            e.contains("--mtu") && e.contains("1000") && e.contains("1280"),
+            "{e}"
+        );
+        assert!(spec(&dual, 1280).is_ok());
+        assert!(spec(&dual[..1], 1000).is_ok());
+        let e = spec(&dual[..1], 500).unwrap_err().to_string();
+        assert!(e.contains("--mtu") && e.contains("576"), "{e}");
+        assert!(spec(&dual[..1], 65536).is_err());
+    }
+
+    #[test]
+    fn bridge_names_are_safe() {
+        assert!(validate_bridge_name("--bridge", "cni-podman0").is_ok());
+        assert!(validate_bridge_name("--bridge", "br_x.1").is_ok());
+        for bad in ["br\"x", "br'x", "br{x}", "br;x", "br@x", "br#x", "br$x"] {
+            let e = validate_bridge_name("--bridge", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--bridge") && e.contains("letters"),
+                "{bad}: {e}"
+            );
+        }
+        for bad in ["kv0123456789", "kvabcdefabcd", "knbr1", "knbr42"] {
+            let e = validate_bridge_name("--bridge", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("knit generates"), "{bad}: {e}");
+        }
+        assert!(validate_bridge_name("--bridge", "kvm0").is_ok());
+        assert!(validate_bridge_name("--bridge", "knbrx").is_ok());
+        let subnets = ["10.1.0.0/24".to_string()];
+        let e = NetworkSpec::new(&NetworkRequest {
+            name: "n",
+            driver: Driver::Bridge,
+            bridge: Some("br\"0"),
+            subnets: &subnets,
+            gateways: &[],
+            internal: false,
+            masquerade: true,
+            mtu: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--bridge"), "{e}");
     }
 
     #[test]

@@ -314,6 +314,14 @@ fn status_and_version() {
     let mut conf = knit_plugins("cni-st0", "10.66.0.0/24")[0].clone();
     conf["name"] = json!("st");
     conf["cniVersion"] = json!("1.1.0");
+    // No state directory yet: STATUS reports it and does not create it.
+    assert_eq!(
+        w.cni_exec("knit", &conf, &[("CNI_COMMAND", "STATUS")])
+            .err_code(),
+        50
+    );
+    assert!(!w.state.exists());
+    std::fs::create_dir_all(&w.state).unwrap();
     assert_eq!(
         w.cni_exec("knit", &conf, &[("CNI_COMMAND", "STATUS")]).code,
         0

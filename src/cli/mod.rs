@@ -262,12 +262,12 @@ fn print_attachment(a: &Attachment, existed: bool, json: bool) {
 }
 
 fn parse_ips(raw: &[String]) -> Result<Vec<IpAddr>> {
-    raw.iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|_| Error::invalid("--ip", s, "is not an IP address"))
-        })
-        .collect()
+    let ips = raw
+        .iter()
+        .map(|s| crate::model::parse_ip("--ip", s))
+        .collect::<Result<Vec<IpAddr>>>()?;
+    crate::model::check_one_per_family("--ip", &ips)?;
+    Ok(ips)
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -349,12 +349,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             let rows: Vec<Row> = names
                 .into_iter()
                 .map(|n| {
-                    let path = SandboxRef::parse(&n)
-                        .map(|r| r.path())
-                        .unwrap_or_else(|_| n.clone());
+                    let mine: Vec<Attachment> =
+                        atts.iter().filter(|a| a.sandbox == n).cloned().collect();
+                    // A CNI sandbox's namespace is wherever the runtime put it (e.g.
+                    // /var/run/netns/cni-…): only its attachments know the path.
+                    let path = mine
+                        .iter()
+                        .map(|a| a.netns_path.clone())
+                        .find(|p| !p.is_empty())
+                        .or_else(|| SandboxRef::parse(&n).ok().map(|r| r.path()))
+                        .unwrap_or_else(|| n.clone());
                     Row {
-                        exists: netns::is_netns(std::path::Path::new(&path)),
-                        attachments: atts.iter().filter(|a| a.sandbox == n).cloned().collect(),
+                        exists: !path.is_empty() && netns::is_netns(std::path::Path::new(&path)),
+                        attachments: mine,
                         sandbox: n,
                     }
                 })

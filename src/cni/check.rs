@@ -95,8 +95,10 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
                 Some(l) => {
                     if l.mac.as_deref() != Some(att.mac.as_str()) {
                         drift.push(format!(
-                            "interface {} has MAC {:?}, expected {}",
-                            att.ifname, l.mac, att.mac
+                            "interface {} has MAC {}, expected {}",
+                            att.ifname,
+                            l.mac.as_deref().unwrap_or("(none)"),
+                            att.mac
                         ));
                     }
                     for ip in &att.ips {
@@ -114,7 +116,7 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
                     if net.driver == Driver::Bridge {
                         for r in bridge_routes(&net, &att) {
                             if !routes.iter().any(|k| k.dst == r.dst && k.gateway == r.gw) {
-                                drift.push(format!("route {} via {:?} is missing", r.dst, r.gw));
+                                drift.push(format!("route {} is missing", route_text(&r)));
                             }
                         }
                     }
@@ -155,5 +157,32 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
             ),
         )
         .details(drift.join("; ")))
+    }
+}
+
+/// `0.0.0.0/0 via 10.88.0.1`, or `10.0.0.0/8 (no gateway)`: what a person reads.
+fn route_text(r: &crate::model::RouteSpec) -> String {
+    match r.gw {
+        Some(gw) => format!("{} via {gw}", r.dst),
+        None => format!("{} (no gateway)", r.dst),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_read_as_text() {
+        let r = crate::model::RouteSpec {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gw: Some("10.88.0.1".parse().unwrap()),
+        };
+        assert_eq!(route_text(&r), "0.0.0.0/0 via 10.88.0.1");
+        let r = crate::model::RouteSpec {
+            dst: "10.0.0.0/8".parse().unwrap(),
+            gw: None,
+        };
+        assert_eq!(route_text(&r), "10.0.0.0/8 (no gateway)");
     }
 }

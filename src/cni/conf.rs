@@ -1,7 +1,10 @@
 //! The network configuration on stdin: the reference bridge plugin's keys with a host-local
 //! `ipam` section, plus runtimeConfig capabilities. Unknown keys are tolerated.
 
-use super::error::{CniError, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD};
+use super::error::{
+    CONFLICT, CniError, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD,
+};
+use crate::error::Error;
 use crate::model::{self, Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, RouteSpec};
 use crate::policy::spec::{Labels, parse_label};
 use ipnet::IpNet;
@@ -103,8 +106,77 @@ pub struct NetConf {
     pub driver: Option<String>,
 }
 
-/// Parses stdin. Decoding failures are code 6; a missing or unknown version code 1.
-pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
+/// Renames `v`'s keys that equal one of `names` ignoring ASCII case to that name (an exact
+/// match wins), as Go's encoding/json matches struct fields.
+fn canon_keys(v: &mut Value, names: &[&str]) {
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    for name in names {
+        if obj.contains_key(*name) {
+            continue;
+        }
+        let found = obj.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned();
+        if let Some(val) = found.and_then(|k| obj.remove(&k)) {
+            obj.insert((*name).to_string(), val);
+        }
+    }
+}
+
+/// Capability structs as libcni runtimes really send them. go-cni (containerd) marshals Go
+/// structs without JSON tags (`{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp",
+/// "HostIP": ""}`, `{"Subnet": ..., "RangeStart": ""}`), and the reference plugins accept
+/// that because Go's decoder ignores key case: so does knit, for every capability struct.
+fn normalise_runtime_config(rc: &mut Value) {
+    canon_keys(
+        rc,
+        &[
+            "portMappings",
+            "ips",
+            "mac",
+            "ipRanges",
+            "dns",
+            "aliases",
+            "bandwidth",
+            "infinibandGUID",
+            "deviceID",
+            "cgroupPath",
+        ],
+    );
+    if let Some(list) = rc.get_mut("portMappings").and_then(Value::as_array_mut) {
+        for m in list {
+            canon_keys(m, &["hostPort", "containerPort", "protocol", "hostIP"]);
+        }
+    }
+    if let Some(sets) = rc.get_mut("ipRanges").and_then(Value::as_array_mut) {
+        for set in sets.iter_mut().filter_map(Value::as_array_mut) {
+            for r in set {
+                canon_keys(r, &["subnet", "rangeStart", "rangeEnd", "gateway"]);
+            }
+        }
+    }
+    if let Some(d) = rc.get_mut("dns") {
+        canon_keys(
+            d,
+            &[
+                "servers",
+                "searches",
+                "options",
+                "nameservers",
+                "domain",
+                "search",
+            ],
+        );
+    }
+    if let Some(b) = rc.get_mut("bandwidth") {
+        canon_keys(
+            b,
+            &["ingressRate", "ingressBurst", "egressRate", "egressBurst"],
+        );
+    }
+}
+
+fn decode_value(stdin: &[u8]) -> Result<Value, CniError> {
     let v: Value = serde_json::from_slice(stdin)
         .map_err(|e| CniError::new(DECODE, format!("decoding network config: {e}")))?;
     if !v.is_object() {
@@ -113,18 +185,74 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
             "network config must be a JSON object",
         ));
     }
+    Ok(v)
+}
+
+fn check_version(v: &str) -> Result<(), CniError> {
+    if SUPPORTED_VERSIONS.contains(&v) {
+        return Ok(());
+    }
+    Err(CniError::new(
+        INCOMPATIBLE_VERSION,
+        format!(
+            "incompatible CNI versions: config is {v:?}, plugin supports {SUPPORTED_VERSIONS:?}"
+        ),
+    ))
+}
+
+/// Parses stdin. Decoding failures are code 6; a missing or unknown version code 1.
+pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
+    let mut v = decode_value(stdin)?;
+    if let Some(rc) = v.get_mut("runtimeConfig") {
+        normalise_runtime_config(rc);
+    }
     let conf: NetConf = serde_json::from_value(v)
         .map_err(|e| CniError::new(DECODE, format!("decoding network config: {e}")))?;
-    if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
-        return Err(CniError::new(
-            INCOMPATIBLE_VERSION,
-            format!(
-                "incompatible CNI versions: config is {:?}, plugin supports {:?}",
-                conf.cni_version, SUPPORTED_VERSIONS
-            ),
-        ));
-    }
+    check_version(&conf.cni_version)?;
     Ok(conf)
+}
+
+/// What DEL needs from the configuration: which network, in which store. DEL removes what
+/// knit's store recorded, so the ADD-only parts (runtimeConfig, ipam, dns, args,
+/// prevResult, ...) are not decoded: a runtime must always be able to delete.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub cni_version: String,
+    pub name: String,
+    pub state_dir: Option<String>,
+}
+
+pub fn parse_identity(stdin: &[u8]) -> Result<Identity, CniError> {
+    let v = decode_value(stdin)?;
+    let id: Identity = serde_json::from_value(v)
+        .map_err(|e| CniError::new(DECODE, format!("decoding network config: {e}")))?;
+    check_version(&id.cni_version)?;
+    Ok(id)
+}
+
+/// A CNI error for an invalid configuration field (`path` as the runtime wrote it).
+fn invalid_field(
+    path: &str,
+    value: impl std::fmt::Display,
+    reason: impl std::fmt::Display,
+) -> CniError {
+    invalid(format!("invalid {path} {:?}: {reason}", value.to_string()))
+}
+
+/// The result's `dns` from the `dns` capability, whose conventional form is `{"servers",
+/// "searches", "options"}` (a result says `nameservers` and `search`).
+fn result_dns(mut v: Value) -> Value {
+    if let Some(obj) = v.as_object_mut() {
+        for (from, to) in [("servers", "nameservers"), ("searches", "search")] {
+            if let Some(val) = obj.remove(from)
+                && !obj.contains_key(to)
+            {
+                obj.insert(to.to_string(), val);
+            }
+        }
+    }
+    v
 }
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -156,8 +284,9 @@ pub fn version_at_least(v: &str, min: &str) -> bool {
 
 impl NetConf {
     /// The range sets: runtimeConfig.ipRanges overrides ipam.ranges; the flat legacy form is
-    /// one range set.
-    fn ranges(&self) -> Result<Vec<Range>, CniError> {
+    /// one range set. Each with the path of its range in the configuration (for errors).
+    /// Empty strings (what go-cni sends for unset fields) mean absent.
+    fn ranges(&self) -> Result<Vec<(String, Range)>, CniError> {
         let ipam = self.ipam.clone().unwrap_or_default();
         if !ipam.kind.is_empty() && ipam.kind != "host-local" && ipam.kind != "knit" {
             return Err(CniError::new(
@@ -168,22 +297,42 @@ impl NetConf {
                 ),
             ));
         }
-        let sets = match (&self.runtime_config.ip_ranges, &ipam.ranges, &ipam.subnet) {
-            (Some(r), _, _) => r.clone(),
-            (None, Some(r), _) => r.clone(),
-            (None, None, Some(subnet)) => vec![vec![Range {
-                subnet: subnet.clone(),
-                range_start: ipam.range_start.clone(),
-                range_end: ipam.range_end.clone(),
-                gateway: ipam.gateway.clone(),
-            }]],
+        let (sets, base) = match (&self.runtime_config.ip_ranges, &ipam.ranges, &ipam.subnet) {
+            (Some(r), _, _) => (r.clone(), "runtimeConfig.ipRanges"),
+            (None, Some(r), _) => (r.clone(), "ipam.ranges"),
+            (None, None, Some(subnet)) => (
+                vec![vec![Range {
+                    subnet: subnet.clone(),
+                    range_start: ipam.range_start.clone(),
+                    range_end: ipam.range_end.clone(),
+                    gateway: ipam.gateway.clone(),
+                }]],
+                "ipam",
+            ),
             (None, None, None) => return Err(invalid("ipam: no ranges or subnet given")),
         };
+        let present = |o: Option<String>| o.filter(|s| !s.is_empty());
         let mut out = vec![];
-        for set in sets {
+        for (i, set) in sets.into_iter().enumerate() {
+            let path = if base == "ipam" {
+                base.to_string()
+            } else {
+                format!("{base}[{i}][0]")
+            };
             match set.len() {
-                0 => return Err(invalid("ipam.ranges: empty range set")),
-                1 => out.push(set.into_iter().next().unwrap_or_default()),
+                0 => return Err(invalid(format!("{base}: empty range set"))),
+                1 => {
+                    let r = set.into_iter().next().unwrap_or_default();
+                    out.push((
+                        path,
+                        Range {
+                            subnet: r.subnet,
+                            range_start: present(r.range_start),
+                            range_end: present(r.range_end),
+                            gateway: present(r.gateway),
+                        },
+                    ));
+                }
                 _ => {
                     return Err(CniError::new(
                         UNSUPPORTED_FIELD,
@@ -212,11 +361,14 @@ impl NetConf {
         }
         let driver = match self.driver.as_deref() {
             None => Driver::Bridge,
-            Some(d) => Driver::parse(d).map_err(|e| invalid(format!("driver: {e}")))?,
+            Some(d) => Driver::parse(d).map_err(|e| self.cni_error(e))?,
         };
         let ranges = self.ranges()?;
-        let subnets: Vec<String> = ranges.iter().map(|r| r.subnet.clone()).collect();
-        let gateways: Vec<String> = ranges.iter().filter_map(|r| r.gateway.clone()).collect();
+        let subnets: Vec<String> = ranges.iter().map(|(_, r)| r.subnet.clone()).collect();
+        let gateways: Vec<String> = ranges
+            .iter()
+            .filter_map(|(_, r)| r.gateway.clone())
+            .collect();
         let bridge = match driver {
             Driver::Bridge => Some(self.bridge.clone().unwrap_or_else(|| "cni0".into())),
             Driver::Ptp => None,
@@ -231,18 +383,31 @@ impl NetConf {
             masquerade: self.ip_masq,
             mtu: self.mtu,
         })
-        .map_err(|e| invalid(e.to_string()))?;
-        for (s, r) in spec.subnets.iter_mut().zip(&ranges) {
+        .map_err(|e| self.cni_error(e))?;
+        for (s, (path, r)) in spec.subnets.iter_mut().zip(&ranges) {
             for (field, raw, slot) in [
                 ("rangeStart", &r.range_start, &mut s.range_start),
                 ("rangeEnd", &r.range_end, &mut s.range_end),
             ] {
                 if let Some(raw) = raw {
-                    let a = ip(field, raw)?;
-                    model::check_host_in("rangeStart/rangeEnd", a, &s.cidr)
-                        .map_err(|e| invalid(e.to_string()))?;
+                    let path = format!("{path}.{field}");
+                    let a = model::parse_ip("range", raw)
+                        .map_err(|_| invalid_field(&path, raw, "is not an IP address"))?;
+                    model::check_host_in("range", a, &s.cidr).map_err(|e| match e {
+                        Error::Invalid { reason, .. } => invalid_field(&path, raw, reason),
+                        e => e.into(),
+                    })?;
                     *slot = Some(a);
                 }
+            }
+            if let (Some(start), Some(end)) = (s.range_start, s.range_end)
+                && start > end
+            {
+                return Err(invalid_field(
+                    &format!("{path}.rangeStart"),
+                    start,
+                    format!("is after {path}.rangeEnd {end}"),
+                ));
             }
         }
         spec.bridge_gateway = self.is_gateway || self.is_default_gateway || driver == Driver::Ptp;
@@ -312,6 +477,8 @@ impl NetConf {
                 out.push(a);
             }
         }
+        // As host-local: every requested address must be allocated; one subnet per family.
+        model::check_one_per_family("ips", &out).map_err(|e| invalid(e.to_string()))?;
         Ok(out)
     }
 
@@ -333,8 +500,13 @@ impl NetConf {
         self.runtime_config
             .port_mappings
             .iter()
-            .map(|p| {
-                let proto = p.protocol.clone().unwrap_or_else(|| "tcp".into());
+            .enumerate()
+            .map(|(i, p)| {
+                let proto = p
+                    .protocol
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "tcp".into());
                 let host = match p.host_ip.as_deref() {
                     None | Some("") => String::new(),
                     Some(h) if h.contains(':') => format!("[{h}]:"),
@@ -344,7 +516,12 @@ impl NetConf {
                     "{host}{}:{}/{}",
                     p.host_port, p.container_port, proto
                 ))
-                .map_err(|e| invalid(format!("runtimeConfig.portMappings: {e}")))
+                .map_err(|e| match e {
+                    Error::Invalid { value, reason, .. } => {
+                        invalid_field(&format!("runtimeConfig.portMappings[{i}]"), value, reason)
+                    }
+                    e => e.into(),
+                })
             })
             .collect()
     }
@@ -398,7 +575,74 @@ impl NetConf {
 
     /// DNS settings for the result: runtimeConfig.dns wins over the config's dns.
     pub fn dns(&self) -> Option<Value> {
-        self.runtime_config.dns.clone().or_else(|| self.dns.clone())
+        self.runtime_config
+            .dns
+            .clone()
+            .map(result_dns)
+            .or_else(|| self.dns.clone())
+    }
+
+    /// The configuration path of a field the library names by its CLI flag.
+    fn cni_field(&self, flag: &str, value: &str) -> Option<String> {
+        let ranges = || self.ranges().unwrap_or_default();
+        let same_net = |raw: &str| {
+            raw == value
+                || matches!((raw.parse::<IpNet>(), value.parse::<IpNet>()), (Ok(a), Ok(b)) if a == b)
+        };
+        Some(match flag {
+            "network name" => "name".into(),
+            "--bridge" => "bridge".into(),
+            "--driver" => "driver".into(),
+            "--mtu" => "mtu".into(),
+            "--subnet" => ranges()
+                .into_iter()
+                .find(|(_, r)| same_net(&r.subnet))
+                .map(|(p, _)| format!("{p}.subnet"))
+                .unwrap_or_else(|| "ipam.ranges".into()),
+            "--gateway" => ranges()
+                .into_iter()
+                .find(|(_, r)| r.gateway.as_deref() == Some(value))
+                .map(|(p, _)| format!("{p}.gateway"))
+                .unwrap_or_else(|| "ipam.ranges gateway".into()),
+            "--ip" => "ips".into(),
+            "--mac" => "mac".into(),
+            "--publish" => "runtimeConfig.portMappings".into(),
+            "--ifname" => "CNI_IFNAME".into(),
+            "--alias" => "runtimeConfig.aliases".into(),
+            "--label" => "args.cni.labels".into(),
+            _ => return None,
+        })
+    }
+
+    /// A library error as this configuration's runtime should read it: the configuration's
+    /// field names (`ipam.ranges[0][0].subnet`), never the CLI's flags (`--subnet`).
+    pub fn cni_error(&self, e: Error) -> CniError {
+        match e {
+            Error::Invalid {
+                field,
+                value,
+                reason,
+            } => match self.cni_field(field, &value) {
+                Some(path) => invalid_field(&path, value, reason),
+                None => Error::Invalid {
+                    field,
+                    value,
+                    reason,
+                }
+                .into(),
+            },
+            Error::Conflict(msg) => {
+                let msg = if let Some(rest) = msg.strip_prefix("--ip ") {
+                    format!("address {rest}")
+                } else if let Some(rest) = msg.strip_prefix("--publish ") {
+                    format!("runtimeConfig.portMappings {rest}")
+                } else {
+                    msg
+                };
+                CniError::new(CONFLICT, msg)
+            }
+            e => e.into(),
+        }
     }
 }
 
@@ -500,6 +744,123 @@ mod tests {
         assert_eq!(c.network_spec().unwrap_err().code, UNSUPPORTED_FIELD);
         let c = parse(br#"{"cniVersion":"1.0.0","name":"bad name","type":"knit","ipam":{"subnet":"10.0.0.0/24"}}"#).unwrap();
         assert_eq!(c.network_spec().unwrap_err().code, INVALID_CONFIG);
+    }
+
+    #[test]
+    fn go_cni_keys_are_matched_ignoring_case() {
+        let mut v: Value = serde_json::from_str(PODMAN).unwrap();
+        v["runtimeConfig"] = serde_json::json!({
+            "PortMappings": [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""},
+                             {"HostPort": 5353, "ContainerPort": 53, "Protocol": "", "HostIP": "127.0.0.1"}],
+            "IPRanges": [[{"Subnet": "10.88.0.0/16", "RangeStart": "", "RangeEnd": "", "Gateway": ""}]],
+            "DNS": {"Servers": ["10.0.0.53"], "Searches": ["svc.local"], "Options": ["ndots:5"]},
+            "Bandwidth": {"IngressRate": 1, "IngressBurst": 2, "EgressRate": 3, "EgressBurst": 4},
+            "IPs": ["10.88.0.9"],
+            "MAC": "02:00:00:00:00:09"
+        });
+        let c = parse(v.to_string().as_bytes()).unwrap();
+        let p = c.publish().unwrap();
+        assert_eq!(p[0].pairs(), vec![(8080, 80)]);
+        assert_eq!(p[0].host_ip, None, "empty HostIP means any");
+        assert_eq!(p[1].proto.as_str(), "tcp", "empty Protocol means tcp");
+        assert_eq!(p[1].host_ip.unwrap().to_string(), "127.0.0.1");
+        let spec = c.network_spec().unwrap();
+        assert_eq!(spec.subnets[0].cidr.to_string(), "10.88.0.0/16");
+        assert_eq!(spec.subnets[0].range_start, None);
+        assert_eq!(spec.subnets[0].gateway.to_string(), "10.88.0.1");
+        assert_eq!(c.static_ips(&[]).unwrap()[0].to_string(), "10.88.0.9");
+        assert_eq!(
+            c.mac(None).unwrap().unwrap().to_string(),
+            "02:00:00:00:00:09"
+        );
+        let dns = c.dns().unwrap();
+        assert_eq!(dns["nameservers"][0], "10.0.0.53");
+        assert_eq!(dns["search"][0], "svc.local");
+        assert_eq!(dns["options"][0], "ndots:5");
+        // The exact spelling wins when both are present.
+        let mut v: Value = serde_json::from_str(PODMAN).unwrap();
+        v["runtimeConfig"] = serde_json::json!({"portMappings": [
+            {"hostPort": 81, "HostPort": 82, "containerPort": 80}]});
+        let c = parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(c.publish().unwrap()[0].pairs(), vec![(81, 80)]);
+    }
+
+    #[test]
+    fn del_reads_only_what_it_needs() {
+        let id = parse_identity(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"knit",
+                 "runtimeConfig":{"portMappings":[{"containerPort":"x"}]},"ipam":"junk"}"#,
+        )
+        .unwrap();
+        assert_eq!(id.name, "n");
+        assert_eq!(parse_identity(b"{").unwrap_err().code, DECODE);
+        assert_eq!(
+            parse_identity(br#"{"cniVersion":"9.9.9","name":"n"}"#)
+                .unwrap_err()
+                .code,
+            INCOMPATIBLE_VERSION
+        );
+    }
+
+    #[test]
+    fn ranges_are_ordered_and_errors_name_config_fields() {
+        let c = parse(br#"{"cniVersion":"1.0.0","name":"n","type":"knit",
+            "ipam":{"ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.200","rangeEnd":"10.1.0.100"}]]}}"#)
+        .unwrap();
+        let e = c.network_spec().unwrap_err();
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert!(
+            e.msg.contains("ipam.ranges[0][0].rangeStart") && e.msg.contains("10.1.0.200"),
+            "{}",
+            e.msg
+        );
+        for (conf, field) in [
+            (
+                r#"{"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"010.2.0.0/24"}]]}"#,
+                "ipam.ranges[1][0].subnet",
+            ),
+            (r#"{"subnet":"169.254.0.0/16"}"#, "ipam.subnet"),
+            (
+                r#"{"ranges":[[{"subnet":"10.1.0.0/24","gateway":"10.2.0.1"}]]}"#,
+                "ipam.ranges[0][0].gateway",
+            ),
+        ] {
+            let c = parse(
+                format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"knit","ipam":{conf}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
+            let e = c.network_spec().unwrap_err();
+            assert!(
+                e.msg.contains(field) && !e.msg.contains("--"),
+                "{field}: {}",
+                e.msg
+            );
+        }
+        let c = parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"knit","mtu":1000,
+            "ipam":{"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd01::/64"}]]}}"#,
+        )
+        .unwrap();
+        let e = c.network_spec().unwrap_err();
+        assert!(
+            e.msg.starts_with("invalid mtu ") && e.msg.contains("1280"),
+            "{}",
+            e.msg
+        );
+        let c = parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"knit","bridge":"br\"x",
+            "ipam":{"subnet":"10.1.0.0/24"}}"#,
+        )
+        .unwrap();
+        let e = c.network_spec().unwrap_err();
+        assert!(e.msg.starts_with("invalid bridge "), "{}", e.msg);
+        let c = parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"knit","ipam":{"subnet":"10.1.0.0/24"},
+            "runtimeConfig":{"ips":["10.1.0.5","10.1.0.6"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.static_ips(&[]).unwrap_err().code, INVALID_CONFIG);
     }
 
     #[test]

@@ -56,17 +56,25 @@ fn dispatch(stdin: &[u8], get: &impl Fn(&str) -> Option<String>) -> Result<Strin
             json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS}).to_string(),
         );
     }
+    let state_dir_of = |conf_dir: &Option<String>| {
+        PathBuf::from(
+            conf_dir
+                .clone()
+                .or_else(|| get("KNIT_STATE_DIR"))
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        )
+    };
+    if env.command == Command::Del {
+        // DEL never depends on the ADD-only parts of the configuration.
+        let id = conf::parse_identity(stdin)?;
+        return del(&env, &id.name, &state_dir_of(&id.state_dir));
+    }
     let conf = conf::parse(stdin)?;
     let raw: Value = serde_json::from_slice(stdin).unwrap_or_default();
-    let state_dir = conf
-        .state_dir
-        .clone()
-        .or_else(|| get("KNIT_STATE_DIR"))
-        .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-    let state_dir = PathBuf::from(state_dir);
+    let state_dir = state_dir_of(&conf.state_dir);
     match env.command {
         Command::Add => add(&env, &conf, &state_dir),
-        Command::Del => del(&env, &conf, &state_dir),
+        Command::Del => unreachable!("handled above"),
         Command::Check => {
             if !version_at_least(&conf.cni_version, "0.4.0") {
                 return Err(CniError::new(
@@ -116,26 +124,84 @@ fn open(state_dir: &Path) -> Result<Node, CniError> {
 
 /// Finds the network of this configuration, creating it on first use. Creation is
 /// serialized so concurrent first ADDs build the bridge once.
-fn ensure_network(node: &mut Node, spec: &NetworkSpec) -> Result<Network, CniError> {
+fn ensure_network(
+    node: &mut Node,
+    spec: &NetworkSpec,
+    conf: &NetConf,
+) -> Result<Network, CniError> {
     if let Some(n) = node.store.find_network(&spec.name)?
         && n.ready
         && bridge_present(&n)?
+        && compatible(&n, spec).is_ok()
     {
-        return compatible(n, spec);
+        return Ok(n);
     }
     let _guard = Lock::take_file(&node.state_dir, "network.lock", true)?;
-    match node.store.find_network(&spec.name)? {
+    let existing = match node.store.find_network(&spec.name)? {
+        // The runtime removed its network and made a new one of the same name: the old
+        // record is knit's own and unused, so it goes.
+        Some(n) if compatible(&n, spec).is_err() && unused_cni_network(node, &n)? => {
+            remove_unused(node, &n)?;
+            None
+        }
+        other => other,
+    };
+    match existing {
         // A first ADD that crashed mid-creation (or a wiped node) leaves the record without
         // (all of) its kernel side: build it again, idempotently.
-        Some(n) => {
-            let mut n = compatible(n, spec)?;
+        Some(mut n) => {
+            compatible(&n, spec)?;
             if !n.ready || !bridge_present(&n)? {
-                node.finish_network(&mut n)?;
+                node.finish_network(&mut n).map_err(|e| conf.cni_error(e))?;
             }
             Ok(n)
         }
-        None => Ok(node.create_network_from(spec, "cni", crate::node::BridgeUse::Adopt)?),
+        None => {
+            remove_stale_cni_networks(node, spec)?;
+            node.create_network_from(spec, "cni", crate::node::BridgeUse::Adopt)
+                .map_err(|e| conf.cni_error(e))
+        }
     }
+}
+
+/// A network knit created for CNI (on a first ADD) that no attachment uses any more.
+fn unused_cni_network(node: &Node, n: &Network) -> Result<bool, CniError> {
+    Ok(n.origin == "cni" && node.store.attachments_of_network(n.id)?.is_empty())
+}
+
+fn remove_unused(node: &mut Node, n: &Network) -> Result<(), CniError> {
+    node.remove_network(&n.name).map(|_| ()).map_err(|e| {
+        CniError::new(
+            IO_FAILURE,
+            format!(
+                "removing knit network {:?}, left unused by a removed CNI network: {e}",
+                n.name
+            ),
+        )
+    })
+}
+
+/// Runtimes remove CNI networks without telling the plugin (`podman network rm` just deletes
+/// the configuration), so the knit network a first ADD created stays behind, holding its
+/// subnets and bridge name. A new network that needs them takes them over from such a
+/// network when nothing is attached to it any more. Networks made with the CLI, and any
+/// network with attachments, are never touched.
+fn remove_stale_cni_networks(node: &mut Node, spec: &NetworkSpec) -> Result<(), CniError> {
+    for n in node.store.networks()? {
+        if n.name == spec.name {
+            continue;
+        }
+        let overlaps = n.subnets.iter().any(|s| {
+            spec.subnets.iter().any(|w| {
+                s.subnet.contains(&w.cidr.network()) || w.cidr.contains(&s.subnet.network())
+            })
+        });
+        let same_bridge = spec.bridge.is_some() && n.bridge == spec.bridge;
+        if (overlaps || same_bridge) && unused_cni_network(node, &n)? {
+            remove_unused(node, &n)?;
+        }
+    }
+    Ok(())
 }
 
 fn bridge_present(n: &Network) -> Result<bool, CniError> {
@@ -145,7 +211,7 @@ fn bridge_present(n: &Network) -> Result<bool, CniError> {
     }
 }
 
-fn compatible(n: Network, spec: &NetworkSpec) -> Result<Network, CniError> {
+fn compatible(n: &Network, spec: &NetworkSpec) -> Result<(), CniError> {
     let mut have: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
     let mut want: Vec<String> = spec.subnets.iter().map(|s| s.cidr.to_string()).collect();
     have.sort();
@@ -163,7 +229,7 @@ fn compatible(n: Network, spec: &NetworkSpec) -> Result<Network, CniError> {
             ),
         ));
     }
-    Ok(n)
+    Ok(())
 }
 
 fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
@@ -195,24 +261,26 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
     }
     let labels = conf.labels()?;
     let mut node = open(state_dir)?;
-    ensure_network(&mut node, &spec)?;
+    ensure_network(&mut node, &spec, conf)?;
     let sandbox = SandboxRef::Container {
         id: env.container_id.clone(),
         ifname: env.ifname.clone(),
         netns: env.netns.clone(),
     };
-    let done = node.attach(&AttachArgs {
-        network: &conf.name,
-        sandbox: &sandbox,
-        ifname: Some(&env.ifname),
-        static_ips: &ips,
-        mac,
-        publish: &publish,
-        container_id: Some(&env.container_id),
-        routes: Some(&routes),
-        aliases: &names,
-        labels: &labels,
-    })?;
+    let done = node
+        .attach(&AttachArgs {
+            network: &conf.name,
+            sandbox: &sandbox,
+            ifname: Some(&env.ifname),
+            static_ips: &ips,
+            mac,
+            publish: &publish,
+            container_id: Some(&env.container_id),
+            routes: Some(&routes),
+            aliases: &names,
+            labels: &labels,
+        })
+        .map_err(|e| conf.cni_error(e))?;
     let dns = conf.dns().or_else(|| knit_dns(&done.network));
     let r = result::build(&done.network, &done.attachment, dns);
     Ok(result::render(&r, &conf.cni_version).to_string())
@@ -232,11 +300,11 @@ fn knit_dns(net: &Network) -> Option<Value> {
     Some(d)
 }
 
-fn del(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
-    crate::model::validate_name("name", &conf.name)
+fn del(env: &Env, name: &str, state_dir: &Path) -> Result<String, CniError> {
+    crate::model::validate_name("name", name)
         .map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
     let mut node = open(state_dir)?;
-    let Some(net) = node.store.find_network(&conf.name)? else {
+    let Some(net) = node.store.find_network(name)? else {
         return Ok(String::new());
     };
     if let Some(att) = node.store.attachment(net.id, &env.sandbox_key())? {
@@ -294,6 +362,24 @@ fn gc(conf: &NetConf, raw: &Value, state_dir: &Path) -> Result<String, CniError>
 fn status(conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     let not_ready = |m: String| CniError::new(NOT_AVAILABLE, m);
     crate::nft::Session::new().map_err(|e| not_ready(e.to_string()))?;
+    // STATUS only looks: it never creates the state directory (or the store in it).
+    if !state_dir.is_dir() {
+        return Err(not_ready(format!(
+            "knit's state directory {} does not exist (check stateDir / KNIT_STATE_DIR)",
+            state_dir.display()
+        )));
+    }
+    if !state_dir.join("knit.db").exists() {
+        // No network yet: ADD can serve if it can create the store here.
+        return if writable(state_dir) {
+            Ok(String::new())
+        } else {
+            Err(not_ready(format!(
+                "knit's state directory {} is not writable",
+                state_dir.display()
+            )))
+        };
+    }
     let node = Node::open(state_dir, false)
         .map_err(|e| not_ready(format!("knit state in {}: {e}", state_dir.display())))?;
     if let Some(net) = node.store.find_network(&conf.name)?
@@ -313,4 +399,14 @@ fn status(conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
         }
     }
     Ok(String::new())
+}
+
+/// Whether this process may create files in `dir`.
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads the NUL-terminated path we own.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
