@@ -299,6 +299,7 @@ impl Node {
             return Err(e);
         }
         crate::trace::phase("nft elements added");
+        crate::conntrack::clear_published(&att);
         self.store.mark_ready(att.id)?;
         crate::trace::phase("store: ready");
         let mut attachment = att;
@@ -339,6 +340,7 @@ impl Node {
         // off the caller's clock.
         let applied = b.apply_then(crate::nftnl::Socket::close_detached);
         crate::trace::phase("nft elements removed");
+        crate::conntrack::forget_attachment(att);
         if applied.is_err() && crate::firewall::table_exists() {
             // The table is damaged: rebuild it from the store without this one. (If it is
             // gone altogether there is nothing to remove; `knit reconcile` rebuilds it.)

@@ -124,6 +124,7 @@ impl Node {
         let applied = Batch::new()
             .service(Some(&fw), None)
             .apply_then(crate::nftnl::Socket::close_detached);
+        crate::conntrack::service_changed(&fw, None);
         if applied.is_err() && crate::firewall::table_exists() {
             // Damaged table: the store decides; rewrite it without this service.
             self.store.delete_service(svc.id)?;
@@ -150,6 +151,7 @@ impl Node {
             let _ = self.store.undo_backend_change(after.id, b, add);
             return Err(e);
         }
+        crate::conntrack::service_changed(&old, Some(&new));
         Ok(after)
     }
 
