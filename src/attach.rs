@@ -411,6 +411,7 @@ impl Node {
             return Err(e);
         }
         crate::trace::phase("nft elements added, store: ready");
+        crate::conntrack::clear_published(&att);
         let mut attachment = att;
         attachment.state = AttachState::Ready;
         attachment.owner = None;
@@ -461,6 +462,20 @@ impl Node {
         delete_owned_veth(att)?;
         crate::trace::phase("host veth deleted");
         restore_default_routes(&self.store, att);
+        let done = self.unplumb_firewall(net, att, then);
+        // Flows that still point at the address would keep reaching it (or a successor
+        // with the same address): after the nft change, and outside the kernel lock (a
+        // conntrack dump walks the kernel's whole hash).
+        crate::conntrack::forget_attachment(att);
+        done
+    }
+
+    fn unplumb_firewall(
+        &mut self,
+        net: &Network,
+        att: &Attachment,
+        then: impl FnOnce(&mut Node) -> Result<()>,
+    ) -> Result<()> {
         let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.attachment(&attach_fw(net, att), false);

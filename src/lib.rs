@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod cli;
 pub mod cni;
+pub mod conntrack;
 pub mod deferred;
 pub mod demo;
 pub mod dns;

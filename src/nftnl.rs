@@ -55,7 +55,7 @@ const REG_2: u32 = 2;
 const IFNAMSIZ: usize = 16;
 
 /// Appends one attribute; `f` writes its payload. Returns nothing: lengths are patched in.
-fn attr(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn attr(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend_from_slice(&[0, 0]);
     buf.extend_from_slice(&kind.to_ne_bytes());
@@ -67,7 +67,7 @@ fn attr(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
     }
 }
 
-fn nested(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn nested(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
     attr(buf, kind | NLA_F_NESTED, f);
 }
 
@@ -115,7 +115,7 @@ fn port_key(p: &PortMapping) -> Vec<u8> {
     l4_key(p.host_ip, p.proto, p.host_port)
 }
 
-fn proto_num(p: Proto) -> u8 {
+pub(crate) fn proto_num(p: Proto) -> u8 {
     match p {
         Proto::Tcp => 6,
         Proto::Udp => 17,
@@ -268,7 +268,7 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
 }
 
 /// One netlink message: header, nfgenmsg, attributes.
-fn message(
+pub(crate) fn message(
     out: &mut Vec<u8>,
     kind: u16,
     flags: u16,
@@ -291,7 +291,7 @@ fn message(
 
 /// The (sequence, error code) of every NLMSG_ERROR (ack or error) in one datagram of
 /// replies; other messages (a GETTABLE's answer) are skipped.
-fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
+pub(crate) fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
     let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
     let mut out = vec![];
     let mut off = 0;

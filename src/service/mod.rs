@@ -132,13 +132,13 @@ impl Node {
         let applied = Batch::new()
             .service(Some(&fw), None)
             .apply_then(crate::nftnl::Socket::close_detached);
+        self.store.delete_service(svc.id)?;
         if applied.is_err() && crate::firewall::table_exists() {
             // Damaged table: the store decides; rewrite it without this service.
-            self.store.delete_service(svc.id)?;
             self.rebuild_firewall()?;
-            return Ok(svc);
         }
-        self.store.delete_service(svc.id)?;
+        drop(_k);
+        crate::conntrack::service_changed(&fw, None);
         Ok(svc)
     }
 
@@ -159,6 +159,8 @@ impl Node {
             let _ = self.store.undo_backend_change(after.id, b, add);
             return Err(e);
         }
+        drop(_k);
+        crate::conntrack::service_changed(&old, Some(&new));
         Ok(after)
     }
 
