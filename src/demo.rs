@@ -282,7 +282,10 @@ fn clean_up_on_signals(tag: String, state: PathBuf) {
             }
         }
         let _ = std::fs::remove_dir_all(&state);
-        let _ = writeln!(std::io::stderr(), "\nknit demo: interrupted; removed {tag}-*");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nknit demo: interrupted; removed {tag}-*"
+        );
         std::process::exit(128 + sig);
     });
 }
@@ -299,12 +302,8 @@ pub fn run() -> Result<i32> {
         namespaces: vec![],
     };
     let mut lab = lab;
-    say!(
-        "knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network"
-    );
-    say!(
-        "with two sandboxes, NAT, a web server published on the node and behind a service, and"
-    );
+    say!("knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network");
+    say!("with two sandboxes, NAT, a web server published on the node and behind a service, and");
     say!("a default-deny policy. Nothing outside the throwaway namespaces below is touched.\n");
     say!("1. the world: node and outside namespaces, joined by an uplink veth");
     for short in ["node", "out"] {

@@ -465,6 +465,13 @@ impl Socket {
         Ok(Socket(s, None))
     }
 
+    /// A socket of this process's own, never a keeper's (and never starting one): for
+    /// one-off questions such as whether knit's table exists on a blank state directory.
+    pub fn own() -> Result<Socket> {
+        let s = open_netfilter().op(|| "open nftables socket".into())?;
+        Ok(Socket(s, None))
+    }
+
     /// Sends the batch and waits for every acknowledgement; any error aborts the whole
     /// batch in the kernel and is returned.
     pub fn apply(&mut self, enc: &Encoded) -> Result<()> {

@@ -381,7 +381,10 @@ fn delete_owned_bridge(net: &Network, br: &str) -> Result<()> {
 /// later delete live links. Refuse, and say how to recover.
 fn refuse_to_start_over(state_dir: &Path) -> Result<()> {
     let mut found = Vec::new();
-    if crate::firewall::table_exists() {
+    if crate::nftnl::Socket::own()
+        .and_then(|mut s| s.table_exists(crate::firewall::TABLE))
+        .unwrap_or(false)
+    {
         found.push("nft table inet knit".to_string());
     }
     if let Ok(mut nl) = Netlink::open() {
