@@ -294,9 +294,9 @@ fn item3_concurrent_changes_to_one_service_keep_kernel_and_store_in_step() {
 
 #[test]
 fn item3_first_adds_on_a_fresh_state_dir_all_succeed() {
-    for round in 0..4 {
+    for round in 0..12 {
         let w = World::new();
-        let ns: Vec<String> = (0..8)
+        let ns: Vec<String> = (0..10)
             .map(|i| format!("{}-f{round}x{i}", w.prefix))
             .collect();
         let mut w = w;
@@ -643,4 +643,227 @@ fn item11_detach_in_the_wrong_namespace_keeps_the_record() {
     );
     assert!(ping(&s, "10.80.0.1"));
     w.ok(&["detach", "wn", &s]);
+}
+
+#[test]
+fn item2_del_and_gc_delete_only_the_veth_knit_created() {
+    let mut w = World::new();
+    let ns: Vec<String> = (0..2).map(|i| format!("{}-g{i}", w.prefix)).collect();
+    for n in &ns {
+        sh_ok(&["ip", "netns", "add", n]);
+        w.track(n);
+    }
+    let mut c = Conflist::new("own", "1.0.0", knit_plugins("cni-own0", "10.81.0.0/24"));
+    let paths: Vec<String> = ns.iter().map(|n| format!("/run/netns/{n}")).collect();
+    for (i, p) in paths.iter().enumerate() {
+        c.add(&w, &format!("c{i}"), p, "eth0", &json!({}))
+            .expect("ADD");
+    }
+    let atts = w.json(&["network", "inspect", "own"])["attachments"].clone();
+    let hosts: Vec<String> = atts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["host_ifname"].as_str().unwrap().to_string())
+        .collect();
+    // Someone replaces both host veths with links of their own under the same names.
+    for h in &hosts {
+        sh_ok(&["ip", "-n", &w.node, "link", "del", h]);
+        sh_ok(&["ip", "-n", &w.node, "link", "add", h, "type", "bridge"]);
+    }
+    // DEL of one, GC of the other (not in the valid list).
+    c.del(&w, "c0", &paths[0], "eth0", &json!({})).expect("DEL");
+    let gc = json!({
+        "cniVersion": "1.1.0", "name": "own", "type": "knit", "bridge": "cni-own0",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.81.0.0/24"}]]},
+        "cni.dev/valid-attachments": []
+    });
+    let o = w.cni_exec("knit", &gc, &[("CNI_COMMAND", "GC"), ("CNI_PATH", REF_DIR)]);
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(
+        w.json(&["network", "inspect", "own"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    for h in &hosts {
+        assert!(
+            link_exists(&w, h),
+            "DEL/GC deleted {h}, which knit did not create"
+        );
+    }
+}
+
+#[test]
+fn item10_check_restores_a_flushed_table() {
+    let mut w = World::new().with_outside();
+    let n = format!("{}-ck", w.prefix);
+    sh_ok(&["ip", "netns", "add", &n]);
+    w.track(&n);
+    let p = format!("/run/netns/{n}");
+    let pm = json!({"portMappings": [{"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]});
+    let mut c = Conflist::new("ck", "1.0.0", knit_plugins("cni-ck0", "10.82.0.0/24"));
+    c.add(&w, "ck", &p, "eth0", &pm).expect("ADD");
+    let _s = tcp_server(&n, "0.0.0.0:80", "ck");
+    sh_ok(&[
+        "ip", "netns", "exec", &w.node, "nft", "flush", "table", "inet", "knit",
+    ]);
+    assert!(tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8090")).is_err());
+    c.check(&w, "ck", &p, "eth0", &pm)
+        .unwrap_or_else(|o| panic!("CHECK: {}", o.stdout));
+    assert_eq!(
+        tcp_get(w.outside(), &format!("{NODE_UPLINK4}:8090")).unwrap(),
+        format!("ck saw {OUTSIDE4}")
+    );
+}
+
+fn keepers_in(ns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
+    let want = format!("net:[{ino}]");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"nft-keeper"))
+                && std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                    .is_ok_and(|l| l.to_string_lossy() == want)
+        })
+        .collect()
+}
+
+#[test]
+fn item11_refused_connections_do_not_keep_the_keeper_alive() {
+    let mut w = World::new();
+    w.ok(&["network", "create", "kp", "--subnet", "10.83.0.0/24"]);
+    let s = w.sandbox("s");
+    w.ok(&["attach", "kp", &s, "-p", "18090:80"]);
+    eventually("a keeper", || keepers_in(&w.node).len() == 1);
+    // A non-root process knocks every 100 ms for 5 s; the keeper refuses it and must still
+    // leave 2 s after its last real use.
+    let node = w.node.clone();
+    let knocker = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{node}")).unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) },
+            0
+        );
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"knit-nft-keeper").unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            let _ = std::os::unix::net::UnixStream::connect_addr(&addr);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(3500));
+    let left = keepers_in(&w.node);
+    knocker.join().unwrap();
+    assert!(
+        left.is_empty(),
+        "the keeper stayed alive for refused peers: {left:?}"
+    );
+}
+
+fn demo_leftovers(pid: u32) -> Vec<String> {
+    let tag = format!("knitdemo{pid}");
+    let mut left = vec![];
+    for dir in ["/run/netns", "/etc/netns"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            left.extend(
+                rd.flatten()
+                    .map(|e| format!("{dir}/{}", e.file_name().to_string_lossy()))
+                    .filter(|p| p.contains(&tag)),
+            );
+        }
+    }
+    left
+}
+
+#[test]
+fn item11_an_interrupted_demo_or_a_closed_stdout_leaves_nothing() {
+    // Ctrl-C part-way.
+    let child = std::process::Command::new(KNIT)
+        .arg("demo")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let pid = child.id();
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(demo_leftovers(pid).is_empty(), "{:?}", demo_leftovers(pid));
+    // `knit demo | head -1`: the reader goes away after one line.
+    let mut child = std::process::Command::new(KNIT)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    }
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(demo_leftovers(pid).is_empty(), "{:?}", demo_leftovers(pid));
+}
+
+#[test]
+fn item11_a_closed_stdout_after_success_is_not_a_panic() {
+    let mut w = World::new();
+    w.ok(&["network", "create", "cs", "--subnet", "10.84.0.0/24"]);
+    let s = w.sandbox("s");
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    use std::os::fd::FromRawFd;
+    let write_end = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+    let o = w
+        .cmd(&["attach", "cs", &s])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("panicked") && o.status.code() != Some(101),
+        "{err}"
+    );
+    assert_eq!(
+        w.json(&["network", "inspect", "cs"])["attachments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn item11_an_empty_knit_state_dir_means_the_default() {
+    let w = World::new();
+    // Inside a private mount namespace with a tmpfs over /var/lib, so the default state
+    // directory is a throwaway one.
+    let o = command_in(&w.node, "unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &format!("mount -t tmpfs none /var/lib && KNIT_STATE_DIR= exec {KNIT} network ls"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("NAME"));
 }

@@ -115,7 +115,15 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
                     }
                     if net.driver == Driver::Bridge {
                         for r in bridge_routes(&net, &att) {
-                            if !routes.iter().any(|k| k.dst == r.dst && k.gateway == r.gw) {
+                            // The sandbox's first network keeps the default route: any
+                            // default of the family will do.
+                            let default = r.dst.prefix_len() == 0;
+                            if !routes.iter().any(|k| {
+                                (k.dst == r.dst && k.gateway == r.gw)
+                                    || (default
+                                        && k.dst.prefix_len() == 0
+                                        && k.dst.addr().is_ipv4() == r.dst.addr().is_ipv4())
+                            }) {
                                 drift.push(format!("route {} is missing", route_text(&r)));
                             }
                         }
@@ -125,7 +133,12 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
         }
     }
 
-    // Firewall: every published port is in its map.
+    // Firewall: knit's whole table (all networks) is verified and, if a firewall reload
+    // or a flush damaged it, rewritten from the store; then this attachment's ports.
+    {
+        let _k = node.kernel_lock()?;
+        node.ensure_table_intact()?;
+    }
     if !att.ports.is_empty() {
         let mut session = crate::nft::Session::new()?;
         for p in &att.ports {
