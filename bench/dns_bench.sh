@@ -3,7 +3,8 @@
 # layout (built by knit: a bridge network, 20 named sandboxes, a client sandbox, an
 # upstream resolver in an "outside" namespace). dnsperf runs inside the client sandbox.
 #
-#   cargo build --release && bash bench/dns_bench.sh [SECONDS] [CLIENTS]
+#   cargo build --release --bins --examples && bash bench/dns_bench.sh [SECONDS] [CLIENTS]
+# (binaries from $CARGO_TARGET_DIR, default ./target; KNIT_BIN=PATH benches another knit)
 #
 # Prints queries/s, average and p99 latency for local names and for forwarded names. Each
 # server is pinned to CPU 0 and dnsperf (and the upstream) to CPU 1, so the numbers measure
@@ -17,9 +18,10 @@ case "${CLIENT_SCHED:-batch}" in
   other) SCHED="" ;;
   *) echo "CLIENT_SCHED must be batch or other, not '$CLIENT_SCHED'" >&2; exit 2 ;;
 esac
-K=$PWD/target/release/knit
-UP=$PWD/target/release/examples/dns_upstream
-[ -x "$K" ] && [ -x "$UP" ] || { echo "build first: cargo build --release --examples" >&2; exit 1; }
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+K=${KNIT_BIN:-$TARGET/release/knit}
+UP=$TARGET/release/examples/dns_upstream
+[ -x "$K" ] && [ -x "$UP" ] || { echo "build first: cargo build --release --bins --examples" >&2; exit 1; }
 command -v dnsperf >/dev/null || { apt-get update -qq; apt-get install -y -qq dnsperf >/dev/null; }
 AARDVARK=/usr/lib/podman/aardvark-dns
 TAG=kdb$$

@@ -97,12 +97,14 @@ mod tests {
                     gateways: vec!["10.0.0.1".parse().unwrap()],
                     domain: None,
                     internal: false,
+                    ..Default::default()
                 },
                 NetView {
                     id: 2,
                     gateways: vec!["10.0.9.1".parse().unwrap()],
                     domain: None,
                     internal: false,
+                    ..Default::default()
                 },
             ],
             vec![

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub forwarded: AtomicU64,
     pub forward_failures: AtomicU64,
     pub malformed: AtomicU64,
+    /// Queries and connections not served, by reason (`REFUSED_REASONS`).
+    pub refused: [AtomicU64; 4],
     forward_buckets: [AtomicU64; 8],
     forward_count: AtomicU64,
     forward_sum_us: AtomicU64,
@@ -25,7 +27,22 @@ pub const RCODE_NAMES: [&str; 6] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
 ];
 
+/// Why a query or TCP connection was not served: it arrived on another link than the
+/// network's bridge; its source is not attached to the network; its client already holds
+/// the per-client TCP connections; the listener already holds the most TCP connections.
+pub const REFUSED_REASONS: [&str; 4] = ["wrong_link", "not_attached", "client_tcp_cap", "tcp_cap"];
+pub const REFUSED_WRONG_LINK: usize = 0;
+pub const REFUSED_NOT_ATTACHED: usize = 1;
+pub const REFUSED_CLIENT_TCP_CAP: usize = 2;
+pub const REFUSED_TCP_CAP: usize = 3;
+
 impl Metrics {
+    pub fn refuse(&self, reason: usize) {
+        if let Some(c) = self.refused.get(reason) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn rcode(&self, code: u16) {
         if let Some(c) = self.rcodes.get(code as usize) {
             c.fetch_add(1, Relaxed);
@@ -68,6 +85,17 @@ impl Metrics {
                 s,
                 "knit_dns_responses_total{{rcode=\"{n}\"}} {}",
                 self.rcodes[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP knit_dns_refused_total Queries and TCP connections not served, by reason.\n# TYPE knit_dns_refused_total counter"
+        );
+        for (i, n) in REFUSED_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "knit_dns_refused_total{{reason=\"{n}\"}} {}",
+                self.refused[i].load(Relaxed)
             );
         }
         for (name, help, v) in [

@@ -46,18 +46,52 @@ pub fn host_names(sandbox: &str, aliases: &[String]) -> Vec<String> {
     names
 }
 
-/// A snapshot of everything DNS serves, from the store.
-pub fn load(store: &Store) -> Result<Records> {
+/// Interface index of a link in the daemon's namespace (0 if there is none by that name).
+fn ifindex(name: &str) -> u32 {
+    match std::ffi::CString::new(name) {
+        // SAFETY: a NUL-terminated string that outlives the call.
+        Ok(c) => unsafe { libc::if_nametoindex(c.as_ptr()) },
+        Err(_) => 0,
+    }
+}
+
+/// The bridge of each network in `records`, looked up again: differs from the snapshot
+/// when a bridge was re-created (reconcile) under the same name.
+fn bridges_moved(records: &Records, bridges: &HashMap<i64, String>) -> bool {
+    records.networks.iter().any(|n| {
+        bridges
+            .get(&n.id)
+            .is_some_and(|b| ifindex(b) != n.bridge_ifindex)
+    })
+}
+
+/// A snapshot of everything DNS serves, from the store, with the bridges' interface
+/// indexes (who is served depends on the link a query arrives on). Also returns each
+/// network's bridge name, to notice a re-created bridge.
+pub fn load(store: &Store) -> Result<(Records, HashMap<i64, String>)> {
     let nets = store.networks()?;
+    let mut bridges = HashMap::new();
     let views: Vec<NetView> = nets
         .iter()
         .filter(|n| n.serves_dns())
-        .map(|n| NetView {
-            id: n.id,
-            gateways: n.subnets.iter().map(|s| s.gateway).collect(),
-            domain: n.dns_domain.clone(),
-            internal: n.internal,
+        .map(|n| {
+            let bridge = n.bridge.clone().unwrap_or_default();
+            let view = NetView {
+                id: n.id,
+                gateways: n.subnets.iter().map(|s| s.gateway).collect(),
+                domain: n.dns_domain.clone(),
+                internal: n.internal,
+                subnets: n.subnets.iter().map(|s| s.subnet).collect(),
+                bridge_ifindex: ifindex(&bridge),
+            };
+            bridges.insert(n.id, bridge);
+            view
         })
+        .collect();
+    let others: Vec<_> = nets
+        .iter()
+        .filter(|n| !n.serves_dns())
+        .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
         .collect();
     let hosts = store
         .all_attachments()?
@@ -70,7 +104,7 @@ pub fn load(store: &Store) -> Result<Records> {
             ips: a.ips.iter().map(|i| i.addr()).collect(),
         })
         .collect();
-    Ok(Records::build(views, hosts))
+    Ok((Records::build(views, hosts).with_subnets(others), bridges))
 }
 
 /// Is a daemon serving this state dir? (It holds an exclusive lock on DAEMON_LOCK.)
@@ -89,6 +123,7 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         Some(socket2::Protocol::UDP),
     )?;
     prepare(&s, addr)?;
+    udp_batch::recv_pktinfo(&s, addr.is_ipv6())?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
 }
@@ -130,15 +165,21 @@ fn watch_store(
     let _ = upstreams.send(rc.servers.clone());
     let mut store = None;
     let mut last = None;
+    let mut bridges = HashMap::new();
     for tick in 0u64.. {
         if store.is_none() {
             store = Store::open(&state_dir).ok();
         }
         if let Some(s) = &store {
+            // A bridge re-created under its name has a new index: reload (every 200 ms).
+            if tick % 10 == 5 && bridges_moved(&records.borrow(), &bridges) {
+                last = None;
+            }
             match s.data_version() {
                 Ok(v) if Some(v) != last => match load(s) {
-                    Ok(r) => {
+                    Ok((r, b)) => {
                         last = Some(v);
+                        bridges = b;
                         let _ = records.send(Arc::new(r));
                     }
                     Err(e) => eprintln!("knit daemon: reading the store: {e}"),
@@ -215,6 +256,7 @@ async fn serve(cfg: Config) {
         upstreams: up_rx,
         metrics: Default::default(),
         upstream_timeout: cfg.upstream_timeout,
+        tcp_clients: Default::default(),
     });
     if let Some(m) = cfg.metrics {
         tokio::spawn(serve_metrics(m, shared.clone()));

@@ -1,19 +1,27 @@
 //! The DNS server of `knit daemon`: UDP and TCP listeners on every DNS-enabled network's
 //! gateway address, answers from the store's snapshot, everything else forwarded.
 //!
+//! Who is served: only sandboxes. A query to a network's gateway is answered only if it
+//! comes from an address attached to that network and (UDP: per datagram, from
+//! IP_PKTINFO) arrives on that network's bridge (`Records::admit`); anything else gets
+//! REFUSED (TCP: the connection is closed) before any lookup, cache or forwarding.
+//!
 //! Robustness: a packet that does not parse gets FORMERR (or nothing if it has no header);
-//! each TCP client is its own task with idle and read deadlines and a cap on concurrent
-//! connections, so silent or slow clients cannot stop the server answering others.
+//! each TCP client is its own task with idle and read deadlines, under a cap on concurrent
+//! connections per listener and a smaller one per client address, so silent or slow
+//! clients cannot stop the server answering others.
 
-use super::metrics::Metrics;
-use super::records::{Answer, Records};
+use super::answer_cache::AnswerCache;
+use super::metrics::{self, Metrics};
+use super::records::{Answer, Records, Verdict};
 use super::upstream;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -22,7 +30,11 @@ use tokio::sync::{Semaphore, watch};
 /// TTL of knit's own answers: short, since sandboxes come and go.
 const TTL: u32 = 5;
 const TCP_IDLE: Duration = Duration::from_secs(5);
+/// Concurrent TCP connections per listener (gateway address).
 const TCP_MAX_CONNECTIONS: usize = 512;
+/// Concurrent TCP connections per client address, across all listeners: one sandbox
+/// holding idle connections cannot take the listener's whole cap from the others.
+pub const TCP_MAX_PER_CLIENT: usize = 16;
 
 pub struct Shared {
     pub records: watch::Receiver<Arc<Records>>,
@@ -30,6 +42,78 @@ pub struct Shared {
     pub upstreams: watch::Receiver<Vec<SocketAddr>>,
     pub metrics: Metrics,
     pub upstream_timeout: Duration,
+    pub tcp_clients: TcpClients,
+}
+
+/// Open TCP connections per client address.
+#[derive(Default, Clone)]
+pub struct TcpClients(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One of a client's TCP connections; released on drop.
+pub struct TcpClientSlot {
+    clients: TcpClients,
+    ip: IpAddr,
+}
+
+impl TcpClients {
+    /// A slot for one more connection from `ip`, unless it already holds `max`.
+    pub fn take(&self, ip: IpAddr, max: usize) -> Option<TcpClientSlot> {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(TcpClientSlot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+
+    #[cfg(test)]
+    fn held(&self, ip: IpAddr) -> usize {
+        let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        m.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for TcpClientSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .clients
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts a refusal; true if the query is served.
+fn admitted(verdict: Verdict, metrics: &Metrics) -> bool {
+    match verdict {
+        Verdict::Serve => return true,
+        Verdict::WrongLink => metrics.refuse(metrics::REFUSED_WRONG_LINK),
+        Verdict::NotAttached => metrics.refuse(metrics::REFUSED_NOT_ATTACHED),
+    }
+    false
+}
+
+/// REFUSED for a query from a client that is not served (nothing for anything else): no
+/// lookup, no forwarding, and no larger than the query.
+pub fn refuse(packet: &[u8]) -> Reply {
+    match Message::from_vec(packet) {
+        Ok(req) if req.message_type() == MessageType::Query => {
+            encode(&response_to(&req, ResponseCode::Refused), 512)
+                .map(Reply::Now)
+                .unwrap_or(Reply::Drop)
+        }
+        _ => Reply::Drop,
+    }
 }
 
 pub enum Reply {
@@ -141,10 +225,8 @@ pub fn answer(
         RecordType::A => records.lookup(&qname, true, &scope),
         RecordType::AAAA => records.lookup(&qname, false, &scope),
         RecordType::PTR => match q.name().parse_arpa_name() {
-            Ok(net) if net.prefix_len() == net.max_prefix_len() => {
-                records.reverse(net.addr(), &scope)
-            }
-            _ => Answer::NotOurs,
+            Ok(net) => records.reverse_name(net, &scope),
+            Err(_) => Answer::NotOurs,
         },
         // Another type for one of our names: the name exists, the data does not.
         _ => match records.lookup(&qname, true, &scope) {
@@ -229,10 +311,28 @@ fn count_rcode(bytes: &[u8], metrics: &Metrics) {
 /// `handle`'s transport limit for UDP: taken from the query's EDNS (512 without).
 pub const UDP: usize = 0;
 
+/// One UDP query that arrived on interface `ingress`: admission first, so a cached answer
+/// is only ever sent to a client that is served.
+pub fn datagram(
+    cache: &mut AnswerCache,
+    packet: &[u8],
+    client: IpAddr,
+    ingress: u32,
+    net_id: i64,
+    records: &Records,
+    metrics: &Metrics,
+) -> Reply {
+    if admitted(records.admit(net_id, client, Some(ingress)), metrics) {
+        cache.handle(packet, client, net_id, records, metrics)
+    } else {
+        refuse(packet)
+    }
+}
+
 pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
     let mut batch = super::udp_batch::RecvBatch::default();
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(super::udp_batch::BATCH);
-    let mut cache = super::answer_cache::AnswerCache::default();
+    let mut cache = AnswerCache::default();
     loop {
         let Ok(n) = batch.fill(&sock).await else {
             continue;
@@ -240,8 +340,16 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, net_id: i64, shared: Arc<Shared>) {
         shared.metrics.queries_udp.fetch_add(n as u64, Relaxed);
         let records = shared.records.borrow().clone();
         replies.clear();
-        for (packet, src) in (0..n).filter_map(|i| batch.get(i)) {
-            match cache.handle(packet, src.ip(), net_id, &records, &shared.metrics) {
+        for (packet, src, ingress) in (0..n).filter_map(|i| batch.get(i)) {
+            match datagram(
+                &mut cache,
+                packet,
+                src.ip(),
+                ingress,
+                net_id,
+                &records,
+                &shared.metrics,
+            ) {
                 Reply::Now(bytes) => {
                     count_rcode(&bytes, &shared.metrics);
                     replies.push((bytes, src));
@@ -267,13 +375,23 @@ pub async fn serve_tcp(listener: TcpListener, net_id: i64, shared: Arc<Shared>) 
         let Ok((stream, src)) = listener.accept().await else {
             continue;
         };
-        // Over the cap the newest connection is refused rather than anyone starved.
+        // Dropping `stream` closes it at once: strangers, and connections over a cap (the
+        // newest connection is refused rather than anyone starved).
+        let records = shared.records.borrow().clone();
+        if !admitted(records.admit(net_id, src.ip(), None), &shared.metrics) {
+            continue;
+        }
+        let Some(client) = shared.tcp_clients.take(src.ip(), TCP_MAX_PER_CLIENT) else {
+            shared.metrics.refuse(metrics::REFUSED_CLIENT_TCP_CAP);
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            shared.metrics.refuse(metrics::REFUSED_TCP_CAP);
             continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, client);
             tcp_connection(stream, src, net_id, &shared).await;
         });
     }
@@ -298,6 +416,10 @@ async fn tcp_connection(mut s: TcpStream, src: SocketAddr, net_id: i64, shared: 
         }
         shared.metrics.queries_tcp.fetch_add(1, Relaxed);
         let records = shared.records.borrow().clone();
+        // Detached since the connection opened: no longer served.
+        if !admitted(records.admit(net_id, src.ip(), None), &shared.metrics) {
+            return;
+        }
         let bytes = match handle(
             &packet,
             src.ip(),
@@ -337,20 +459,38 @@ mod tests {
                     gateways: vec!["10.0.0.1".parse().unwrap()],
                     domain: None,
                     internal: false,
+                    subnets: vec!["10.0.0.0/24".parse().unwrap()],
+                    bridge_ifindex: 7,
                 },
                 NetView {
                     id: 2,
                     gateways: vec!["10.0.9.1".parse().unwrap()],
                     domain: None,
                     internal: true,
+                    subnets: vec!["10.0.9.0/24".parse().unwrap()],
+                    bridge_ifindex: 9,
                 },
             ],
-            vec![Host {
-                sandbox: "web".into(),
-                network_id: 1,
-                names: vec!["web".into()],
-                ips: vec!["10.0.0.2".parse().unwrap()],
-            }],
+            vec![
+                Host {
+                    sandbox: "web".into(),
+                    network_id: 1,
+                    names: vec!["web".into()],
+                    ips: vec!["10.0.0.2".parse().unwrap()],
+                },
+                Host {
+                    sandbox: "client".into(),
+                    network_id: 1,
+                    names: vec!["client".into()],
+                    ips: vec!["10.0.0.3".parse().unwrap()],
+                },
+                Host {
+                    sandbox: "db".into(),
+                    network_id: 2,
+                    names: vec!["db".into()],
+                    ips: vec!["10.0.9.4".parse().unwrap()],
+                },
+            ],
         )
     }
 
@@ -455,5 +595,105 @@ mod tests {
             }
             let _ = handle(&p, client, 1, &r, 512, &m);
         }
+    }
+
+    fn refused(m: &Metrics, reason: usize) -> u64 {
+        m.refused[reason].load(Relaxed)
+    }
+
+    #[test]
+    fn strangers_are_refused_and_never_get_cached_answers_or_forwarding() {
+        let (r, m) = (records(), Metrics::default());
+        let mut cache = AnswerCache::default();
+        let sandbox: IpAddr = "10.0.0.3".parse().unwrap();
+        let web = query("web.", RecordType::A);
+        // Served on its bridge (7): answered, and now cached for this client address.
+        let a = now(datagram(&mut cache, &web, sandbox, 7, 1, &r, &m));
+        assert_eq!(a.answers().len(), 1);
+        // The same address arriving on the uplink (3): a spoofing LAN host. REFUSED, not
+        // the cached answer.
+        let spoofed = now(datagram(&mut cache, &web, sandbox, 3, 1, &r, &m));
+        assert_eq!(spoofed.response_code(), ResponseCode::Refused);
+        assert!(spoofed.answers().is_empty());
+        assert_eq!(spoofed.id(), 77);
+        // A LAN host asking for an external name and a PTR: REFUSED, never forwarded.
+        let lan: IpAddr = "198.51.100.2".parse().unwrap();
+        for q in [
+            query("example.com.", RecordType::A),
+            query("2.0.0.10.in-addr.arpa.", RecordType::PTR),
+            web.clone(),
+        ] {
+            let reply = now(datagram(&mut cache, &q, lan, 3, 1, &r, &m));
+            assert_eq!(reply.response_code(), ResponseCode::Refused);
+        }
+        assert_eq!(refused(&m, metrics::REFUSED_WRONG_LINK), 4);
+        // On the right bridge, but not attached to this network (db is on network 2; an
+        // unassigned address): REFUSED.
+        for c in ["10.0.9.4", "10.0.0.99"] {
+            let reply = now(datagram(&mut cache, &web, c.parse().unwrap(), 7, 1, &r, &m));
+            assert_eq!(reply.response_code(), ResponseCode::Refused, "{c}");
+        }
+        assert_eq!(refused(&m, metrics::REFUSED_NOT_ATTACHED), 2);
+        // Garbage from a stranger gets nothing at all.
+        assert!(matches!(
+            datagram(&mut cache, &[1, 2, 3], lan, 3, 1, &r, &m),
+            Reply::Drop
+        ));
+        // The served client still gets its (cached) answer.
+        let again = now(datagram(&mut cache, &web, sandbox, 7, 1, &r, &m));
+        assert_eq!(again.answers().len(), 1);
+        assert_eq!(m.forwarded.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn ptr_for_another_networks_address_is_not_forwarded() {
+        let (r, m) = (records(), Metrics::default());
+        let client: IpAddr = "10.0.0.3".parse().unwrap();
+        for name in [
+            "4.9.0.10.in-addr.arpa.",  // db, on network 2
+            "1.9.0.10.in-addr.arpa.",  // network 2's gateway
+            "77.0.0.10.in-addr.arpa.", // unassigned in the client's own network
+        ] {
+            let reply = now(handle(
+                &query(name, RecordType::PTR),
+                client,
+                1,
+                &r,
+                512,
+                &m,
+            ));
+            assert_eq!(reply.response_code(), ResponseCode::NXDomain, "{name}");
+            assert!(reply.answers().is_empty());
+        }
+        // Other addresses still go upstream.
+        assert!(matches!(
+            handle(
+                &query("7.113.0.203.in-addr.arpa.", RecordType::PTR),
+                client,
+                1,
+                &r,
+                512,
+                &m
+            ),
+            Reply::Forward
+        ));
+    }
+
+    #[test]
+    fn tcp_connections_are_capped_per_client() {
+        let clients = TcpClients::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let held: Vec<_> = (0..TCP_MAX_PER_CLIENT)
+            .map(|_| clients.take(a, TCP_MAX_PER_CLIENT).unwrap())
+            .collect();
+        assert!(clients.take(a, TCP_MAX_PER_CLIENT).is_none());
+        // Another client is not affected.
+        let other = clients.take(b, TCP_MAX_PER_CLIENT);
+        assert!(other.is_some());
+        drop(held);
+        assert_eq!(clients.held(a), 0);
+        assert!(clients.take(a, TCP_MAX_PER_CLIENT).is_some());
+        assert_eq!(clients.held(a), 0, "released on drop");
+        assert_eq!(clients.held(b), 1);
     }
 }

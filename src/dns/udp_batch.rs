@@ -1,6 +1,8 @@
 //! Batched UDP I/O for the DNS server: one recvmmsg takes every query waiting on the
 //! socket (up to `BATCH`), one sendmmsg returns their answers. Under load this replaces two
 //! system calls per query by two per batch; when idle it degrades to one datagram per call.
+//! Each datagram comes with the interface it arrived on (IP_PKTINFO / IPV6_PKTINFO), which
+//! decides whether it is served.
 
 use socket2::SockAddr;
 use std::io;
@@ -12,6 +14,34 @@ use tokio::net::UdpSocket;
 
 pub const BATCH: usize = 32;
 const BUF: usize = 4096;
+/// Ancillary data room per datagram: one in6_pktinfo (or in_pktinfo) message needs 40
+/// bytes on 64-bit Linux; u64 words keep the buffer aligned for cmsghdr.
+const CONTROL_WORDS: usize = 16;
+
+/// Asks the kernel to report, with each datagram, the interface it arrived on.
+pub fn recv_pktinfo(sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let (level, name) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: setsockopt with a pointer to an int and its size, on a descriptor we own.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Receive buffers and source addresses for one batch, reused across calls.
 pub struct RecvBatch {
@@ -19,6 +49,9 @@ pub struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<usize>,
     names: Vec<libc::socklen_t>,
+    controls: Vec<[u64; CONTROL_WORDS]>,
+    /// Ingress interface of each datagram (0 when the kernel did not say).
+    ifindexes: Vec<u32>,
     count: usize,
 }
 
@@ -30,6 +63,8 @@ impl Default for RecvBatch {
             addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH],
             lens: vec![0; BATCH],
             names: vec![0; BATCH],
+            controls: vec![[0u64; CONTROL_WORDS]; BATCH],
+            ifindexes: vec![0; BATCH],
             count: 0,
         }
     }
@@ -55,8 +90,10 @@ impl RecvBatch {
             m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             m.msg_hdr.msg_iov = &mut iovs[i];
             m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
         }
-        // SAFETY: `msgs` points at BATCH headers whose buffers (iovs, bufs, addrs) live
+        // SAFETY: `msgs` points at BATCH headers whose buffers (iovs, bufs, addrs, controls) live
         // until this call returns; the kernel writes at most their stated lengths.
         let n = unsafe {
             libc::recvmmsg(
@@ -74,6 +111,7 @@ impl RecvBatch {
         for (i, m) in msgs.iter().take(n).enumerate() {
             self.lens[i] = m.msg_len as usize;
             self.names[i] = m.msg_hdr.msg_namelen;
+            self.ifindexes[i] = ingress_ifindex(&m.msg_hdr);
         }
         self.count = n;
         Ok(n)
@@ -85,16 +123,41 @@ impl RecvBatch {
         sock.async_io(Interest::READABLE, || self.recv(fd)).await
     }
 
-    /// Datagram `i` of the last batch and its source.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    /// Datagram `i` of the last batch, its source, and the interface it arrived on (0 if
+    /// unknown).
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr, u32)> {
         if i >= self.count {
             return None;
         }
         Some((
             &self.bufs[i][..self.lens[i]],
             to_socket_addr(&self.addrs[i], self.names[i])?,
+            self.ifindexes[i],
         ))
     }
+}
+
+/// The ingress interface from a received message's IP_PKTINFO / IPV6_PKTINFO (0 if none).
+fn ingress_ifindex(hdr: &libc::msghdr) -> u32 {
+    // SAFETY: `hdr` was filled by recvmmsg: msg_control/msg_controllen describe the
+    // ancillary data the kernel wrote into our buffer, which the CMSG macros walk within
+    // those bounds; each payload is read unaligned at its stated type.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+            if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return u32::try_from(info.ipi_ifindex).unwrap_or(0);
+            }
+            if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return info.ipi6_ifindex;
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    0
 }
 
 /// The address the kernel wrote into `ss` (`len` bytes), if IPv4 or IPv6.
