@@ -847,9 +847,14 @@ pub fn table_exists() -> bool {
         .unwrap_or(false)
 }
 
-/// knit's own table as nft prints it (for `inspect`; never on a hot path).
+/// knit's own tables as nft prints them (for `inspect`; never on a hot path): the inet
+/// table, then the bridge table if it exists.
 pub fn list_table() -> crate::error::Result<String> {
-    crate::nft::run(&format!("list table {FAMILY} {TABLE}"))
+    let mut out = crate::nft::run(&format!("list table {FAMILY} {TABLE}"))?;
+    if let Ok(bridge) = crate::nft::run(&format!("list table {BRIDGE_FAMILY} {TABLE}")) {
+        out.push_str(&bridge);
+    }
+    Ok(out)
 }
 
 /// Compares generated rules with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it).
