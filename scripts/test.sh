@@ -22,7 +22,7 @@ failed=$(grep -oE '[0-9]+ failed;' /tmp/knit-test.log | awk '{s += $1} END {prin
 # The host must be left as found: no namespaces, links or nft tables from tests.
 left=$(ip netns list | grep -E '^(kt[0-9]|knitdemo|cni-|kcb|kdb)' || true)
 if [ -n "$left" ]; then echo "leftover namespaces: $left" >&2; rc=1; fi
-if nft list tables 2>/dev/null | grep -q 'inet knit'; then echo "leftover nft table on the host" >&2; rc=1; fi
+if nft list tables 2>/dev/null | grep -qE '(inet|bridge) knit'; then echo "leftover nft table on the host" >&2; rc=1; fi
 if ls /etc/netns 2>/dev/null | grep -qE '^(kt[0-9]|knitdemo)'; then echo "leftover /etc/netns entries" >&2; rc=1; fi
 echo "tests: $passed passed, $failed failed"
 exit "$rc"

@@ -10,14 +10,22 @@
 //! - forward: isolation. `fwd_in` maps an ingress interface to its network's chain, which
 //!   accepts traffic to the same network and drops traffic to other knit networks
 //!   (internal networks drop everything else too); `fwd_out` guards internal networks.
+//! - anti-spoofing: frames from a sandbox's host veth must carry the sandbox's MAC and
+//!   addresses. Bridge ports are checked in knit's own `table bridge knit` (frames between
+//!   two ports of one bridge never reach the inet hooks unless bridge-netfilter is on),
+//!   ptp veths in the inet table's `raw_prerouting`; both by set lookups keyed by
+//!   `ifname . addr`, so the cost per packet does not grow with the number of sandboxes.
 
-use crate::model::{PortMapping, Proto};
+use crate::model::{Mac, PortMapping, Proto};
 use ipnet::IpNet;
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 pub const TABLE: &str = "knit";
 const FAMILY: &str = "inet";
+/// knit's second table, `table bridge knit` (anti-spoofing of bridge ports).
+const BRIDGE_FAMILY: &str = "bridge";
 
 /// What the firewall needs to know about one network.
 #[derive(Debug, Clone)]
@@ -40,6 +48,23 @@ pub struct AttachFw {
     /// The host-side veth of a ptp attachment (bridge ports are covered by the bridge).
     pub ptp_host_if: Option<String>,
     pub ports: Vec<PortMapping>,
+    /// What the attachment's host veth may carry (anti-spoofing).
+    pub guard: Guard,
+}
+
+/// Anti-spoofing facts of one attachment: frames entering the node from `host_if` must
+/// have `mac` as Ethernet source (and ARP sender), `ips` as IP source (and ARP sender /
+/// IPv6 neighbour advertisement target). IPv6 link-local and `::` sources are allowed
+/// (DAD, neighbour discovery; they carry no policy meaning).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub host_if: String,
+    /// A bridge port (checked in `table bridge knit`) or a routed ptp veth (`inet knit`).
+    pub bridged: bool,
+    /// None only for a record whose MAC does not parse: the port is then checked against
+    /// no MAC at all, so its frames are dropped (fail closed).
+    pub mac: Option<Mac>,
+    pub ips: Vec<IpAddr>,
 }
 
 /// One nft command. Strings inside are knit-generated identifiers, addresses and numbers;
@@ -79,6 +104,8 @@ pub enum Cmd {
         set: String,
         elems: Vec<Elem>,
     },
+    /// The command, on knit's `table bridge knit` instead of `table inet knit`.
+    Bridge(Box<Cmd>),
 }
 
 /// `[numgen random mod N == 0] meta l4proto P dnat to IP:PORT`: with `one_in` the rule
@@ -143,6 +170,14 @@ pub enum Elem {
         ip: IpAddr,
         target_port: u16,
     },
+    /// Anti-spoofing: `ifname . ether_addr`.
+    IfaceMac { ifname: String, mac: Mac },
+    /// Anti-spoofing: `ifname . ipv4_addr` or `ifname . ipv6_addr`.
+    IfaceAddr { ifname: String, ip: IpAddr },
+    /// Anti-spoofing: an IPv6 neighbour advertisement's target, `ifname . @th,64,128` (a raw
+    /// 128-bit payload: nft 1.0.6 has no `icmpv6 taddr`, so the set is typed by the raw
+    /// expression and nft shows the address as an integer; the bytes are the address's).
+    IfaceNdTarget { ifname: String, ip: Ipv6Addr },
 }
 
 impl Elem {
@@ -170,13 +205,23 @@ impl Elem {
                 Some(v) => format!("{v} . {proto} . {port} . {index}"),
                 None => format!("{proto} . {port} . {index}"),
             },
+            Elem::IfaceMac { ifname, mac } => format!("{} . {mac}", quote(ifname)),
+            Elem::IfaceAddr { ifname, ip } => format!("{} . {ip}", quote(ifname)),
+            Elem::IfaceNdTarget { ifname, ip } => {
+                format!("{} . 0x{:032x}", quote(ifname), u128::from(*ip))
+            }
         }
     }
 
     /// The whole element (key and mapped value) as nft syntax.
     pub fn text(&self) -> String {
         match self {
-            Elem::Iface(_) | Elem::Prefix(_) | Elem::Addr(_) => self.key_text(),
+            Elem::Iface(_)
+            | Elem::Prefix(_)
+            | Elem::Addr(_)
+            | Elem::IfaceMac { .. }
+            | Elem::IfaceAddr { .. }
+            | Elem::IfaceNdTarget { .. } => self.key_text(),
             Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
             Elem::Svc { goto: Some(c), .. } | Elem::NodePort { goto: Some(c), .. } => {
                 format!("{} : goto {c}", self.key_text())
@@ -244,13 +289,47 @@ const SETS: &[(&str, &str)] = &[
     ("pol_out", "type ifname : verdict;"),
 ];
 
+/// Anti-spoofing sets, the same in `table bridge knit` (bridge ports) and `table inet
+/// knit` (ptp veths): the checked interfaces, and what each may send.
+const GUARD_SETS: &[(&str, &str)] = &[
+    ("as_ports", "type ifname;"),
+    ("as_macs", "type ifname . ether_addr;"),
+    ("as_addrs4", "type ifname . ipv4_addr;"),
+    ("as_addrs6", "type ifname . ipv6_addr;"),
+    ("as_nd6", "typeof iifname . @th,64,128;"),
+];
+
+/// The checks, for both tables: Ethernet source, IPv4 source, IPv6 neighbour advertisement
+/// target (link-local targets allowed) and IPv6 source (`::` and link-local allowed).
+const GUARD_RULES: &[&str] = &[
+    "iifname . ether saddr != @as_macs drop",
+    "iifname . ip saddr != @as_addrs4 drop",
+    "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @as_nd6 drop",
+    "ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @as_addrs6 drop",
+];
+
+/// Bridge ports only: ARP is not seen by the inet hooks (and on ptp the node's neighbour
+/// entries for sandboxes are permanent, so ARP there cannot redirect anything); VLAN-tagged
+/// frames would carry their IP header past the `ip`/`ip6` checks.
+const GUARD_RULES_BRIDGE: &[&str] = &[
+    "ether type { 8021q, 8021ad } drop",
+    "iifname . arp saddr ether != @as_macs drop",
+    "arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @as_addrs4 drop",
+];
+
 const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
+    // Anti-spoofing of ptp veths (routed, no bridge): at prerouting priority raw, the
+    // earliest inet hook, so a spoofed packet never reaches conntrack, NAT or policy. (A
+    // netdev ingress chain would be earlier, but binds to named devices: one chain change
+    // per sandbox instead of set elements.)
+    ("antispoof", None, GUARD_RULES),
     // DNS to knit's own server is request/response with nothing to NAT or filter
     // statefully: skipping conntrack saves an entry (and the NAT lookups) per query.
     (
         "raw_prerouting",
         Some("type filter hook prerouting priority raw; policy accept;"),
         &[
+            "iifname @as_ports jump antispoof",
             "ip daddr @dns4 udp dport 53 notrack",
             "ip6 daddr @dns6 udp dport 53 notrack",
         ],
@@ -415,7 +494,7 @@ impl Batch {
     /// present) and base chains are flushed before their rules are re-added.
     pub fn base(&mut self) -> &mut Self {
         self.push(Cmd::AddTable);
-        for (name, spec) in SETS {
+        for (name, spec) in SETS.iter().chain(GUARD_SETS) {
             self.push(Cmd::AddSet {
                 name: name.to_string(),
                 spec: spec.to_string(),
@@ -450,6 +529,51 @@ impl Batch {
                 });
             }
         }
+        self.bridge_base()
+    }
+
+    /// knit's `table bridge knit` (all of it is knit's): anti-spoofing of bridge ports at
+    /// the bridge's prerouting hook, priority -300 (before bridge conntrack at -200 and
+    /// br_netfilter at 0), which every frame entering a bridge through a port passes,
+    /// whether it is bridged to another port or delivered to the node.
+    fn bridge_base(&mut self) -> &mut Self {
+        let br = |c| Cmd::Bridge(Box::new(c));
+        self.push(br(Cmd::AddTable));
+        for (name, spec) in GUARD_SETS {
+            self.push(br(Cmd::AddSet {
+                name: name.to_string(),
+                spec: spec.to_string(),
+            }));
+        }
+        let chains: [(&str, Option<&'static str>, Vec<&str>); 2] = [
+            (
+                "antispoof",
+                None,
+                GUARD_RULES
+                    .iter()
+                    .chain(GUARD_RULES_BRIDGE)
+                    .copied()
+                    .collect(),
+            ),
+            (
+                "prerouting",
+                Some("type filter hook prerouting priority -300; policy accept;"),
+                vec!["iifname @as_ports jump antispoof"],
+            ),
+        ];
+        for (name, hook, rules) in chains {
+            self.push(br(Cmd::AddChain {
+                name: name.to_string(),
+                hook,
+            }));
+            self.push(br(Cmd::FlushChain(name.to_string())));
+            for rule in rules {
+                self.push(br(Cmd::AddRule {
+                    chain: name.to_string(),
+                    rule: rule.to_string(),
+                }));
+            }
+        }
         self
     }
 
@@ -458,6 +582,8 @@ impl Batch {
         let mut b = Batch::new();
         b.push(Cmd::AddTable);
         b.push(Cmd::DeleteTable);
+        b.push(Cmd::Bridge(Box::new(Cmd::AddTable)));
+        b.push(Cmd::Bridge(Box::new(Cmd::DeleteTable)));
         b.base();
         for n in nets {
             b.network(n, true);
@@ -564,6 +690,7 @@ impl Batch {
         if let Some(hif) = &a.ptp_host_if {
             self.iface(a.net_id, a.internal, hif, add);
         }
+        self.guard(&a.guard, add);
         let mut by_map: Vec<(&'static str, Vec<Elem>)> = Vec::new();
         for p in &a.ports {
             let (map, e) = port_element(p);
@@ -578,46 +705,74 @@ impl Batch {
         self
     }
 
+    /// Anti-spoofing elements of one host veth: what it may send, then the port itself in
+    /// `as_ports` (one transaction either way; removal mirrors it).
+    fn guard(&mut self, g: &Guard, add: bool) {
+        let ifname = || g.host_if.clone();
+        let mut sets: Vec<(&str, Vec<Elem>)> = vec![];
+        if let Some(mac) = g.mac {
+            sets.push((
+                "as_macs",
+                vec![Elem::IfaceMac {
+                    ifname: ifname(),
+                    mac,
+                }],
+            ));
+        }
+        let addrs = |v4: bool| -> Vec<Elem> {
+            g.ips
+                .iter()
+                .filter(|ip| ip.is_ipv4() == v4)
+                .map(|ip| Elem::IfaceAddr {
+                    ifname: ifname(),
+                    ip: *ip,
+                })
+                .collect()
+        };
+        sets.push(("as_addrs4", addrs(true)));
+        sets.push(("as_addrs6", addrs(false)));
+        let targets = g
+            .ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(ip) => Some(Elem::IfaceNdTarget {
+                    ifname: ifname(),
+                    ip: *ip,
+                }),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        sets.push(("as_nd6", targets));
+        sets.push(("as_ports", vec![Elem::Iface(ifname())]));
+        if !add {
+            sets.reverse();
+        }
+        for (set, elems) in sets {
+            if elems.is_empty() {
+                continue;
+            }
+            let set = set.to_string();
+            let c = if add {
+                Cmd::AddElements { set, elems }
+            } else {
+                Cmd::RemoveElements { set, elems }
+            };
+            self.push(if g.bridged {
+                Cmd::Bridge(Box::new(c))
+            } else {
+                c
+            });
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.cmds.is_empty()
     }
 
     pub fn render(&self) -> String {
-        let t = format!("{FAMILY} {TABLE}");
         let mut s = String::new();
         for c in &self.cmds {
-            // Writing to a String cannot fail.
-            let _ = match c {
-                Cmd::AddTable => writeln!(s, "add table {t}"),
-                Cmd::DeleteTable => writeln!(s, "delete table {t}"),
-                Cmd::AddSet { name, spec } => {
-                    let kw = if spec.contains(':') { "map" } else { "set" };
-                    writeln!(s, "add {kw} {t} {name} {{ {spec} }}")
-                }
-                Cmd::FlushSet(name) => writeln!(s, "flush set {t} {name}"),
-                Cmd::DeleteSet(name) => writeln!(s, "delete set {t} {name}"),
-                Cmd::AddChain {
-                    name,
-                    hook: Some(h),
-                } => writeln!(s, "add chain {t} {name} {{ {h} }}"),
-                Cmd::AddChain { name, hook: None } => writeln!(s, "add chain {t} {name}"),
-                Cmd::FlushChain(name) => writeln!(s, "flush chain {t} {name}"),
-                Cmd::DeleteChain(name) => writeln!(s, "delete chain {t} {name}"),
-                Cmd::AddRule { chain, rule } => writeln!(s, "add rule {t} {chain} {rule}"),
-                Cmd::AddDnat { chain, rule } => {
-                    writeln!(s, "add rule {t} {chain} {}", rule.text())
-                }
-                Cmd::AddElements { set, elems } => {
-                    let e: Vec<String> = elems.iter().map(Elem::text).collect();
-                    writeln!(s, "add element {t} {set} {{ {} }}", e.join(", "))
-                }
-                Cmd::RemoveElements { set, elems } => {
-                    let e: Vec<String> = elems.iter().map(Elem::text).collect();
-                    let e = e.join(", ");
-                    writeln!(s, "add element {t} {set} {{ {e} }}")
-                        .and_then(|_| writeln!(s, "delete element {t} {set} {{ {e} }}"))
-                }
-            };
+            render_cmd(&mut s, FAMILY, c);
         }
         s
     }
@@ -645,23 +800,27 @@ impl Batch {
     }
 }
 
-/// The rules knit's fixed chains and each network's chains must hold: what a flushed or
-/// partly deleted table lacks. (Policy and per-service chains are left out: they come and
-/// go with their objects.)
-pub fn expected_rule_counts(nets: &[NetFw]) -> std::collections::BTreeMap<String, usize> {
+/// The rules knit's fixed chains and each network's chains must hold, per table (`inet`,
+/// `bridge`): what a flushed or partly deleted table lacks. (Policy and per-service chains
+/// are left out: they come and go with their objects.)
+pub fn expected_rule_counts(nets: &[NetFw]) -> [BTreeMap<String, usize>; 2] {
     let mut b = Batch::new();
     b.base();
     for n in nets {
         b.network(n, true);
     }
-    let mut counts = std::collections::BTreeMap::new();
+    let mut counts = [BTreeMap::new(), BTreeMap::new()];
     for c in &b.cmds {
+        let (i, c) = match c {
+            Cmd::Bridge(inner) => (1, inner.as_ref()),
+            c => (0, c),
+        };
         match c {
             Cmd::AddChain { name, .. } | Cmd::FlushChain(name) => {
-                counts.insert(name.clone(), 0);
+                counts[i].insert(name.clone(), 0);
             }
             Cmd::AddRule { chain, .. } | Cmd::AddDnat { chain, .. } => {
-                *counts.entry(chain.clone()).or_insert(0) += 1;
+                *counts[i].entry(chain.clone()).or_insert(0) += 1;
             }
             _ => {}
         }
@@ -669,15 +828,66 @@ pub fn expected_rule_counts(nets: &[NetFw]) -> std::collections::BTreeMap<String
     counts
 }
 
-/// Whether knit's table is whole: it exists and every fixed and network chain holds the
-/// rules it should (one rule dump). A table someone flushed or deleted is not.
+/// Whether knit's tables are whole: they exist and every fixed and network chain holds the
+/// rules it should (one rule dump per table). A table someone flushed or deleted is not.
 pub fn table_intact(nets: &[NetFw]) -> crate::error::Result<bool> {
-    let Some(have) = crate::nftnl::Socket::open()?.rule_counts(TABLE)? else {
-        return Ok(false);
+    let mut sock = crate::nftnl::Socket::open()?;
+    for (family, want) in [crate::nftnl::NFPROTO_INET, crate::nftnl::NFPROTO_BRIDGE]
+        .into_iter()
+        .zip(expected_rule_counts(nets))
+    {
+        let Some(have) = sock.rule_counts(family, TABLE)? else {
+            return Ok(false);
+        };
+        if !want
+            .iter()
+            .all(|(chain, n)| have.get(chain).copied().unwrap_or(0) == *n)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// One command as nft syntax, on knit's table of `family`.
+fn render_cmd(s: &mut String, family: &str, c: &Cmd) {
+    let t = format!("{family} {TABLE}");
+    // Writing to a String cannot fail.
+    let _ = match c {
+        Cmd::AddTable => writeln!(s, "add table {t}"),
+        Cmd::DeleteTable => writeln!(s, "delete table {t}"),
+        Cmd::AddSet { name, spec } => {
+            let kw = if spec.contains(':') { "map" } else { "set" };
+            writeln!(s, "add {kw} {t} {name} {{ {spec} }}")
+        }
+        Cmd::FlushSet(name) => writeln!(s, "flush set {t} {name}"),
+        Cmd::DeleteSet(name) => writeln!(s, "delete set {t} {name}"),
+        Cmd::AddChain {
+            name,
+            hook: Some(h),
+        } => writeln!(s, "add chain {t} {name} {{ {h} }}"),
+        Cmd::AddChain { name, hook: None } => writeln!(s, "add chain {t} {name}"),
+        Cmd::FlushChain(name) => writeln!(s, "flush chain {t} {name}"),
+        Cmd::DeleteChain(name) => writeln!(s, "delete chain {t} {name}"),
+        Cmd::AddRule { chain, rule } => writeln!(s, "add rule {t} {chain} {rule}"),
+        Cmd::AddDnat { chain, rule } => {
+            writeln!(s, "add rule {t} {chain} {}", rule.text())
+        }
+        Cmd::AddElements { set, elems } => {
+            let e: Vec<String> = elems.iter().map(Elem::text).collect();
+            writeln!(s, "add element {t} {set} {{ {} }}", e.join(", "))
+        }
+        Cmd::RemoveElements { set, elems } => {
+            let e: Vec<String> = elems.iter().map(Elem::text).collect();
+            let e = e.join(", ");
+            writeln!(s, "add element {t} {set} {{ {e} }}")
+                .and_then(|_| writeln!(s, "delete element {t} {set} {{ {e} }}"))
+        }
+        Cmd::Bridge(inner) => {
+            render_cmd(s, BRIDGE_FAMILY, inner);
+            Ok(())
+        }
     };
-    Ok(expected_rule_counts(nets)
-        .iter()
-        .all(|(chain, n)| have.get(chain).copied().unwrap_or(0) == *n))
 }
 
 /// Whether knit's table exists in this namespace (one netlink request).
@@ -687,9 +897,14 @@ pub fn table_exists() -> bool {
         .unwrap_or(false)
 }
 
-/// knit's own table as nft prints it (for `inspect`; never on a hot path).
+/// knit's own tables as nft prints them (for `inspect`; never on a hot path): the inet
+/// table, then the bridge table if it exists.
 pub fn list_table() -> crate::error::Result<String> {
-    crate::nft::run(&format!("list table {FAMILY} {TABLE}"))
+    let mut out = crate::nft::run(&format!("list table {FAMILY} {TABLE}"))?;
+    if let Ok(bridge) = crate::nft::run(&format!("list table {BRIDGE_FAMILY} {TABLE}")) {
+        out.push_str(&bridge);
+    }
+    Ok(out)
 }
 
 /// Compares generated rules with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it).
@@ -784,6 +999,15 @@ mod tests {
         );
     }
 
+    fn guard(host_if: &str, bridged: bool) -> Guard {
+        Guard {
+            host_if: host_if.into(),
+            bridged,
+            mac: Some(Mac([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])),
+            ips: vec!["10.88.0.2".parse().unwrap(), "fd88::2".parse().unwrap()],
+        }
+    }
+
     #[test]
     fn attachment_elements() {
         let a = AttachFw {
@@ -791,6 +1015,7 @@ mod tests {
             internal: false,
             ptp_host_if: None,
             ports: ports(),
+            guard: guard("kv00aabbccdd", true),
         };
         golden(
             "attach_ports.nft",
@@ -805,6 +1030,7 @@ mod tests {
             internal: false,
             ptp_host_if: Some("kv0011223344".into()),
             ports: vec![],
+            guard: guard("kv0011223344", false),
         };
         golden(
             "attach_ptp.nft",
@@ -814,16 +1040,50 @@ mod tests {
 
     #[test]
     fn attach_cost_is_constant() {
-        // One element per published port and nothing else: no rules, no per-port chains.
+        // One element per published port and per anti-spoofing fact, and nothing else: no
+        // rules, no per-port chains.
+        for bridged in [true, false] {
+            let a = AttachFw {
+                net_id: 1,
+                internal: false,
+                ptp_host_if: (!bridged).then(|| "kv00aabbccdd".into()),
+                ports: ports(),
+                guard: guard("kv00aabbccdd", bridged),
+            };
+            let b = Batch {
+                cmds: Batch::new().attachment(&a, true).cmds.clone(),
+            };
+            let elements = |c: &Cmd| matches!(c, Cmd::AddElements { .. });
+            assert!(b.cmds.iter().all(|c| match c {
+                Cmd::Bridge(inner) => bridged && elements(inner),
+                c => elements(c),
+            }));
+            assert!(crate::nftnl::encode(TABLE, &b.cmds).is_some());
+            let rm = Batch::new().attachment(&a, false).cmds.clone();
+            assert!(crate::nftnl::encode(TABLE, &rm).is_some());
+        }
+    }
+
+    #[test]
+    fn anti_spoofing_is_in_the_rebuild() {
+        // `knit reconcile` restores both tables: the bridge table is replaced like the inet
+        // one, and the attachment's elements land in it.
         let a = AttachFw {
             net_id: 1,
             internal: false,
             ptp_host_if: None,
-            ports: ports(),
+            ports: vec![],
+            guard: guard("kv00aabbccdd", true),
         };
-        let b = Batch {
-            cmds: Batch::new().attachment(&a, true).cmds.clone(),
-        };
-        assert!(b.cmds.iter().all(|c| matches!(c, Cmd::AddElements { .. })));
+        let text = Batch::rebuild(&[bridge_net()], &[a]).render();
+        assert!(text.contains("delete table bridge knit\n"));
+        assert!(text.contains("add chain bridge knit prerouting { type filter hook prerouting priority -300; policy accept; }"));
+        assert!(
+            text.contains(
+                "add element bridge knit as_macs { \"kv00aabbccdd\" . 02:aa:bb:cc:dd:ee }"
+            )
+        );
+        assert!(text.contains("add element bridge knit as_ports { \"kv00aabbccdd\" }"));
+        assert!(!text.contains("add element inet knit as_"));
     }
 }

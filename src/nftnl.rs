@@ -20,7 +20,8 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NFPROTO_INET: u8 = 1;
+pub(crate) const NFPROTO_INET: u8 = 1;
+pub(crate) const NFPROTO_BRIDGE: u8 = 7;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -261,6 +262,22 @@ fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             field(&mut key, &index.to_ne_bytes());
             (key, Data::Value(target_value(*ip, *target_port)))
         }
+        Elem::IfaceMac { ifname, mac } => {
+            let mut key = ifname_key(ifname)?;
+            field(&mut key, &mac.0);
+            (key, Data::None)
+        }
+        Elem::IfaceAddr { ifname, ip } => {
+            let mut key = ifname_key(ifname)?;
+            field(&mut key, &ip_bytes(*ip));
+            (key, Data::None)
+        }
+        // The raw payload `@th,64,128` is the address's bytes in packet (network) order.
+        Elem::IfaceNdTarget { ifname, ip } => {
+            let mut key = ifname_key(ifname)?;
+            field(&mut key, &ip.octets());
+            (key, Data::None)
+        }
         Elem::Prefix(_) => return None,
     };
     write_element(buf, &key, data);
@@ -340,61 +357,19 @@ pub struct Encoded {
 /// message asks for an acknowledgement: errors are reported whatever the flags, and one
 /// ack per message would overflow the socket's receive buffer on large batches.
 pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
-    let mut msgs: Vec<(u16, u16, Vec<u8>)> = vec![];
-    let table_attr = |kind: u16, b: &mut Vec<u8>| attr(b, kind, |b| cstr(b, table));
-    let elem_msg =
-        |kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<(u16, u16, Vec<u8>)> {
-            let mut attrs = vec![];
-            attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, |b| cstr(b, table));
-            attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, |b| cstr(b, set));
-            let mut list = vec![];
-            for e in elems {
-                element(&mut list, e)?;
-            }
-            nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
-                b.extend_from_slice(&list)
-            });
-            Some((kind, flags, attrs))
-        };
+    let mut msgs: Vec<Msg> = vec![];
     for c in cmds {
         match c {
-            Cmd::AddElements { set, elems } => {
-                msgs.push(elem_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?)
+            Cmd::Bridge(inner) if !matches!(**inner, Cmd::Bridge(_)) => {
+                encode_cmd(&mut msgs, table, NFPROTO_BRIDGE, inner)?
             }
-            Cmd::RemoveElements { set, elems } => {
-                // Re-adding first makes the delete valid even if an element is already gone.
-                msgs.push(elem_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?);
-                msgs.push(elem_msg(NFT_MSG_DELSETELEM, 0, set, elems)?);
-            }
-            Cmd::AddChain { name, hook: None } | Cmd::DeleteChain(name) => {
-                let mut a = vec![];
-                table_attr(NFTA_CHAIN_TABLE, &mut a);
-                attr(&mut a, NFTA_CHAIN_NAME, |b| cstr(b, name));
-                msgs.push(match c {
-                    Cmd::DeleteChain(_) => (NFT_MSG_DELCHAIN, 0, a),
-                    _ => (NFT_MSG_NEWCHAIN, NLM_F_CREATE, a),
-                });
-            }
-            Cmd::FlushChain(name) => {
-                let mut a = vec![];
-                table_attr(NFTA_RULE_TABLE, &mut a);
-                attr(&mut a, NFTA_RULE_CHAIN, |b| cstr(b, name));
-                msgs.push((NFT_MSG_DELRULE, 0, a));
-            }
-            Cmd::AddDnat { chain, rule } => {
-                let mut a = vec![];
-                table_attr(NFTA_RULE_TABLE, &mut a);
-                attr(&mut a, NFTA_RULE_CHAIN, |b| cstr(b, chain));
-                nested(&mut a, NFTA_RULE_EXPRESSIONS, |b| dnat_exprs(b, rule));
-                msgs.push((NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a));
-            }
-            _ => return None,
+            c => encode_cmd(&mut msgs, table, NFPROTO_INET, c)?,
         }
     }
     let mut body = vec![];
     let mut seq = 1u32;
     let last = msgs.len();
-    for (i, (kind, flags, attrs)) in msgs.iter().enumerate() {
+    for (i, (kind, flags, family, attrs)) in msgs.iter().enumerate() {
         seq += 1;
         let ack = if i + 1 == last { NLM_F_ACK } else { 0 };
         message(
@@ -402,7 +377,7 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
             NLM_F_REQUEST | ack | flags,
             seq,
-            NFPROTO_INET,
+            *family,
             0,
             attrs,
         );
@@ -429,6 +404,62 @@ pub fn encode(table: &str, cmds: &[Cmd]) -> Option<Encoded> {
         &[],
     );
     Some(Encoded { bytes, acked })
+}
+
+/// One message of a batch: type, flags, family (of the table it acts on), attributes.
+type Msg = (u16, u16, u8, Vec<u8>);
+
+/// The messages of one command on knit's table of `family`; None for a kind this fast
+/// path does not speak.
+fn encode_cmd(msgs: &mut Vec<Msg>, table: &str, family: u8, c: &Cmd) -> Option<()> {
+    let table_attr = |kind: u16, b: &mut Vec<u8>| attr(b, kind, |b| cstr(b, table));
+    let elem_msg = |kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<Msg> {
+        let mut attrs = vec![];
+        attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, |b| cstr(b, table));
+        attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, |b| cstr(b, set));
+        let mut list = vec![];
+        for e in elems {
+            element(&mut list, e)?;
+        }
+        nested(&mut attrs, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
+            b.extend_from_slice(&list)
+        });
+        Some((kind, flags, family, attrs))
+    };
+    match c {
+        Cmd::AddElements { set, elems } => {
+            msgs.push(elem_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?)
+        }
+        Cmd::RemoveElements { set, elems } => {
+            // Re-adding first makes the delete valid even if an element is already gone.
+            msgs.push(elem_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)?);
+            msgs.push(elem_msg(NFT_MSG_DELSETELEM, 0, set, elems)?);
+        }
+        Cmd::AddChain { name, hook: None } | Cmd::DeleteChain(name) => {
+            let mut a = vec![];
+            table_attr(NFTA_CHAIN_TABLE, &mut a);
+            attr(&mut a, NFTA_CHAIN_NAME, |b| cstr(b, name));
+            msgs.push(match c {
+                Cmd::DeleteChain(_) => (NFT_MSG_DELCHAIN, 0, family, a),
+                _ => (NFT_MSG_NEWCHAIN, NLM_F_CREATE, family, a),
+            });
+        }
+        Cmd::FlushChain(name) => {
+            let mut a = vec![];
+            table_attr(NFTA_RULE_TABLE, &mut a);
+            attr(&mut a, NFTA_RULE_CHAIN, |b| cstr(b, name));
+            msgs.push((NFT_MSG_DELRULE, 0, family, a));
+        }
+        Cmd::AddDnat { chain, rule } => {
+            let mut a = vec![];
+            table_attr(NFTA_RULE_TABLE, &mut a);
+            attr(&mut a, NFTA_RULE_CHAIN, |b| cstr(b, chain));
+            nested(&mut a, NFTA_RULE_EXPRESSIONS, |b| dnat_exprs(b, rule));
+            msgs.push((NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a));
+        }
+        _ => return None,
+    }
+    Some(())
 }
 
 /// A NETLINK_NETFILTER socket in the calling thread's namespace.
@@ -543,10 +574,11 @@ impl Socket {
         }
     }
 
-    /// How many rules each chain of `table` (family inet) holds: one dump request. `None`
+    /// How many rules each chain of `table` (of `family`) holds: one dump request. `None`
     /// if the table does not exist.
     pub fn rule_counts(
         &mut self,
+        family: u8,
         table: &str,
     ) -> Result<Option<std::collections::BTreeMap<String, usize>>> {
         const NFT_MSG_GETRULE: u16 = 7;
@@ -561,7 +593,7 @@ impl Socket {
             (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
             NLM_F_REQUEST | NLM_F_DUMP,
             1,
-            NFPROTO_INET,
+            family,
             0,
             &attrs,
         );
@@ -693,6 +725,118 @@ mod tests {
             acks(&buf[..buf.len() - 4]).is_err(),
             "a cut message is malformed"
         );
+    }
+
+    #[test]
+    fn guard_keys_are_ifname_then_address() {
+        let mut b = vec![];
+        let e = Elem::IfaceMac {
+            ifname: "kv01".into(),
+            mac: crate::model::Mac([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]),
+        };
+        element(&mut b, &e).unwrap();
+        // list elem (4) + key (4) + data value (4) + 16 ifname bytes + 6 MAC bytes + 2 pad.
+        assert_eq!(b.len(), 4 + 4 + 4 + 16 + 8);
+        assert_eq!(&b[12..16], b"kv01");
+        assert_eq!(&b[28..34], &[2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
+        let (mut a, mut t) = (vec![], vec![]);
+        let ip: std::net::Ipv6Addr = "fd88::2".parse().unwrap();
+        let ifname = String::from("kv01");
+        element(
+            &mut a,
+            &Elem::IfaceAddr {
+                ifname: ifname.clone(),
+                ip: ip.into(),
+            },
+        )
+        .unwrap();
+        element(&mut t, &Elem::IfaceNdTarget { ifname, ip }).unwrap();
+        assert_eq!(a, t, "an ND target is keyed by the address's own bytes");
+        let bridged = Cmd::Bridge(Box::new(Cmd::AddElements {
+            set: "as_ports".into(),
+            elems: vec![Elem::Iface("kv01".into())],
+        }));
+        let enc = encode("knit", &[bridged]).unwrap();
+        // BATCH_BEGIN (20 bytes), then the element message: its nfgenmsg family is bridge.
+        assert_eq!(enc.bytes[20 + 16], NFPROTO_BRIDGE);
+        let nested = Cmd::Bridge(Box::new(Cmd::Bridge(Box::new(Cmd::AddTable))));
+        assert!(encode("knit", &[nested]).is_none());
+    }
+
+    /// The anti-spoofing elements sent over netlink are what nft lists for the same
+    /// elements written as nft syntax (`render`), in both tables. Needs root and
+    /// libnftables: runs in a fresh network namespace of its own thread.
+    #[test]
+    fn guard_elements_match_what_nft_lists() {
+        use crate::firewall::{AttachFw, Batch, Guard};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || crate::nft::Session::new().is_err() {
+            eprintln!("skipped: needs root and libnftables");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: moves only this thread into a new network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            crate::nft::run(&Batch::new().base().render()).unwrap();
+            let att = |host_if: &str, bridged: bool| AttachFw {
+                net_id: 1,
+                internal: false,
+                // The guard's elements only (the ptp veth's network sets are not made here).
+                ptp_host_if: None,
+                ports: vec![],
+                guard: Guard {
+                    host_if: host_if.into(),
+                    bridged,
+                    mac: Some(crate::model::Mac([2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e])),
+                    ips: vec![
+                        "10.88.0.2".parse().unwrap(),
+                        "fd88::2".parse().unwrap(),
+                        "2001:db8::a:b".parse().unwrap(),
+                    ],
+                },
+            };
+            let list = || {
+                let mut out = crate::nft::run("list table bridge knit").unwrap();
+                out += &crate::nft::run("list table inet knit").unwrap();
+                out
+            };
+            let empty = list();
+            let mut add = Batch::new();
+            add.attachment(&att("kv00000000b1", true), true)
+                .attachment(&att("kv00000000f1", false), true);
+            let mut rm = Batch::new();
+            rm.attachment(&att("kv00000000b1", true), false)
+                .attachment(&att("kv00000000f1", false), false);
+            let mut sock = Socket(open_netfilter().unwrap(), None);
+            sock.apply(&encode("knit", &add.cmds).unwrap()).unwrap();
+            let via_netlink = list();
+            assert_ne!(via_netlink, empty);
+            sock.apply(&encode("knit", &rm.cmds).unwrap()).unwrap();
+            assert_eq!(list(), empty, "netlink removal leaves no element");
+            crate::nft::run(&add.render()).unwrap();
+            let via_text = list();
+            assert_eq!(via_netlink, via_text);
+            for c in &add.cmds {
+                let (family, Cmd::AddElements { set, elems }) = (match c {
+                    Cmd::Bridge(inner) => ("bridge", &**inner),
+                    c => ("inet", c),
+                }) else {
+                    panic!("an attachment adds elements only: {c:?}")
+                };
+                let listed = crate::nft::run(&format!("list set {family} knit {set}")).unwrap();
+                for e in elems {
+                    assert!(
+                        listed.contains(&e.text()),
+                        "{} missing in {listed}",
+                        e.text()
+                    );
+                }
+            }
+            crate::nft::run(&rm.render()).unwrap();
+            assert_eq!(list(), empty, "text removal leaves no element");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -351,6 +351,12 @@ pub fn attach_fw(n: &Network, a: &Attachment) -> AttachFw {
         internal: n.internal,
         ptp_host_if: (n.driver == Driver::Ptp).then(|| a.host_ifname.clone()),
         ports: a.ports.clone(),
+        guard: crate::firewall::Guard {
+            host_if: a.host_ifname.clone(),
+            bridged: n.driver == Driver::Bridge,
+            mac: crate::model::Mac::parse("mac", &a.mac).ok(),
+            ips: a.ips.iter().map(|ip| ip.addr()).collect(),
+        },
     }
 }
 

@@ -232,7 +232,6 @@ fn malformed_configs_and_environments() {
         ("ipam.type", Some(json!("dhcp"))),
         ("ipam.type", Some(json!("static"))),
         ("vlan", Some(json!(5))),
-        ("macspoofchk", Some(json!(true))),
         (
             "ipam.ranges",
             Some(json!([[{"subnet": "10.70.0.0/25"}, {"subnet": "10.70.0.128/25"}]])),

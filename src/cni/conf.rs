@@ -93,6 +93,8 @@ pub struct NetConf {
     #[serde(default)]
     pub promisc_mode: bool,
     pub vlan: Option<u32>,
+    /// Accepted either way: knit checks every attachment's MAC and addresses (anti-spoofing
+    /// is always on).
     pub macspoofchk: Option<bool>,
     pub enabledad: Option<bool>,
     pub ipam: Option<Ipam>,
@@ -351,12 +353,6 @@ impl NetConf {
             return Err(CniError::new(
                 UNSUPPORTED_FIELD,
                 "vlan: VLAN tagging is not supported by knit yet",
-            ));
-        }
-        if self.macspoofchk == Some(true) {
-            return Err(CniError::new(
-                UNSUPPORTED_FIELD,
-                "macspoofchk: not supported by knit yet",
             ));
         }
         let driver = match self.driver.as_deref() {

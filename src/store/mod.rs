@@ -776,8 +776,31 @@ impl Store {
                 break name;
             }
         };
-        let mac = req.mac.unwrap_or_else(Mac::random);
-        let host_mac = Mac::random();
+        // MACs are unique on a network: a sandbox's, the host veths' (bridge ports: the
+        // bridge delivers frames to a port's MAC to the node) and the bridge's own. A
+        // duplicate would make one of them unreachable.
+        if let Some(mac) = req.mac
+            && let Some(holder) = Self::mac_holder(&tx, &net, mac)?
+        {
+            return Err(Error::Conflict(format!(
+                "mac {mac} is already used on network {:?} by {holder}",
+                net.name
+            )));
+        }
+        // Generated ones too (2^46 of them, so this retries only in theory).
+        let fresh = |tx: &Connection, other: Option<Mac>| -> Result<Mac> {
+            loop {
+                let m = Mac::random();
+                if Some(m) != other && Self::mac_holder(tx, &net, m)?.is_none() {
+                    return Ok(m);
+                }
+            }
+        };
+        let mac = match req.mac {
+            Some(m) => m,
+            None => fresh(&tx, None)?,
+        };
+        let host_mac = fresh(&tx, Some(mac))?;
         let owner = crate::lock::Owner::me();
         tx.execute(
             "INSERT INTO attachments (network_id, sandbox, netns_path, ifname, host_ifname, mac, host_mac, state, container_id, routes, aliases, labels, owner_pid, owner_start)
@@ -873,6 +896,29 @@ impl Store {
             attachment: att,
             existed: false,
         })
+    }
+
+    /// Who uses `mac` on `net` (its bridge, a sandbox or a sandbox's host veth), if anyone.
+    fn mac_holder(tx: &Connection, net: &Network, mac: Mac) -> Result<Option<String>> {
+        if let Some(br) = &net.bridge
+            && mac == net.bridge_mac
+        {
+            return Ok(Some(format!("its bridge {br:?}")));
+        }
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT sandbox, mac FROM attachments WHERE network_id = ?1 AND (mac = ?2 OR host_mac = ?2)",
+                params![net.id, mac.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(sandbox, own)| {
+            if own == mac.to_string() {
+                format!("sandbox {sandbox:?}")
+            } else {
+                format!("the host veth of sandbox {sandbox:?}")
+            }
+        }))
     }
 
     fn next_free(tx: &Connection, network: &str, s: &Subnet) -> Result<IpAddr> {
@@ -1224,6 +1270,50 @@ mod tests {
         assert_eq!(next.services().unwrap().len(), 400);
         assert!(next.checkpoint("PASSIVE").unwrap() <= 2);
         std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn macs_are_unique_on_a_network() {
+        let dir = tmp();
+        let mut s = Store::open(&dir).unwrap();
+        let net = s.create_network(&spec("n", "10.0.0.0/24"), "cli").unwrap();
+        s.create_network(&spec("m", "10.1.0.0/24"), "cli").unwrap();
+        let mac = Mac([2, 0, 0, 0, 0, 0x42]);
+        let with_mac = |sb: &'static str, net: &'static str, mac: Mac| AttachRequest {
+            mac: Some(mac),
+            ..req(net, sb, &[], &[])
+        };
+        let a = new_att(s.reserve(&with_mac("a", "n", mac)).unwrap());
+        assert_eq!(a.mac, "02:00:00:00:00:42");
+        let e = s
+            .reserve(&with_mac("b", "n", mac))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "mac 02:00:00:00:00:42 is already used on network \"n\" by sandbox \"a\""
+        );
+        let host = Mac::parse("host_mac", &a.host_mac).unwrap();
+        let e = s
+            .reserve(&with_mac("b", "n", host))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("by the host veth of sandbox \"a\""), "{e}");
+        let e = s
+            .reserve(&with_mac("b", "n", net.bridge_mac))
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Conflict(_)));
+        assert!(e.to_string().contains("its bridge"), "{e}");
+        // Nothing of the refused attempts remains; another network may use the same MAC.
+        assert_eq!(s.all_attachments().unwrap().len(), 1);
+        new_att(s.reserve(&with_mac("b", "m", mac)).unwrap());
+        // Released, the MAC is free again.
+        s.release(a.id).unwrap();
+        new_att(s.reserve(&with_mac("c", "n", mac)).unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
