@@ -25,7 +25,7 @@ setup() { # $1 index, $2 knit binary
 }
 cleanup() {
   for n in $(ip netns list | awk '{print $1}' | grep "^$tag" || true); do ip netns del "$n"; done
-  rm -rf /tmp/"$tag"*-state
+  rm -rf /tmp/"$tag"*-state /etc/netns/"$tag"*
 }
 trap cleanup EXIT
 i=0

@@ -689,32 +689,20 @@ fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
     let mut want: Vec<String> = Vec::new();
     for p in args.publish {
         for (hp, cp) in p.pairs() {
-            want.push(format!(
-                "{}:{hp}:{cp}/{}",
-                p.host_ip.map(|h| h.to_string()).unwrap_or_default(),
-                p.proto
-            ));
+            want.push(port_text(p.host_ip, hp, cp, p.proto));
         }
     }
     let mut have: Vec<String> = att
         .ports
         .iter()
-        .map(|p| {
-            format!(
-                "{}:{}:{}/{}",
-                p.host_ip.map(|h| h.to_string()).unwrap_or_default(),
-                p.host_port,
-                p.container_port,
-                p.proto
-            )
-        })
+        .map(|p| port_text(p.host_ip, p.host_port, p.container_port, p.proto))
         .collect();
     for v in [&mut want, &mut have] {
         v.sort();
         v.dedup();
     }
     if want != have {
-        return refuse("--publish", want.join(","), or_none(&have));
+        return refuse("--publish", or_none(&want), or_none(&have));
     }
     if args.labels != &att.labels {
         let show = |l: &crate::policy::spec::Labels| {
@@ -723,7 +711,7 @@ fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
         };
         return refuse(
             "--label",
-            show(args.labels).join(","),
+            or_none(&show(args.labels)),
             or_none(&show(&att.labels)),
         );
     }
@@ -757,6 +745,15 @@ fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
         return refuse("--ifname", i.to_string(), att.ifname.clone());
     }
     Ok(())
+}
+
+/// `[HOSTIP:]HOSTPORT:CPORT/proto`, as `--publish` is written.
+fn port_text(host: Option<IpAddr>, hp: u16, cp: u16, proto: crate::model::Proto) -> String {
+    match host {
+        Some(IpAddr::V6(h)) => format!("[{h}]:{hp}:{cp}/{proto}"),
+        Some(h) => format!("{h}:{hp}:{cp}/{proto}"),
+        None => format!("{hp}:{cp}/{proto}"),
+    }
 }
 
 fn or_none(v: &[String]) -> String {

@@ -158,8 +158,9 @@ fn kill_9_mid_attach_is_repaired_by_reconcile_and_detach() {
         .sum();
     assert_eq!(published, ports, "{table}");
     // Attaching everything now works and never hands out an address twice.
-    for v in &victims {
-        w.ok(&["attach", "k", v]);
+    // (With the same --publish as before: a completed attach keeps its ports.)
+    for (i, v) in victims.iter().enumerate() {
+        w.ok(&["attach", "k", v, "-p", &format!("{}:80", 8000 + i)]);
     }
     let mut seen = HashSet::new();
     for v in &victims {

@@ -1,7 +1,7 @@
 //! Randomized soak: several workers at once run random CLI and CNI operations (networks,
-//! attach/detach with published ports and labels, services and backends, policies, GC,
-//! reconcile, kill -9 of some commands) on a node that also holds foreign links, a foreign
-//! bridge and a foreign nft table. After every round: store and kernel agree, no duplicate
+//! attach/detach with published ports and labels, services and backends, policies, CNI
+//! ADD/DEL/GC, reconcile, kill -9 of some commands) on a node that also holds foreign
+//! links, a foreign bridge and a foreign nft table. After every round: store and kernel agree, no duplicate
 //! IP or MAC, no knit link without a record, no foreign object changed, and two fixed
 //! sandboxes still reach each other.
 //!
@@ -102,11 +102,40 @@ impl Soak<'_> {
         child.wait_with_output().unwrap()
     }
 
+    fn cni_gc(&self, keep: &[usize]) -> Output {
+        let valid: Vec<serde_json::Value> = keep
+            .iter()
+            .map(|i| json!({"containerID": format!("soak{i}"), "ifname": "eth0"}))
+            .collect();
+        let conf = json!({
+            "cniVersion": "1.1.0", "name": "cnet", "type": "knit", "bridge": "cni-soak0",
+            "isGateway": true, "ipMasq": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.93.0.0/24"}]]},
+            "cni.dev/valid-attachments": valid
+        });
+        let mut c = command_in(&self.w.node, KNIT);
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("KNIT_STATE_DIR", &self.w.state)
+            .env("CNI_COMMAND", "GC")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes());
+        child.wait_with_output().unwrap()
+    }
+
     fn op(&self, rng: &mut Rng) {
         let nets = ["n0", "n1", "n2"];
         let net = rng.pick(&nets);
         let s = &self.sandboxes[rng.below(self.sandboxes.len() as u64) as usize];
-        let (what, o): (String, Output) = match rng.below(20) {
+        let (what, o): (String, Output) = match rng.below(22) {
             0 => {
                 let i = &net[1..];
                 let subnet = format!("10.9{i}.0.0/24");
@@ -161,6 +190,17 @@ impl Soak<'_> {
                 ]),
             ),
             17 => ("reconcile".into(), self.knit(&["reconcile"])),
+            18 => {
+                // CNI GC keeping a random subset of the containers.
+                let keep: Vec<usize> = (0..self.cni_ns.len())
+                    .filter(|_| rng.below(2) == 0)
+                    .collect();
+                (format!("cni GC keep {keep:?}"), self.cni_gc(&keep))
+            }
+            19 => {
+                let id = (1 + rng.below(12)).to_string();
+                (format!("policy rm {id}"), self.knit(&["policy", "rm", &id]))
+            }
             _ => {
                 // kill -9 an attach at a random moment.
                 let mut child = self

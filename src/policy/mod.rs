@@ -91,6 +91,8 @@ impl Node {
     }
 
     pub fn set_policy_default(&mut self, network: &str, d: Default) -> Result<Network> {
+        // The network's lock keeps `network rm` from removing its chains under us.
+        let _net_lock = crate::lock::Lock::network(&self.state_dir, network, false)?;
         let _k = self.kernel_lock()?;
         let mut net = self.store.network(network)?;
         let before = net.policy;
@@ -118,6 +120,7 @@ impl Node {
         to: &Selector,
         port: Option<PortSpec>,
     ) -> Result<(Rule, bool)> {
+        let _net_lock = crate::lock::Lock::network(&self.state_dir, network, false)?;
         let _k = self.kernel_lock()?;
         let net = self.store.network(network)?;
         let (rule, new) = self.store.add_rule(net.id, from, to, port)?;
@@ -132,10 +135,13 @@ impl Node {
     }
 
     pub fn remove_policy(&mut self, id: &str) -> Result<Rule> {
-        let _k = self.kernel_lock()?;
         let n: i64 = id.parse().map_err(|_| {
             Error::invalid("ID", id, "a policy id is a number (see `knit policy ls`)")
         })?;
+        let network = self.store.rule(n)?.network;
+        let _net_lock = crate::lock::Lock::network(&self.state_dir, &network, false)?;
+        let _k = self.kernel_lock()?;
+        // Re-read under the locks (its network may have been removed meanwhile).
         let rule = self.store.rule(n)?;
         let net = self.store.network(&rule.network)?;
         self.store.delete_rule(rule.id)?;

@@ -146,11 +146,13 @@ impl Batch {
         rules: &[i64],
     ) -> &mut Self {
         let ch = chain(net_id);
-        self.elems("pol_out", jumps(net_id, ifaces), false);
+        // The chain exists first (for a network that never had policy, only from here on):
+        // removing the jumps re-adds them before deleting, and a jump needs its target.
         self.push(Cmd::AddChain {
             name: ch.clone(),
             hook: None,
         });
+        self.elems("pol_out", jumps(net_id, ifaces), false);
         self.push(Cmd::FlushChain(ch.clone()));
         self.push(Cmd::DeleteChain(ch));
         for id in rules {
