@@ -189,8 +189,13 @@ fn item3_concurrent_attach_and_detach_of_one_sandbox_lose_nothing() {
             );
         }
     }
-    for k in kids {
-        let o = k.wait_with_output().unwrap();
+    // Every child is waited for before any assertion: a panic must not leave
+    // commands running after the world is torn down.
+    let outs: Vec<_> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    for o in outs {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let atts = w.json(&["network", "inspect", "cc"])["attachments"].clone();
@@ -221,8 +226,13 @@ fn item3_concurrent_attach_and_detach_of_one_sandbox_lose_nothing() {
                 );
             }
         }
-        for k in kids {
-            let o = k.wait_with_output().unwrap();
+        // Every child is waited for before any assertion: a panic must not leave
+        // commands running after the world is torn down.
+        let outs: Vec<_> = kids
+            .into_iter()
+            .map(|k| k.wait_with_output().unwrap())
+            .collect();
+        for o in outs {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
     }
@@ -282,8 +292,13 @@ fn item3_concurrent_changes_to_one_service_keep_kernel_and_store_in_step() {
                 .unwrap(),
         );
     }
-    for k in kids {
-        let o = k.wait_with_output().unwrap();
+    // Every child is waited for before any assertion: a panic must not leave
+    // commands running after the world is torn down.
+    let outs: Vec<_> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    for o in outs {
         assert!(
             o.status.success(),
             "a concurrent change failed: {}",
@@ -340,8 +355,13 @@ fn item3_first_adds_on_a_fresh_state_dir_all_succeed() {
                 child
             })
             .collect();
-        for k in kids {
-            let o = k.wait_with_output().unwrap();
+        // Every child is waited for before any assertion: a panic must not leave
+        // commands running after the world is torn down.
+        let outs: Vec<_> = kids
+            .into_iter()
+            .map(|k| k.wait_with_output().unwrap())
+            .collect();
+        for o in outs {
             assert!(
                 o.status.success(),
                 "round {round}: concurrent first ADD failed: {}",
