@@ -102,6 +102,26 @@ pub fn bridge_routes(net: &Network, att: &Attachment) -> Vec<RouteSpec> {
 /// Creates the links, addresses, routes and neighbours of one attachment. Safe to run again
 /// on a partially built attachment (reconcile): existing pieces are kept or replaced.
 pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
+    plumb_with(net, att, ns, &mut None)
+}
+
+/// A netlink socket inside the sandbox, opened once per command (entering a namespace
+/// costs a thread).
+fn sandbox_netlink<'a>(ns: &Netns, slot: &'a mut Option<Netlink>) -> Result<&'a mut Netlink> {
+    if slot.is_none() {
+        *slot = Some(Netlink::open_in(ns)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| Error::not_found("netlink socket in", ns.path().display()))
+}
+
+/// `plumb` with the sandbox's netlink socket of this command (opened on first use).
+fn plumb_with(
+    net: &Network,
+    att: &Attachment,
+    ns: &Netns,
+    sandbox_nl: &mut Option<Netlink>,
+) -> Result<()> {
     let mut nl = Netlink::open()?;
     let host_mac = mac_of("host_mac", &att.host_mac)?;
     let mac = mac_of("mac", &att.mac)?;
@@ -173,7 +193,7 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
             }
         }
     }
-    let mut snl = Netlink::open_in(ns)?;
+    let snl = sandbox_netlink(ns, sandbox_nl)?;
     let index = snl
         .link_index(&att.ifname)?
         .ok_or_else(|| Error::not_found("sandbox interface", &att.ifname))?;
@@ -200,7 +220,7 @@ pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
     // The first network a sandbox joins keeps its default route: a later attachment adds
     // one only for a family the sandbox has none for (and detach restores, see
     // `restore_default_routes`).
-    let has_default = defaults_present(&mut snl, Some(index))?;
+    let has_default = defaults_present(snl, Some(index))?;
     for r in sandbox_routes(net, att)? {
         let fam = usize::from(!r.dst.addr().is_ipv4());
         if r.dst.prefix_len() == 0 && has_default[fam] {
@@ -279,6 +299,7 @@ impl Node {
         let ns = Netns::open(args.sandbox.path())
             .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
         refuse_node_namespace(&ns, &args.sandbox.key())?;
+        crate::trace::phase("sandbox namespace checked");
         // An interrupted creation is finished first, under the network's own lock.
         if let Some(mut n) = self.store.find_network(args.network)?
             && !n.ready
@@ -292,14 +313,17 @@ impl Node {
         if !Netns::open(args.sandbox.path()).is_ok_and(|n| n.id().ok() == ns.id().ok()) {
             return Err(Error::not_found("sandbox", key));
         }
+        crate::trace::phase("locks taken");
+        let mut snl = None;
         let chosen;
         let ifname = match args.ifname {
             Some(i) => i,
             None => {
-                chosen = self.next_ifname(args.network, &key, &ns)?;
+                chosen = self.next_ifname(args.network, &key, &ns, &mut snl)?;
                 chosen.as_str()
             }
         };
+        crate::trace::phase("interface name chosen");
         let path = args.sandbox.path();
         let reserved = self.store.reserve(&AttachRequest {
             network: args.network,
@@ -340,19 +364,25 @@ impl Node {
                 }
                 // A crashed attach or detach left this behind: clear its remnants first.
                 self.remove_attachment(&network, &attachment)?;
-                return self.attach_locked(args, &ns, &network);
+                return self.attach_locked(args, &ns, &network, &mut snl);
             }
             (false, _) => attachment,
         };
-        self.build_attachment(network, att, &ns)
+        self.build_attachment(network, att, &ns, &mut snl)
     }
 
     /// After clearing a crashed remnant: reserve again and build (locks already held).
-    fn attach_locked(&mut self, args: &AttachArgs, ns: &Netns, net: &Network) -> Result<Attached> {
+    fn attach_locked(
+        &mut self,
+        args: &AttachArgs,
+        ns: &Netns,
+        net: &Network,
+        snl: &mut Option<Netlink>,
+    ) -> Result<Attached> {
         let key = args.sandbox.key();
         let ifname = match args.ifname {
             Some(i) => i.to_string(),
-            None => self.next_ifname(&net.name, &key, ns)?,
+            None => self.next_ifname(&net.name, &key, ns, snl)?,
         };
         let path = args.sandbox.path();
         let r = self.store.reserve(&AttachRequest {
@@ -374,7 +404,7 @@ impl Node {
                 net.name
             )));
         }
-        self.build_attachment(r.network, r.attachment, ns)
+        self.build_attachment(r.network, r.attachment, ns, snl)
     }
 
     /// Links, addresses and routes, then (under the kernel lock) the nft elements derived
@@ -384,15 +414,18 @@ impl Node {
         network: Network,
         att: Attachment,
         ns: &Netns,
+        snl: &mut Option<Netlink>,
     ) -> Result<Attached> {
-        let built = plumb(&network, &att, ns).and_then(|_| {
+        let built = plumb_with(&network, &att, ns, snl).and_then(|_| {
             crate::trace::phase("links, addresses, routes");
             let _k = self.kernel_lock()?;
             self.ensure_table_intact()?;
+            crate::trace::phase("nft: table checked");
             let mut b = Batch::new();
             b.attachment(&attach_fw(&network, &att), true);
             self.policy_changes_for(&mut b, &network, &att, true)?;
             self.service_changes_for(&mut b, &att.sandbox, att.id, true)?;
+            crate::trace::phase("nft: batch built");
             match b.apply() {
                 Ok(()) => self.store.mark_ready(att.id),
                 Err(Error::Nft(_)) => {
@@ -425,12 +458,18 @@ impl Node {
     /// eth0, eth1, ...: the first name no other attachment of this sandbox uses and no
     /// interface in the sandbox has (an existing attachment to this network keeps its
     /// name).
-    fn next_ifname(&self, network: &str, sandbox: &str, ns: &Netns) -> Result<String> {
+    fn next_ifname(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ns: &Netns,
+        snl: &mut Option<Netlink>,
+    ) -> Result<String> {
         let atts = self.store.attachments_of_sandbox(sandbox)?;
         if let Some(a) = atts.iter().find(|a| a.network == network) {
             return Ok(a.ifname.clone());
         }
-        let present: Vec<String> = Netlink::open_in(ns)?
+        let present: Vec<String> = sandbox_netlink(ns, snl)?
             .links()?
             .into_iter()
             .map(|l| l.name)

@@ -828,20 +828,24 @@ pub fn expected_rule_counts(nets: &[NetFw]) -> [BTreeMap<String, usize>; 2] {
     counts
 }
 
-/// Whether knit's tables are whole: they exist and every fixed and network chain holds the
-/// rules it should (one rule dump per table). A table someone flushed or deleted is not.
+/// Whether knit's tables are whole: they exist and every fixed and network chain is used
+/// at least by the rules it should hold (the kernel's use count of a chain is its rules
+/// plus the jumps to it; one dump of the chains per table, whose cost does not grow with
+/// rules or elements). A table someone deleted or flushed is not whole: its hooked chains
+/// have no rules and nothing jumps to them.
 pub fn table_intact(nets: &[NetFw]) -> crate::error::Result<bool> {
+    let expected = expected_rule_counts(nets);
     let mut sock = crate::nftnl::Socket::open()?;
     for (family, want) in [crate::nftnl::NFPROTO_INET, crate::nftnl::NFPROTO_BRIDGE]
         .into_iter()
-        .zip(expected_rule_counts(nets))
+        .zip(expected)
     {
-        let Some(have) = sock.rule_counts(family, TABLE)? else {
+        let Some(uses) = sock.chain_uses(family, TABLE)? else {
             return Ok(false);
         };
         if !want
             .iter()
-            .all(|(chain, n)| have.get(chain).copied().unwrap_or(0) == *n)
+            .all(|(chain, n)| uses.get(chain).copied().unwrap_or(0) as usize >= *n)
         {
             return Ok(false);
         }

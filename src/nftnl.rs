@@ -7,6 +7,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::firewall::{Cmd, DnatRule, Elem};
 use crate::model::{PortMapping, Proto};
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_NETFILTER};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 
@@ -328,6 +329,13 @@ pub(crate) fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
 
 /// The string value of the first top-level attribute `kind` in `attrs`.
 fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
+    let v = raw_attr(attrs, kind)?;
+    let v = v.split(|b| *b == 0).next().unwrap_or(v);
+    String::from_utf8(v.to_vec()).ok()
+}
+
+/// The payload of the first top-level attribute `kind` in `attrs`.
+fn raw_attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
     let mut off = 0;
     while off + 4 <= attrs.len() {
         let len = u16::from_ne_bytes([attrs[off], attrs[off + 1]]) as usize;
@@ -336,9 +344,7 @@ fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
             return None;
         }
         if k == kind {
-            let v = &attrs[off + 4..off + len];
-            let v = v.split(|b| *b == 0).next().unwrap_or(v);
-            return String::from_utf8(v.to_vec()).ok();
+            return Some(&attrs[off + 4..off + len]);
         }
         off += (len + 3) & !3;
     }
@@ -580,33 +586,69 @@ impl Socket {
         &mut self,
         family: u8,
         table: &str,
-    ) -> Result<Option<std::collections::BTreeMap<String, usize>>> {
+    ) -> Result<Option<BTreeMap<String, u32>>> {
         const NFT_MSG_GETRULE: u16 = 7;
-        const NFT_MSG_NEWRULE_REPLY: u16 = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+        let mut counts = BTreeMap::new();
+        let found = self.dump(family, table, NFT_MSG_GETRULE, NFTA_RULE_TABLE, |attrs| {
+            if let Some(chain) = string_attr(attrs, NFTA_RULE_CHAIN) {
+                *counts.entry(chain).or_insert(0) += 1;
+            }
+        })?;
+        Ok(found.then_some(counts))
+    }
+
+    /// Each chain's use count in `table` (of `family`): the rules it holds plus the rules
+    /// and map elements that jump to it (the kernel counts both so that a chain in use
+    /// cannot be deleted). One dump of the chains, whose size does not depend on how many
+    /// rules there are. `None` if the table does not exist.
+    pub fn chain_uses(&mut self, family: u8, table: &str) -> Result<Option<BTreeMap<String, u32>>> {
+        const NFT_MSG_GETCHAIN: u16 = 4;
+        const NFTA_CHAIN_USE: u16 = 6;
+        let mut uses = BTreeMap::new();
+        let found = self.dump(family, table, NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE, |attrs| {
+            if let (Some(name), Some(n)) = (
+                string_attr(attrs, NFTA_CHAIN_NAME),
+                raw_attr(attrs, NFTA_CHAIN_USE)
+                    .and_then(|v| v.get(..4))
+                    .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+            ) {
+                uses.insert(name, n);
+            }
+        })?;
+        Ok(found.then_some(uses))
+    }
+
+    /// One dump request of `get` restricted to `table` (attribute `table_attr`); `each`
+    /// sees the attributes of every object. False if the table does not exist.
+    fn dump(
+        &mut self,
+        family: u8,
+        table: &str,
+        get: u16,
+        table_attr: u16,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<bool> {
         const NLM_F_DUMP: u16 = 0x300;
         const NLMSG_DONE: u16 = 3;
         let mut attrs = vec![];
-        attr(&mut attrs, NFTA_RULE_TABLE, |b| cstr(b, table));
+        attr(&mut attrs, table_attr, |b| cstr(b, table));
         let mut msg = vec![];
         message(
             &mut msg,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+            (NFNL_SUBSYS_NFTABLES << 8) | get,
             NLM_F_REQUEST | NLM_F_DUMP,
             1,
             family,
             0,
             &attrs,
         );
-        self.0
-            .send(&msg, 0)
-            .op(|| "send nftables rule dump".into())?;
-        let mut counts = std::collections::BTreeMap::new();
+        self.0.send(&msg, 0).op(|| "send nftables dump".into())?;
         let mut buf = vec![0u8; 65536];
         loop {
             let n = self
                 .0
                 .recv(&mut &mut buf[..], 0)
-                .op(|| "receive nftables rules".into())?;
+                .op(|| "receive nftables dump".into())?;
             let data = &buf[..n];
             let mut off = 0;
             while off + 16 <= data.len() {
@@ -619,23 +661,19 @@ impl Socket {
                 }
                 let msg = &data[off..off + len];
                 match kind {
-                    NLMSG_DONE => return Ok(Some(counts)),
+                    NLMSG_DONE => return Ok(true),
                     NLMSG_ERROR if len >= 20 => {
                         let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
                         return match -code {
-                            0 => Ok(Some(counts)),
-                            libc::ENOENT => Ok(None),
+                            0 => Ok(true),
+                            libc::ENOENT => Ok(false),
                             e => Err(Error::io(
-                                "dump nftables rules",
+                                "dump nftables objects",
                                 io::Error::from_raw_os_error(e),
                             )),
                         };
                     }
-                    NFT_MSG_NEWRULE_REPLY if len >= 20 => {
-                        if let Some(chain) = string_attr(&msg[20..], NFTA_RULE_CHAIN) {
-                            *counts.entry(chain).or_insert(0) += 1;
-                        }
-                    }
+                    _ if len >= 20 => each(&msg[20..]),
                     _ => {}
                 }
                 off += (len + 3) & !3;

@@ -211,6 +211,7 @@ impl Node {
     /// firewall back. Callers hold the kernel lock.
     pub fn ensure_table_intact(&self) -> Result<()> {
         let nets: Vec<NetFw> = self.store.networks()?.iter().map(net_fw).collect();
+        crate::trace::phase("nft: networks loaded for the table check");
         if !crate::firewall::table_intact(&nets)? {
             crate::trace::phase("nft: table damaged, rebuilding");
             self.rebuild_firewall()?;
