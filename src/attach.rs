@@ -4,11 +4,11 @@
 //! pending record that detach or reconcile cleans up.
 
 use crate::error::{Error, Result};
-use crate::firewall::Batch;
 use crate::lock::Lock;
 use crate::model::{Driver, Mac, PublishSpec, RouteSpec, SandboxRef};
 use crate::netlink::{Netlink, Route, VethRequest};
 use crate::netns::Netns;
+use crate::nft::Batch;
 use crate::node::{Node, attach_fw};
 use crate::store::{AttachRequest, AttachState, Attachment, Network, Reserved};
 use crate::sysctl;
@@ -35,7 +35,7 @@ pub struct AttachArgs<'a> {
     /// Extra DNS names.
     pub aliases: &'a [String],
     /// `--label k=v` (what policies select).
-    pub labels: &'a crate::policy::spec::Labels,
+    pub labels: &'a crate::model::policy::Labels,
 }
 
 pub struct Attached {
@@ -522,9 +522,9 @@ impl Node {
         self.service_changes_for(&mut b, &att.sandbox, att.id, false)?;
         // Closing the nft socket after deletions waits for an RCU grace period; keep that
         // off the caller's clock.
-        let applied = b.apply_then(crate::nftnl::Socket::close_detached);
+        let applied = b.apply_then(crate::nft::socket::Socket::close_detached);
         crate::trace::phase("nft elements removed");
-        if applied.is_err() && crate::firewall::table_exists() {
+        if applied.is_err() && crate::nft::table_exists() {
             // The table is damaged: rebuild it from the store without this one. (If it is
             // gone altogether there is nothing to remove; `knit reconcile` rebuilds it.)
             self.rebuild_firewall_without(None, Some(att.id))?;
@@ -744,7 +744,7 @@ fn same_request(att: &Attachment, args: &AttachArgs) -> Result<()> {
         return refuse("--publish", or_none(&want), or_none(&have));
     }
     if args.labels != &att.labels {
-        let show = |l: &crate::policy::spec::Labels| {
+        let show = |l: &crate::model::policy::Labels| {
             let v: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
             v
         };

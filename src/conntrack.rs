@@ -18,8 +18,8 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::{PortMapping, Proto};
-use crate::nftnl::{acks, message, open_netfilter, proto_num};
-use crate::service::rules::ServiceFw;
+use crate::nft::service::ServiceFw;
+use crate::nft::wire::{acks, message, open_netfilter, proto_num};
 use crate::store::Attachment;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -523,8 +523,8 @@ fn parse_proc_line(line: &str) -> Option<Entry> {
     let (orig, reply) = (tuple(&sides[0])?, tuple(&sides[1])?);
     let o = sides[0];
     let mut key = vec![];
-    crate::nftnl::nested(&mut key, CTA_TUPLE_ORIG, |b| {
-        crate::nftnl::nested(b, CTA_TUPLE_IP, |b| {
+    crate::nft::wire::nested(&mut key, CTA_TUPLE_ORIG, |b| {
+        crate::nft::wire::nested(b, CTA_TUPLE_IP, |b| {
             let (sk, dk) = if orig.src.is_ipv4() {
                 (CTA_IP_V4_SRC, CTA_IP_V4_DST)
             } else {
@@ -534,11 +534,11 @@ fn parse_proc_line(line: &str) -> Option<Entry> {
                 IpAddr::V4(a) => a.octets().to_vec(),
                 IpAddr::V6(a) => a.octets().to_vec(),
             };
-            crate::nftnl::attr(b, sk, |b| b.extend(bytes(orig.src)));
-            crate::nftnl::attr(b, dk, |b| b.extend(bytes(orig.dst)));
+            crate::nft::wire::attr(b, sk, |b| b.extend(bytes(orig.src)));
+            crate::nft::wire::attr(b, dk, |b| b.extend(bytes(orig.dst)));
         });
-        crate::nftnl::nested(b, CTA_TUPLE_PROTO, |b| {
-            crate::nftnl::attr(b, CTA_PROTO_NUM, |b| b.push(proto));
+        crate::nft::wire::nested(b, CTA_TUPLE_PROTO, |b| {
+            crate::nft::wire::attr(b, CTA_PROTO_NUM, |b| b.push(proto));
             let icmp = match proto {
                 1 => Some((CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMP_ID)),
                 58 => Some((
@@ -551,21 +551,25 @@ fn parse_proc_line(line: &str) -> Option<Entry> {
             match icmp {
                 Some((tk, ck, ik)) => {
                     if let [Some(t), Some(c), Some(id)] = o.icmp {
-                        crate::nftnl::attr(b, tk, |b| b.push(t as u8));
-                        crate::nftnl::attr(b, ck, |b| b.push(c as u8));
-                        crate::nftnl::attr(b, ik, |b| b.extend(id.to_be_bytes()));
+                        crate::nft::wire::attr(b, tk, |b| b.push(t as u8));
+                        crate::nft::wire::attr(b, ck, |b| b.push(c as u8));
+                        crate::nft::wire::attr(b, ik, |b| b.extend(id.to_be_bytes()));
                     }
                 }
                 None if matches!(proto, 6 | 17 | 132 | 33 | 136) => {
-                    crate::nftnl::attr(b, CTA_PROTO_SRC_PORT, |b| b.extend(o.sport.to_be_bytes()));
-                    crate::nftnl::attr(b, CTA_PROTO_DST_PORT, |b| b.extend(o.dport.to_be_bytes()));
+                    crate::nft::wire::attr(b, CTA_PROTO_SRC_PORT, |b| {
+                        b.extend(o.sport.to_be_bytes())
+                    });
+                    crate::nft::wire::attr(b, CTA_PROTO_DST_PORT, |b| {
+                        b.extend(o.dport.to_be_bytes())
+                    });
                 }
                 None => {}
             }
         });
     });
     if zone != 0 {
-        crate::nftnl::attr(&mut key, CTA_ZONE, |b| b.extend(zone.to_be_bytes()));
+        crate::nft::wire::attr(&mut key, CTA_ZONE, |b| b.extend(zone.to_be_bytes()));
     }
     Some(Entry {
         orig,
@@ -703,8 +707,8 @@ pub fn service_changed(old: &ServiceFw, new: Option<&ServiceFw>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nftnl::{attr, nested};
-    use crate::service::spec::Vip;
+    use crate::model::service::Vip;
+    use crate::nft::wire::{attr, nested};
 
     const AF_INET: u8 = libc::AF_INET as u8;
     const AF_INET6: u8 = libc::AF_INET6 as u8;

@@ -170,7 +170,7 @@ impl Node {
                 }
             }
         }
-        let table = crate::firewall::list_table().unwrap_or_default();
+        let table = crate::nft::list_table().unwrap_or_default();
         let nft_rules = table
             .lines()
             .map(str::trim)

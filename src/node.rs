@@ -2,11 +2,11 @@
 //! Network lifecycle lives here; attachments in `attach`, repair in `reconcile`.
 
 use crate::error::{Error, Result};
-use crate::firewall::{AttachFw, Batch, NetFw};
 use crate::lock::Lock;
 use crate::model::{Driver, NetworkSpec};
 use crate::netlink::LinkInfoSummary;
 use crate::netlink::Netlink;
+use crate::nft::{AttachFw, Batch, NetFw};
 use crate::store::{Attachment, Network, Store};
 use crate::sysctl;
 use ipnet::IpNet;
@@ -182,14 +182,14 @@ impl Node {
                 // knit owns this link and its addresses: skip DAD.
                 sysctl::ensure_path(&sysctl::iface_key("ipv6", &br, "accept_dad"), "0")?;
             }
-            if net.policy == crate::policy::spec::Default::Deny {
+            if net.policy == crate::model::policy::Default::Deny {
                 nl.set_bridge_nf_call(index, true)?;
             }
         }
         let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.base().network(&net_fw(net), true);
-        if net.policy == crate::policy::spec::Default::Deny {
+        if net.policy == crate::model::policy::Default::Deny {
             b.net_policy(&crate::policy::resolve(&self.store, net)?, &[]);
         }
         self.apply_or_rebuild(&b)
@@ -212,7 +212,7 @@ impl Node {
     pub fn ensure_table_intact(&self) -> Result<()> {
         let nets: Vec<NetFw> = self.store.networks()?.iter().map(net_fw).collect();
         crate::trace::phase("nft: networks loaded for the table check");
-        if !crate::firewall::table_intact(&nets)? {
+        if !crate::nft::table_intact(&nets)? {
             crate::trace::phase("nft: table damaged, rebuilding");
             self.rebuild_firewall()?;
         }
@@ -241,7 +241,7 @@ impl Node {
         let mut b = Batch::new();
         b.net_policy_removed(net.id, &ifaces, &rules)
             .network(&net_fw(net), false);
-        if b.apply().is_err() && crate::firewall::table_exists() {
+        if b.apply().is_err() && crate::nft::table_exists() {
             // knit's table is damaged: rewrite it from the store without this network.
             self.rebuild_firewall_without(Some(net.id), None)?;
         }
@@ -352,7 +352,7 @@ pub fn attach_fw(n: &Network, a: &Attachment) -> AttachFw {
         internal: n.internal,
         ptp_host_if: (n.driver == Driver::Ptp).then(|| a.host_ifname.clone()),
         ports: a.ports.clone(),
-        guard: crate::firewall::Guard {
+        guard: crate::nft::Guard {
             host_if: a.host_ifname.clone(),
             bridged: n.driver == Driver::Bridge,
             mac: crate::model::Mac::parse("mac", &a.mac).ok(),
@@ -388,8 +388,8 @@ fn delete_owned_bridge(net: &Network, br: &str) -> Result<()> {
 /// later delete live links. Refuse, and say how to recover.
 fn refuse_to_start_over(state_dir: &Path) -> Result<()> {
     let mut found = Vec::new();
-    if crate::nftnl::Socket::own()
-        .and_then(|mut s| s.table_exists(crate::firewall::TABLE))
+    if crate::nft::socket::Socket::own()
+        .and_then(|mut s| s.table_exists(crate::nft::TABLE))
         .unwrap_or(false)
     {
         found.push("nft table inet knit".to_string());

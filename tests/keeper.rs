@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use knit::nft_keeper::{Loan, borrow, send_fd};
+use knit::nft::keeper::{Loan, borrow, send_fd};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;

@@ -492,7 +492,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .iter()
                 .map(|p| PublishSpec::parse(p))
                 .collect::<Result<Vec<_>>>()?;
-            let labels = crate::policy::spec::parse_labels("--label", &a.labels)?;
+            let labels = crate::model::policy::parse_labels("--label", &a.labels)?;
             let mut node = open(false)?;
             let done = node.attach(&AttachArgs {
                 network: &a.network,
@@ -575,7 +575,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             store.fold_wal()?;
             Ok(0)
         }
-        Command::NftKeeper => crate::nft_keeper::run_keeper(),
+        Command::NftKeeper => crate::nft::keeper::run_keeper(),
         Command::Demo => crate::demo::run(),
         Command::Daemon(d) => crate::dns::run(crate::dns::Config {
             state_dir: cli.state_dir.clone(),

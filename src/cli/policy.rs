@@ -2,8 +2,8 @@
 
 use super::{print_json, table};
 use crate::error::Result;
+use crate::model::policy::{Default, PortSpec, Selector};
 use crate::node::Node;
-use crate::policy::spec::{Default, PortSpec, Selector};
 use clap::Subcommand;
 use std::path::Path;
 

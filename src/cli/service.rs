@@ -2,8 +2,8 @@
 
 use super::{join, print_json, table};
 use crate::error::Result;
+use crate::model::service::{BackendSpec, ServiceSpec};
 use crate::node::Node;
-use crate::service::spec::{BackendSpec, ServiceSpec};
 use crate::store::Service;
 use clap::{Args, Subcommand};
 use std::path::Path;
@@ -75,7 +75,7 @@ fn print_service(node: &Node, s: &Service, json: bool) -> Result<()> {
         .backends
         .iter()
         .map(|(_, ip, port)| BackendSpec {
-            target: crate::service::spec::Target::Ip(*ip),
+            target: crate::model::service::Target::Ip(*ip),
             port: *port,
         })
         .map(|b| b.to_string())

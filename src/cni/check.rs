@@ -5,10 +5,10 @@ use super::conf::NetConf;
 use super::env::Env;
 use super::error::*;
 use crate::attach::bridge_routes;
-use crate::firewall::port_element;
 use crate::model::Driver;
 use crate::netlink::Netlink;
 use crate::netns::Netns;
+use crate::nft::port_element;
 use crate::node::Node;
 use netlink_packet_route::AddressFamily;
 use std::path::Path;
@@ -140,14 +140,14 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
         node.ensure_table_intact()?;
     }
     if !att.ports.is_empty() {
-        let mut session = crate::nft::Session::new()?;
+        let mut session = crate::nft::libnft::Session::new()?;
         for p in &att.ports {
             let (map, elem) = port_element(p);
             let key = elem.key_text();
             if session
                 .run(&format!(
                     "get element inet {} {map} {{ {key} }}",
-                    crate::firewall::TABLE
+                    crate::nft::TABLE
                 ))
                 .is_err()
             {

@@ -5,8 +5,8 @@ use super::error::{
     CONFLICT, CniError, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD,
 };
 use crate::error::Error;
+use crate::model::policy::{Labels, parse_label};
 use crate::model::{self, Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, RouteSpec};
-use crate::policy::spec::{Labels, parse_label};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;

@@ -361,7 +361,7 @@ fn gc(conf: &NetConf, raw: &Value, state_dir: &Path) -> Result<String, CniError>
 
 fn status(conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     let not_ready = |m: String| CniError::new(NOT_AVAILABLE, m);
-    crate::nft::Session::new().map_err(|e| not_ready(e.to_string()))?;
+    crate::nft::libnft::Session::new().map_err(|e| not_ready(e.to_string()))?;
     // STATUS only looks: it never creates the state directory (or the store in it).
     if !state_dir.is_dir() {
         return Err(not_ready(format!(

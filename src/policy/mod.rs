@@ -4,17 +4,14 @@
 //! Replies and related ICMP always pass (stateful); traffic the node itself originates is
 //! not filtered (health checks, `knit sandbox exec` from the node).
 
-pub mod rules;
-pub mod spec;
-
 use crate::error::{Error, Result};
-use crate::firewall::Batch;
 use crate::model::Driver;
+use crate::model::policy::{Default, PortSpec, Rule, Selector};
 use crate::netlink::Netlink;
+use crate::nft::Batch;
+use crate::nft::policy::{NetPolicyFw, RuleFw};
 use crate::node::Node;
 use crate::store::{Attachment, Network, Store};
-use rules::{NetPolicyFw, RuleFw};
-use spec::{Default, PortSpec, Rule, Selector};
 use std::net::IpAddr;
 
 /// Interfaces through which traffic reaches a network's sandboxes (`atts`: any
@@ -85,7 +82,7 @@ impl Node {
             b.net_policy(&p, gone);
         }
         match b.apply() {
-            Err(_) if !crate::firewall::table_exists() => self.rebuild_firewall(),
+            Err(_) if !crate::nft::table_exists() => self.rebuild_firewall(),
             r => r,
         }
     }
@@ -165,14 +162,15 @@ impl Node {
     ) -> Result<()> {
         let rules = self.store.rules()?;
         let ips: Vec<IpAddr> = att.ips.iter().map(|n| n.addr()).collect();
-        for (set, elems) in rules::attachment_elems(&rules, net.id, &att.sandbox, &att.labels, &ips)
+        for (set, elems) in
+            crate::nft::policy::attachment_elems(&rules, net.id, &att.sandbox, &att.labels, &ips)
         {
             b.elems(set, elems, add);
         }
         if net.policy == Default::Deny && net.driver == Driver::Ptp {
             b.elems(
                 "pol_out",
-                rules::jumps(net.id, std::slice::from_ref(&att.host_ifname)),
+                crate::nft::policy::jumps(net.id, std::slice::from_ref(&att.host_ifname)),
                 add,
             );
         }

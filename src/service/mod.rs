@@ -2,15 +2,12 @@
 //! holds services and backends; `rules` turns one service into nft objects; this module
 //! resolves sandbox backends to addresses and applies each change as one transaction.
 
-pub mod rules;
-pub mod spec;
-
 use crate::error::Result;
-use crate::firewall::Batch;
+use crate::model::service::{BackendSpec, ServiceSpec, Target};
+use crate::nft::Batch;
+use crate::nft::service::ServiceFw;
 use crate::node::Node;
 use crate::store::{Attachment, Service, Store};
-use rules::ServiceFw;
-use spec::{BackendSpec, ServiceSpec, Target};
 
 /// The service with backends resolved to addresses, as the kernel has it: a sandbox
 /// backend uses the address of the VIP's family on the sandbox's first ready attachment
@@ -68,8 +65,8 @@ impl Node {
     fn apply_service_batch(&self, b: &Batch) -> Result<()> {
         // Closing an nf_tables socket after deletions waits for an RCU grace period; keep
         // that off the caller's clock (as detach does).
-        match b.apply_then(crate::nftnl::Socket::close_detached) {
-            Err(_) if !crate::firewall::table_exists() => self.rebuild_firewall(),
+        match b.apply_then(crate::nft::socket::Socket::close_detached) {
+            Err(_) if !crate::nft::table_exists() => self.rebuild_firewall(),
             r => r,
         }
     }
@@ -131,9 +128,9 @@ impl Node {
         let fw = resolve(&self.store, &svc)?;
         let applied = Batch::new()
             .service(Some(&fw), None)
-            .apply_then(crate::nftnl::Socket::close_detached);
+            .apply_then(crate::nft::socket::Socket::close_detached);
         self.store.delete_service(svc.id)?;
-        if applied.is_err() && crate::firewall::table_exists() {
+        if applied.is_err() && crate::nft::table_exists() {
             // Damaged table: the store decides; rewrite it without this service.
             self.rebuild_firewall()?;
         }

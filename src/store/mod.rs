@@ -5,8 +5,8 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::ipam::Pool;
+use crate::model::policy::{Default as PolicyDefault, Labels};
 use crate::model::{Driver, Mac, NetworkSpec, PortMapping, Proto, PublishSpec, RouteSpec};
-use crate::policy::spec::{Default as PolicyDefault, Labels};
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -1246,12 +1246,12 @@ mod tests {
         let d = tmp();
         let mut st = Store::open(&d).unwrap();
         let spec =
-            crate::service::spec::ServiceSpec::new("s0", "10.96.0.1:80", &[], None, None).unwrap();
+            crate::model::service::ServiceSpec::new("s0", "10.96.0.1:80", &[], None, None).unwrap();
         for i in 0..400 {
             let mut s = spec.clone();
             s.name = format!("s{i}");
             s.vip =
-                crate::service::spec::Vip::parse(&format!("10.96.{}.{}:80", i / 200, i % 200 + 1))
+                crate::model::service::Vip::parse(&format!("10.96.{}.{}:80", i / 200, i % 200 + 1))
                     .unwrap();
             st.create_service(&s).unwrap();
         }

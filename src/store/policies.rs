@@ -3,7 +3,7 @@
 use super::Store;
 use crate::error::{Error, Result};
 use crate::model::Proto;
-use crate::policy::spec::{Default, PortSpec, Rule, Selector};
+use crate::model::policy::{Default, PortSpec, Rule, Selector};
 use rusqlite::{Connection, params};
 
 impl Store {

@@ -5,7 +5,7 @@
 use super::{Store, parse};
 use crate::error::{Error, Result};
 use crate::model::Proto;
-use crate::service::spec::{BackendSpec, ServiceSpec, Target, Vip};
+use crate::model::service::{BackendSpec, ServiceSpec, Target, Vip};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -254,7 +254,7 @@ impl Store {
         let tx = self.write_tx()?;
         let before = one_service(&tx, "name = ?1", name, name)?;
         if add {
-            crate::service::spec::check_family(&before.vip, b)?;
+            crate::model::service::check_family(&before.vip, b)?;
             check_backend(&tx, b)?;
             insert_backend(&tx, before.id, b)?;
         } else {

@@ -16,16 +16,11 @@
 //!   ptp veths in the inet table's `raw_prerouting`; both by set lookups keyed by
 //!   `ifname . addr`, so the cost per packet does not grow with the number of sandboxes.
 
-use crate::model::{Mac, PortMapping, Proto};
+use super::batch::{Batch, Cmd, Elem};
+use crate::model::{Mac, PortMapping};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::net::{IpAddr, Ipv6Addr};
-
-pub const TABLE: &str = "knit";
-const FAMILY: &str = "inet";
-/// knit's second table, `table bridge knit` (anti-spoofing of bridge ports).
-const BRIDGE_FAMILY: &str = "bridge";
+use std::net::IpAddr;
 
 /// What the firewall needs to know about one network.
 #[derive(Debug, Clone)]
@@ -65,184 +60,6 @@ pub struct Guard {
     /// no MAC at all, so its frames are dropped (fail closed).
     pub mac: Option<Mac>,
     pub ips: Vec<IpAddr>,
-}
-
-/// One nft command. Strings inside are knit-generated identifiers, addresses and numbers;
-/// user input reaches this module only after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cmd {
-    AddTable,
-    DeleteTable,
-    AddSet {
-        name: String,
-        spec: String,
-    },
-    FlushSet(String),
-    DeleteSet(String),
-    AddChain {
-        name: String,
-        hook: Option<&'static str>,
-    },
-    FlushChain(String),
-    DeleteChain(String),
-    AddRule {
-        chain: String,
-        rule: String,
-    },
-    /// A service's DNAT rule, typed so the netlink fast path can encode it.
-    AddDnat {
-        chain: String,
-        rule: DnatRule,
-    },
-    AddElements {
-        set: String,
-        elems: Vec<Elem>,
-    },
-    /// Deletes elements even if some are already gone (re-adding first makes the delete
-    /// always valid, inside the same transaction).
-    RemoveElements {
-        set: String,
-        elems: Vec<Elem>,
-    },
-    /// The command, on knit's `table bridge knit` instead of `table inet knit`.
-    Bridge(Box<Cmd>),
-}
-
-/// `[numgen random mod N == 0] meta l4proto P dnat to IP:PORT`: with `one_in` the rule
-/// fires for one in N new connections, otherwise always. A service chain of such rules
-/// with N = k, k-1, ..., 2, then none, picks each of k backends with probability 1/k
-/// (kube-proxy's statistic-probability ladder, in nft).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnatRule {
-    pub one_in: Option<u32>,
-    pub proto: Proto,
-    pub ip: IpAddr,
-    pub port: u16,
-}
-
-impl DnatRule {
-    pub fn text(&self) -> String {
-        let pick = self
-            .one_in
-            .map(|n| format!("numgen random mod {n} == 0 "))
-            .unwrap_or_default();
-        let (fam, to) = match self.ip {
-            IpAddr::V4(ip) => ("ip", format!("{ip}:{}", self.port)),
-            IpAddr::V6(ip) => ("ip6", format!("[{ip}]:{}", self.port)),
-        };
-        format!("{pick}meta l4proto {} dnat {fam} to {to}", self.proto)
-    }
-}
-
-/// A set or map element, typed so it can be rendered as nft syntax or encoded for netlink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Elem {
-    /// An interface name (set of ifname).
-    Iface(String),
-    /// An interface mapped to `jump CHAIN` (verdict map).
-    Jump { ifname: String, chain: String },
-    /// A prefix in an interval set.
-    Prefix(IpNet),
-    /// A published port in one of the DNAT maps.
-    Port(PortMapping),
-    /// A single address (DNS server sets, policy address sets).
-    Addr(IpAddr),
-    /// A service address: `vip . proto . port`, with `goto CHAIN` in the service maps.
-    Svc {
-        ip: IpAddr,
-        proto: Proto,
-        port: u16,
-        goto: Option<String>,
-    },
-    /// A node port: `proto . port`, with `goto CHAIN` in the node port maps.
-    NodePort {
-        proto: Proto,
-        port: u16,
-        goto: Option<String>,
-    },
-    /// Backend `index` of a service in the endpoint maps: `vip . proto . port . index :
-    /// ip . port` (`vip` None: keyed by node port, `proto . port . index`).
-    Endpoint {
-        vip: Option<IpAddr>,
-        proto: Proto,
-        port: u16,
-        index: u32,
-        ip: IpAddr,
-        target_port: u16,
-    },
-    /// Anti-spoofing: `ifname . ether_addr`.
-    IfaceMac { ifname: String, mac: Mac },
-    /// Anti-spoofing: `ifname . ipv4_addr` or `ifname . ipv6_addr`.
-    IfaceAddr { ifname: String, ip: IpAddr },
-    /// Anti-spoofing: an IPv6 neighbour advertisement's target, `ifname . @th,64,128` (a raw
-    /// 128-bit payload: nft 1.0.6 has no `icmpv6 taddr`, so the set is typed by the raw
-    /// expression and nft shows the address as an integer; the bytes are the address's).
-    IfaceNdTarget { ifname: String, ip: Ipv6Addr },
-}
-
-impl Elem {
-    /// The key as nft syntax.
-    pub fn key_text(&self) -> String {
-        match self {
-            Elem::Iface(i) | Elem::Jump { ifname: i, .. } => quote(i),
-            Elem::Prefix(p) => p.to_string(),
-            Elem::Addr(a) => a.to_string(),
-            Elem::Port(p) => match p.host_ip {
-                Some(h) => format!("{h} . {} . {}", p.proto, p.host_port),
-                None => format!("{} . {}", p.proto, p.host_port),
-            },
-            Elem::Svc {
-                ip, proto, port, ..
-            } => format!("{ip} . {proto} . {port}"),
-            Elem::NodePort { proto, port, .. } => format!("{proto} . {port}"),
-            Elem::Endpoint {
-                vip,
-                proto,
-                port,
-                index,
-                ..
-            } => match vip {
-                Some(v) => format!("{v} . {proto} . {port} . {index}"),
-                None => format!("{proto} . {port} . {index}"),
-            },
-            Elem::IfaceMac { ifname, mac } => format!("{} . {mac}", quote(ifname)),
-            Elem::IfaceAddr { ifname, ip } => format!("{} . {ip}", quote(ifname)),
-            Elem::IfaceNdTarget { ifname, ip } => {
-                format!("{} . 0x{:032x}", quote(ifname), u128::from(*ip))
-            }
-        }
-    }
-
-    /// The whole element (key and mapped value) as nft syntax.
-    pub fn text(&self) -> String {
-        match self {
-            Elem::Iface(_)
-            | Elem::Prefix(_)
-            | Elem::Addr(_)
-            | Elem::IfaceMac { .. }
-            | Elem::IfaceAddr { .. }
-            | Elem::IfaceNdTarget { .. } => self.key_text(),
-            Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
-            Elem::Svc { goto: Some(c), .. } | Elem::NodePort { goto: Some(c), .. } => {
-                format!("{} : goto {c}", self.key_text())
-            }
-            Elem::Svc { goto: None, .. } | Elem::NodePort { goto: None, .. } => self.key_text(),
-            Elem::Endpoint {
-                ip, target_port, ..
-            } => format!("{} : {ip} . {target_port}", self.key_text()),
-            Elem::Port(p) => format!(
-                "{} : {} . {}",
-                self.key_text(),
-                p.container_ip,
-                p.container_port
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Batch {
-    pub cmds: Vec<Cmd>,
 }
 
 const SETS: &[(&str, &str)] = &[
@@ -436,10 +253,6 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
     ),
 ];
 
-fn quote(ifname: &str) -> String {
-    format!("\"{ifname}\"")
-}
-
 fn net_chain_out(id: i64) -> String {
     format!("n{id}_out")
 }
@@ -469,27 +282,6 @@ pub fn port_element(p: &PortMapping) -> (&'static str, Elem) {
 }
 
 impl Batch {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub(crate) fn push(&mut self, c: Cmd) -> &mut Self {
-        self.cmds.push(c);
-        self
-    }
-
-    pub(crate) fn elems(&mut self, set: impl Into<String>, elems: Vec<Elem>, add: bool) {
-        if elems.is_empty() {
-            return;
-        }
-        let set = set.into();
-        self.push(if add {
-            Cmd::AddElements { set, elems }
-        } else {
-            Cmd::RemoveElements { set, elems }
-        });
-    }
-
     /// Table, sets and base chains. Idempotent: objects are `add`ed (no error when
     /// present) and base chains are flushed before their rules are re-added.
     pub fn base(&mut self) -> &mut Self {
@@ -500,10 +292,10 @@ impl Batch {
                 spec: spec.to_string(),
             });
         }
-        for (name, spec) in crate::service::rules::data_sets() {
+        for (name, spec) in crate::nft::service::data_sets() {
             self.push(Cmd::AddSet { name, spec });
         }
-        let service_chains = crate::service::rules::data_chains();
+        let service_chains = crate::nft::service::data_chains();
         let fixed = BASE_CHAINS.iter().map(|(name, hook, rules)| {
             (
                 name.to_string(),
@@ -764,40 +556,6 @@ impl Batch {
             });
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.cmds.is_empty()
-    }
-
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        for c in &self.cmds {
-            render_cmd(&mut s, FAMILY, c);
-        }
-        s
-    }
-
-    /// Applies the batch as one transaction in the calling thread's namespace. Batches of
-    /// plain element changes (attach, detach) go straight to nf_tables over netlink; the
-    /// rest through libnftables.
-    pub fn apply(&self) -> crate::error::Result<()> {
-        self.apply_then(drop)
-    }
-
-    /// The same; `close` receives the nf_tables socket of an element batch so the caller
-    /// decides how it is closed (detach uses `deferred::close_detached`).
-    pub fn apply_then(&self, close: impl FnOnce(crate::nftnl::Socket)) -> crate::error::Result<()> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        if let Some(msgs) = crate::nftnl::encode(TABLE, &self.cmds) {
-            let mut sock = crate::nftnl::Socket::open()?;
-            let r = sock.apply(&msgs);
-            close(sock);
-            return r;
-        }
-        crate::nft::run(&self.render()).map(|_| ())
-    }
 }
 
 /// The rules knit's fixed chains and each network's chains must hold, per table (`inet`,
@@ -828,89 +586,6 @@ pub fn expected_rule_counts(nets: &[NetFw]) -> [BTreeMap<String, usize>; 2] {
     counts
 }
 
-/// Whether knit's tables are whole: they exist and every fixed and network chain is used
-/// at least by the rules it should hold (the kernel's use count of a chain is its rules
-/// plus the jumps to it; one dump of the chains per table, whose cost does not grow with
-/// rules or elements). A table someone deleted or flushed is not whole: its hooked chains
-/// have no rules and nothing jumps to them.
-pub fn table_intact(nets: &[NetFw]) -> crate::error::Result<bool> {
-    let expected = expected_rule_counts(nets);
-    let mut sock = crate::nftnl::Socket::open()?;
-    for (family, want) in [crate::nftnl::NFPROTO_INET, crate::nftnl::NFPROTO_BRIDGE]
-        .into_iter()
-        .zip(expected)
-    {
-        let Some(uses) = sock.chain_uses(family, TABLE)? else {
-            return Ok(false);
-        };
-        if !want
-            .iter()
-            .all(|(chain, n)| uses.get(chain).copied().unwrap_or(0) as usize >= *n)
-        {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// One command as nft syntax, on knit's table of `family`.
-fn render_cmd(s: &mut String, family: &str, c: &Cmd) {
-    let t = format!("{family} {TABLE}");
-    // Writing to a String cannot fail.
-    let _ = match c {
-        Cmd::AddTable => writeln!(s, "add table {t}"),
-        Cmd::DeleteTable => writeln!(s, "delete table {t}"),
-        Cmd::AddSet { name, spec } => {
-            let kw = if spec.contains(':') { "map" } else { "set" };
-            writeln!(s, "add {kw} {t} {name} {{ {spec} }}")
-        }
-        Cmd::FlushSet(name) => writeln!(s, "flush set {t} {name}"),
-        Cmd::DeleteSet(name) => writeln!(s, "delete set {t} {name}"),
-        Cmd::AddChain {
-            name,
-            hook: Some(h),
-        } => writeln!(s, "add chain {t} {name} {{ {h} }}"),
-        Cmd::AddChain { name, hook: None } => writeln!(s, "add chain {t} {name}"),
-        Cmd::FlushChain(name) => writeln!(s, "flush chain {t} {name}"),
-        Cmd::DeleteChain(name) => writeln!(s, "delete chain {t} {name}"),
-        Cmd::AddRule { chain, rule } => writeln!(s, "add rule {t} {chain} {rule}"),
-        Cmd::AddDnat { chain, rule } => {
-            writeln!(s, "add rule {t} {chain} {}", rule.text())
-        }
-        Cmd::AddElements { set, elems } => {
-            let e: Vec<String> = elems.iter().map(Elem::text).collect();
-            writeln!(s, "add element {t} {set} {{ {} }}", e.join(", "))
-        }
-        Cmd::RemoveElements { set, elems } => {
-            let e: Vec<String> = elems.iter().map(Elem::text).collect();
-            let e = e.join(", ");
-            writeln!(s, "add element {t} {set} {{ {e} }}")
-                .and_then(|_| writeln!(s, "delete element {t} {set} {{ {e} }}"))
-        }
-        Cmd::Bridge(inner) => {
-            render_cmd(s, BRIDGE_FAMILY, inner);
-            Ok(())
-        }
-    };
-}
-
-/// Whether knit's table exists in this namespace (one netlink request).
-pub fn table_exists() -> bool {
-    crate::nftnl::Socket::open()
-        .and_then(|mut s| s.table_exists(TABLE))
-        .unwrap_or(false)
-}
-
-/// knit's own tables as nft prints them (for `inspect`; never on a hot path): the inet
-/// table, then the bridge table if it exists.
-pub fn list_table() -> crate::error::Result<String> {
-    let mut out = crate::nft::run(&format!("list table {FAMILY} {TABLE}"))?;
-    if let Ok(bridge) = crate::nft::run(&format!("list table {BRIDGE_FAMILY} {TABLE}")) {
-        out.push_str(&bridge);
-    }
-    Ok(out)
-}
-
 /// Compares generated rules with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it).
 #[cfg(test)]
 pub(crate) fn golden(name: &str, got: &str) {
@@ -933,6 +608,7 @@ pub(crate) fn golden(name: &str, got: &str) {
 mod tests {
     use super::*;
     use crate::model::Proto;
+    use crate::nft::batch::TABLE;
 
     fn bridge_net() -> NetFw {
         NetFw {
@@ -1062,9 +738,9 @@ mod tests {
                 Cmd::Bridge(inner) => bridged && elements(inner),
                 c => elements(c),
             }));
-            assert!(crate::nftnl::encode(TABLE, &b.cmds).is_some());
+            assert!(crate::nft::wire::encode(TABLE, &b.cmds).is_some());
             let rm = Batch::new().attachment(&a, false).cmds.clone();
-            assert!(crate::nftnl::encode(TABLE, &rm).is_some());
+            assert!(crate::nft::wire::encode(TABLE, &rm).is_some());
         }
     }
 

@@ -338,7 +338,7 @@ pub fn run_keeper() -> crate::error::Result<i32> {
             let index = match free.pop() {
                 Some(i) => Some(i),
                 None if sockets.len() < MAX_SOCKETS => {
-                    crate::nftnl::open_netfilter().ok().map(|s| {
+                    crate::nft::wire::open_netfilter().ok().map(|s| {
                         // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
                         sockets.push(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) });
                         sockets.len() - 1

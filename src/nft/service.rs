@@ -17,9 +17,9 @@
 //! `proto . port` on local addresses. Every change is a diff between the service's old and
 //! new form, so one service's change touches only that service's objects.
 
-use crate::firewall::{Batch, Cmd, DnatRule, Elem};
+use super::batch::{Batch, Cmd, DnatRule, Elem};
 use crate::model::Proto;
-use crate::service::spec::Vip;
+use crate::model::service::Vip;
 use std::net::IpAddr;
 
 /// A service with its backends resolved to addresses.
@@ -379,7 +379,7 @@ fn affinity_spec(s: &ServiceFw) -> String {
     format!(
         "type {ty}; flags dynamic,timeout; timeout {}s;",
         s.affinity
-            .unwrap_or(crate::service::spec::DEFAULT_AFFINITY_SECS)
+            .unwrap_or(crate::model::service::DEFAULT_AFFINITY_SECS)
     )
 }
 
@@ -401,7 +401,7 @@ mod tests {
     }
 
     fn golden(name: &str, b: &Batch) {
-        crate::firewall::golden(name, &b.render());
+        crate::nft::golden(name, &b.render());
     }
 
     #[test]
@@ -462,7 +462,7 @@ mod tests {
                 batch.render()
             );
             // ... and so they take the netlink fast path.
-            assert!(crate::nftnl::encode("knit", &batch.cmds).is_some());
+            assert!(crate::nft::wire::encode("knit", &batch.cmds).is_some());
         }
     }
 
@@ -485,7 +485,7 @@ mod tests {
         );
         let b = Batch::new().service(None, Some(&big)).cmds.clone();
         assert!(
-            crate::nftnl::encode("knit", &b).is_some(),
+            crate::nft::wire::encode("knit", &b).is_some(),
             "ladders are netlink-encodable"
         );
     }

@@ -5,8 +5,8 @@
 //! changes, then `drop`. `return` means allowed: the rest of the forward chain (isolation)
 //! still applies. Established and related traffic never reaches it (stateful).
 
-use crate::firewall::{Batch, Cmd, Elem};
-use crate::policy::spec::{PortSpec, Rule, Selector};
+use super::batch::{Batch, Cmd, Elem};
+use crate::model::policy::{PortSpec, Rule, Selector};
 use std::net::IpAddr;
 
 pub fn chain(net_id: i64) -> String {
@@ -183,7 +183,7 @@ pub fn attachment_elems(
     rules: &[Rule],
     network_id: i64,
     sandbox: &str,
-    labels: &crate::policy::spec::Labels,
+    labels: &crate::model::policy::Labels,
     ips: &[IpAddr],
 ) -> Vec<(String, Vec<Elem>)> {
     let mut out = vec![];
@@ -259,12 +259,12 @@ mod tests {
                 },
             ],
         };
-        crate::firewall::golden(
+        crate::nft::golden(
             "policy_deny.nft",
             &Batch::new().net_policy(&p, &[9]).render(),
         );
         let allow = NetPolicyFw { deny: false, ..p };
-        crate::firewall::golden(
+        crate::nft::golden(
             "policy_allow.nft",
             &Batch::new().net_policy(&allow, &[]).render(),
         );
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn attachment_elements_follow_selectors() {
-        let labels = crate::policy::spec::parse_labels("--label", &["app=web".into()]).unwrap();
+        let labels = crate::model::policy::parse_labels("--label", &["app=web".into()]).unwrap();
         let rules = vec![
             rule(
                 1,

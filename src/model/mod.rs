@@ -1,6 +1,9 @@
 //! Validated request types. Everything the user types is parsed here, once, into values
 //! the rest of knit can trust; errors name the field and the value.
 
+pub mod policy;
+pub mod service;
+
 use crate::error::{Error, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

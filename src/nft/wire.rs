@@ -3,58 +3,58 @@
 //! hot path free of loading libnftables and of its cache fetches, and keeps it one atomic
 //! batch (BATCH_BEGIN, NEWSETELEM/DELSETELEM..., BATCH_END) like every other nft change.
 
-use crate::error::{Error, IoContext, Result};
-use crate::firewall::{Cmd, DnatRule, Elem};
+use super::batch::{Cmd, DnatRule, Elem};
+use crate::error::{Error, Result};
 use crate::model::{PortMapping, Proto};
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_NETFILTER};
-use std::collections::BTreeMap;
+
 use std::io;
 use std::net::IpAddr;
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_DELSETELEM: u16 = 14;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub(super) const NFNL_MSG_BATCH_END: u16 = 0x11;
+pub(super) const NFT_MSG_GETTABLE: u16 = 1;
+pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
+pub(super) const NFT_MSG_NEWRULE: u16 = 6;
+pub(super) const NFT_MSG_DELRULE: u16 = 8;
+pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(crate) const NFPROTO_INET: u8 = 1;
 pub(crate) const NFPROTO_BRIDGE: u8 = 7;
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLMSG_ERROR: u16 = 0x2;
-const NLA_F_NESTED: u16 = 0x8000;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_APPEND: u16 = 0x800;
+pub(super) const NLMSG_ERROR: u16 = 0x2;
+pub(super) const NLA_F_NESTED: u16 = 0x8000;
 
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
+pub(super) const NFTA_DATA_VERDICT: u16 = 2;
+pub(super) const NFTA_VERDICT_CODE: u16 = 1;
+pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(super) const NFT_JUMP: i32 = -3;
+pub(super) const NFT_GOTO: i32 = -4;
+pub(super) const NFTA_TABLE_NAME: u16 = 1;
+pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(super) const NFTA_CHAIN_NAME: u16 = 3;
+pub(super) const NFTA_RULE_TABLE: u16 = 1;
+pub(super) const NFTA_RULE_CHAIN: u16 = 2;
+pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(super) const NFTA_EXPR_NAME: u16 = 1;
+pub(super) const NFTA_EXPR_DATA: u16 = 2;
 // Registers: NFT_REG_1 and NFT_REG_2 are the 16-byte data registers 1 and 2.
-const REG_1: u32 = 1;
-const REG_2: u32 = 2;
-const IFNAMSIZ: usize = 16;
+pub(super) const REG_1: u32 = 1;
+pub(super) const REG_2: u32 = 2;
+pub(super) const IFNAMSIZ: usize = 16;
 
 /// Appends one attribute; `f` writes its payload. Returns nothing: lengths are patched in.
 pub(crate) fn attr(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
@@ -73,27 +73,27 @@ pub(crate) fn nested(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>))
     attr(buf, kind | NLA_F_NESTED, f);
 }
 
-fn cstr(buf: &mut Vec<u8>, s: &str) {
+pub(super) fn cstr(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
     buf.push(0);
 }
 
 /// One field of a concatenation: big-endian bytes padded to a 4-byte register.
-fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
     while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+pub(super) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
-fn ifname_key(name: &str) -> Option<Vec<u8>> {
+pub(super) fn ifname_key(name: &str) -> Option<Vec<u8>> {
     if name.len() >= IFNAMSIZ {
         return None;
     }
@@ -103,7 +103,7 @@ fn ifname_key(name: &str) -> Option<Vec<u8>> {
 }
 
 /// `[ip .] proto . port`, the key shape of the port, service and node-port maps.
-fn l4_key(ip: Option<IpAddr>, proto: Proto, port: u16) -> Vec<u8> {
+pub(super) fn l4_key(ip: Option<IpAddr>, proto: Proto, port: u16) -> Vec<u8> {
     let mut k = vec![];
     if let Some(ip) = ip {
         field(&mut k, &ip_bytes(ip));
@@ -113,7 +113,7 @@ fn l4_key(ip: Option<IpAddr>, proto: Proto, port: u16) -> Vec<u8> {
     k
 }
 
-fn port_key(p: &PortMapping) -> Vec<u8> {
+pub(super) fn port_key(p: &PortMapping) -> Vec<u8> {
     l4_key(p.host_ip, p.proto, p.host_port)
 }
 
@@ -126,30 +126,30 @@ pub(crate) fn proto_num(p: Proto) -> u8 {
 }
 
 /// `ip . port`, a DNAT target as the maps store it.
-fn target_value(ip: IpAddr, port: u16) -> Vec<u8> {
+pub(super) fn target_value(ip: IpAddr, port: u16) -> Vec<u8> {
     let mut d = vec![];
     field(&mut d, &ip_bytes(ip));
     field(&mut d, &port.to_be_bytes());
     d
 }
 
-fn port_data(p: &PortMapping) -> Vec<u8> {
+pub(super) fn port_data(p: &PortMapping) -> Vec<u8> {
     target_value(p.container_ip, p.container_port)
 }
 
-fn be32(b: &mut Vec<u8>, kind: u16, v: u32) {
+pub(super) fn be32(b: &mut Vec<u8>, kind: u16, v: u32) {
     attr(b, kind, |b| b.extend_from_slice(&v.to_be_bytes()));
 }
 
 /// One expression of a rule: name and nested data.
-fn expr(b: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn expr(b: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
     nested(b, NFTA_LIST_ELEM, |b| {
         attr(b, NFTA_EXPR_NAME, |b| cstr(b, name));
         nested(b, NFTA_EXPR_DATA, data);
     });
 }
 
-fn cmp_eq(b: &mut Vec<u8>, value: &[u8]) {
+pub(super) fn cmp_eq(b: &mut Vec<u8>, value: &[u8]) {
     expr(b, "cmp", |b| {
         be32(b, 1, REG_1); // NFTA_CMP_SREG
         be32(b, 2, 0); // NFTA_CMP_OP: NFT_CMP_EQ
@@ -159,7 +159,7 @@ fn cmp_eq(b: &mut Vec<u8>, value: &[u8]) {
     });
 }
 
-fn immediate(b: &mut Vec<u8>, reg: u32, value: &[u8]) {
+pub(super) fn immediate(b: &mut Vec<u8>, reg: u32, value: &[u8]) {
     expr(b, "immediate", |b| {
         be32(b, 1, reg); // NFTA_IMMEDIATE_DREG
         nested(b, 2, |b| {
@@ -170,7 +170,7 @@ fn immediate(b: &mut Vec<u8>, reg: u32, value: &[u8]) {
 
 /// The expressions of `DnatRule::text()`, as nft itself encodes them:
 /// [numgen random mod N; cmp eq 0;] meta l4proto; cmp; immediate addr; immediate port; nat.
-fn dnat_exprs(b: &mut Vec<u8>, r: &DnatRule) {
+pub(super) fn dnat_exprs(b: &mut Vec<u8>, r: &DnatRule) {
     if let Some(n) = r.one_in {
         expr(b, "numgen", |b| {
             be32(b, 1, REG_1); // NFTA_NG_DREG
@@ -233,7 +233,7 @@ fn goto(chain: &Option<String>) -> Data<'_> {
 }
 
 /// Encodes one element; None for kinds this fast path does not handle (intervals).
-fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
+pub(super) fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
     let (key, data) = match e {
         Elem::Iface(name) => (ifname_key(name)?, Data::None),
         Elem::Jump { ifname, chain } => (ifname_key(ifname)?, Data::Verdict(NFT_JUMP, chain)),
@@ -328,14 +328,14 @@ pub(crate) fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
 }
 
 /// The string value of the first top-level attribute `kind` in `attrs`.
-fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
+pub(super) fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
     let v = raw_attr(attrs, kind)?;
     let v = v.split(|b| *b == 0).next().unwrap_or(v);
     String::from_utf8(v.to_vec()).ok()
 }
 
 /// The payload of the first top-level attribute `kind` in `attrs`.
-fn raw_attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
+pub(super) fn raw_attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
     let mut off = 0;
     while off + 4 <= attrs.len() {
         let len = u16::from_ne_bytes([attrs[off], attrs[off + 1]]) as usize;
@@ -354,8 +354,8 @@ fn raw_attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
 /// An encoded batch: the bytes and the sequence number of its last message, the only one
 /// that asks for an acknowledgement (None for an empty batch).
 pub struct Encoded {
-    bytes: Vec<u8>,
-    acked: Option<u32>,
+    pub(super) bytes: Vec<u8>,
+    pub(super) acked: Option<u32>,
 }
 
 /// Encodes a batch of the command kinds this fast path speaks (elements, regular chains,
@@ -417,7 +417,7 @@ type Msg = (u16, u16, u8, Vec<u8>);
 
 /// The messages of one command on knit's table of `family`; None for a kind this fast
 /// path does not speak.
-fn encode_cmd(msgs: &mut Vec<Msg>, table: &str, family: u8, c: &Cmd) -> Option<()> {
+pub(super) fn encode_cmd(msgs: &mut Vec<Msg>, table: &str, family: u8, c: &Cmd) -> Option<()> {
     let table_attr = |kind: u16, b: &mut Vec<u8>| attr(b, kind, |b| cstr(b, table));
     let elem_msg = |kind: u16, flags: u16, set: &str, elems: &[Elem]| -> Option<Msg> {
         let mut attrs = vec![];
@@ -478,244 +478,11 @@ pub fn open_netfilter() -> io::Result<NlSocket> {
     Ok(s)
 }
 
-pub struct Socket(NlSocket, Option<std::os::unix::net::UnixStream>);
-
-impl std::os::fd::AsRawFd for Socket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl Socket {
-    /// A socket lent by this namespace's `nft_keeper` (so closing it costs the kernel
-    /// nothing), else a fresh one. Fields drop in order: the descriptor before the
-    /// connection that returns the loan.
-    pub fn open() -> Result<Socket> {
-        if let Some(loan) = crate::nft_keeper::borrow(true) {
-            use std::os::fd::{FromRawFd, IntoRawFd};
-            // SAFETY: the descriptor is ours alone (received over SCM_RIGHTS).
-            let s = unsafe { NlSocket::from_raw_fd(loan.socket.into_raw_fd()) };
-            crate::trace::phase("nft: socket lent by keeper");
-            return Ok(Socket(s, Some(loan.connection)));
-        }
-        let s = open_netfilter().op(|| "open nftables socket".into())?;
-        Ok(Socket(s, None))
-    }
-
-    /// A socket of this process's own, never a keeper's (and never starting one): for
-    /// one-off questions such as whether knit's table exists on a blank state directory.
-    pub fn own() -> Result<Socket> {
-        let s = open_netfilter().op(|| "open nftables socket".into())?;
-        Ok(Socket(s, None))
-    }
-
-    /// Sends the batch and waits for every acknowledgement; any error aborts the whole
-    /// batch in the kernel and is returned.
-    pub fn apply(&mut self, enc: &Encoded) -> Result<()> {
-        self.fit(enc.bytes.len());
-        self.0
-            .send(&enc.bytes, 0)
-            .op(|| "send nftables batch".into())?;
-        // Wait for the last message's ack or the first error (the kernel then aborts the
-        // whole batch; later acks may not come).
-        let mut pending = enc.acked;
-        let mut first_err: Option<io::Error> = None;
-        let mut buf = vec![0u8; 16384];
-        while pending.is_some() && first_err.is_none() {
-            let n = self
-                .0
-                .recv(&mut &mut buf[..], 0)
-                .op(|| "receive nftables ack".into())?;
-            for (seq, code) in acks(&buf[..n])? {
-                if code != 0 && first_err.is_none() {
-                    first_err = Some(io::Error::from_raw_os_error(-code));
-                } else if Some(seq) == pending {
-                    pending = None;
-                }
-            }
-        }
-        match first_err {
-            None => Ok(()),
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::Nft(format!(
-                "element batch rejected: {e} (knit's table or set is missing: `knit reconcile` rebuilds it)"
-            ))),
-            Some(e) => Err(Error::Nft(format!("element batch rejected: {e}"))),
-        }
-    }
-
-    /// Whether `table` (family inet) exists: one GETTABLE request, so the answer costs the
-    /// same however many chains and rules the table holds (an nft listing would fetch them).
-    pub fn table_exists(&mut self, table: &str) -> Result<bool> {
-        let mut attrs = vec![];
-        attr(&mut attrs, NFTA_TABLE_NAME, |b| cstr(b, table));
-        let mut msg = vec![];
-        message(
-            &mut msg,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            1,
-            NFPROTO_INET,
-            0,
-            &attrs,
-        );
-        self.0
-            .send(&msg, 0)
-            .op(|| "send nftables get table".into())?;
-        let mut buf = vec![0u8; 16384];
-        loop {
-            let n = self
-                .0
-                .recv(&mut &mut buf[..], 0)
-                .op(|| "receive nftables table".into())?;
-            if let Some((_, code)) = acks(&buf[..n])?.first() {
-                return match -code {
-                    0 => Ok(true),
-                    libc::ENOENT => Ok(false),
-                    e => Err(Error::io(
-                        "get nftables table",
-                        io::Error::from_raw_os_error(e),
-                    )),
-                };
-            }
-        }
-    }
-
-    /// How many rules each chain of `table` (of `family`) holds: one dump request. `None`
-    /// if the table does not exist.
-    pub fn rule_counts(
-        &mut self,
-        family: u8,
-        table: &str,
-    ) -> Result<Option<BTreeMap<String, u32>>> {
-        const NFT_MSG_GETRULE: u16 = 7;
-        let mut counts = BTreeMap::new();
-        let found = self.dump(family, table, NFT_MSG_GETRULE, NFTA_RULE_TABLE, |attrs| {
-            if let Some(chain) = string_attr(attrs, NFTA_RULE_CHAIN) {
-                *counts.entry(chain).or_insert(0) += 1;
-            }
-        })?;
-        Ok(found.then_some(counts))
-    }
-
-    /// Each chain's use count in `table` (of `family`): the rules it holds plus the rules
-    /// and map elements that jump to it (the kernel counts both so that a chain in use
-    /// cannot be deleted). One dump of the chains, whose size does not depend on how many
-    /// rules there are. `None` if the table does not exist.
-    pub fn chain_uses(&mut self, family: u8, table: &str) -> Result<Option<BTreeMap<String, u32>>> {
-        const NFT_MSG_GETCHAIN: u16 = 4;
-        const NFTA_CHAIN_USE: u16 = 6;
-        let mut uses = BTreeMap::new();
-        let found = self.dump(family, table, NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE, |attrs| {
-            if let (Some(name), Some(n)) = (
-                string_attr(attrs, NFTA_CHAIN_NAME),
-                raw_attr(attrs, NFTA_CHAIN_USE)
-                    .and_then(|v| v.get(..4))
-                    .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
-            ) {
-                uses.insert(name, n);
-            }
-        })?;
-        Ok(found.then_some(uses))
-    }
-
-    /// One dump request of `get` restricted to `table` (attribute `table_attr`); `each`
-    /// sees the attributes of every object. False if the table does not exist.
-    fn dump(
-        &mut self,
-        family: u8,
-        table: &str,
-        get: u16,
-        table_attr: u16,
-        mut each: impl FnMut(&[u8]),
-    ) -> Result<bool> {
-        const NLM_F_DUMP: u16 = 0x300;
-        const NLMSG_DONE: u16 = 3;
-        let mut attrs = vec![];
-        attr(&mut attrs, table_attr, |b| cstr(b, table));
-        let mut msg = vec![];
-        message(
-            &mut msg,
-            (NFNL_SUBSYS_NFTABLES << 8) | get,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            1,
-            family,
-            0,
-            &attrs,
-        );
-        self.0.send(&msg, 0).op(|| "send nftables dump".into())?;
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let n = self
-                .0
-                .recv(&mut &mut buf[..], 0)
-                .op(|| "receive nftables dump".into())?;
-            let data = &buf[..n];
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len =
-                    u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
-                        as usize;
-                let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
-                if len < 16 || off + len > data.len() {
-                    return Err(Error::Nft("malformed netlink reply".into()));
-                }
-                let msg = &data[off..off + len];
-                match kind {
-                    NLMSG_DONE => return Ok(true),
-                    NLMSG_ERROR if len >= 20 => {
-                        let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
-                        return match -code {
-                            0 => Ok(true),
-                            libc::ENOENT => Ok(false),
-                            e => Err(Error::io(
-                                "dump nftables objects",
-                                io::Error::from_raw_os_error(e),
-                            )),
-                        };
-                    }
-                    _ if len >= 20 => each(&msg[20..]),
-                    _ => {}
-                }
-                off += (len + 3) & !3;
-            }
-        }
-    }
-
-    /// Large batches (a bulk service import) exceed the default socket buffer; netlink
-    /// takes a batch as one message, so the buffer must hold all of it.
-    fn fit(&mut self, len: usize) {
-        if len < 128 * 1024 {
-            return;
-        }
-        let size = (len + 64 * 1024).min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: setsockopt on a socket we own with a pointer to a local int. Failure
-        // (not root) leaves the default, and the send then reports EMSGSIZE.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.0),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-
-    /// Closes without delaying the caller: a lent socket just goes back to the keeper,
-    /// an own one is handed to `crate::deferred`.
-    pub fn close_detached(self) {
-        if self.1.is_some() {
-            drop(self);
-        } else {
-            crate::deferred::close_detached(self);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Proto;
+    use crate::nft::socket::Socket;
 
     #[test]
     fn concatenated_keys_are_register_aligned() {
@@ -806,16 +573,16 @@ mod tests {
     /// libnftables: runs in a fresh network namespace of its own thread.
     #[test]
     fn guard_elements_match_what_nft_lists() {
-        use crate::firewall::{AttachFw, Batch, Guard};
+        use crate::nft::{AttachFw, Batch, Guard};
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || crate::nft::Session::new().is_err() {
+        if unsafe { libc::geteuid() } != 0 || crate::nft::libnft::Session::new().is_err() {
             eprintln!("skipped: needs root and libnftables");
             return;
         }
         std::thread::spawn(|| {
             // SAFETY: moves only this thread into a new network namespace.
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            crate::nft::run(&Batch::new().base().render()).unwrap();
+            crate::nft::libnft::run(&Batch::new().base().render()).unwrap();
             let att = |host_if: &str, bridged: bool| AttachFw {
                 net_id: 1,
                 internal: false,
@@ -834,8 +601,8 @@ mod tests {
                 },
             };
             let list = || {
-                let mut out = crate::nft::run("list table bridge knit").unwrap();
-                out += &crate::nft::run("list table inet knit").unwrap();
+                let mut out = crate::nft::libnft::run("list table bridge knit").unwrap();
+                out += &crate::nft::libnft::run("list table inet knit").unwrap();
                 out
             };
             let empty = list();
@@ -845,13 +612,13 @@ mod tests {
             let mut rm = Batch::new();
             rm.attachment(&att("kv00000000b1", true), false)
                 .attachment(&att("kv00000000f1", false), false);
-            let mut sock = Socket(open_netfilter().unwrap(), None);
+            let mut sock = Socket::own().unwrap();
             sock.apply(&encode("knit", &add.cmds).unwrap()).unwrap();
             let via_netlink = list();
             assert_ne!(via_netlink, empty);
             sock.apply(&encode("knit", &rm.cmds).unwrap()).unwrap();
             assert_eq!(list(), empty, "netlink removal leaves no element");
-            crate::nft::run(&add.render()).unwrap();
+            crate::nft::libnft::run(&add.render()).unwrap();
             let via_text = list();
             assert_eq!(via_netlink, via_text);
             for c in &add.cmds {
@@ -861,7 +628,8 @@ mod tests {
                 }) else {
                     panic!("an attachment adds elements only: {c:?}")
                 };
-                let listed = crate::nft::run(&format!("list set {family} knit {set}")).unwrap();
+                let listed =
+                    crate::nft::libnft::run(&format!("list set {family} knit {set}")).unwrap();
                 for e in elems {
                     assert!(
                         listed.contains(&e.text()),
@@ -870,7 +638,7 @@ mod tests {
                     );
                 }
             }
-            crate::nft::run(&rm.render()).unwrap();
+            crate::nft::libnft::run(&rm.render()).unwrap();
             assert_eq!(list(), empty, "text removal leaves no element");
         })
         .join()
