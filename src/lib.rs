@@ -5,15 +5,13 @@
 //! `reconcile` turn requests into one store transaction, netlink messages and one nft
 //! transaction; `inspect`, `report` and `cli` face the user.
 
-pub mod attach;
 pub mod cli;
 pub mod cni;
 pub mod conntrack;
 pub mod deferred;
-pub mod demo;
 pub mod dns;
+pub mod driver;
 pub mod error;
-pub mod inspect;
 pub mod ipam;
 pub mod lock;
 pub mod model;
@@ -22,8 +20,6 @@ pub mod netns;
 pub mod nft;
 pub mod node;
 pub mod policy;
-pub mod reconcile;
-pub mod report;
 pub mod resolv;
 pub mod service;
 pub mod store;

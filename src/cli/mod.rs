@@ -1,17 +1,19 @@
 //! The command line: parse, call the library, print a table (or JSON with --json).
 
-use crate::attach::AttachArgs;
 use crate::error::{Error, Result};
 use crate::model::{Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, SandboxRef};
 use crate::netns;
 use crate::node::Node;
+use crate::node::attach::AttachArgs;
 use crate::store::{Attachment, DEFAULT_STATE_DIR, Network};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod demo;
 mod policy;
+pub mod report;
 mod service;
 
 #[derive(Parser, Debug)]
@@ -540,7 +542,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if cli.json {
                 print_json(&v);
             } else {
-                crate::report::print_inspect(&v);
+                report::print_inspect(&v);
             }
             Ok(0)
         }
@@ -576,7 +578,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
-        Command::Demo => crate::demo::run(),
+        Command::Demo => demo::run(),
         Command::Daemon(d) => crate::dns::run(crate::dns::Config {
             state_dir: cli.state_dir.clone(),
             resolv_conf: d.resolv_conf,

@@ -4,7 +4,7 @@
 use super::conf::NetConf;
 use super::env::Env;
 use super::error::*;
-use crate::attach::bridge_routes;
+use crate::driver::bridge_routes;
 use crate::model::Driver;
 use crate::netlink::Netlink;
 use crate::netns::Netns;

@@ -8,10 +8,10 @@ pub mod env;
 pub mod error;
 pub mod result;
 
-use crate::attach::AttachArgs;
 use crate::lock::Lock;
 use crate::model::{NetworkSpec, SandboxRef};
 use crate::node::Node;
+use crate::node::attach::AttachArgs;
 use crate::store::{DEFAULT_STATE_DIR, Network};
 use conf::{NetConf, SUPPORTED_VERSIONS, version_at_least};
 use env::{Command, Env};

@@ -1,6 +1,6 @@
 //! The ADD result, rendered in the shape of the version the configuration asked for.
 
-use crate::attach::{PTP_GW4, PTP_GW6, bridge_routes};
+use crate::driver::{PTP_GW4, PTP_GW6, bridge_routes};
 use crate::model::Driver;
 use crate::store::{Attachment, Network};
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 //! knit-named links the store does not know (never deletes them: knit deletes only what it
 //! recorded); rewrites knit's nft table in one transaction.
 
-use crate::attach::plumb;
+use crate::driver::plumb;
 use crate::error::Result;
 use crate::netlink::Netlink;
 use crate::netns::Netns;
@@ -21,15 +21,6 @@ pub struct Report {
     /// Links with knit-style names that no record accounts for: reported, left alone.
     pub unrecorded_links: Vec<String>,
     pub errors: Vec<String>,
-}
-
-/// Link names knit generates; anything else on the node is left alone.
-pub fn is_knit_link(name: &str) -> bool {
-    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
-    (name.len() == 12 && name.starts_with("kv") && hex(&name[2..]))
-        || (name.starts_with("knbr")
-            && name[4..].chars().all(|c| c.is_ascii_digit())
-            && name.len() > 4)
 }
 
 impl Node {
@@ -76,24 +67,11 @@ impl Node {
             .chain(nets.iter().filter_map(|n| n.bridge.clone()))
             .collect();
         for l in Netlink::open()?.links()? {
-            if is_knit_link(&l.name) && !known.contains(&l.name) {
+            if crate::driver::is_knit_link(&l.name) && !known.contains(&l.name) {
                 rep.unrecorded_links.push(l.name);
             }
         }
         self.rebuild_firewall()?;
         Ok(rep)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn knit_link_names() {
-        assert!(super::is_knit_link("kv0a1b2c3d4e"));
-        assert!(super::is_knit_link("knbr12"));
-        assert!(!super::is_knit_link("kvm"));
-        assert!(!super::is_knit_link("knbrx"));
-        assert!(!super::is_knit_link("eth0"));
-        assert!(!super::is_knit_link("kv0a1b2c3d4z"));
     }
 }

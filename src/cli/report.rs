@@ -1,6 +1,6 @@
 //! Human-readable rendering of inspection results.
 
-use crate::inspect::{NetnsView, SandboxView};
+use crate::node::inspect::{NetnsView, SandboxView};
 
 fn section(title: &str, lines: &[String]) {
     println!("  {title}:");

@@ -1,22 +1,15 @@
-//! The node: knit's view of the network namespace it runs in, its store and its lock.
-//! Network lifecycle lives here; attachments in `attach`, repair in `reconcile`.
+//! Networks: creation (store record, then kernel state, then ready), removal, and the
+//! whole-table rebuild every repair falls back to. knit deletes only the bridge it created.
 
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::model::{Driver, NetworkSpec};
-use crate::netlink::LinkInfoSummary;
-use crate::netlink::Netlink;
+use crate::netlink::{LinkInfoSummary, Netlink};
 use crate::nft::{AttachFw, Batch, NetFw};
-use crate::store::{Attachment, Network, Store};
+use crate::node::Node;
+use crate::store::{Attachment, Network};
 use crate::sysctl;
 use ipnet::IpNet;
-use std::path::{Path, PathBuf};
-
-pub struct Node {
-    pub state_dir: PathBuf,
-    pub store: Store,
-    _lock: Lock,
-}
 
 /// How `build_network` treats a link that already has the bridge's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,26 +25,6 @@ pub enum BridgeUse {
 }
 
 impl Node {
-    /// Opens the store under `state_dir`. `exclusive` is for reconcile (see `lock`).
-    pub fn open(state_dir: &Path, exclusive: bool) -> Result<Node> {
-        if Store::is_blank(state_dir) {
-            refuse_to_start_over(state_dir)?;
-        }
-        let store = Store::open(state_dir)?;
-        let lock = Lock::take(state_dir, exclusive)?;
-        Ok(Node {
-            state_dir: state_dir.to_path_buf(),
-            store,
-            _lock: lock,
-        })
-    }
-
-    /// The kernel lock (see `lock`): held from reading the state a firewall change is
-    /// derived from until that change is applied and recorded.
-    pub fn kernel_lock(&self) -> Result<crate::lock::KernelGuard> {
-        Lock::kernel(&self.state_dir)
-    }
-
     pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network> {
         self.create_network_from(spec, "cli", BridgeUse::Fresh)
     }
@@ -381,39 +354,4 @@ fn delete_owned_bridge(net: &Network, br: &str) -> Result<()> {
         nl.delete_link(br)?;
     }
     Ok(())
-}
-
-/// A blank store next to knit's kernel state means the database was lost (truncated,
-/// deleted): starting over would hand out addresses and bridge names that are in use and
-/// later delete live links. Refuse, and say how to recover.
-fn refuse_to_start_over(state_dir: &Path) -> Result<()> {
-    let mut found = Vec::new();
-    if crate::nft::socket::Socket::own()
-        .and_then(|mut s| s.table_exists(crate::nft::TABLE))
-        .unwrap_or(false)
-    {
-        found.push("nft table inet knit".to_string());
-    }
-    if let Ok(mut nl) = Netlink::open() {
-        found.extend(
-            nl.links()?
-                .into_iter()
-                .filter(|l| crate::reconcile::is_knit_link(&l.name))
-                .map(|l| format!("link {}", l.name)),
-        );
-    }
-    if found.is_empty() {
-        return Ok(());
-    }
-    let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
-    Err(Error::Conflict(format!(
-        "the store {}/knit.db is missing or empty, but this namespace holds knit's kernel state ({}{}); knit will not start over on top of it: restore knit.db (and knit.db-wal) from a backup, or remove knit's objects (`nft delete table inet knit`, and its knbr*/kv* links) first",
-        state_dir.display(),
-        shown.join(", "),
-        if found.len() > shown.len() {
-            format!(" and {} more", found.len() - shown.len())
-        } else {
-            String::new()
-        }
-    )))
 }
