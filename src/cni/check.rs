@@ -4,8 +4,6 @@
 use super::conf::NetConf;
 use super::env::Env;
 use super::error::*;
-use crate::driver::bridge_routes;
-use crate::model::Driver;
 use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::nft::port_element;
@@ -113,8 +111,9 @@ pub fn check(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniE
                             ));
                         }
                     }
-                    if net.driver == Driver::Bridge {
-                        for r in bridge_routes(&net, &att) {
+                    let driver = crate::driver::for_network(&net);
+                    if driver.checks_routes() {
+                        for r in driver.result_routes(&net, &att) {
                             // The sandbox's first network keeps the default route: any
                             // default of the family will do.
                             let default = r.dst.prefix_len() == 0;

@@ -356,7 +356,7 @@ impl NetConf {
             ));
         }
         let driver = match self.driver.as_deref() {
-            None => Driver::Bridge,
+            None => Driver::default(),
             Some(d) => Driver::parse(d).map_err(|e| self.cni_error(e))?,
         };
         let ranges = self.ranges()?;
@@ -365,10 +365,7 @@ impl NetConf {
             .iter()
             .filter_map(|(_, r)| r.gateway.clone())
             .collect();
-        let bridge = match driver {
-            Driver::Bridge => Some(self.bridge.clone().unwrap_or_else(|| "cni0".into())),
-            Driver::Ptp => None,
-        };
+        let bridge = crate::driver::of(driver).cni_bridge(self.bridge.as_deref());
         let mut spec = NetworkSpec::new(&NetworkRequest {
             name: &self.name,
             driver,
@@ -406,7 +403,9 @@ impl NetConf {
                 ));
             }
         }
-        spec.bridge_gateway = self.is_gateway || self.is_default_gateway || driver == Driver::Ptp;
+        spec.bridge_gateway = self.is_gateway
+            || self.is_default_gateway
+            || crate::driver::of(driver).gateway_on_node();
         spec.promisc = self.promisc_mode;
         Ok(spec)
     }

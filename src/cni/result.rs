@@ -1,7 +1,5 @@
 //! The ADD result, rendered in the shape of the version the configuration asked for.
 
-use crate::driver::{PTP_GW4, PTP_GW6, bridge_routes};
-use crate::model::Driver;
 use crate::store::{Attachment, Network};
 use serde_json::{Value, json};
 
@@ -18,14 +16,8 @@ pub fn build(net: &Network, att: &Attachment, dns: Option<Value>) -> Value {
     }
     interfaces.push(container);
     let cidx = interfaces.len() - 1;
-    let gw_for = |v4: bool| match net.driver {
-        Driver::Ptp => Some(if v4 { PTP_GW4 } else { PTP_GW6 }),
-        Driver::Bridge => net
-            .subnets
-            .iter()
-            .find(|s| s.gateway.is_ipv4() == v4)
-            .map(|s| s.gateway),
-    };
+    let driver = crate::driver::for_network(net);
+    let gw_for = |v4: bool| driver.result_gateway(net, v4);
     let ips: Vec<Value> = att
         .ips
         .iter()
@@ -37,23 +29,14 @@ pub fn build(net: &Network, att: &Attachment, dns: Option<Value>) -> Value {
             v
         })
         .collect();
-    let routes: Vec<Value> = match net.driver {
-        Driver::Bridge => bridge_routes(net, att)
-            .iter()
-            .map(|r| match r.gw {
-                Some(gw) => json!({"dst": r.dst.to_string(), "gw": gw.to_string()}),
-                None => json!({"dst": r.dst.to_string()}),
-            })
-            .collect(),
-        Driver::Ptp => net
-            .subnets
-            .iter()
-            .map(|s| {
-                let v4 = s.subnet.addr().is_ipv4();
-                json!({"dst": if v4 { "0.0.0.0/0" } else { "::/0" }, "gw": gw_for(v4).map(|g| g.to_string())})
-            })
-            .collect(),
-    };
+    let routes: Vec<Value> = driver
+        .result_routes(net, att)
+        .iter()
+        .map(|r| match r.gw {
+            Some(gw) => json!({"dst": r.dst.to_string(), "gw": gw.to_string()}),
+            None => json!({"dst": r.dst.to_string()}),
+        })
+        .collect();
     let mut r =
         json!({"cniVersion": "1.1.0", "interfaces": interfaces, "ips": ips, "routes": routes});
     if let Some(d) = dns.filter(|d| d.as_object().is_some_and(|o| !o.is_empty())) {

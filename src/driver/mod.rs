@@ -1,37 +1,87 @@
-//! Network drivers: how a network's node side is built and how a sandbox is plumbed into
-//! it — links, addresses, routes, neighbours — per driver kind.
+//! Network drivers: what differs between a bridge network and a routed (ptp) one — the
+//! node side, how a sandbox is plumbed in (links, addresses, routes, neighbours), what the
+//! firewall, CNI results and CHECK see of it — behind one trait, with one file per driver.
+//! Nothing outside this module asks which driver a network has. The multi-host drivers
+//! (VXLAN, routed) are new files here.
+
+mod bridge;
+mod ptp;
 
 use crate::error::{Error, Result};
 use crate::model::{Driver, Mac, RouteSpec};
 use crate::netlink::{Netlink, Route, VethRequest};
 use crate::netns::Netns;
 use crate::store::{Attachment, Network};
-use crate::sysctl;
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The ptp driver's gateway as sandboxes see it: link-local, answered by a static
-/// neighbour entry pointing at the host-side veth.
-pub const PTP_GW4: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1));
-pub const PTP_GW6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+pub use ptp::{PTP_GW4, PTP_GW6};
+
+/// What a network driver does.
+pub trait NetworkDriver: Sync {
+    /// A new network's bridge name, from its id (None: the driver has no bridge).
+    fn default_bridge(&self, id: i64) -> Option<String>;
+    /// The bridge a CNI configuration gets (its `bridge` key, else the default).
+    fn cni_bridge(&self, requested: Option<&str>) -> Option<String>;
+    /// Whether the node side always holds the gateway address (CNI's `isGateway` aside).
+    fn gateway_on_node(&self) -> bool;
+    /// Whether an attachment's host veth is a bridge port.
+    fn bridged(&self) -> bool;
+    /// The node-side interfaces through which traffic reaches the network's sandboxes
+    /// (`atts`: any attachments; those of this network count).
+    fn ifaces(&self, net: &Network, atts: &[Attachment]) -> Vec<String>;
+    /// The attachment's own node-side interface, if the firewall must know it (a routed
+    /// host veth; bridge ports are covered by their bridge).
+    fn attachment_iface(&self, att: &Attachment) -> Option<String>;
+    /// The link a new host veth is enslaved to, if any.
+    fn controller(&self, nl: &mut Netlink, net: &Network) -> Result<Option<u32>>;
+    /// Node side of an attachment, once its veth exists and is up.
+    fn plumb_host(
+        &self,
+        nl: &mut Netlink,
+        net: &Network,
+        att: &Attachment,
+        host: u32,
+    ) -> Result<()>;
+    /// The address as configured inside the sandbox.
+    fn sandbox_addr(&self, ip: &IpNet) -> IpNet;
+    /// Sandbox side, after its addresses (static neighbours of the gateway).
+    fn plumb_sandbox(
+        &self,
+        snl: &mut Netlink,
+        net: &Network,
+        index: u32,
+        host_mac: Mac,
+    ) -> Result<()>;
+    /// The routes an attachment installs inside the sandbox (without the interface).
+    fn sandbox_routes(&self, net: &Network, att: &Attachment) -> Vec<Route>;
+    /// The gateway a CNI result names for the family.
+    fn result_gateway(&self, net: &Network, v4: bool) -> Option<IpAddr>;
+    /// The routes a CNI result lists (and CHECK expects inside the sandbox).
+    fn result_routes(&self, net: &Network, att: &Attachment) -> Vec<RouteSpec>;
+    /// Whether CHECK compares the sandbox's routes with `result_routes`.
+    fn checks_routes(&self) -> bool;
+}
+
+/// The driver of a kind.
+pub fn of(kind: Driver) -> &'static dyn NetworkDriver {
+    match kind {
+        Driver::Bridge => &bridge::Bridge,
+        Driver::Ptp => &ptp::Ptp,
+    }
+}
+
+/// The driver of a network.
+pub fn for_network(net: &Network) -> &'static dyn NetworkDriver {
+    of(net.driver)
+}
 
 fn mac_of(field: &'static str, s: &str) -> Result<Mac> {
     Mac::parse(field, s)
 }
 
-/// The address as configured inside the sandbox: the subnet prefix on a bridge, a host
-/// prefix on ptp (everything goes through the node).
-fn sandbox_addr(net: &Network, ip: &IpNet) -> IpNet {
-    match net.driver {
-        Driver::Bridge => *ip,
-        Driver::Ptp => {
-            IpNet::new(ip.addr(), if ip.addr().is_ipv4() { 32 } else { 128 }).unwrap_or(*ip)
-        }
-    }
-}
-
-fn unspecified(v4: bool) -> IpNet {
+pub(crate) fn unspecified(v4: bool) -> IpNet {
     let any = if v4 {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -40,34 +90,13 @@ fn unspecified(v4: bool) -> IpNet {
     IpNet::new(any, 0).unwrap_or_else(|_| IpNet::from(any))
 }
 
-/// Routes of a bridge attachment: the ones it asked for (gateway defaulting to the
-/// subnet's of the same family), or a default route per subnet unless the network is
-/// internal.
-pub fn bridge_routes(net: &Network, att: &Attachment) -> Vec<RouteSpec> {
-    let gw_for = |v4: bool| {
-        net.subnets
-            .iter()
-            .find(|s| s.gateway.is_ipv4() == v4)
-            .map(|s| s.gateway)
-    };
-    match &att.routes {
-        Some(routes) => routes
-            .iter()
-            .map(|r| RouteSpec {
-                dst: r.dst,
-                gw: r.gw.or_else(|| gw_for(r.dst.addr().is_ipv4())),
-            })
-            .collect(),
-        None if net.internal => vec![],
-        None => net
-            .subnets
-            .iter()
-            .map(|s| RouteSpec {
-                dst: unspecified(s.gateway.is_ipv4()),
-                gw: Some(s.gateway),
-            })
-            .collect(),
-    }
+/// A host veth name knit generates (`kv` + 10 hex digits; see `is_knit_link`).
+pub fn host_veth_name() -> String {
+    let b = crate::model::random_bytes::<5>();
+    format!(
+        "kv{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
 }
 
 /// Creates the links, addresses, routes and neighbours of one attachment. Safe to run again
@@ -96,13 +125,8 @@ pub fn plumb_with(
     let mut nl = Netlink::open()?;
     let host_mac = mac_of("host_mac", &att.host_mac)?;
     let mac = mac_of("mac", &att.mac)?;
-    let controller =
-        match (&net.driver, &net.bridge) {
-            (Driver::Bridge, Some(br)) => Some(nl.link_index(br)?.ok_or_else(|| {
-                Error::not_found("bridge", format!("{br} (run `knit reconcile`)"))
-            })?),
-            _ => None,
-        };
+    let driver = for_network(net);
+    let controller = driver.controller(&mut nl, net)?;
     let host_index = match nl.link_by_name(&att.host_ifname)? {
         Some(l) => {
             // The bridge may have been re-created under it (reconcile).
@@ -140,30 +164,9 @@ pub fn plumb_with(
             }
         }
     };
-    nl.prepare_host_port(host_index, net.driver == Driver::Bridge)?;
+    nl.prepare_host_port(host_index, driver.bridged())?;
     nl.set_up(host_index)?;
-    match net.driver {
-        Driver::Bridge => {}
-        Driver::Ptp => {
-            for ip in &att.ips {
-                let host = sandbox_addr(net, ip);
-                nl.add_route(&Route {
-                    dst: host,
-                    gateway: None,
-                    oif: Some(host_index),
-                    onlink: false,
-                    link_scope: true,
-                })?;
-                nl.add_neighbour(host_index, ip.addr(), mac)?;
-            }
-            if !att.ports.is_empty() {
-                sysctl::ensure_path(
-                    &sysctl::iface_key("ipv4", &att.host_ifname, "route_localnet"),
-                    "1",
-                )?;
-            }
-        }
-    }
+    driver.plumb_host(&mut nl, net, att, host_index)?;
     let snl = sandbox_netlink(ns, sandbox_nl)?;
     let index = snl
         .link_index(&att.ifname)?
@@ -175,24 +178,14 @@ pub fn plumb_with(
     }
     snl.set_up(index)?;
     for ip in &att.ips {
-        snl.add_address(index, sandbox_addr(net, ip))?;
+        snl.add_address(index, driver.sandbox_addr(ip))?;
     }
-    if net.driver == Driver::Ptp {
-        for gw in net.subnets.iter().map(|s| {
-            if s.subnet.addr().is_ipv4() {
-                PTP_GW4
-            } else {
-                PTP_GW6
-            }
-        }) {
-            snl.add_neighbour(index, gw, host_mac)?;
-        }
-    }
+    driver.plumb_sandbox(snl, net, index, host_mac)?;
     // The first network a sandbox joins keeps its default route: a later attachment adds
     // one only for a family the sandbox has none for (and detach restores, see
     // `restore_default_routes`).
     let has_default = defaults_present(snl, Some(index))?;
-    for r in sandbox_routes(net, att)? {
+    for r in driver.sandbox_routes(net, att) {
         let fam = usize::from(!r.dst.addr().is_ipv4());
         if r.dst.prefix_len() == 0 && has_default[fam] {
             continue;
@@ -219,42 +212,6 @@ pub fn defaults_present(snl: &mut Netlink, except: Option<u32>) -> Result<[bool;
             .any(|r| r.dst.prefix_len() == 0 && r.oif.is_some() && r.oif != except);
     }
     Ok(found)
-}
-
-/// The routes an attachment installs inside the sandbox (without the interface index).
-pub fn sandbox_routes(net: &Network, att: &Attachment) -> Result<Vec<Route>> {
-    let mut out = Vec::new();
-    match net.driver {
-        Driver::Bridge => {
-            for r in bridge_routes(net, att) {
-                out.push(Route {
-                    dst: r.dst,
-                    gateway: r.gw,
-                    oif: None,
-                    onlink: false,
-                    link_scope: false,
-                });
-            }
-        }
-        Driver::Ptp => {
-            for s in &net.subnets {
-                let v4 = s.subnet.addr().is_ipv4();
-                let gw = if v4 { PTP_GW4 } else { PTP_GW6 };
-                out.push(Route {
-                    dst: if net.internal {
-                        s.subnet
-                    } else {
-                        unspecified(v4)
-                    },
-                    gateway: Some(gw),
-                    oif: None,
-                    onlink: true,
-                    link_scope: false,
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Link names knit generates; anything else on the node is left alone.

@@ -214,9 +214,12 @@ impl fmt::Display for Proto {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which network driver a network uses: only its name here (parsed, printed, stored);
+/// what each driver does lives in `crate::driver`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
+    #[default]
     Bridge,
     Ptp,
 }
@@ -739,6 +742,25 @@ impl SandboxRef {
             SandboxRef::Container { netns, .. } => netns.clone(),
         }
     }
+}
+
+/// What `attach` is asked for, by the CLI or a CNI ADD: the one request type from the
+/// command line down to the store's reservation.
+pub struct AttachRequest<'a> {
+    pub network: &'a str,
+    pub sandbox: &'a SandboxRef,
+    /// None: the sandbox's next free ethN (eth0, then eth1 for a second network, ...).
+    pub ifname: Option<&'a str>,
+    pub static_ips: &'a [IpAddr],
+    pub mac: Option<Mac>,
+    pub publish: &'a [PublishSpec],
+    pub container_id: Option<&'a str>,
+    /// Routes to install instead of the network's default route (CNI ipam.routes).
+    pub routes: Option<&'a [RouteSpec]>,
+    /// Extra DNS names.
+    pub aliases: &'a [String],
+    /// `--label k=v` (what policies select).
+    pub labels: &'a policy::Labels,
 }
 
 #[cfg(test)]

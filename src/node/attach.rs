@@ -3,36 +3,22 @@
 //! mirrors it: nft → links → release. A failure undoes what was done; a crash leaves a
 //! pending record that detach or reconcile cleans up.
 
-use crate::driver::{defaults_present, plumb_with, sandbox_netlink, sandbox_routes};
+use crate::driver::{defaults_present, plumb_with, sandbox_netlink};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
-use crate::model::{Mac, PublishSpec, RouteSpec, SandboxRef};
+use crate::model::SandboxRef;
 use crate::netlink::{Netlink, Route};
 use crate::netns::Netns;
 use crate::nft::Batch;
 use crate::node::Node;
 use crate::node::network::attach_fw;
-use crate::store::{AttachRequest, AttachState, Attachment, Network, Reserved};
+use crate::store::{AttachState, Attachment, Network, Reserved};
 use std::net::IpAddr;
 
 /// The ptp driver's gateway as sandboxes see it: link-local, answered by a static
 /// neighbour entry pointing at the host-side veth.
-pub struct AttachArgs<'a> {
-    pub network: &'a str,
-    pub sandbox: &'a SandboxRef,
-    /// None: the sandbox's next free ethN (eth0, then eth1 for a second network, ...).
-    pub ifname: Option<&'a str>,
-    pub static_ips: &'a [IpAddr],
-    pub mac: Option<Mac>,
-    pub publish: &'a [PublishSpec],
-    pub container_id: Option<&'a str>,
-    /// Routes to install instead of the network's default route (CNI ipam.routes).
-    pub routes: Option<&'a [RouteSpec]>,
-    /// Extra DNS names.
-    pub aliases: &'a [String],
-    /// `--label k=v` (what policies select).
-    pub labels: &'a crate::model::policy::Labels,
-}
+/// The request type (shared with the CLI, CNI and the store).
+pub use crate::model::AttachRequest as AttachArgs;
 
 pub struct Attached {
     pub network: Network,
@@ -79,20 +65,9 @@ impl Node {
             }
         };
         crate::trace::phase("interface name chosen");
-        let path = args.sandbox.path();
-        let reserved = self.store.reserve(&AttachRequest {
-            network: args.network,
-            sandbox: &key,
-            netns_path: &path,
-            ifname,
-            static_ips: args.static_ips,
-            mac: args.mac,
-            publish: args.publish,
-            container_id: args.container_id,
-            routes: args.routes,
-            aliases: args.aliases,
-            labels: args.labels,
-        })?;
+        let reserved = self
+            .store
+            .reserve(args, ifname, &crate::driver::host_veth_name)?;
         crate::trace::phase("store: reserved");
         let Reserved {
             network,
@@ -139,20 +114,9 @@ impl Node {
             Some(i) => i.to_string(),
             None => self.next_ifname(&net.name, &key, ns, snl)?,
         };
-        let path = args.sandbox.path();
-        let r = self.store.reserve(&AttachRequest {
-            network: args.network,
-            sandbox: &key,
-            netns_path: &path,
-            ifname: &ifname,
-            static_ips: args.static_ips,
-            mac: args.mac,
-            publish: args.publish,
-            container_id: args.container_id,
-            routes: args.routes,
-            aliases: args.aliases,
-            labels: args.labels,
-        })?;
+        let r = self
+            .store
+            .reserve(args, &ifname, &crate::driver::host_veth_name)?;
         if r.existed {
             return Err(Error::Conflict(format!(
                 "sandbox {key:?} on network {:?}: a stale record could not be cleared",
@@ -384,7 +348,7 @@ fn restore_default_routes(store: &crate::store::Store, gone: &Attachment) {
         else {
             continue;
         };
-        for r in sandbox_routes(&net, a).unwrap_or_default() {
+        for r in crate::driver::for_network(&net).sandbox_routes(&net, a) {
             let fam = usize::from(!r.dst.addr().is_ipv4());
             if r.dst.prefix_len() == 0
                 && !have[fam]

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::lock::Lock;
-use crate::model::{Driver, NetworkSpec};
+use crate::model::NetworkSpec;
 use crate::netlink::{LinkInfoSummary, Netlink};
 use crate::nft::{AttachFw, Batch, NetFw};
 use crate::node::Node;
@@ -47,7 +47,10 @@ impl Node {
             self.teardown_network(&old)?;
             self.store.delete_network(old.id)?;
         }
-        let mut net = self.store.create_network(spec, origin)?;
+        let driver = crate::driver::of(spec.driver);
+        let mut net = self
+            .store
+            .create_network(spec, origin, &|id| driver.default_bridge(id))?;
         let mut created = false;
         if let Err(e) = self.build_network(&mut net, bridge, &mut created) {
             let _ = self.undo_network(&net, created);
@@ -323,11 +326,11 @@ pub fn attach_fw(n: &Network, a: &Attachment) -> AttachFw {
     AttachFw {
         net_id: n.id,
         internal: n.internal,
-        ptp_host_if: (n.driver == Driver::Ptp).then(|| a.host_ifname.clone()),
+        ptp_host_if: crate::driver::for_network(n).attachment_iface(a),
         ports: a.ports.clone(),
         guard: crate::nft::Guard {
             host_if: a.host_ifname.clone(),
-            bridged: n.driver == Driver::Bridge,
+            bridged: crate::driver::for_network(n).bridged(),
             mac: crate::model::Mac::parse("mac", &a.mac).ok(),
             ips: a.ips.iter().map(|ip| ip.addr()).collect(),
         },

@@ -3,7 +3,6 @@
 //! locks.
 
 use crate::error::{Error, Result};
-use crate::model::Driver;
 use crate::model::policy::{Default, PortSpec, Rule, Selector};
 use crate::netlink::Netlink;
 use crate::nft::Batch;
@@ -108,10 +107,12 @@ impl Node {
         {
             b.elems(set, elems, add);
         }
-        if net.policy == Default::Deny && net.driver == Driver::Ptp {
+        if net.policy == Default::Deny
+            && let Some(iface) = crate::driver::for_network(net).attachment_iface(att)
+        {
             b.elems(
                 "pol_out",
-                crate::nft::policy::jumps(net.id, std::slice::from_ref(&att.host_ifname)),
+                crate::nft::policy::jumps(net.id, std::slice::from_ref(&iface)),
                 add,
             );
         }

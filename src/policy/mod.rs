@@ -5,7 +5,6 @@
 //! not filtered (health checks, `knit sandbox exec` from the node).
 
 use crate::error::Result;
-use crate::model::Driver;
 use crate::model::policy::{Default, Rule, Selector};
 use crate::nft::policy::{NetPolicyFw, RuleFw};
 use crate::store::{Attachment, Network, Store};
@@ -14,14 +13,7 @@ use std::net::IpAddr;
 /// Interfaces through which traffic reaches a network's sandboxes (`atts`: any
 /// attachments; those of this network count).
 pub fn ifaces(net: &Network, atts: &[Attachment]) -> Vec<String> {
-    match (&net.driver, &net.bridge) {
-        (Driver::Bridge, Some(br)) => vec![br.clone()],
-        _ => atts
-            .iter()
-            .filter(|a| a.network_id == net.id)
-            .map(|a| a.host_ifname.clone())
-            .collect(),
-    }
+    crate::driver::for_network(net).ifaces(net, atts)
 }
 
 fn selected(atts: &[Attachment], sel: &Selector, network_id: Option<i64>) -> Vec<IpAddr> {

@@ -6,7 +6,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::ipam::Pool;
 use crate::model::policy::{Default as PolicyDefault, Labels};
-use crate::model::{Driver, Mac, NetworkSpec, PortMapping, Proto, PublishSpec, RouteSpec};
+use crate::model::{AttachRequest, Driver, Mac, NetworkSpec, PortMapping, Proto, RouteSpec};
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -165,7 +165,7 @@ impl Network {
     /// Whether knit's DNS serves this network: enabled, and a bridge carrying gateway
     /// addresses to listen on.
     pub fn serves_dns(&self) -> bool {
-        self.dns && self.driver == Driver::Bridge && self.bridge.is_some() && self.bridge_gateway
+        self.dns && self.bridge.is_some() && self.bridge_gateway
     }
 }
 
@@ -247,21 +247,6 @@ pub struct Attachment {
     pub owner: Option<crate::lock::Owner>,
 }
 
-/// What `attach` asks the store to reserve.
-pub struct AttachRequest<'a> {
-    pub network: &'a str,
-    pub sandbox: &'a str,
-    pub netns_path: &'a str,
-    pub ifname: &'a str,
-    pub static_ips: &'a [IpAddr],
-    pub mac: Option<Mac>,
-    pub publish: &'a [PublishSpec],
-    pub container_id: Option<&'a str>,
-    pub routes: Option<&'a [RouteSpec]>,
-    pub aliases: &'a [String],
-    pub labels: &'a Labels,
-}
-
 /// Outcome of a reservation: the network it was made on (read in the same transaction, so
 /// callers need not load it again) and the new attachment, or the one that already existed.
 pub struct Reserved {
@@ -327,6 +312,16 @@ fn spawn_maintenance(dir: &Path) {
         dir.as_os_str(),
         std::ffi::OsStr::new("store-maintenance"),
     ]);
+}
+
+/// A stored value knit cannot read back: an error naming the table, column and value,
+/// never a silent default.
+fn bad_row(table: &str, column: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("{table}.{column} holds {value:?}, which knit cannot read").into(),
+    )
 }
 
 fn parse<T: FromStr>(s: String) -> rusqlite::Result<T> {
@@ -523,7 +518,14 @@ impl Store {
 
     // ---- networks -----------------------------------------------------------------------
 
-    pub fn create_network(&mut self, spec: &NetworkSpec, origin: &str) -> Result<Network> {
+    /// Records a new network (not ready). `default_bridge` names its bridge from its id
+    /// when the spec names none (the driver's naming; None: the driver has no bridge).
+    pub fn create_network(
+        &mut self,
+        spec: &NetworkSpec,
+        origin: &str,
+        default_bridge: &dyn Fn(i64) -> Option<String>,
+    ) -> Result<Network> {
         let tx = self.write_tx()?;
         if tx
             .query_row(
@@ -588,10 +590,12 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid();
-        if spec.driver == Driver::Bridge && spec.bridge.is_none() {
+        if spec.bridge.is_none()
+            && let Some(name) = default_bridge(id)
+        {
             tx.execute(
                 "UPDATE networks SET bridge = ?1 WHERE id = ?2",
-                params![format!("knbr{id}"), id],
+                params![name, id],
             )?;
         }
         for s in &spec.subnets {
@@ -627,11 +631,8 @@ impl Store {
                 Ok(Network {
                     id: r.get(0)?,
                     name: r.get(1)?,
-                    driver: if driver == "ptp" {
-                        Driver::Ptp
-                    } else {
-                        Driver::Bridge
-                    },
+                    driver: Driver::parse(&driver)
+                        .map_err(|_| bad_row("networks", "driver", &driver))?,
                     bridge: r.get(3)?,
                     subnets: vec![],
                     internal: r.get(4)?,
@@ -720,14 +721,23 @@ impl Store {
     /// Reserves addresses, a host interface name, MACs and host ports for a new attachment
     /// and records it as pending, all in one transaction. If the sandbox is already attached
     /// to the network, returns that attachment instead.
-    pub fn reserve(&mut self, req: &AttachRequest) -> Result<Reserved> {
+    /// `ifname` is the interface name chosen for the sandbox side; `host_ifname` makes a
+    /// name for the host side (the driver's naming), tried until one is free.
+    pub fn reserve(
+        &mut self,
+        req: &AttachRequest,
+        ifname: &str,
+        host_ifname: &dyn Fn() -> String,
+    ) -> Result<Reserved> {
+        let sandbox = req.sandbox.key();
+        let netns_path = req.sandbox.path();
         let tx = self.write_tx()?;
         let net = Self::load_network(&tx, "name = ?1", req.network)?
             .ok_or_else(|| Error::not_found("network", req.network))?;
         if let Some(existing) = Self::load_attachments(
             &tx,
             "a.network_id = ?1 AND a.sandbox = ?2",
-            params![net.id, req.sandbox],
+            params![net.id, sandbox],
         )?
         .into_iter()
         .next()
@@ -760,11 +770,7 @@ impl Store {
             ));
         }
         let host_ifname = loop {
-            let b = crate::model::random_bytes::<5>();
-            let name = format!(
-                "kv{:02x}{:02x}{:02x}{:02x}{:02x}",
-                b[0], b[1], b[2], b[3], b[4]
-            );
+            let name = host_ifname();
             let taken = tx
                 .query_row(
                     "SELECT 1 FROM attachments WHERE host_ifname = ?1",
@@ -807,9 +813,9 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 net.id,
-                req.sandbox,
-                req.netns_path,
-                req.ifname,
+                sandbox,
+                netns_path,
+                ifname,
                 host_ifname,
                 mac.to_string(),
                 host_mac.to_string(),
@@ -1217,13 +1223,13 @@ mod tests {
         net: &'a str,
         sb: &'a str,
         ips: &'a [IpAddr],
-        publish: &'a [PublishSpec],
+        publish: &'a [crate::model::PublishSpec],
     ) -> AttachRequest<'a> {
         AttachRequest {
             network: net,
-            sandbox: sb,
-            netns_path: "/x",
-            ifname: "eth0",
+            // Leaked: a test's requests live as long as the test.
+            sandbox: Box::leak(Box::new(crate::model::SandboxRef::Named(sb.to_string()))),
+            ifname: None,
             static_ips: ips,
             mac: None,
             publish,
@@ -1235,6 +1241,18 @@ mod tests {
     }
 
     static NO_LABELS: Labels = Labels::new();
+
+    fn host_name() -> String {
+        let b = crate::model::random_bytes::<5>();
+        format!(
+            "kv{:02x}{:02x}{:02x}{:02x}{:02x}",
+            b[0], b[1], b[2], b[3], b[4]
+        )
+    }
+
+    fn knbr(id: i64) -> Option<String> {
+        Some(format!("knbr{id}"))
+    }
 
     fn new_att(r: Reserved) -> Attachment {
         assert!(!r.existed, "expected new");
@@ -1276,17 +1294,23 @@ mod tests {
     fn macs_are_unique_on_a_network() {
         let dir = tmp();
         let mut s = Store::open(&dir).unwrap();
-        let net = s.create_network(&spec("n", "10.0.0.0/24"), "cli").unwrap();
-        s.create_network(&spec("m", "10.1.0.0/24"), "cli").unwrap();
+        let net = s
+            .create_network(&spec("n", "10.0.0.0/24"), "cli", &knbr)
+            .unwrap();
+        s.create_network(&spec("m", "10.1.0.0/24"), "cli", &knbr)
+            .unwrap();
         let mac = Mac([2, 0, 0, 0, 0, 0x42]);
         let with_mac = |sb: &'static str, net: &'static str, mac: Mac| AttachRequest {
             mac: Some(mac),
             ..req(net, sb, &[], &[])
         };
-        let a = new_att(s.reserve(&with_mac("a", "n", mac)).unwrap());
+        let a = new_att(
+            s.reserve(&with_mac("a", "n", mac), "eth0", &host_name)
+                .unwrap(),
+        );
         assert_eq!(a.mac, "02:00:00:00:00:42");
         let e = s
-            .reserve(&with_mac("b", "n", mac))
+            .reserve(&with_mac("b", "n", mac), "eth0", &host_name)
             .err()
             .unwrap()
             .to_string();
@@ -1296,23 +1320,29 @@ mod tests {
         );
         let host = Mac::parse("host_mac", &a.host_mac).unwrap();
         let e = s
-            .reserve(&with_mac("b", "n", host))
+            .reserve(&with_mac("b", "n", host), "eth0", &host_name)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("by the host veth of sandbox \"a\""), "{e}");
         let e = s
-            .reserve(&with_mac("b", "n", net.bridge_mac))
+            .reserve(&with_mac("b", "n", net.bridge_mac), "eth0", &host_name)
             .err()
             .unwrap();
         assert!(matches!(e, Error::Conflict(_)));
         assert!(e.to_string().contains("its bridge"), "{e}");
         // Nothing of the refused attempts remains; another network may use the same MAC.
         assert_eq!(s.all_attachments().unwrap().len(), 1);
-        new_att(s.reserve(&with_mac("b", "m", mac)).unwrap());
+        new_att(
+            s.reserve(&with_mac("b", "m", mac), "eth0", &host_name)
+                .unwrap(),
+        );
         // Released, the MAC is free again.
         s.release(a.id).unwrap();
-        new_att(s.reserve(&with_mac("c", "n", mac)).unwrap());
+        new_att(
+            s.reserve(&with_mac("c", "n", mac), "eth0", &host_name)
+                .unwrap(),
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1320,10 +1350,14 @@ mod tests {
     fn allocation_exhaustion_and_reuse() {
         let dir = tmp();
         let mut s = Store::open(&dir).unwrap();
-        s.create_network(&spec("n", "10.0.0.0/29"), "cli").unwrap();
+        s.create_network(&spec("n", "10.0.0.0/29"), "cli", &knbr)
+            .unwrap();
         let mut got = vec![];
         for i in 0..5 {
-            let a = new_att(s.reserve(&req("n", &format!("s{i}"), &[], &[])).unwrap());
+            let a = new_att(
+                s.reserve(&req("n", &format!("s{i}"), &[], &[]), "eth0", &host_name)
+                    .unwrap(),
+            );
             got.push(a.ips[0].to_string());
         }
         assert_eq!(
@@ -1336,16 +1370,26 @@ mod tests {
                 "10.0.0.6/29"
             ]
         );
-        let e = s.reserve(&req("n", "s9", &[], &[])).err().unwrap();
+        let e = s
+            .reserve(&req("n", "s9", &[], &[]), "eth0", &host_name)
+            .err()
+            .unwrap();
         assert!(matches!(e, Error::Exhausted { .. }), "{e}");
         // Nothing of the failed attempt remains.
         assert_eq!(s.all_attachments().unwrap().len(), 5);
         let a = s.attachment(1, "s1").unwrap().unwrap();
         s.release(a.id).unwrap();
-        let b = new_att(s.reserve(&req("n", "s9", &[], &[])).unwrap());
+        let b = new_att(
+            s.reserve(&req("n", "s9", &[], &[]), "eth0", &host_name)
+                .unwrap(),
+        );
         assert_eq!(b.ips[0].to_string(), "10.0.0.3/29");
         // Same sandbox again: idempotent.
-        assert!(s.reserve(&req("n", "s9", &[], &[])).unwrap().existed);
+        assert!(
+            s.reserve(&req("n", "s9", &[], &[]), "eth0", &host_name)
+                .unwrap()
+                .existed
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1353,32 +1397,39 @@ mod tests {
     fn static_ips_and_ports_conflict() {
         let dir = tmp();
         let mut s = Store::open(&dir).unwrap();
-        s.create_network(&spec("n", "10.1.0.0/24"), "cli").unwrap();
+        s.create_network(&spec("n", "10.1.0.0/24"), "cli", &knbr)
+            .unwrap();
         let ip: IpAddr = "10.1.0.50".parse().unwrap();
-        let p = [PublishSpec::parse("8080:80").unwrap()];
-        new_att(s.reserve(&req("n", "a", &[ip], &p)).unwrap());
+        let p = [crate::model::PublishSpec::parse("8080:80").unwrap()];
+        new_att(
+            s.reserve(&req("n", "a", &[ip], &p), "eth0", &host_name)
+                .unwrap(),
+        );
         let e = s
-            .reserve(&req("n", "b", &[ip], &[]))
+            .reserve(&req("n", "b", &[ip], &[]), "eth0", &host_name)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("10.1.0.50") && e.contains("in use"), "{e}");
-        let p2 = [PublishSpec::parse("127.0.0.1:8080:80").unwrap()];
+        let p2 = [crate::model::PublishSpec::parse("127.0.0.1:8080:80").unwrap()];
         let e = s
-            .reserve(&req("n", "c", &[], &p2))
+            .reserve(&req("n", "c", &[], &p2), "eth0", &host_name)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("8080"), "{e}");
         let out: IpAddr = "10.2.0.5".parse().unwrap();
         let e = s
-            .reserve(&req("n", "d", &[out], &[]))
+            .reserve(&req("n", "d", &[out], &[]), "eth0", &host_name)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("--ip") && e.contains("10.2.0.5"), "{e}");
         let gw: IpAddr = "10.1.0.1".parse().unwrap();
-        assert!(s.reserve(&req("n", "e", &[gw], &[])).is_err());
+        assert!(
+            s.reserve(&req("n", "e", &[gw], &[]), "eth0", &host_name)
+                .is_err()
+        );
         assert_eq!(s.all_attachments().unwrap().len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -1387,15 +1438,16 @@ mod tests {
     fn overlapping_networks_rejected() {
         let dir = tmp();
         let mut s = Store::open(&dir).unwrap();
-        s.create_network(&spec("a", "10.5.0.0/16"), "cli").unwrap();
+        s.create_network(&spec("a", "10.5.0.0/16"), "cli", &knbr)
+            .unwrap();
         let e = s
-            .create_network(&spec("b", "10.5.3.0/24"), "cli")
+            .create_network(&spec("b", "10.5.3.0/24"), "cli", &knbr)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("overlaps") && e.contains("10.5.3.0/24"), "{e}");
         let e = s
-            .create_network(&spec("a", "10.6.0.0/24"), "cli")
+            .create_network(&spec("a", "10.6.0.0/24"), "cli", &knbr)
             .err()
             .unwrap()
             .to_string();
