@@ -73,6 +73,12 @@ fn family_of(ip: &IpAddr) -> AddressFamily {
     }
 }
 
+/// Brings `lo` up in the calling thread's namespace (a new namespace starts with it down;
+/// sandboxes expect it up).
+pub fn bring_up_loopback() -> Result<()> {
+    Netlink::open()?.set_up(1)
+}
+
 impl Netlink {
     /// A socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {

@@ -153,8 +153,9 @@ pub fn named_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
-/// Creates /run/netns/NAME. Returns false if it already existed (idempotent).
-pub fn create_named(name: &str) -> Result<bool> {
+/// Creates /run/netns/NAME and runs `init` inside it (e.g. bringing `lo` up). Returns
+/// false if it already existed (idempotent; `init` does not run then).
+pub fn create_named(name: &str, init: impl FnOnce() -> Result<()> + Send) -> Result<bool> {
     let path = named_path(name);
     if is_netns(&path) {
         return Ok(false);
@@ -187,9 +188,7 @@ pub fn create_named(name: &str) -> Result<bool> {
                 },
                 || format!("bind namespace to {}", path.display()),
             )?;
-            // A new namespace starts with lo down; sandboxes expect it up.
-            let mut nl = crate::netlink::Netlink::open()?;
-            nl.set_up(1)
+            init()
         })
         .join()
         .unwrap_or_else(|_| Err(Error::io("namespace thread", io::Error::other("panicked"))))

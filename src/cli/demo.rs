@@ -308,7 +308,7 @@ pub fn run() -> Result<i32> {
     say!("1. the world: node and outside namespaces, joined by an uplink veth");
     for short in ["node", "out"] {
         let n = lab.name(short);
-        netns::create_named(&n)?;
+        netns::create_named(&n, crate::netlink::bring_up_loopback)?;
         lab.namespaces.push(n);
     }
     build_outside(&lab)?;

@@ -288,7 +288,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sandbox(SandboxCmd::Add { name }) => {
             crate::model::validate_name("sandbox", &name)?;
             let mut node = open(false)?;
-            let created = netns::create_named(&name)?;
+            let created = netns::create_named(&name, crate::netlink::bring_up_loopback)?;
             // Only a namespace knit created is knit's to delete later.
             if created {
                 node.store.add_sandbox(&name)?;
@@ -405,11 +405,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 masquerade: !c.no_masquerade,
                 mtu: c.mtu,
             })?;
-            spec.dns = !c.no_dns;
-            if let Some(d) = &c.dns_domain {
-                crate::model::validate_dns_name("--dns-domain", d)?;
-                spec.dns_domain = Some(d.trim_end_matches('.').to_ascii_lowercase());
-            }
+            spec.with_dns(!c.no_dns, c.dns_domain.as_deref())?;
             let mut node = open(false)?;
             let net = node.create_network(&spec)?;
             if !cli.json {

@@ -586,10 +586,10 @@ impl NetConf {
         };
         Some(match flag {
             "network name" => "name".into(),
-            "--bridge" => "bridge".into(),
+            "--bridge" | "bridge" => "bridge".into(),
             "--driver" => "driver".into(),
             "--mtu" => "mtu".into(),
-            "--subnet" => ranges()
+            "--subnet" | "subnet" => ranges()
                 .into_iter()
                 .find(|(_, r)| same_net(&r.subnet))
                 .map(|(p, _)| format!("{p}.subnet"))
@@ -599,9 +599,9 @@ impl NetConf {
                 .find(|(_, r)| r.gateway.as_deref() == Some(value))
                 .map(|(p, _)| format!("{p}.gateway"))
                 .unwrap_or_else(|| "ipam.ranges gateway".into()),
-            "--ip" => "ips".into(),
+            "--ip" | "ip" => "ips".into(),
             "--mac" => "mac".into(),
-            "--publish" => "runtimeConfig.portMappings".into(),
+            "--publish" | "publish" => "runtimeConfig.portMappings".into(),
             "--ifname" => "CNI_IFNAME".into(),
             "--alias" => "runtimeConfig.aliases".into(),
             "--label" => "args.cni.labels".into(),
@@ -627,9 +627,9 @@ impl NetConf {
                 .into(),
             },
             Error::Conflict(msg) => {
-                let msg = if let Some(rest) = msg.strip_prefix("--ip ") {
+                let msg = if let Some(rest) = msg.strip_prefix("ip ") {
                     format!("address {rest}")
-                } else if let Some(rest) = msg.strip_prefix("--publish ") {
+                } else if let Some(rest) = msg.strip_prefix("publish ") {
                     format!("runtimeConfig.portMappings {rest}")
                 } else {
                     msg

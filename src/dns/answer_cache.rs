@@ -11,7 +11,7 @@
 
 use super::metrics::Metrics;
 use super::records::Records;
-use super::server::{self, Origin, Reply};
+use super::reply::{Origin, Reply};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,15 +33,16 @@ pub struct AnswerCache {
 }
 
 impl AnswerCache {
-    /// `server::handle` for a UDP query, from the cache when the same query (from the same
-    /// client, against the same snapshot) was answered before.
+    /// The answer to a UDP query: from the cache when the same query (from the same client,
+    /// against the same snapshot) was answered before, else `answer()`'s (kept if it came
+    /// from the records).
     pub fn handle(
         &mut self,
         packet: &[u8],
         client: IpAddr,
-        net_id: i64,
         records: &Records,
         metrics: &Metrics,
+        answer: impl FnOnce() -> (Reply, Origin),
     ) -> Reply {
         if self.generation != records.generation {
             self.answers.clear();
@@ -62,7 +63,7 @@ impl AnswerCache {
                 return Reply::Now(reply);
             }
         }
-        let (reply, origin) = server::answer(packet, client, net_id, records, server::UDP, metrics);
+        let (reply, origin) = answer();
         if let (true, Origin::Records, Reply::Now(bytes)) = (cacheable, origin, &reply)
             && bytes.len() <= MAX_ANSWER
         {
@@ -84,6 +85,21 @@ impl AnswerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::server;
+
+    /// The cache in front of the server's own answer, as `server::datagram` uses it.
+    fn ask(
+        c: &mut AnswerCache,
+        packet: &[u8],
+        client: IpAddr,
+        net_id: i64,
+        records: &Records,
+        metrics: &Metrics,
+    ) -> Reply {
+        c.handle(packet, client, records, metrics, || {
+            server::answer(packet, client, net_id, records, server::UDP, metrics)
+        })
+    }
     use crate::dns::records::{Host, NetView};
     use hickory_proto::op::{Message, Query, ResponseCode};
     use hickory_proto::rr::{Name, RecordType};
@@ -155,9 +171,9 @@ mod tests {
             records("10.0.0.2"),
         );
         let client: IpAddr = "10.0.0.3".parse().unwrap();
-        let first = now(c.handle(&query(1, "web."), client, 1, &r, &m));
+        let first = now(ask(&mut c, &query(1, "web."), client, 1, &r, &m));
         assert_eq!(c.len(), 1);
-        let second = now(c.handle(&query(2, "web."), client, 1, &r, &m));
+        let second = now(ask(&mut c, &query(2, "web."), client, 1, &r, &m));
         assert_eq!(c.len(), 1);
         assert_eq!(&second[..2], &2u16.to_be_bytes());
         assert_eq!(&first[2..], &second[2..]);
@@ -178,9 +194,23 @@ mod tests {
     fn a_new_snapshot_empties_the_cache() {
         let (mut c, m) = (AnswerCache::default(), Metrics::default());
         let client: IpAddr = "10.0.0.3".parse().unwrap();
-        let old = now(c.handle(&query(1, "web."), client, 1, &records("10.0.0.2"), &m));
+        let old = now(ask(
+            &mut c,
+            &query(1, "web."),
+            client,
+            1,
+            &records("10.0.0.2"),
+            &m,
+        ));
         assert_eq!(addrs(&old), ["10.0.0.2"]);
-        let new = now(c.handle(&query(1, "web."), client, 1, &records("10.0.0.7"), &m));
+        let new = now(ask(
+            &mut c,
+            &query(1, "web."),
+            client,
+            1,
+            &records("10.0.0.7"),
+            &m,
+        ));
         assert_eq!(addrs(&new), ["10.0.0.7"]);
     }
 
@@ -191,10 +221,24 @@ mod tests {
             Metrics::default(),
             records("10.0.0.2"),
         );
-        let inside = now(c.handle(&query(1, "web."), "10.0.0.3".parse().unwrap(), 1, &r, &m));
+        let inside = now(ask(
+            &mut c,
+            &query(1, "web."),
+            "10.0.0.3".parse().unwrap(),
+            1,
+            &r,
+            &m,
+        ));
         assert_eq!(addrs(&inside), ["10.0.0.2"]);
         // A client on network 2 does not see network 1's names, cached or not.
-        let outside = now(c.handle(&query(1, "web."), "10.0.9.5".parse().unwrap(), 2, &r, &m));
+        let outside = now(ask(
+            &mut c,
+            &query(1, "web."),
+            "10.0.9.5".parse().unwrap(),
+            2,
+            &r,
+            &m,
+        ));
         let msg = Message::from_vec(&outside).unwrap();
         assert_eq!(msg.response_code(), ResponseCode::NXDomain);
         assert_eq!(c.len(), 2);
@@ -209,11 +253,11 @@ mod tests {
         );
         let client: IpAddr = "10.0.0.3".parse().unwrap();
         assert!(matches!(
-            c.handle(&query(1, "example.com."), client, 1, &r, &m),
+            ask(&mut c, &query(1, "example.com."), client, 1, &r, &m),
             Reply::Forward
         ));
         let good = query(1, "web.");
-        let _ = c.handle(&good[..good.len() - 3], client, 1, &r, &m);
+        let _ = ask(&mut c, &good[..good.len() - 3], client, 1, &r, &m);
         assert_eq!(c.len(), 0);
     }
 
@@ -229,7 +273,7 @@ mod tests {
             // Distinct queries knit answers itself: other types of one of its names
             // (NOERROR, no data).
             let q = query_type(1, "web.", RecordType::from(t));
-            assert!(matches!(c.handle(&q, client, 1, &r, &m), Reply::Now(_)));
+            assert!(matches!(ask(&mut c, &q, client, 1, &r, &m), Reply::Now(_)));
         }
         assert!(c.len() <= MAX_ENTRIES);
         assert!(c.len() > 0);

@@ -9,6 +9,7 @@
 mod answer_cache;
 pub mod metrics;
 pub mod records;
+pub mod reply;
 pub mod server;
 mod udp_batch;
 pub mod upstream;

@@ -14,6 +14,7 @@
 use super::answer_cache::AnswerCache;
 use super::metrics::{self, Metrics};
 use super::records::{Answer, Records, Verdict};
+pub use super::reply::{Origin, Reply};
 use super::upstream;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -116,12 +117,6 @@ pub fn refuse(packet: &[u8]) -> Reply {
     }
 }
 
-pub enum Reply {
-    Now(Vec<u8>),
-    Forward,
-    Drop,
-}
-
 fn response_to(req: &Message, code: ResponseCode) -> Message {
     let mut m = Message::new();
     m.set_id(req.id())
@@ -170,15 +165,6 @@ pub fn handle(
     metrics: &Metrics,
 ) -> Reply {
     answer(packet, client, net_id, records, max_len, metrics).0
-}
-
-/// Whether a reply is knit's own answer from the records snapshot: a pure function of the
-/// query bytes after the id, the client's address, the network and the snapshot, so it can
-/// be reused for the same query (see `answer_cache`). Errors and forwards are not.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Origin {
-    Records,
-    Other,
 }
 
 /// `handle`, also saying where the reply came from.
@@ -323,7 +309,9 @@ pub fn datagram(
     metrics: &Metrics,
 ) -> Reply {
     if admitted(records.admit(net_id, client, Some(ingress)), metrics) {
-        cache.handle(packet, client, net_id, records, metrics)
+        cache.handle(packet, client, records, metrics, || {
+            answer(packet, client, net_id, records, UDP, metrics)
+        })
     } else {
         refuse(packet)
     }

@@ -456,6 +456,17 @@ pub struct NetworkSpec {
 }
 
 impl NetworkSpec {
+    /// DNS settings: whether knit's DNS serves the network, and the domain its names
+    /// also resolve under (`NAME.DOMAIN`; stored lowercase without the trailing dot).
+    pub fn with_dns(&mut self, on: bool, domain: Option<&str>) -> Result<&mut Self> {
+        self.dns = on;
+        if let Some(d) = domain {
+            validate_dns_name("--dns-domain", d)?;
+            self.dns_domain = Some(d.trim_end_matches('.').to_ascii_lowercase());
+        }
+        Ok(self)
+    }
+
     /// Validates raw CLI/CNI input. `gateways` may name one gateway per subnet.
     pub fn new(r: &NetworkRequest) -> Result<Self> {
         let NetworkRequest {

@@ -324,6 +324,22 @@ fn bad_row(table: &str, column: &str, value: &str) -> rusqlite::Error {
     )
 }
 
+/// A protocol column: tcp, udp or sctp, nothing else.
+fn proto_col(table: &str, value: &str) -> rusqlite::Result<Proto> {
+    Proto::parse("proto", value).map_err(|_| bad_row(table, "proto", value))
+}
+
+/// An optional JSON column: absent is None; present but unreadable is an error.
+fn json_col<T: serde::de::DeserializeOwned>(
+    table: &str,
+    column: &str,
+    value: Option<String>,
+) -> rusqlite::Result<Option<T>> {
+    value
+        .map(|j| serde_json::from_str(&j).map_err(|_| bad_row(table, column, &j)))
+        .transpose()
+}
+
 fn parse<T: FromStr>(s: String) -> rusqlite::Result<T> {
     s.parse::<T>()
         .map_err(|_| rusqlite::Error::InvalidColumnType(0, s, rusqlite::types::Type::Text))
@@ -550,7 +566,7 @@ impl Store {
                 for s in &spec.subnets {
                     if cidr.contains(&s.cidr.network()) || s.cidr.contains(&cidr.network()) {
                         return Err(Error::invalid(
-                            "--subnet",
+                            "subnet",
                             s.cidr,
                             format!("overlaps {cidr} of network {owner:?}"),
                         ));
@@ -565,7 +581,7 @@ impl Store {
                 .is_some()
         {
             return Err(Error::invalid(
-                "--bridge",
+                "bridge",
                 b,
                 "is already used by another knit network",
             ));
@@ -638,17 +654,18 @@ impl Store {
                     internal: r.get(4)?,
                     masquerade: r.get(5)?,
                     mtu: r.get(6)?,
-                    bridge_mac: Mac::parse("bridge_mac", &mac).unwrap_or(Mac([2, 0, 0, 0, 0, 1])),
+                    bridge_mac: Mac::parse("bridge_mac", &mac)
+                        .map_err(|_| bad_row("networks", "bridge_mac", &mac))?,
                     origin: r.get(8)?,
                     bridge_gateway: r.get(9)?,
                     promisc: r.get(10)?,
                     dns: r.get(11)?,
                     dns_domain: r.get(12)?,
                     ready: r.get(13)?,
-                    policy: if r.get::<_, String>(14)? == "deny" {
-                        PolicyDefault::Deny
-                    } else {
-                        PolicyDefault::Allow
+                    policy: match r.get::<_, String>(14)?.as_str() {
+                        "deny" => PolicyDefault::Deny,
+                        "allow" => PolicyDefault::Allow,
+                        other => return Err(bad_row("networks", "policy", other)),
                     },
                     bridge_adopted: r.get(15)?,
                 })
@@ -752,7 +769,7 @@ impl Store {
             if !net.subnets.iter().any(|s| s.subnet.contains(ip)) {
                 let list: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
                 return Err(Error::invalid(
-                    "--ip",
+                    "ip",
                     ip,
                     format!(
                         "is outside the subnets of network {:?} ({})",
@@ -764,7 +781,7 @@ impl Store {
         }
         if !req.publish.is_empty() && net.internal {
             return Err(Error::invalid(
-                "--publish",
+                "publish",
                 net.name.clone(),
                 "internal networks cannot publish ports",
             ));
@@ -833,9 +850,9 @@ impl Store {
             let requested = req.static_ips.iter().find(|ip| s.subnet.contains(*ip));
             let ip = match requested {
                 Some(ip) => {
-                    crate::model::check_host_in("--ip", *ip, &s.subnet)?;
+                    crate::model::check_host_in("ip", *ip, &s.subnet)?;
                     if *ip == s.gateway {
-                        return Err(Error::invalid("--ip", ip, "is the network's gateway"));
+                        return Err(Error::invalid("ip", ip, "is the network's gateway"));
                     }
                     *ip
                 }
@@ -847,7 +864,7 @@ impl Store {
             )?;
             if inserted == 0 {
                 return Err(Error::Conflict(format!(
-                    "--ip {ip} is already in use on network {:?}",
+                    "ip {ip} is already in use on network {:?}",
                     net.name
                 )));
             }
@@ -871,7 +888,7 @@ impl Store {
                 .collect();
             if targets.is_empty() {
                 return Err(Error::invalid(
-                    "--publish",
+                    "publish",
                     spec.host_ip.map(|h| h.to_string()).unwrap_or_default(),
                     format!(
                         "network {:?} has no subnet of this address family",
@@ -980,7 +997,7 @@ impl Store {
             .optional()?;
         if let Some(other) = clash {
             return Err(Error::Conflict(format!(
-                "--publish {}:{}/{}: host port already published on {other}",
+                "publish {}:{}/{}: host port already published on {other}",
                 host_ip.as_deref().unwrap_or("*"),
                 m.host_port,
                 m.proto
@@ -988,7 +1005,7 @@ impl Store {
         }
         if let Some(svc) = services::node_port_owner(tx, m.proto, m.host_port)? {
             return Err(Error::Conflict(format!(
-                "--publish {}/{}: host port is the node port of service {svc:?}",
+                "publish {}/{}: host port is the node port of service {svc:?}",
                 m.host_port, m.proto
             )));
         }
@@ -1072,20 +1089,13 @@ impl Store {
                     state: match state.as_str() {
                         "ready" => AttachState::Ready,
                         "removing" => AttachState::Removing,
-                        _ => AttachState::Pending,
+                        "pending" => AttachState::Pending,
+                        other => return Err(bad_row("attachments", "state", other)),
                     },
                     container_id: r.get(10)?,
-                    routes: r
-                        .get::<_, Option<String>>(11)?
-                        .and_then(|j| serde_json::from_str(&j).ok()),
-                    aliases: r
-                        .get::<_, Option<String>>(12)?
-                        .and_then(|j| serde_json::from_str(&j).ok())
-                        .unwrap_or_default(),
-                    labels: r
-                        .get::<_, Option<String>>(13)?
-                        .and_then(|j| serde_json::from_str(&j).ok())
-                        .unwrap_or_default(),
+                    routes: json_col("attachments", "routes", r.get(11)?)?,
+                    aliases: json_col("attachments", "aliases", r.get(12)?)?.unwrap_or_default(),
+                    labels: json_col("attachments", "labels", r.get(13)?)?.unwrap_or_default(),
                     ips: vec![],
                     ports: vec![],
                     owner: match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<i64>>(15)?) {
@@ -1122,7 +1132,7 @@ impl Store {
                     let proto: String = r.get(1)?;
                     Ok(PortMapping {
                         host_ip: host_ip.map(parse).transpose()?,
-                        proto: Proto::parse("proto", &proto).unwrap_or(Proto::Tcp),
+                        proto: proto_col("ports", &proto)?,
                         host_port: r.get(2)?,
                         container_ip: parse(r.get(3)?)?,
                         container_port: r.get(4)?,
@@ -1424,7 +1434,7 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("--ip") && e.contains("10.2.0.5"), "{e}");
+        assert!(e.contains("ip") && e.contains("10.2.0.5"), "{e}");
         let gw: IpAddr = "10.1.0.1".parse().unwrap();
         assert!(
             s.reserve(&req("n", "e", &[gw], &[]), "eth0", &host_name)

@@ -2,7 +2,7 @@
 
 use super::Store;
 use crate::error::{Error, Result};
-use crate::model::Proto;
+
 use crate::model::policy::{Default, PortSpec, Rule, Selector};
 use rusqlite::{Connection, params};
 
@@ -41,7 +41,7 @@ impl Store {
                 port: match (port, proto) {
                     (Some(port), Some(p)) => Some(PortSpec {
                         port,
-                        proto: Proto::parse("proto", &p).unwrap_or(Proto::Tcp),
+                        proto: super::proto_col("policies", &p)?,
                     }),
                     _ => None,
                 },

@@ -67,7 +67,7 @@ fn check_backend(conn: &Connection, b: &BackendSpec) -> Result<()> {
             .optional()?;
         if known.is_none() {
             return Err(Error::invalid(
-                "--backend",
+                "backend",
                 b,
                 format!("no sandbox named {name:?} is known to knit"),
             ));
@@ -103,7 +103,7 @@ impl Store {
                     vip: Vip {
                         ip: parse(r.get(2)?)?,
                         port: r.get(3)?,
-                        proto: Proto::parse("proto", &proto).unwrap_or(Proto::Tcp),
+                        proto: super::proto_col("services", &proto)?,
                     },
                     affinity: r.get(5)?,
                     node_port: r.get(6)?,
@@ -155,7 +155,7 @@ impl Store {
         .pop()
         {
             return Err(Error::Conflict(format!(
-                "--vip {vip}: already the address of service {:?}",
+                "vip {vip}: already the address of service {:?}",
                 other.name
             )));
         }
@@ -169,7 +169,7 @@ impl Store {
                 .is_ok_and(|c| c.contains(&vip.ip))
             {
                 return Err(Error::invalid(
-                    "--vip",
+                    "vip",
                     vip,
                     format!(
                         "inside subnet {cidr} of network {net:?}; pick an address outside knit's networks"
@@ -180,7 +180,7 @@ impl Store {
         if let Some(np) = spec.node_port {
             if let Some(other) = node_port_owner(&tx, vip.proto, np)? {
                 return Err(Error::Conflict(format!(
-                    "--node-port {np}/{}: already the node port of service {other:?}",
+                    "node port {np}/{}: already the node port of service {other:?}",
                     vip.proto
                 )));
             }
@@ -193,7 +193,7 @@ impl Store {
                 .optional()?;
             if published.is_some() {
                 return Err(Error::Conflict(format!(
-                    "--node-port {np}/{}: a sandbox publishes this host port",
+                    "node port {np}/{}: a sandbox publishes this host port",
                     vip.proto
                 )));
             }
