@@ -67,8 +67,8 @@ fn main() {
     let tag = format!("kbench{}", std::process::id());
     let node_name = format!("{tag}-node");
     let sb_name = format!("{tag}-sb");
-    netns::create_named(&node_name).unwrap();
-    netns::create_named(&sb_name).unwrap();
+    netns::create_named(&node_name, knit::netlink::bring_up_loopback).unwrap();
+    netns::create_named(&sb_name, knit::netlink::bring_up_loopback).unwrap();
     let state = format!("/tmp/{tag}-state");
     let cleanup = || {
         let _ = netns::delete_named(&sb_name);

@@ -41,7 +41,7 @@ struct Node {
 impl Node {
     fn new(tag: &str) -> Node {
         let name = format!("kcb{}-{tag}", std::process::id());
-        netns::create_named(&name).unwrap();
+        netns::create_named(&name, knit::netlink::bring_up_loopback).unwrap();
         let dir = format!("/tmp/{name}");
         std::fs::create_dir_all(&dir).unwrap();
         Node {
@@ -288,7 +288,7 @@ fn bench(peer: &dyn Peer, n: usize, conc: usize, mut kernel: Option<&mut KernelS
     let mut guard = Containers(vec![]);
     for i in 0..n + conc {
         let c = format!("{tag}-c{i}");
-        netns::create_named(&c).unwrap();
+        netns::create_named(&c, knit::netlink::bring_up_loopback).unwrap();
         guard.0.push(c);
     }
     let containers = guard.0.clone();
@@ -371,7 +371,7 @@ impl KernelSampler {
     fn new() -> Self {
         let node = Node::new("kernel");
         let sb = format!("{}-sb", node.name);
-        netns::create_named(&sb).unwrap();
+        netns::create_named(&sb, knit::netlink::bring_up_loopback).unwrap();
         let nl = node.ns.run(Netlink::open).unwrap().unwrap();
         KernelSampler {
             node,

@@ -1,0 +1,141 @@
+//! The schema and its migrations: a database of any earlier version is brought up to
+//! `SCHEMA_VERSION` in one transaction (under STATE/store.lock, see `Store::open`).
+
+use super::SCHEMA_VERSION;
+use rusqlite::Transaction;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS networks (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    driver TEXT NOT NULL,
+    bridge TEXT UNIQUE,
+    internal INTEGER NOT NULL,
+    masquerade INTEGER NOT NULL,
+    mtu INTEGER,
+    bridge_mac TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'cli',
+    bridge_gateway INTEGER NOT NULL DEFAULT 1,
+    promisc INTEGER NOT NULL DEFAULT 0,
+    dns INTEGER NOT NULL DEFAULT 1,
+    dns_domain TEXT,
+    ready INTEGER NOT NULL DEFAULT 1,
+    policy TEXT NOT NULL DEFAULT 'allow'
+);
+CREATE TABLE IF NOT EXISTS subnets (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    cidr TEXT NOT NULL UNIQUE,
+    gateway TEXT NOT NULL,
+    range_start TEXT,
+    range_end TEXT,
+    cursor TEXT
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id),
+    sandbox TEXT NOT NULL,
+    netns_path TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    host_ifname TEXT NOT NULL UNIQUE,
+    mac TEXT NOT NULL,
+    host_mac TEXT NOT NULL,
+    state TEXT NOT NULL,
+    container_id TEXT,
+    routes TEXT,
+    aliases TEXT,
+    labels TEXT,
+    UNIQUE (network_id, sandbox)
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    subnet_id INTEGER NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+    ip TEXT NOT NULL,
+    attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+    PRIMARY KEY (subnet_id, ip)
+);
+CREATE INDEX IF NOT EXISTS allocations_by_attachment ON allocations(attachment_id);
+CREATE TABLE IF NOT EXISTS ports (
+    attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+    family INTEGER NOT NULL,
+    host_ip TEXT,
+    proto TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    container_ip TEXT NOT NULL,
+    container_port INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
+CREATE INDEX IF NOT EXISTS ports_by_attachment ON ports(attachment_id);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    name TEXT PRIMARY KEY
+);
+";
+
+/// Tables added in version 3 (services and policies).
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS services (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    vip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    proto TEXT NOT NULL,
+    affinity INTEGER,
+    node_port INTEGER,
+    UNIQUE (vip, proto, port)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS services_by_node_port ON services(proto, node_port)
+    WHERE node_port IS NOT NULL;
+CREATE TABLE IF NOT EXISTS backends (
+    id INTEGER PRIMARY KEY,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    UNIQUE (service_id, kind, target, port)
+);
+CREATE INDEX IF NOT EXISTS backends_by_target ON backends(kind, target);
+CREATE TABLE IF NOT EXISTS policies (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    from_sel TEXT NOT NULL,
+    to_sel TEXT NOT NULL,
+    port INTEGER,
+    proto TEXT
+);
+";
+
+/// Brings a database at `version` up to date.
+pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+    }
+    if version == 1 {
+        // Version 2 added DNS settings and aliases.
+        tx.execute_batch(
+            "ALTER TABLE networks ADD COLUMN dns INTEGER NOT NULL DEFAULT 1;
+             ALTER TABLE networks ADD COLUMN dns_domain TEXT;
+             ALTER TABLE networks ADD COLUMN ready INTEGER NOT NULL DEFAULT 1;
+             ALTER TABLE attachments ADD COLUMN aliases TEXT;",
+        )?;
+    }
+    if (1..3).contains(&version) {
+        // Version 3 added policies and labels.
+        tx.execute_batch(
+            "ALTER TABLE networks ADD COLUMN policy TEXT NOT NULL DEFAULT 'allow';
+             ALTER TABLE attachments ADD COLUMN labels TEXT;",
+        )?;
+    }
+    tx.execute_batch(SCHEMA_V3)?;
+    if version < 4 {
+        // Version 4: ownership. A bridge knit adopted (never deleted), and the
+        // process building a pending record (never reaped while it lives).
+        tx.execute_batch(
+            "ALTER TABLE networks ADD COLUMN bridge_adopted INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE networks ADD COLUMN owner_pid INTEGER;
+             ALTER TABLE networks ADD COLUMN owner_start INTEGER;
+             ALTER TABLE attachments ADD COLUMN owner_pid INTEGER;
+             ALTER TABLE attachments ADD COLUMN owner_start INTEGER;",
+        )?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
