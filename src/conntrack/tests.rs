@@ -1,7 +1,9 @@
 //! Unit tests of `conntrack`.
 
+use super::wire::*;
 use super::*;
 use crate::model::service::Vip;
+use crate::nft::wire::message;
 use crate::nft::wire::{attr, nested};
 
 const AF_INET: u8 = libc::AF_INET as u8;
