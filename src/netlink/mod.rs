@@ -2,6 +2,9 @@
 //! request at a time, typed messages from netlink-packet-route. A short-lived CLI or CNI
 //! process pays no async runtime start-up, and every kernel change here is one message.
 
+mod route;
+pub use route::Route;
+
 use crate::error::{Error, IoContext, Result};
 use crate::model::Mac;
 use ipnet::IpNet;
@@ -18,10 +21,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
-};
+use netlink_packet_route::route::{RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use std::io;
@@ -66,7 +66,7 @@ pub struct VethRequest<'a> {
     pub controller: Option<u32>,
 }
 
-fn family_of(ip: &IpAddr) -> AddressFamily {
+pub(super) fn family_of(ip: &IpAddr) -> AddressFamily {
     match ip {
         IpAddr::V4(_) => AddressFamily::Inet,
         IpAddr::V6(_) => AddressFamily::Inet6,
@@ -553,97 +553,4 @@ fn summarize(l: &LinkMessage) -> LinkInfoSummary {
         }
     }
     s
-}
-
-/// A route in the main table, as knit programs and reads them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub dst: IpNet,
-    pub gateway: Option<IpAddr>,
-    pub oif: Option<u32>,
-    pub onlink: bool,
-    /// Link scope: the destination is directly on `oif` (host routes of the ptp driver).
-    pub link_scope: bool,
-}
-
-impl Route {
-    fn to_message(&self) -> RouteMessage {
-        let mut msg = RouteMessage::default();
-        let ip = self.dst.addr();
-        msg.header.address_family = family_of(&ip);
-        msg.header.destination_prefix_length = self.dst.prefix_len();
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Static;
-        msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if self.link_scope {
-            RouteScope::Link
-        } else {
-            RouteScope::Universe
-        };
-        if self.onlink {
-            msg.header.flags = RouteFlags::Onlink;
-        }
-        if self.dst.prefix_len() > 0 {
-            msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::from(
-                    self.dst.network(),
-                )));
-        }
-        if let Some(gw) = self.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
-        }
-        if let Some(oif) = self.oif {
-            msg.attributes.push(RouteAttribute::Oif(oif));
-        }
-        msg
-    }
-
-    fn from_message(r: &RouteMessage) -> Option<Route> {
-        let mut dst = None;
-        let mut gateway = None;
-        let mut oif = None;
-        for a in &r.attributes {
-            match a {
-                RouteAttribute::Destination(RouteAddress::Inet(v)) => dst = Some(IpAddr::V4(*v)),
-                RouteAttribute::Destination(RouteAddress::Inet6(v)) => dst = Some(IpAddr::V6(*v)),
-                RouteAttribute::Gateway(RouteAddress::Inet(v)) => gateway = Some(IpAddr::V4(*v)),
-                RouteAttribute::Gateway(RouteAddress::Inet6(v)) => gateway = Some(IpAddr::V6(*v)),
-                RouteAttribute::Oif(o) => oif = Some(*o),
-                _ => {}
-            }
-        }
-        let dst = dst.unwrap_or(match r.header.address_family {
-            AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        });
-        Some(Route {
-            dst: IpNet::new(dst, r.header.destination_prefix_length).ok()?,
-            gateway,
-            oif,
-            onlink: r.header.flags.contains(RouteFlags::Onlink),
-            link_scope: r.header.scope == RouteScope::Link,
-        })
-    }
-
-    pub fn describe(&self) -> String {
-        let mut s = if self.dst.prefix_len() == 0 {
-            "default".to_string()
-        } else {
-            self.dst.to_string()
-        };
-        if let Some(gw) = self.gateway {
-            s += &format!(" via {gw}");
-        }
-        if let Some(o) = self.oif {
-            s += &format!(" oif {o}");
-        }
-        if self.onlink {
-            s += " onlink";
-        }
-        if self.link_scope {
-            s += " scope link";
-        }
-        s
-    }
 }
