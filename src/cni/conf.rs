@@ -5,7 +5,7 @@ use super::error::{
     CONFLICT, CniError, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD,
 };
 use crate::error::Error;
-use crate::model::policy::{Labels, parse_label};
+use crate::model::policy::Labels;
 use crate::model::{self, Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, RouteSpec};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -178,7 +178,8 @@ fn normalise_runtime_config(rc: &mut Value) {
     }
 }
 
-fn decode_value(stdin: &[u8]) -> Result<Value, CniError> {
+/// stdin decoded once: a JSON object, or the DECODE error every command reports.
+pub fn decode(stdin: &[u8]) -> Result<Value, CniError> {
     let v: Value = serde_json::from_slice(stdin)
         .map_err(|e| CniError::new(DECODE, format!("decoding network config: {e}")))?;
     if !v.is_object() {
@@ -204,7 +205,11 @@ fn check_version(v: &str) -> Result<(), CniError> {
 
 /// Parses stdin. Decoding failures are code 6; a missing or unknown version code 1.
 pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
-    let mut v = decode_value(stdin)?;
+    from_value(decode(stdin)?)
+}
+
+/// The configuration from the decoded stdin.
+pub fn from_value(mut v: Value) -> Result<NetConf, CniError> {
     if let Some(rc) = v.get_mut("runtimeConfig") {
         normalise_runtime_config(rc);
     }
@@ -226,8 +231,12 @@ pub struct Identity {
 }
 
 pub fn parse_identity(stdin: &[u8]) -> Result<Identity, CniError> {
-    let v = decode_value(stdin)?;
-    let id: Identity = serde_json::from_value(v)
+    identity(&decode(stdin)?)
+}
+
+/// What DEL reads of the decoded stdin.
+pub fn identity(v: &Value) -> Result<Identity, CniError> {
+    let id = Identity::deserialize(v)
         .map_err(|e| CniError::new(DECODE, format!("decoding network config: {e}")))?;
     check_version(&id.cni_version)?;
     Ok(id)
@@ -497,20 +506,13 @@ impl NetConf {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let proto = p
-                    .protocol
-                    .clone()
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "tcp".into());
-                let host = match p.host_ip.as_deref() {
-                    None | Some("") => String::new(),
-                    Some(h) if h.contains(':') => format!("[{h}]:"),
-                    Some(h) => format!("{h}:"),
-                };
-                PublishSpec::parse(&format!(
-                    "{host}{}:{}/{}",
-                    p.host_port, p.container_port, proto
-                ))
+                PublishSpec::mapping(
+                    "runtimeConfig.portMappings",
+                    p.host_ip.as_deref(),
+                    p.host_port,
+                    p.container_port,
+                    p.protocol.as_deref(),
+                )
                 .map_err(|e| match e {
                     Error::Invalid { value, reason, .. } => {
                         invalid_field(&format!("runtimeConfig.portMappings[{i}]"), value, reason)
@@ -547,7 +549,7 @@ impl NetConf {
         })?;
         Ok(list
             .into_iter()
-            .filter_map(|l| parse_label("args.cni.labels", &format!("{}={}", l.key, l.value)).ok())
+            .filter_map(|l| crate::model::policy::label("args.cni.labels", &l.key, &l.value).ok())
             .collect())
     }
 

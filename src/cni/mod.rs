@@ -34,21 +34,27 @@ pub fn main() -> i32 {
 /// Runs one CNI command; returns (stdout, exit status). Pure over its inputs apart from the
 /// kernel and the store, so tests can drive it in-process too.
 pub fn run(stdin: &[u8], get: impl Fn(&str) -> Option<String>) -> (String, i32) {
-    let version = serde_json::from_slice::<Value>(stdin)
+    // stdin is decoded once; every command works from this value.
+    let value = conf::decode(stdin);
+    let version = value
+        .as_ref()
         .ok()
         .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| "1.1.0".to_string());
-    match dispatch(stdin, &get) {
+    match dispatch(value, &get) {
         Ok(out) => (out, 0),
         Err(e) => (e.to_json(&version), 1),
     }
 }
 
-fn dispatch(stdin: &[u8], get: &impl Fn(&str) -> Option<String>) -> Result<String, CniError> {
+fn dispatch(
+    value: Result<Value, CniError>,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<String, CniError> {
     let env = Env::from(get)?;
     if env.command == Command::Version {
-        let asked = serde_json::from_slice::<Value>(stdin)
+        let asked = value
             .ok()
             .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
             .unwrap_or_else(|| "1.1.0".into());
@@ -66,11 +72,11 @@ fn dispatch(stdin: &[u8], get: &impl Fn(&str) -> Option<String>) -> Result<Strin
     };
     if env.command == Command::Del {
         // DEL never depends on the ADD-only parts of the configuration.
-        let id = conf::parse_identity(stdin)?;
+        let id = conf::identity(&value?)?;
         return del(&env, &id.name, &state_dir_of(&id.state_dir));
     }
-    let conf = conf::parse(stdin)?;
-    let raw: Value = serde_json::from_slice(stdin).unwrap_or_default();
+    let raw = value?;
+    let conf = conf::from_value(raw.clone())?;
     let state_dir = state_dir_of(&conf.state_dir);
     match env.command {
         Command::Add => add(&env, &conf, &state_dir),

@@ -35,9 +35,16 @@ pub fn parse_label(field: &'static str, s: &str) -> Result<(String, String)> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| Error::invalid(field, s, "expected key=value"))?;
-    validate_label_part(field, s, k)?;
-    validate_label_part(field, s, v)?;
-    Ok((k.to_string(), v.to_string()))
+    label(field, k, v)
+}
+
+/// A label given as key and value (CNI's `{"key", "value"}` form), checked as
+/// `parse_label` checks `key=value`.
+pub fn label(field: &'static str, key: &str, value: &str) -> Result<(String, String)> {
+    let whole = format!("{key}={value}");
+    validate_label_part(field, &whole, key)?;
+    validate_label_part(field, &whole, value)?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 pub fn parse_labels(field: &'static str, items: &[String]) -> Result<Labels> {

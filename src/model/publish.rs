@@ -13,6 +13,27 @@ pub struct PublishSpec {
     pub proto: Proto,
 }
 
+/// A host IP to publish on: none, empty or unspecified means every address; multicast is
+/// refused.
+fn host_ip_of(field: &'static str, whole: &str, ip: Option<&str>) -> Result<Option<IpAddr>> {
+    match ip {
+        None | Some("") => Ok(None),
+        Some(ip) => {
+            check_no_leading_zeros(field, whole, ip)?;
+            let ip = IpAddr::from_str(ip).map_err(|_| {
+                Error::invalid(field, whole, format!("host IP {ip:?} is not an address"))
+            })?;
+            if ip.is_unspecified() {
+                Ok(None)
+            } else if ip.is_multicast() {
+                Err(Error::invalid(field, whole, "host IP is multicast"))
+            } else {
+                Ok(Some(ip))
+            }
+        }
+    }
+}
+
 fn parse_range(field: &'static str, whole: &str, s: &str) -> Result<(u16, u16)> {
     let (a, b) = match s.split_once('-') {
         Some((a, b)) => (parse_port(field, whole, a)?, parse_port(field, whole, b)?),
@@ -57,22 +78,7 @@ impl PublishSpec {
                 _ => return Err(Error::invalid(F, s, "expected [HOSTIP:]HOSTPORT:CPORT")),
             }
         };
-        let host_ip = match host_ip {
-            None | Some("") => None,
-            Some(ip) => {
-                check_no_leading_zeros(F, s, ip)?;
-                let ip = IpAddr::from_str(ip).map_err(|_| {
-                    Error::invalid(F, s, format!("host IP {ip:?} is not an address"))
-                })?;
-                if ip.is_unspecified() {
-                    None
-                } else if ip.is_multicast() {
-                    return Err(Error::invalid(F, s, "host IP is multicast"));
-                } else {
-                    Some(ip)
-                }
-            }
-        };
+        let host_ip = host_ip_of(F, s, host_ip)?;
         let (hp, cp) = rest
             .split_once(':')
             .ok_or_else(|| Error::invalid(F, s, "expected HOSTPORT:CPORT"))?;
@@ -94,6 +100,38 @@ impl PublishSpec {
             host_ip,
             host_ports,
             container_ports,
+            proto,
+        })
+    }
+
+    /// One port mapping as runtimes send it (CNI `portMappings`): host IP (empty or absent:
+    /// every address), host port, container port, protocol (empty or absent: tcp). `field`
+    /// names where it came from in errors.
+    pub fn mapping(
+        field: &'static str,
+        host_ip: Option<&str>,
+        host_port: i64,
+        container_port: i64,
+        proto: Option<&str>,
+    ) -> Result<Self> {
+        let port = |what: &str, p: i64| {
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| Error::invalid(field, p, format!("{what} must be 1-65535")))
+        };
+        let (hp, cp) = (
+            port("hostPort", host_port)?,
+            port("containerPort", container_port)?,
+        );
+        let proto = match proto.filter(|p| !p.is_empty()) {
+            None => Proto::Tcp,
+            Some(p) => Proto::parse(field, p)?,
+        };
+        Ok(PublishSpec {
+            host_ip: host_ip_of(field, host_ip.unwrap_or(""), host_ip)?,
+            host_ports: (hp, hp),
+            container_ports: (cp, cp),
             proto,
         })
     }
