@@ -26,8 +26,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("nftables: {0}")]
-    Nft(String),
+    /// nftables refused or failed a change; `errno` is the kernel's error when it gave one
+    /// (ENOENT: knit's table or a set is missing, EEXIST, ...), for callers that decide by it.
+    #[error("nftables: {msg}")]
+    Nft { msg: String, errno: Option<i32> },
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
 }
@@ -65,11 +67,21 @@ impl Error {
         }
     }
 
-    /// The errno behind an OS error, if any (used to tell "already gone" from real failures).
+    /// The errno behind an OS or nftables error, if any (used to tell "already gone" from
+    /// real failures).
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } => source.raw_os_error(),
+            Error::Nft { errno, .. } => *errno,
             _ => None,
+        }
+    }
+
+    /// An nftables error without a kernel errno (libnftables' text, malformed replies).
+    pub fn nft(msg: impl ToString) -> Self {
+        Error::Nft {
+            msg: msg.to_string(),
+            errno: None,
         }
     }
 }

@@ -55,7 +55,7 @@ impl From<Error> for CniError {
             Error::Invalid { .. } => INVALID_CONFIG,
             Error::NotFound { .. } => INVALID_CONFIG,
             Error::Exists { .. } | Error::Conflict(_) | Error::Exhausted { .. } => CONFLICT,
-            Error::Io { .. } | Error::Nft(_) => IO_FAILURE,
+            Error::Io { .. } | Error::Nft { .. } => IO_FAILURE,
             Error::Store(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(
                     f.code,

@@ -49,9 +49,7 @@ fn load() -> std::result::Result<Lib, String> {
 
 fn lib() -> Result<&'static Lib> {
     static LIB: OnceLock<std::result::Result<Lib, String>> = OnceLock::new();
-    LIB.get_or_init(load)
-        .as_ref()
-        .map_err(|e| Error::Nft(e.clone()))
+    LIB.get_or_init(load).as_ref().map_err(Error::nft)
 }
 
 /// One libnftables context (one netlink socket), for commands that need more than one
@@ -71,7 +69,7 @@ impl Session {
         // SAFETY: plain constructor; null means failure.
         let ctx = unsafe { (lib.ctx_new)(0) };
         if ctx.is_null() {
-            return Err(Error::Nft("nft_ctx_new failed".into()));
+            return Err(Error::nft("nft_ctx_new failed"));
         }
         // SAFETY: ctx is valid.
         unsafe {
@@ -84,7 +82,7 @@ impl Session {
     /// Runs an nft script as one transaction in the namespace the context was created in.
     /// Returns what nft printed (for `list` commands).
     pub fn run(&mut self, script: &str) -> Result<String> {
-        let cmd = CString::new(script).map_err(|_| Error::Nft("script contains NUL".into()))?;
+        let cmd = CString::new(script).map_err(|_| Error::nft("script contains NUL"))?;
         let lib = self.lib;
         // SAFETY: ctx is valid; the buffers returned by libnftables stay valid until the
         // next run or free, and we copy them before that.
@@ -105,7 +103,7 @@ impl Session {
                     .find(|l| l.contains("Error"))
                     .unwrap_or(err.trim())
                     .to_string();
-                return Err(Error::Nft(if first.is_empty() {
+                return Err(Error::nft(if first.is_empty() {
                     format!("rc {rc}")
                 } else {
                     first

@@ -67,10 +67,16 @@ impl Socket {
         }
         match first_err {
             None => Ok(()),
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::Nft(format!(
-                "element batch rejected: {e} (knit's table or set is missing: `knit reconcile` rebuilds it)"
-            ))),
-            Some(e) => Err(Error::Nft(format!("element batch rejected: {e}"))),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::Nft {
+                errno: e.raw_os_error(),
+                msg: format!(
+                    "element batch rejected: {e} (knit's table or set is missing: `knit reconcile` rebuilds it)"
+                ),
+            }),
+            Some(e) => Err(Error::Nft {
+                errno: e.raw_os_error(),
+                msg: format!("element batch rejected: {e}"),
+            }),
         }
     }
 
@@ -188,7 +194,7 @@ impl Socket {
                         as usize;
                 let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
                 if len < 16 || off + len > data.len() {
-                    return Err(Error::Nft("malformed netlink reply".into()));
+                    return Err(Error::nft("malformed netlink reply"));
                 }
                 let msg = &data[off..off + len];
                 match kind {

@@ -317,7 +317,7 @@ pub(crate) fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>> {
         let len = word(off) as usize;
         let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
         if len < 16 || off + len > buf.len() {
-            return Err(Error::Nft("malformed netlink reply".into()));
+            return Err(Error::nft("malformed netlink reply"));
         }
         if kind == NLMSG_ERROR && len >= 20 {
             out.push((word(off + 8), word(off + 16) as i32));

@@ -11,7 +11,7 @@ use crate::netlink::{Netlink, Route};
 use crate::netns::Netns;
 use crate::nft::Batch;
 use crate::node::Node;
-use crate::node::network::attach_fw;
+use crate::node::network::{Applied, Leaving, attach_fw};
 use crate::store::{AttachState, Attachment, Network, Reserved};
 use std::net::IpAddr;
 
@@ -145,18 +145,12 @@ impl Node {
             self.policy_changes_for(&mut b, &network, &att, true)?;
             self.service_changes_for(&mut b, &att.sandbox, att.id, true)?;
             crate::trace::phase("nft: batch built");
-            match b.apply() {
-                Ok(()) => self.store.mark_ready(att.id),
-                Err(Error::Nft(_)) => {
-                    // knit's table is gone or damaged: write all of it from the store,
-                    // this attachment included.
-                    self.store.mark_ready(att.id)?;
-                    self.rebuild_firewall().inspect_err(|_| {
-                        let _ = self.store.mark_pending(att.id);
-                    })
-                }
-                Err(e) => Err(e),
+            // A rebuild writes what the kernel should hold without this pending
+            // attachment: its own elements go in again on the rebuilt table.
+            if self.apply_or_rebuild(&b, Leaving::default())? == Applied::Rebuilt {
+                b.apply()?;
             }
+            self.store.mark_ready(att.id)
         });
         if let Err(e) = built {
             let _ = self.remove_attachment(&network, &att);
@@ -239,15 +233,14 @@ impl Node {
         b.attachment(&attach_fw(net, att), false);
         self.policy_changes_for(&mut b, net, att, false)?;
         self.service_changes_for(&mut b, &att.sandbox, att.id, false)?;
-        // Closing the nft socket after deletions waits for an RCU grace period; keep that
-        // off the caller's clock.
-        let applied = b.apply_then(crate::nft::socket::Socket::close_detached);
+        self.apply_or_rebuild(
+            &b,
+            Leaving {
+                attachment: Some(att.id),
+                ..Leaving::default()
+            },
+        )?;
         crate::trace::phase("nft elements removed");
-        if applied.is_err() && crate::nft::table_exists() {
-            // The table is damaged: rebuild it from the store without this one. (If it is
-            // gone altogether there is nothing to remove; `knit reconcile` rebuilds it.)
-            self.rebuild_firewall_without(None, Some(att.id))?;
-        }
         then(self)
     }
 

@@ -24,6 +24,23 @@ pub enum BridgeUse {
     Repair,
 }
 
+/// What a whole-table rebuild leaves out: objects being removed, still in the store until
+/// their removal is recorded.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Leaving {
+    pub network: Option<i64>,
+    pub attachment: Option<i64>,
+    pub service: Option<i64>,
+}
+
+/// How `apply_or_rebuild` got the change into the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Batch,
+    /// The table was rewritten from the store instead.
+    Rebuilt,
+}
+
 impl Node {
     pub fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network> {
         self.create_network_from(spec, "cli", BridgeUse::Fresh)
@@ -168,16 +185,25 @@ impl Node {
         if net.policy == crate::model::policy::Default::Deny {
             b.net_policy(&crate::policy::resolve(&self.store, net)?, &[]);
         }
-        self.apply_or_rebuild(&b)
+        self.apply_or_rebuild(&b, Leaving::default()).map(|_| ())
     }
 
-    /// Applies a batch; if the kernel lost knit's table (or part of it: a flushed or
-    /// deleted table, a missing set), rewrites the whole table from the store instead.
-    /// Callers hold the kernel lock and have recorded the change in the store first.
-    pub fn apply_or_rebuild(&self, b: &Batch) -> Result<()> {
-        match b.apply() {
-            Err(Error::Nft(_)) => self.rebuild_firewall(),
-            r => r,
+    /// Applies a batch; if nftables refuses it because the kernel lost knit's table or part
+    /// of it (a flushed or deleted table, a missing set or chain), rewrites the whole table
+    /// from the store instead, minus `leaving`. The one place that falls back to a rebuild.
+    /// Callers hold the kernel lock and have recorded the change in the store (or name
+    /// what they are removing in `leaving`).
+    pub fn apply_or_rebuild(&self, b: &Batch, leaving: Leaving) -> Result<Applied> {
+        // Closing an nf_tables socket after deletions waits for an RCU grace period; keep
+        // that off the caller's clock.
+        match b.apply_then(crate::nft::socket::Socket::close_detached) {
+            Ok(()) => Ok(Applied::Batch),
+            Err(Error::Nft { .. }) => {
+                crate::trace::phase("nft: batch refused, rebuilding the table");
+                self.rebuild_firewall_without(leaving)?;
+                Ok(Applied::Rebuilt)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -217,10 +243,13 @@ impl Node {
         let mut b = Batch::new();
         b.net_policy_removed(net.id, &ifaces, &rules)
             .network(&net_fw(net), false);
-        if b.apply().is_err() && crate::nft::table_exists() {
-            // knit's table is damaged: rewrite it from the store without this network.
-            self.rebuild_firewall_without(Some(net.id), None)?;
-        }
+        self.apply_or_rebuild(
+            &b,
+            Leaving {
+                network: Some(net.id),
+                ..Leaving::default()
+            },
+        )?;
         Ok(())
     }
 
@@ -256,13 +285,14 @@ impl Node {
     /// Rewrites knit's whole table from the store in one transaction (reconcile, and the
     /// fallback when an incremental change finds the table damaged).
     pub fn rebuild_firewall(&self) -> Result<()> {
-        self.rebuild_firewall_without(None, None)
+        self.rebuild_firewall_without(Leaving::default())
     }
 
-    /// The same, leaving out one network and/or one attachment that is being removed.
-    /// Only ready attachments are in the kernel (a pending one belongs to a command still
-    /// building it, which adds its own elements).
-    pub fn rebuild_firewall_without(&self, net_id: Option<i64>, att_id: Option<i64>) -> Result<()> {
+    /// The same, leaving out what is being removed (still in the store until the removal
+    /// is recorded). Only attachments the kernel holds count (a pending one belongs to a
+    /// command still building it, which adds its own elements).
+    pub fn rebuild_firewall_without(&self, leaving: Leaving) -> Result<()> {
+        let (net_id, att_id) = (leaving.network, leaving.attachment);
         let _k = self.kernel_lock()?;
         let nets: Vec<Network> = self
             .store
@@ -301,7 +331,9 @@ impl Node {
             b.net_policy(p, &[]);
         }
         for svc in self.store.services()? {
-            b.service(None, Some(&crate::service::resolve_from(&svc, &all)));
+            if Some(svc.id) != leaving.service {
+                b.service(None, Some(&crate::service::resolve_from(&svc, &all)));
+            }
         }
         b.apply()
     }

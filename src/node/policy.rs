@@ -21,10 +21,8 @@ impl Node {
         } else {
             b.net_policy(&p, gone);
         }
-        match b.apply() {
-            Err(_) if !crate::nft::table_exists() => self.rebuild_firewall(),
-            r => r,
-        }
+        self.apply_or_rebuild(&b, crate::node::network::Leaving::default())
+            .map(|_| ())
     }
 
     pub fn set_policy_default(&mut self, network: &str, d: Default) -> Result<Network> {

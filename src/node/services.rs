@@ -14,10 +14,7 @@ impl Node {
     fn apply_service_batch(&self, b: &Batch) -> Result<()> {
         // Closing an nf_tables socket after deletions waits for an RCU grace period; keep
         // that off the caller's clock (as detach does).
-        match b.apply_then(crate::nft::socket::Socket::close_detached) {
-            Err(_) if !crate::nft::table_exists() => self.rebuild_firewall(),
-            r => r,
-        }
+        self.apply_or_rebuild(b, Default::default()).map(|_| ())
     }
 
     /// Creates a service (idempotent for an identical spec). Returns it and whether it
@@ -75,14 +72,14 @@ impl Node {
         let _k = self.kernel_lock()?;
         let svc = self.store.service(name)?;
         let fw = resolve(&self.store, &svc)?;
-        let applied = Batch::new()
-            .service(Some(&fw), None)
-            .apply_then(crate::nft::socket::Socket::close_detached);
+        self.apply_or_rebuild(
+            Batch::new().service(Some(&fw), None),
+            crate::node::network::Leaving {
+                service: Some(svc.id),
+                ..Default::default()
+            },
+        )?;
         self.store.delete_service(svc.id)?;
-        if applied.is_err() && crate::nft::table_exists() {
-            // Damaged table: the store decides; rewrite it without this service.
-            self.rebuild_firewall()?;
-        }
         drop(_k);
         crate::conntrack::service_changed(&fw, None);
         Ok(svc)
