@@ -526,6 +526,29 @@ pub fn ping(ns: &str, addr: &str) -> bool {
     o.status.success()
 }
 
+/// An nft listing with the elements of every set and map sorted, so two listings of the
+/// same state compare equal whatever order the kernel printed the elements in (hash sets
+/// list in an order of their own per set instance).
+pub fn sorted_elements(listing: &str) -> String {
+    let mut out = String::new();
+    let mut rest = listing;
+    while let Some(i) = rest.find("elements = {") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "elements = {".len()..];
+        let end = after.find('}').expect("closing brace");
+        let mut items: Vec<String> = after[..end]
+            .split(',')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|s| !s.is_empty())
+            .collect();
+        items.sort();
+        out.push_str(&format!("elements = {{ {} }}", items.join(", ")));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Waits until `f` holds (kernel state such as neighbour entries settles asynchronously).
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
