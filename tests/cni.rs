@@ -5,6 +5,7 @@ mod common;
 use common::cni::*;
 use common::*;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 const VERSIONS: &[&str] = &[
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
@@ -251,7 +252,12 @@ fn check_reports_drift_and_spec_errors() {
 #[test]
 fn gc_removes_every_unlisted_attachment() {
     let mut w = World::new();
-    let mut list = Conflist::new("gc", "1.1.0", knit_plugins("cni-gc0", "10.65.0.0/24"));
+    // A pool of four addresses (.2 to .5): once full, new attachments can only get
+    // addresses that were freed.
+    let mut plugins = knit_plugins("cni-gc0", "10.65.0.0/24");
+    plugins[0]["ipam"]["ranges"][0][0]["rangeStart"] = json!("10.65.0.2");
+    plugins[0]["ipam"]["ranges"][0][0]["rangeEnd"] = json!("10.65.0.5");
+    let mut list = Conflist::new("gc", "1.1.0", plugins);
     let mut nss = vec![];
     for i in 0..4 {
         let c = container(&mut w, &format!("g{i}"));
@@ -297,15 +303,67 @@ fn gc_removes_every_unlisted_attachment() {
             .len(),
         1
     );
-    // Freed addresses are handed out again without collision.
-    list.add(
-        &w,
-        "gc9",
-        &format!("/run/netns/{}", nss[2]),
-        "eth0",
-        &json!({}),
-    )
-    .unwrap();
+    // Freed addresses are handed out again without collision: the three new containers
+    // get exactly the three freed addresses, and every attachment its own MAC and host
+    // veth, in the store and in the kernel.
+    for (i, c) in [&nss[0], &nss[2], &nss[3]].into_iter().enumerate() {
+        list.add(
+            &w,
+            &format!("gc9{i}"),
+            &format!("/run/netns/{c}"),
+            "eth0",
+            &json!({}),
+        )
+        .unwrap_or_else(|o| panic!("ADD gc9{i}: {}", o.stdout));
+    }
+    let atts = w.json(&["network", "inspect", "gc"])["attachments"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(atts.len(), 4, "{atts:?}");
+    let field = |a: &Value, f: &str| a[f].as_str().unwrap().to_string();
+    let ip4 = |a: &Value| {
+        a["ips"][0]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let ips: BTreeSet<String> = atts.iter().map(ip4).collect();
+    let want: BTreeSet<String> = (2..=5).map(|i| format!("10.65.0.{i}")).collect();
+    assert_eq!(ips, want, "one address each, the whole pool: {atts:?}");
+    for f in ["mac", "host_ifname", "netns_path"] {
+        let distinct: BTreeSet<String> = atts.iter().map(|a| field(a, f)).collect();
+        assert_eq!(distinct.len(), 4, "{f} repeated: {atts:?}");
+    }
+    assert_eq!(w.knit_links().len(), 4, "{:?}", w.knit_links());
+    let survivor = atts.iter().find(|a| a["container_id"] == "gc1").unwrap();
+    for a in &atts {
+        let ns = field(a, "netns_path")
+            .trim_start_matches("/run/netns/")
+            .to_string();
+        let link = sh_ok(&["ip", "-n", &ns, "-o", "link", "show", "eth0"]);
+        assert!(link.contains(&field(a, "mac")), "{ns}: {link}");
+        let addrs = sh_ok(&["ip", "-n", &ns, "-o", "-4", "addr", "show", "eth0"]);
+        assert!(addrs.contains(&format!("{}/24", ip4(a))), "{ns}: {addrs}");
+        if a != survivor {
+            assert!(ping(&ns, &ip4(survivor)), "{ns} reaches gc1");
+        }
+    }
+    // The pool is full: one more is refused.
+    let extra = container(&mut w, "g9");
+    let o = list
+        .add(
+            &w,
+            "gc99",
+            &format!("/run/netns/{extra}"),
+            "eth0",
+            &json!({}),
+        )
+        .expect_err("a fifth container in a pool of four");
+    assert_ne!(o.code, 0, "{}", o.stdout);
 }
 
 #[test]

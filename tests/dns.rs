@@ -3,9 +3,8 @@
 
 mod common;
 use common::*;
-use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Stdio};
@@ -40,52 +39,6 @@ fn start_daemon(w: &World, resolv: &str, metrics: Option<&str>) -> Daemon {
         .spawn()
         .unwrap();
     Daemon(child)
-}
-
-/// An upstream resolver in `ns`: example.com → 203.0.113.7, everything else NXDOMAIN.
-fn upstream(ns: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        let s = UdpSocket::bind("0.0.0.0:53").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        tx.send(()).unwrap();
-        let mut buf = [0u8; 1500];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, peer)) = s.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_recursion_available(true);
-            for qq in q.queries() {
-                r.add_query(qq.clone());
-            }
-            let name = q.queries()[0].name().to_ascii();
-            if name == "example.com." {
-                r.add_answer(Record::from_rdata(
-                    q.queries()[0].name().clone(),
-                    60,
-                    RData::A(A("203.0.113.7".parse().unwrap())),
-                ));
-            } else {
-                r.set_response_code(ResponseCode::NXDomain);
-            }
-            let _ = s.send_to(&r.to_vec().unwrap(), peer);
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    h
 }
 
 fn query_bytes(name: &str, t: RecordType) -> Vec<u8> {
@@ -144,8 +97,7 @@ fn names_aliases_ptr_aaaa_scoping_and_forwarding() {
     let mut w = World::new().with_outside();
     let resolv = w.state.with_extension("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {OUTSIDE4}\n")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let up = upstream(w.outside(), stop.clone());
+    let up = Upstream::start(w.outside(), dns_upstream::EXAMPLE);
     w.ok(&[
         "network",
         "create",
@@ -250,8 +202,7 @@ fn names_aliases_ptr_aaaa_scoping_and_forwarding() {
     );
     w.ok(&["sandbox", "rm", &api]);
     assert!(!std::path::Path::new(&format!("/etc/netns/{api}")).exists());
-    stop.store(true, Ordering::Relaxed);
-    up.join().unwrap();
+    up.stop();
     let _ = std::fs::remove_file(&resolv);
     for s in [&web, &db] {
         w.ok(&["sandbox", "rm", s]);
@@ -350,7 +301,7 @@ fn upstream_down_gives_servfail_within_the_timeout() {
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{key} missing: {text}"))
     };
-    let before = tcp_get_http(&w.node, "127.0.0.1:9153");
+    let before = http_get(&w.node, "127.0.0.1:9153", "/metrics").expect("metrics");
     let t = Instant::now();
     let r = ask(&a, "10.84.0.1", "example.com.", RecordType::A).unwrap();
     assert_eq!(r.response_code(), ResponseCode::ServFail);
@@ -360,7 +311,7 @@ fn upstream_down_gives_servfail_within_the_timeout() {
         t.elapsed()
     );
     // Metrics in Prometheus text format on the node's loopback count exactly that.
-    let after = tcp_get_http(&w.node, "127.0.0.1:9153");
+    let after = http_get(&w.node, "127.0.0.1:9153", "/metrics").expect("metrics");
     assert!(after.starts_with("HTTP/1.0 200 OK"));
     for key in [
         "knit_dns_forward_failures_total ",
@@ -371,17 +322,6 @@ fn upstream_down_gives_servfail_within_the_timeout() {
     }
     let _ = std::fs::remove_file(&resolv);
     w.ok(&["sandbox", "rm", &a]);
-}
-
-fn tcp_get_http(ns: &str, addr: &str) -> String {
-    let addr: SocketAddr = addr.parse().unwrap();
-    in_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
 }
 
 #[test]

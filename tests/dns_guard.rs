@@ -5,14 +5,11 @@
 
 mod common;
 use common::*;
-use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 struct Daemon(Child);
@@ -40,81 +37,6 @@ fn start_daemon(w: &World, resolv: &str) -> Daemon {
         .spawn()
         .unwrap();
     Daemon(child)
-}
-
-/// An upstream resolver in `ns` that counts what it is asked: example.com → 203.0.113.7,
-/// everything else NXDOMAIN.
-struct Upstream {
-    asked: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start(ns: &str) -> Upstream {
-        let asked = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (a, st) = (asked.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on this thread only.
-            assert_eq!(
-                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            let s = UdpSocket::bind("0.0.0.0:53").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-            tx.send(()).unwrap();
-            let mut buf = [0u8; 1500];
-            while !st.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                a.fetch_add(1, Ordering::SeqCst);
-                let mut r = Message::new();
-                r.set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .set_recursion_available(true);
-                for qq in q.queries() {
-                    r.add_query(qq.clone());
-                }
-                if q.queries()[0].name().to_ascii() == "example.com." {
-                    r.add_answer(Record::from_rdata(
-                        q.queries()[0].name().clone(),
-                        60,
-                        RData::A(A("203.0.113.7".parse().unwrap())),
-                    ));
-                } else {
-                    r.set_response_code(ResponseCode::NXDomain);
-                }
-                let _ = s.send_to(&r.to_vec().unwrap(), peer);
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        Upstream {
-            asked,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn asked(&self) -> usize {
-        self.asked.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn query_bytes(name: &str, t: RecordType) -> Vec<u8> {
@@ -220,7 +142,7 @@ fn hosts_on_the_uplink_and_the_node_are_refused_and_never_forwarded() {
     let out = w.outside().to_string();
     let resolv = w.state.with_extension("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {OUTSIDE4}\n")).unwrap();
-    let up = Upstream::start(&out);
+    let up = Upstream::start(&out, dns_upstream::EXAMPLE);
     w.ok(&[
         "network",
         "create",
@@ -384,7 +306,7 @@ fn ptr_for_another_knit_network_is_not_forwarded() {
     let out = w.outside().to_string();
     let resolv = w.state.with_extension("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {OUTSIDE4}\n")).unwrap();
-    let up = Upstream::start(&out);
+    let up = Upstream::start(&out, dns_upstream::EXAMPLE);
     w.ok(&[
         "network",
         "create",

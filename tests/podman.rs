@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -139,20 +138,6 @@ impl Drop for Podman {
     }
 }
 
-fn http_get(ns: &str, addr: &str) -> Result<String, String> {
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
-    in_ns(ns, move || {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
-}
-
 #[test]
 fn podman_containers_on_a_knit_network() {
     let w = World::new().with_outside();
@@ -186,7 +171,7 @@ fn podman_containers_on_a_knit_network() {
     // A published port answers from outside and from the node.
     let mut body = Err(String::new());
     for _ in 0..20 {
-        body = http_get(w.outside(), &format!("{NODE_UPLINK4}:8080"));
+        body = http_get(w.outside(), &format!("{NODE_UPLINK4}:8080"), "/index.html");
         if body.as_ref().is_ok_and(|b| b.contains("hello-from-knit")) {
             break;
         }

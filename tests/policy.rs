@@ -4,51 +4,22 @@
 mod common;
 use common::*;
 
-struct Lab {
-    w: World,
-    web: String,
-    db: String,
-    client: String,
-    other: String,
-    _servers: Vec<Server>,
-}
-
 /// Network `n` with web (app=web), db (app=db), client (role=client) and other; web and
 /// db serve on 8080 and 9090, TCP; web also publishes 8088 → 8080.
 fn lab() -> Lab {
-    let mut w = World::new().with_outside();
-    w.ok(&[
-        "network",
-        "create",
-        "n",
-        "--subnet",
-        "10.61.0.0/24",
-        "--subnet",
-        "fd61::/64",
-    ]);
-    let web = w.sandbox("web");
-    let db = w.sandbox("db");
-    let client = w.sandbox("client");
-    let other = w.sandbox("other");
-    w.ok(&["attach", "n", &web, "--label", "app=web", "-p", "8088:8080"]);
-    w.ok(&["attach", "n", &db, "--label", "app=db"]);
-    w.ok(&["attach", "n", &client, "--label", "role=client"]);
-    w.ok(&["attach", "n", &other]);
-    let mut servers = vec![];
-    for (ns, name) in [(&web, "web"), (&db, "db")] {
-        servers.push(tcp_server(ns, "0.0.0.0:8080", name));
-        servers.push(tcp_server(ns, "0.0.0.0:9090", name));
-        let v6 = w.ip_of("n", ns, 6);
-        servers.push(tcp_server(ns, &format!("[{v6}]:8080"), name));
+    let mut l = Lab::new(World::new().with_outside(), &["10.61.0.0/24", "fd61::/64"]);
+    l.attach("web", &["--label", "app=web", "-p", "8088:8080"]);
+    l.attach("db", &["--label", "app=db"]);
+    l.attach("client", &["--label", "role=client"]);
+    l.attach("other", &[]);
+    for name in ["web", "db"] {
+        let ns = l[name].to_string();
+        l.serve(tcp_server(&ns, "0.0.0.0:8080", name));
+        l.serve(tcp_server(&ns, "0.0.0.0:9090", name));
+        let v6 = l.w.ip_of("n", &ns, 6);
+        l.serve(tcp_server(&ns, &format!("[{v6}]:8080"), name));
     }
-    Lab {
-        w,
-        web,
-        db,
-        client,
-        other,
-        _servers: servers,
-    }
+    l
 }
 
 fn reaches(from: &str, addr: &str) -> bool {
@@ -57,17 +28,17 @@ fn reaches(from: &str, addr: &str) -> bool {
 
 #[test]
 fn default_deny_with_allow_rules() {
-    let l = lab();
-    let web4 = l.w.ip_of("n", &l.web, 4);
-    let web6 = l.w.ip_of("n", &l.web, 6);
-    let db4 = l.w.ip_of("n", &l.db, 4);
+    let mut l = lab();
+    let web4 = l.w.ip_of("n", &l["web"], 4);
+    let web6 = l.w.ip_of("n", &l["web"], 6);
+    let db4 = l.w.ip_of("n", &l["db"], 4);
     let web = format!("{web4}:8080");
     let web_other_port = format!("{web4}:9090");
     let db = format!("{db4}:8080");
     // Default allow: today's behaviour.
-    assert!(reaches(&l.other, &web));
-    assert!(ping(&l.client, &web4));
-    assert!(reaches(&l.client, &db));
+    assert!(reaches(&l["other"], &web));
+    assert!(ping(&l["client"], &web4));
+    assert!(reaches(&l["client"], &db));
     let before = l.w.nft_table();
     assert!(before.contains("table inet knit"), "{before}");
 
@@ -83,52 +54,53 @@ fn default_deny_with_allow_rules() {
         "--port",
         "8080",
     ]);
-    l.w.ok(&["policy", "allow", "n", "--from", &l.web, "--to", "app=db"]);
+    l.w.ok(&[
+        "policy", "allow", "n", "--from", &l["web"], "--to", "app=db",
+    ]);
     let matrix = [
-        (&l.client, &web, true),
-        (&l.client, &web_other_port, false),
-        (&l.client, &db, false),
-        (&l.web, &db, true),
-        (&l.other, &web, false),
-        (&l.db, &web, false),
+        (&l["client"], &web, true),
+        (&l["client"], &web_other_port, false),
+        (&l["client"], &db, false),
+        (&l["web"], &db, true),
+        (&l["other"], &web, false),
+        (&l["db"], &web, false),
     ];
     for (from, to, want) in matrix {
         assert_eq!(reaches(from, to), want, "{from} -> {to}");
     }
     // Stateful: the allowed connection got its answer back (above); ICMP is not allowed.
-    assert!(!ping(&l.client, &web4));
+    assert!(!ping(&l["client"], &web4));
     // IPv6 follows the same rules.
-    assert!(reaches(&l.client, &format!("[{web6}]:8080")));
-    assert!(!reaches(&l.other, &format!("[{web6}]:8080")));
+    assert!(reaches(&l["client"], &format!("[{web6}]:8080")));
+    assert!(!reaches(&l["other"], &format!("[{web6}]:8080")));
     // The node itself is not filtered.
     assert!(reaches(&l.w.node, &web_other_port));
 
     // A sandbox attached later with a matching label is allowed at once.
-    let mut w = l.w;
-    let late = w.sandbox("late");
-    w.ok(&["attach", "n", &late, "--label", "role=client"]);
+    let late = l.w.sandbox("late");
+    l.w.ok(&["attach", "n", &late, "--label", "role=client"]);
     assert!(reaches(&late, &web));
-    w.ok(&["detach", "n", &late]);
+    l.w.ok(&["detach", "n", &late]);
 
     // Rules listed; removing one closes it again.
-    let v = w.json(&["policy", "ls"]);
+    let v = l.w.json(&["policy", "ls"]);
     let rules = v["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 2, "{v}");
     let id = rules[0]["id"].to_string();
-    w.ok(&["policy", "rm", &id]);
-    assert!(!reaches(&l.client, &web));
-    assert!(reaches(&l.web, &db));
+    l.w.ok(&["policy", "rm", &id]);
+    assert!(!reaches(&l["client"], &web));
+    assert!(reaches(&l["web"], &db));
     // Back to allow, and everything goes: the table is as it was.
     let id = rules[1]["id"].to_string();
-    w.ok(&["policy", "rm", &id]);
-    w.ok(&["policy", "default", "n", "allow"]);
-    assert!(reaches(&l.other, &web));
-    assert_eq!(w.nft_table(), before);
+    l.w.ok(&["policy", "rm", &id]);
+    l.w.ok(&["policy", "default", "n", "allow"]);
+    assert!(reaches(&l["other"], &web));
+    assert_eq!(l.w.nft_table(), before);
 }
 
 #[test]
 fn policy_applies_through_services_and_published_ports() {
-    let l = lab();
+    let mut l = lab();
     l.w.ok(&[
         "service",
         "create",
@@ -136,13 +108,21 @@ fn policy_applies_through_services_and_published_ports() {
         "--vip",
         "10.96.1.10:80",
         "--backend",
-        &format!("{}:8080", l.web),
+        &format!("{}:8080", &l["web"]),
     ]);
     l.w.ok(&["policy", "default", "n", "deny"]);
-    l.w.ok(&["policy", "allow", "n", "--from", &l.client, "--to", &l.web]);
+    l.w.ok(&[
+        "policy",
+        "allow",
+        "n",
+        "--from",
+        &l["client"],
+        "--to",
+        &l["web"],
+    ]);
     // Through the VIP: the backend's policy decides, by the real client.
-    assert!(reaches(&l.client, "10.96.1.10:80"));
-    assert!(!reaches(&l.other, "10.96.1.10:80"));
+    assert!(reaches(&l["client"], "10.96.1.10:80"));
+    assert!(!reaches(&l["other"], "10.96.1.10:80"));
     // A published port from outside: closed until the outside CIDR is allowed.
     let published = format!("{NODE_UPLINK4}:8088");
     assert!(!reaches(l.w.outside(), &published));
@@ -162,15 +142,14 @@ fn policy_applies_through_services_and_published_ports() {
         format!("web saw {OUTSIDE4}")
     );
     // Other networks' sandboxes are still isolated from this one unless through the VIP.
-    let mut w = l.w;
-    w.ok(&["network", "create", "m", "--subnet", "10.62.0.0/24"]);
-    let m = w.sandbox("m");
-    w.ok(&["attach", "m", &m, "--label", "role=client"]);
+    l.w.ok(&["network", "create", "m", "--subnet", "10.62.0.0/24"]);
+    let m = l.w.sandbox("m");
+    l.w.ok(&["attach", "m", &m, "--label", "role=client"]);
     assert!(
         !reaches(&m, "10.96.1.10:80"),
         "no rule selects m's address for web"
     );
-    w.ok(&[
+    l.w.ok(&[
         "policy",
         "allow",
         "n",
@@ -181,10 +160,10 @@ fn policy_applies_through_services_and_published_ports() {
     ]);
     assert!(reaches(&m, "10.96.1.10:80"));
     // Removing the network removes its policies; the service keeps working for others.
-    w.ok(&["detach", "m", &m]);
-    w.ok(&["network", "rm", "m"]);
-    assert!(!w.nft_table().contains("10.62.0."), "{}", w.nft_table());
-    assert!(reaches(&l.client, "10.96.1.10:80"));
+    l.w.ok(&["detach", "m", &m]);
+    l.w.ok(&["network", "rm", "m"]);
+    assert!(!l.w.nft_table().contains("10.62.0."), "{}", l.w.nft_table());
+    assert!(reaches(&l["client"], "10.96.1.10:80"));
 }
 
 #[test]

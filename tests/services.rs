@@ -6,44 +6,19 @@ use common::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// A dual-stack network with `n` backend sandboxes (each serving its name on 8080, TCP
-/// and UDP) and one client.
-struct Lab {
-    w: World,
-    backends: Vec<String>,
-    client: String,
-    _servers: Vec<Server>,
-}
-
+/// A dual-stack network with `n` backend sandboxes `b0`.. (each serving its name on 8080,
+/// TCP and UDP) and one client `cl`.
 fn lab(n: usize) -> Lab {
-    let mut w = World::new().with_outside();
-    w.ok(&[
-        "network",
-        "create",
-        "n",
-        "--subnet",
-        "10.60.0.0/24",
-        "--subnet",
-        "fd60::/64",
-    ]);
-    let mut backends = vec![];
-    let mut servers = vec![];
+    let mut l = Lab::new(World::new().with_outside(), &["10.60.0.0/24", "fd60::/64"]);
     for i in 0..n {
-        let s = w.sandbox(&format!("b{i}"));
-        w.ok(&["attach", "n", &s]);
-        servers.push(echo_server(&s, "0.0.0.0:8080", &format!("b{i}")));
-        servers.push(echo_server(&s, "[::]:8081", &format!("b{i}")));
-        servers.push(udp_server(&s, "0.0.0.0:8053", &format!("b{i}")));
-        backends.push(s);
+        let name = format!("b{i}");
+        let s = l.attach(&name, &[]);
+        l.serve(echo_server(&s, "0.0.0.0:8080", &name));
+        l.serve(echo_server(&s, "[::]:8081", &name));
+        l.serve(udp_server(&s, "0.0.0.0:8053", &name));
     }
-    let client = w.sandbox("cl");
-    w.ok(&["attach", "n", &client]);
-    Lab {
-        w,
-        backends,
-        client,
-        _servers: servers,
-    }
+    l.attach("cl", &[]);
+    l
 }
 
 /// Who answered (the first word of the greeting).
@@ -64,12 +39,16 @@ fn spread(ns: &str, addr: &str, n: usize) -> BTreeMap<String, usize> {
 fn connections_spread_evenly_over_three_backends() {
     let l = lab(3);
     let mut args = vec!["service", "create", "web", "--vip", "10.96.0.10:80"];
-    let specs: Vec<String> = l.backends.iter().map(|b| format!("{b}:8080")).collect();
+    let specs: Vec<String> = l
+        .numbered("b")
+        .iter()
+        .map(|b| format!("{b}:8080"))
+        .collect();
     for s in &specs {
         args.extend(["--backend", s.as_str()]);
     }
     l.w.ok(&args);
-    let seen = spread(&l.client, "10.96.0.10:80", 300);
+    let seen = spread(&l["cl"], "10.96.0.10:80", 300);
     assert_eq!(seen.len(), 3, "{seen:?}");
     // Uniform: expected 100 each, standard deviation ~8.2; 60..140 is ~5 sigma.
     for (b, n) in &seen {
@@ -86,7 +65,11 @@ fn connections_spread_evenly_over_three_backends() {
 fn backend_changes_affect_only_new_connections() {
     let l = lab(3);
     let names = ["b0", "b1", "b2"];
-    let specs: Vec<String> = l.backends.iter().map(|b| format!("{b}:8080")).collect();
+    let specs: Vec<String> = l
+        .numbered("b")
+        .iter()
+        .map(|b| format!("{b}:8080"))
+        .collect();
     l.w.ok(&[
         "service",
         "create",
@@ -101,30 +84,36 @@ fn backend_changes_affect_only_new_connections() {
         &specs[2],
     ]);
     // A long-lived connection, then its backend leaves the rotation.
-    let (mut conn, greeting) = tcp_open(&l.client, "10.96.0.10:80");
+    let (mut conn, greeting) = tcp_open(&l["cl"], "10.96.0.10:80");
     let first = greeting.split_whitespace().next().unwrap().to_string();
     let idx = names.iter().position(|n| *n == first).unwrap();
     l.w.ok(&["service", "backend", "rm", "web", &specs[idx]]);
-    let seen = spread(&l.client, "10.96.0.10:80", 40);
+    let seen = spread(&l["cl"], "10.96.0.10:80", 40);
     assert!(!seen.contains_key(&first), "{first} still chosen: {seen:?}");
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(tcp_echo(&mut conn, "still there").unwrap(), "still there");
     // Detaching a backend's sandbox takes it out of the rotation.
     let other = (idx + 1) % 3;
-    l.w.ok(&["detach", "n", &l.backends[other]]);
-    let seen = spread(&l.client, "10.96.0.10:80", 20);
+    l.w.ok(&["detach", "n", &l.numbered("b")[other]]);
+    let seen = spread(&l["cl"], "10.96.0.10:80", 20);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(!seen.contains_key(names[other]), "{seen:?}");
     // Re-attached, it is back (with whatever address it got).
-    l.w.ok(&["attach", "n", &l.backends[other], "--ip", "10.60.0.200"]);
+    l.w.ok(&[
+        "attach",
+        "n",
+        &l.numbered("b")[other],
+        "--ip",
+        "10.60.0.200",
+    ]);
     let v = l.w.json(&["service", "inspect", "web"]);
     let eps = v["endpoints"].to_string();
     assert!(eps.contains("10.60.0.200:8080"), "{eps}");
-    let seen = spread(&l.client, "10.96.0.10:80", 30);
+    let seen = spread(&l["cl"], "10.96.0.10:80", 30);
     assert!(seen.contains_key(names[other]), "{seen:?}");
     // Adding the first backend back: all three again.
     l.w.ok(&["service", "backend", "add", "web", &specs[idx]]);
-    let seen = spread(&l.client, "10.96.0.10:80", 60);
+    let seen = spread(&l["cl"], "10.96.0.10:80", 60);
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(tcp_echo(&mut conn, "and still").unwrap(), "and still");
 }
@@ -132,7 +121,11 @@ fn backend_changes_affect_only_new_connections() {
 #[test]
 fn client_ip_affinity_keeps_one_backend() {
     let l = lab(3);
-    let specs: Vec<String> = l.backends.iter().map(|b| format!("{b}:8080")).collect();
+    let specs: Vec<String> = l
+        .numbered("b")
+        .iter()
+        .map(|b| format!("{b}:8080"))
+        .collect();
     l.w.ok(&[
         "service",
         "create",
@@ -148,7 +141,7 @@ fn client_ip_affinity_keeps_one_backend() {
         "--backend",
         &specs[2],
     ]);
-    let seen = spread(&l.client, "10.96.0.11:80", 30);
+    let seen = spread(&l["cl"], "10.96.0.11:80", 30);
     assert_eq!(seen.len(), 1, "affinity broken: {seen:?}");
     // Another client is placed independently but also stays put.
     let seen = spread(&l.w.node, "10.96.0.11:80", 15);
@@ -167,7 +160,7 @@ fn service_without_backends_refuses_at_once() {
         "--node-port",
         "30090",
     ]);
-    for ns in [l.client.as_str(), l.w.node.as_str()] {
+    for ns in [&l["cl"], l.w.node.as_str()] {
         let t = Instant::now();
         let e = tcp_get(ns, "10.96.0.12:80").unwrap_err();
         assert!(e.contains("refused"), "{ns}: {e}");
@@ -189,7 +182,7 @@ fn service_without_backends_refuses_at_once() {
         "--vip",
         "10.96.0.12:53/udp",
     ]);
-    let r = in_ns(&l.client, || {
+    let r = in_ns(&l["cl"], || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.connect("10.96.0.12:53").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -200,12 +193,12 @@ fn service_without_backends_refuses_at_once() {
     });
     assert_eq!(r, Err(std::io::ErrorKind::ConnectionRefused));
     // With a backend it answers; without again it refuses.
-    let b = format!("{}:8080", l.backends[0]);
+    let b = format!("{}:8080", &l["b0"]);
     l.w.ok(&["service", "backend", "add", "empty", &b]);
-    assert_eq!(who(&l.client, "10.96.0.12:80"), "b0");
+    assert_eq!(who(&l["cl"], "10.96.0.12:80"), "b0");
     l.w.ok(&["service", "backend", "rm", "empty", &b]);
     assert!(
-        tcp_get(&l.client, "10.96.0.12:80")
+        tcp_get(&l["cl"], "10.96.0.12:80")
             .unwrap_err()
             .contains("refused")
     );
@@ -214,7 +207,7 @@ fn service_without_backends_refuses_at_once() {
 #[test]
 fn node_port_hairpin_udp_and_ipv6() {
     let l = lab(2);
-    let (b0, b1) = (&l.backends[0], &l.backends[1]);
+    let (b0, b1) = (&l["b0"], &l["b1"]);
     l.w.ok(&[
         "service",
         "create",
@@ -261,7 +254,7 @@ fn node_port_hairpin_udp_and_ipv6() {
     ]);
     let mut answered = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        let a = udp_get(&l.client, "10.96.0.53:53").unwrap();
+        let a = udp_get(&l["cl"], "10.96.0.53:53").unwrap();
         assert!(a.contains(" saw 10.60.0."), "{a}");
         answered.insert(a.split_whitespace().next().unwrap_or("").to_string());
     }
@@ -282,7 +275,7 @@ fn node_port_hairpin_udp_and_ipv6() {
         "--backend",
         &format!("{b1}:8081"),
     ]);
-    let seen = spread(&l.client, "[fd96::10]:80", 30);
+    let seen = spread(&l["cl"], "[fd96::10]:80", 30);
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
@@ -291,7 +284,7 @@ fn service_rm_leaves_the_table_as_before() {
     let l = lab(2);
     let before = l.w.nft_table();
     assert!(before.contains("table inet knit"), "{before}");
-    let (b0, b1) = (&l.backends[0], &l.backends[1]);
+    let (b0, b1) = (&l["b0"], &l["b1"]);
     l.w.ok(&[
         "service",
         "create",
@@ -317,7 +310,7 @@ fn service_rm_leaves_the_table_as_before() {
         "[fd60::99]:80",
     ]);
     l.w.ok(&["service", "create", "c", "--vip", "10.96.0.21:80"]);
-    assert!(who(&l.client, "10.96.0.20:80").starts_with('b'));
+    assert!(who(&l["cl"], "10.96.0.20:80").starts_with('b'));
     // Create is idempotent; a different spec under the same name is refused.
     l.w.ok(&["service", "create", "c", "--vip", "10.96.0.21:80"]);
     let e =
@@ -327,7 +320,7 @@ fn service_rm_leaves_the_table_as_before() {
         l.w.ok(&["service", "rm", s]);
     }
     assert_eq!(l.w.nft_table(), before);
-    assert!(tcp_get(&l.client, "10.96.0.20:80").is_err());
+    assert!(tcp_get(&l["cl"], "10.96.0.20:80").is_err());
     assert!(l.w.fail(&["service", "rm", "a"]).contains("not found"));
 }
 
@@ -336,7 +329,7 @@ fn bad_service_input_is_refused_and_leaves_nothing() {
     let l = lab(1);
     let before = l.w.nft_table();
     assert!(before.contains("table inet knit"), "{before}");
-    let b0 = format!("{}:8080", l.backends[0]);
+    let b0 = format!("{}:8080", &l["b0"]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--vip", "10.96.0.30"], "--vip"),
         (vec!["--vip", "10.96.0.30:99999"], "--vip"),
@@ -412,7 +405,7 @@ fn bad_service_input_is_refused_and_leaves_nothing() {
 #[test]
 fn services_survive_reconcile_after_the_table_is_wiped() {
     let l = lab(2);
-    let (b0, b1) = (&l.backends[0], &l.backends[1]);
+    let (b0, b1) = (&l["b0"], &l["b1"]);
     l.w.ok(&[
         "service",
         "create",
@@ -427,9 +420,9 @@ fn services_survive_reconcile_after_the_table_is_wiped() {
     sh_ok(&[
         "ip", "netns", "exec", &l.w.node, "nft", "delete", "table", "inet", "knit",
     ]);
-    assert!(tcp_get(&l.client, "10.96.0.40:80").is_err());
+    assert!(tcp_get(&l["cl"], "10.96.0.40:80").is_err());
     l.w.ok(&["reconcile"]);
-    assert!(who(&l.client, "10.96.0.40:80").starts_with('b'));
+    assert!(who(&l["cl"], "10.96.0.40:80").starts_with('b'));
 }
 
 #[test]
@@ -466,7 +459,7 @@ fn first_ipv6_connection_through_the_node_is_not_delayed() {
 fn a_service_with_many_backends_uses_them_all() {
     // More backends than the maps-only layout holds: the service gets its own chain.
     let l = lab(1);
-    let b0 = &l.backends[0];
+    let b0 = &l["b0"];
     let _servers: Vec<Server> = (0..17)
         .map(|i| echo_server(b0, &format!("0.0.0.0:{}", 9000 + i), &format!("p{i}")))
         .collect();
@@ -487,7 +480,7 @@ fn a_service_with_many_backends_uses_them_all() {
         l.w.nft_table().contains("chain svc1 {"),
         "expected a per-service chain"
     );
-    let seen = spread(&l.client, "10.96.0.70:80", 340);
+    let seen = spread(&l["cl"], "10.96.0.70:80", 340);
     assert_eq!(seen.len(), 17, "{seen:?}");
     // Down to two backends: back to the maps-only layout, no chain left.
     for i in 2..17 {
@@ -500,6 +493,6 @@ fn a_service_with_many_backends_uses_them_all() {
         ]);
     }
     assert!(!l.w.nft_table().contains("chain svc1 {"));
-    let seen = spread(&l.client, "10.96.0.70:80", 40);
+    let seen = spread(&l["cl"], "10.96.0.70:80", 40);
     assert_eq!(seen.len(), 2, "{seen:?}");
 }

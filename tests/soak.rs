@@ -233,26 +233,7 @@ impl Soak<'_> {
 
 /// Elements sorted within each set, so equal state lists equal.
 fn normalized_table(w: &World) -> String {
-    let raw = sh_ok(&[
-        "ip", "netns", "exec", &w.node, "nft", "list", "table", "inet", "knit",
-    ]);
-    let mut out = String::new();
-    let mut rest = raw.as_str();
-    while let Some(i) = rest.find("elements = {") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + "elements = {".len()..];
-        let end = after.find('}').expect("closing brace");
-        let mut items: Vec<String> = after[..end]
-            .split(',')
-            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|s| !s.is_empty())
-            .collect();
-        items.sort();
-        out.push_str(&format!("elements = {{ {} }}", items.join(", ")));
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
+    sorted_elements(&w.nft_table())
 }
 
 fn foreign_state(w: &World) -> String {

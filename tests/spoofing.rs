@@ -159,99 +159,69 @@ fn unsolicited_na(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> 
     f
 }
 
-struct Lab {
-    w: World,
-    x: String,
-    y: String,
-    t: String,
-    bridge: String,
-    _servers: Vec<Server>,
-}
-
-/// Bridge network `n` (dual-stack), default deny, `allow --from X --to T --port 80`
-/// (TCP and UDP); T serves TCP 80 on both families.
+/// Bridge network `n` (dual-stack) with sandboxes x, y, t; default deny, `allow --from X
+/// --to T --port 80` (TCP and UDP); T serves TCP 80 on both families.
 fn lab() -> Lab {
-    let mut w = World::new();
-    w.ok(&[
-        "network",
-        "create",
-        "n",
-        "--subnet",
-        "10.71.0.0/24",
-        "--subnet",
-        "fd71::/64",
-    ]);
-    let x = w.sandbox("x");
-    let y = w.sandbox("y");
-    let t = w.sandbox("t");
-    for s in [&x, &y, &t] {
-        w.ok(&["attach", "n", s]);
+    let mut l = Lab::new(World::new(), &["10.71.0.0/24", "fd71::/64"]);
+    for s in ["x", "y", "t"] {
+        l.attach(s, &[]);
     }
-    w.ok(&["policy", "default", "n", "deny"]);
+    l.w.ok(&["policy", "default", "n", "deny"]);
     for port in ["80", "80/udp"] {
-        w.ok(&[
-            "policy", "allow", "n", "--from", &x, "--to", &t, "--port", port,
+        l.w.ok(&[
+            "policy", "allow", "n", "--from", &l["x"], "--to", &l["t"], "--port", port,
         ]);
     }
-    let t6 = w.ip_of("n", &t, 6);
-    let servers = vec![
-        tcp_server(&t, "0.0.0.0:80", "t"),
-        tcp_server(&t, &format!("[{t6}]:80"), "t"),
-    ];
-    let bridge = w.json(&["network", "inspect", "n"])["network"]["bridge"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    Lab {
-        w,
-        x,
-        y,
-        t,
-        bridge,
-        _servers: servers,
-    }
+    let t = l["t"].to_string();
+    let t6 = l.w.ip_of("n", &t, 6);
+    l.serve(tcp_server(&t, "0.0.0.0:80", "t"));
+    l.serve(tcp_server(&t, &format!("[{t6}]:80"), "t"));
+    l
 }
 
 #[test]
 fn a_spoofed_address_or_mac_gets_no_further_than_its_own_port() {
     let l = lab();
-    let (x4, x6) = (l.w.ip_of("n", &l.x, 4), l.w.ip_of("n", &l.x, 6));
-    let (t4, t6) = (l.w.ip_of("n", &l.t, 4), l.w.ip_of("n", &l.t, 6));
+    let (x4, x6) = (l.w.ip_of("n", &l["x"], 4), l.w.ip_of("n", &l["x"], 6));
+    let (t4, t6) = (l.w.ip_of("n", &l["t"], 4), l.w.ip_of("n", &l["t"], 6));
     let (web4, web6) = (format!("{t4}:80"), format!("[{t6}]:80"));
     // The policy as written: X in, Y out.
-    assert_eq!(tcp_get(&l.x, &web4).unwrap(), format!("t saw {x4}"));
-    assert_eq!(tcp_get(&l.x, &web6).unwrap(), format!("t saw {x6}"));
-    assert!(tcp_get(&l.y, &web4).is_err());
-    assert!(tcp_get(&l.y, &web6).is_err());
+    assert_eq!(tcp_get(&l["x"], &web4).unwrap(), format!("t saw {x4}"));
+    assert_eq!(tcp_get(&l["x"], &web6).unwrap(), format!("t saw {x6}"));
+    assert!(tcp_get(&l["y"], &web4).is_err());
+    assert!(tcp_get(&l["y"], &web6).is_err());
 
     // Y takes X's addresses as secondary addresses. One-way traffic (UDP, a SYN) from
     // them would pass X's allow rule: it must not leave Y's port.
-    sandbox_ip(&l.y, &["addr", "add", &format!("{x4}/24"), "dev", "eth0"]);
     sandbox_ip(
-        &l.y,
+        &l["y"],
+        &["addr", "add", &format!("{x4}/24"), "dev", "eth0"],
+    );
+    sandbox_ip(
+        &l["y"],
         &["addr", "add", &format!("{x6}/64"), "dev", "eth0", "nodad"],
     );
     let to4: SocketAddr = web4.parse().unwrap();
     let to6: SocketAddr = web6.parse().unwrap();
     assert!(
-        !udp_arrives(&l.t, to4, &l.y, x4.parse().unwrap()),
+        !udp_arrives(&l["t"], to4, &l["y"], x4.parse().unwrap()),
         "T received a datagram Y sent from X's IPv4 address"
     );
     assert!(
-        !udp_arrives(&l.t, to6, &l.y, x6.parse().unwrap()),
+        !udp_arrives(&l["t"], to6, &l["y"], x6.parse().unwrap()),
         "T received a datagram Y sent from X's IPv6 address"
     );
     // The same datagrams from X arrive (the receiver and the rule work).
-    assert!(udp_arrives(&l.t, to4, &l.x, x4.parse().unwrap()));
-    assert!(udp_arrives(&l.t, to6, &l.x, x6.parse().unwrap()));
+    assert!(udp_arrives(&l["t"], to4, &l["x"], x4.parse().unwrap()));
+    assert!(udp_arrives(&l["t"], to6, &l["x"], x6.parse().unwrap()));
 
     // Y also takes X's MAC and connects from X's addresses: without anti-spoofing the
     // bridge learns X's MAC on Y's port and T's answers go to Y (X loses its traffic).
-    let x_mac = mac_of(&l.x, "eth0");
-    let y_mac = mac_of(&l.y, "eth0");
-    sandbox_ip(&l.y, &["link", "set", "eth0", "address", &x_mac]);
+    let x_mac = mac_of(&l["x"], "eth0");
+    let y_mac = mac_of(&l["y"], "eth0");
+    sandbox_ip(&l["y"], &["link", "set", "eth0", "address", &x_mac]);
     sandbox_ip(
-        &l.y,
+        &l["y"],
         &[
             "route",
             "replace",
@@ -263,7 +233,7 @@ fn a_spoofed_address_or_mac_gets_no_further_than_its_own_port() {
         ],
     );
     sandbox_ip(
-        &l.y,
+        &l["y"],
         &[
             "-6",
             "route",
@@ -276,62 +246,73 @@ fn a_spoofed_address_or_mac_gets_no_further_than_its_own_port() {
         ],
     );
     assert!(
-        tcp_get(&l.y, &web4).is_err(),
+        tcp_get(&l["y"], &web4).is_err(),
         "Y reached T:80 with X's MAC and IPv4 address"
     );
     assert!(
-        tcp_get(&l.y, &web6).is_err(),
+        tcp_get(&l["y"], &web6).is_err(),
         "Y reached T:80 with X's MAC and IPv6 address"
     );
     // X is unaffected while Y still holds its MAC and addresses.
-    assert_eq!(tcp_get(&l.x, &web4).unwrap(), format!("t saw {x4}"));
-    assert_eq!(tcp_get(&l.x, &web6).unwrap(), format!("t saw {x6}"));
+    assert_eq!(tcp_get(&l["x"], &web4).unwrap(), format!("t saw {x4}"));
+    assert_eq!(tcp_get(&l["x"], &web6).unwrap(), format!("t saw {x6}"));
 
     // Y back to its own MAC and addresses: its own traffic passes the check.
-    sandbox_ip(&l.y, &["link", "set", "eth0", "address", &y_mac]);
-    sandbox_ip(&l.y, &["route", "del", &format!("{t4}/32")]);
-    sandbox_ip(&l.y, &["-6", "route", "del", &format!("{t6}/128")]);
-    sandbox_ip(&l.y, &["addr", "del", &format!("{x4}/24"), "dev", "eth0"]);
-    sandbox_ip(&l.y, &["addr", "del", &format!("{x6}/64"), "dev", "eth0"]);
-    assert!(ping(&l.y, "10.71.0.1"), "Y's own traffic passes");
-    assert!(ping(&l.y, "fd71::1"), "Y's own IPv6 traffic passes");
+    sandbox_ip(&l["y"], &["link", "set", "eth0", "address", &y_mac]);
+    sandbox_ip(&l["y"], &["route", "del", &format!("{t4}/32")]);
+    sandbox_ip(&l["y"], &["-6", "route", "del", &format!("{t6}/128")]);
+    sandbox_ip(
+        &l["y"],
+        &["addr", "del", &format!("{x4}/24"), "dev", "eth0"],
+    );
+    sandbox_ip(
+        &l["y"],
+        &["addr", "del", &format!("{x6}/64"), "dev", "eth0"],
+    );
+    assert!(ping(&l["y"], "10.71.0.1"), "Y's own traffic passes");
+    assert!(ping(&l["y"], "fd71::1"), "Y's own IPv6 traffic passes");
 }
 
 #[test]
 fn spoofed_arp_and_neighbour_advertisements_poison_nothing() {
     let l = lab();
-    let (x4, x6) = (l.w.ip_of("n", &l.x, 4), l.w.ip_of("n", &l.x, 6));
-    let (t4, t6) = (l.w.ip_of("n", &l.t, 4), l.w.ip_of("n", &l.t, 6));
-    let y6: Ipv6Addr = l.w.ip_of("n", &l.y, 6).parse().unwrap();
-    let x_mac = mac_of(&l.x, "eth0");
-    let y_mac = mac_bytes(&mac_of(&l.y, "eth0"));
+    let bridge = l.bridge();
+    let (x4, x6) = (l.w.ip_of("n", &l["x"], 4), l.w.ip_of("n", &l["x"], 6));
+    let (t4, t6) = (l.w.ip_of("n", &l["t"], 4), l.w.ip_of("n", &l["t"], 6));
+    let y6: Ipv6Addr = l.w.ip_of("n", &l["y"], 6).parse().unwrap();
+    let x_mac = mac_of(&l["x"], "eth0");
+    let y_mac = mac_bytes(&mac_of(&l["y"], "eth0"));
     // T and the node learn X's neighbour entries (X talks to both; the policy lets X
     // reach T on port 80 only).
-    assert!(tcp_get(&l.x, &format!("{t4}:80")).is_ok());
-    assert!(tcp_get(&l.x, &format!("[{t6}]:80")).is_ok());
-    assert!(ping(&l.x, "10.71.0.1"));
-    assert!(ping(&l.x, "fd71::1"));
+    assert!(tcp_get(&l["x"], &format!("{t4}:80")).is_ok());
+    assert!(tcp_get(&l["x"], &format!("[{t6}]:80")).is_ok());
+    assert!(ping(&l["x"], "10.71.0.1"));
+    assert!(ping(&l["x"], "fd71::1"));
     let learnt = |ns: &str, ip: &str, dev: Option<&str>| neigh_mac(ns, ip, dev) == x_mac;
     eventually("T and the node know X's MAC", || {
-        learnt(&l.t, &x4, None)
-            && learnt(&l.t, &x6, None)
-            && learnt(&l.w.node, &x4, Some(&l.bridge))
-            && learnt(&l.w.node, &x6, Some(&l.bridge))
+        learnt(&l["t"], &x4, None)
+            && learnt(&l["t"], &x6, None)
+            && learnt(&l.w.node, &x4, Some(&bridge))
+            && learnt(&l.w.node, &x6, Some(&bridge))
     });
 
     // Y, from its own MAC, claims X's addresses: gratuitous ARP requests and replies,
     // and an unsolicited neighbour advertisement from Y's own IPv6 address.
     let x4a: Ipv4Addr = x4.parse().unwrap();
-    send_frame(&l.y, "eth0", garp(y_mac, y_mac, x4a, 1));
-    send_frame(&l.y, "eth0", garp(y_mac, y_mac, x4a, 2));
-    send_frame(&l.y, "eth0", unsolicited_na(y_mac, y6, x6.parse().unwrap()));
+    send_frame(&l["y"], "eth0", garp(y_mac, y_mac, x4a, 1));
+    send_frame(&l["y"], "eth0", garp(y_mac, y_mac, x4a, 2));
+    send_frame(
+        &l["y"],
+        "eth0",
+        unsolicited_na(y_mac, y6, x6.parse().unwrap()),
+    );
     // Y claiming its own addresses is fine (the frames themselves are well-formed: this
     // is what a real gratuitous ARP / advertisement looks like).
-    let y4: Ipv4Addr = l.w.ip_of("n", &l.y, 4).parse().unwrap();
-    send_frame(&l.y, "eth0", garp(y_mac, y_mac, y4, 2));
-    send_frame(&l.y, "eth0", unsolicited_na(y_mac, y6, y6));
+    let y4: Ipv4Addr = l.w.ip_of("n", &l["y"], 4).parse().unwrap();
+    send_frame(&l["y"], "eth0", garp(y_mac, y_mac, y4, 2));
+    send_frame(&l["y"], "eth0", unsolicited_na(y_mac, y6, y6));
     std::thread::sleep(Duration::from_millis(300));
-    for (ns, dev) in [(&l.t, None), (&l.w.node, Some(l.bridge.as_str()))] {
+    for (ns, dev) in [(&l["t"], None), (&l.w.node, Some(bridge.as_str()))] {
         for ip in [&x4, &x6] {
             assert_eq!(
                 neigh_mac(ns, ip, dev),
@@ -340,9 +321,9 @@ fn spoofed_arp_and_neighbour_advertisements_poison_nothing() {
             );
         }
     }
-    assert!(ping(&l.y, "10.71.0.1"), "Y's own traffic passes");
+    assert!(ping(&l["y"], "10.71.0.1"), "Y's own traffic passes");
     assert_eq!(
-        tcp_get(&l.x, &format!("{t4}:80")).unwrap(),
+        tcp_get(&l["x"], &format!("{t4}:80")).unwrap(),
         format!("t saw {x4}")
     );
 }
@@ -435,17 +416,6 @@ fn ptp_sandboxes_send_only_from_their_own_addresses() {
     assert!(!table.contains("kv"), "elements left after detach: {table}");
 }
 
-/// knit's bridge table in the node ("" if absent).
-fn bridge_table(w: &World) -> String {
-    String::from_utf8_lossy(
-        &sh(&[
-            "ip", "netns", "exec", &w.node, "nft", "list", "table", "bridge", "knit",
-        ])
-        .stdout,
-    )
-    .into_owned()
-}
-
 #[test]
 fn elements_follow_attachments_and_reconcile_restores_them() {
     let l = lab();
@@ -461,12 +431,12 @@ fn elements_follow_attachments_and_reconcile_restores_them() {
             .unwrap()
             .to_string()
     };
-    let xh = host_if(&l.x);
-    let x4 = l.w.ip_of("n", &l.x, 4);
-    let table = bridge_table(&l.w);
+    let xh = host_if(&l["x"]);
+    let x4 = l.w.ip_of("n", &l["x"], 4);
+    let table = l.w.nft_bridge_table();
     assert!(table.contains(&format!("\"{xh}\" . {x4}")), "{table}");
     assert!(
-        table.contains(&format!("\"{xh}\" . {}", mac_of(&l.x, "eth0"))),
+        table.contains(&format!("\"{xh}\" . {}", mac_of(&l["x"], "eth0"))),
         "{table}"
     );
     // Rebuilt from the store after someone deleted it.
@@ -474,27 +444,30 @@ fn elements_follow_attachments_and_reconcile_restores_them() {
         "ip", "netns", "exec", &l.w.node, "nft", "delete", "table", "bridge", "knit",
     ]);
     l.w.ok(&["reconcile"]);
-    let rebuilt = bridge_table(&l.w);
+    let rebuilt = l.w.nft_bridge_table();
     assert!(rebuilt.contains(&format!("\"{xh}\" . {x4}")), "{rebuilt}");
     assert!(
         rebuilt.contains("hook prerouting priority dstnat"),
         "{rebuilt}"
     );
     // Y spoofing X is dropped again.
-    sandbox_ip(&l.y, &["addr", "add", &format!("{x4}/24"), "dev", "eth0"]);
-    let t4 = l.w.ip_of("n", &l.t, 4);
+    sandbox_ip(
+        &l["y"],
+        &["addr", "add", &format!("{x4}/24"), "dev", "eth0"],
+    );
+    let t4 = l.w.ip_of("n", &l["t"], 4);
     assert!(!udp_arrives(
-        &l.t,
+        &l["t"],
         format!("{t4}:80").parse().unwrap(),
-        &l.y,
+        &l["y"],
         x4.parse().unwrap()
     ));
     // The last detach and network rm leave the table without elements.
-    for s in [&l.x, &l.y, &l.t] {
+    for s in [&l["x"], &l["y"], &l["t"]] {
         l.w.ok(&["detach", "n", s]);
     }
     l.w.ok(&["network", "rm", "n"]);
-    let left = bridge_table(&l.w);
+    let left = l.w.nft_bridge_table();
     assert!(left.contains("set as_ports {"), "{left}");
     assert!(!left.contains("elements"), "{left}");
 }

@@ -2,6 +2,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../exercise/cni_config.rs"]
+mod exercise;
+
 fuzz_target!(|data: &[u8]| {
-    knit::cni::conf::exercise(data);
+    exercise::cni_config(data);
 });

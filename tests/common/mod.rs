@@ -6,6 +6,13 @@
 #![allow(dead_code)]
 
 pub mod cni;
+pub mod dns_upstream;
+pub mod lab;
+
+#[allow(unused_imports)]
+pub use dns_upstream::Upstream;
+#[allow(unused_imports)]
+pub use lab::Lab;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -224,15 +231,47 @@ impl World {
         String::from_utf8_lossy(&sh(&a).stdout).into_owned()
     }
 
-    /// knit's nft table in the node ("" if absent).
+    /// knit's `table inet knit` in the node as nft lists it. Panics with nft's error when
+    /// the table is missing or the listing fails, so an assertion that something is NOT in
+    /// the table cannot pass because the table is gone (see `nft_table_absent`).
     pub fn nft_table(&self) -> String {
-        String::from_utf8_lossy(
-            &sh(&[
-                "ip", "netns", "exec", &self.node, "nft", "list", "table", "inet", "knit",
-            ])
-            .stdout,
-        )
-        .into_owned()
+        self.list_knit_table("inet")
+    }
+
+    /// knit's `table bridge knit` (anti-spoofing of bridge ports); panics like `nft_table`.
+    pub fn nft_bridge_table(&self) -> String {
+        self.list_knit_table("bridge")
+    }
+
+    /// Whether knit's `table inet knit` is absent from the node: true only when nft says it
+    /// does not exist; a listing that fails for any other reason panics.
+    pub fn nft_table_absent(&self) -> bool {
+        let o = self.nft_list("inet");
+        let err = String::from_utf8_lossy(&o.stderr);
+        match o.status.success() {
+            true => false,
+            false if err.contains("No such file or directory") => true,
+            false => panic!("nft list table inet knit in {}: {err}", self.node),
+        }
+    }
+
+    fn nft_list(&self, family: &str) -> Output {
+        sh(&[
+            "ip", "netns", "exec", &self.node, "nft", "list", "table", family, "knit",
+        ])
+    }
+
+    fn list_knit_table(&self, family: &str) -> String {
+        let o = self.nft_list(family);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success() && out.contains(&format!("table {family} knit {{")),
+            "knit's table {family} knit is missing in {} (nft exit {:?}): {}",
+            self.node,
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
     }
 
     /// Links in the node whose names knit generates.
@@ -440,6 +479,22 @@ pub fn tcp_get(ns: &str, addr: &str) -> Result<String, String> {
     })
 }
 
+/// An HTTP/1.0 GET of `path` from `ns` to `addr`; returns the whole response (status
+/// line, headers, body), or the error.
+pub fn http_get(ns: &str, addr: &str, path: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    in_ns(ns, move || {
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
 /// Sends one datagram from `ns` to `addr`; returns the answer, or the error.
 pub fn udp_get(ns: &str, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
@@ -469,6 +524,29 @@ pub fn ping(ns: &str, addr: &str) -> bool {
         .output()
         .expect("ping");
     o.status.success()
+}
+
+/// An nft listing with the elements of every set and map sorted, so two listings of the
+/// same state compare equal whatever order the kernel printed the elements in (hash sets
+/// list in an order of their own per set instance).
+pub fn sorted_elements(listing: &str) -> String {
+    let mut out = String::new();
+    let mut rest = listing;
+    while let Some(i) = rest.find("elements = {") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "elements = {".len()..];
+        let end = after.find('}').expect("closing brace");
+        let mut items: Vec<String> = after[..end]
+            .split(',')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|s| !s.is_empty())
+            .collect();
+        items.sort();
+        out.push_str(&format!("elements = {{ {} }}", items.join(", ")));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Waits until `f` holds (kernel state such as neighbour entries settles asynchronously).
