@@ -10,13 +10,14 @@
 
 mod common;
 use common::*;
-use knit::firewall::{AttachFw, Batch, Cmd, Elem, Guard, NetFw, TABLE};
+use knit::model::policy::{Labels, Rule, Selector};
+use knit::model::service::Vip;
 use knit::model::{Mac, PortMapping, Proto};
-use knit::nftnl::{Socket, encode};
-use knit::policy::rules::{NetPolicyFw, RuleFw, attachment_elems, jumps};
-use knit::policy::spec::{Labels, Rule, Selector};
-use knit::service::rules::ServiceFw;
-use knit::service::spec::Vip;
+use knit::nft::policy::{NetPolicyFw, RuleFw, attachment_elems, jumps};
+use knit::nft::service::ServiceFw;
+use knit::nft::socket::Socket;
+use knit::nft::wire::encode;
+use knit::nft::{AttachFw, Batch, Cmd, Elem, Guard, NetFw, TABLE};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;

@@ -7,6 +7,7 @@ pub mod conf;
 pub mod env;
 pub mod error;
 pub mod result;
+mod runtime_keys;
 
 use crate::lock::Lock;
 use crate::model::{NetworkSpec, SandboxRef};

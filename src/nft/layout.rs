@@ -17,7 +17,8 @@
 //!   `ifname . addr`, so the cost per packet does not grow with the number of sandboxes.
 
 use super::batch::{Batch, Cmd, Elem};
-use crate::model::{Mac, PortMapping};
+use super::guard::{GUARD_RULES, GUARD_RULES_BRIDGE, GUARD_SETS, Guard};
+use crate::model::PortMapping;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -45,21 +46,6 @@ pub struct AttachFw {
     pub ports: Vec<PortMapping>,
     /// What the attachment's host veth may carry (anti-spoofing).
     pub guard: Guard,
-}
-
-/// Anti-spoofing facts of one attachment: frames entering the node from `host_if` must
-/// have `mac` as Ethernet source (and ARP sender), `ips` as IP source (and ARP sender /
-/// IPv6 neighbour advertisement target). IPv6 link-local and `::` sources are allowed
-/// (DAD, neighbour discovery; they carry no policy meaning).
-#[derive(Debug, Clone)]
-pub struct Guard {
-    pub host_if: String,
-    /// A bridge port (checked in `table bridge knit`) or a routed ptp veth (`inet knit`).
-    pub bridged: bool,
-    /// None only for a record whose MAC does not parse: the port is then checked against
-    /// no MAC at all, so its frames are dropped (fail closed).
-    pub mac: Option<Mac>,
-    pub ips: Vec<IpAddr>,
 }
 
 const SETS: &[(&str, &str)] = &[
@@ -104,34 +90,6 @@ const SETS: &[(&str, &str)] = &[
     ("np_none", "type inet_proto . inet_service;"),
     // Policy: the egress interface of a default-deny network → its policy chain.
     ("pol_out", "type ifname : verdict;"),
-];
-
-/// Anti-spoofing sets, the same in `table bridge knit` (bridge ports) and `table inet
-/// knit` (ptp veths): the checked interfaces, and what each may send.
-const GUARD_SETS: &[(&str, &str)] = &[
-    ("as_ports", "type ifname;"),
-    ("as_macs", "type ifname . ether_addr;"),
-    ("as_addrs4", "type ifname . ipv4_addr;"),
-    ("as_addrs6", "type ifname . ipv6_addr;"),
-    ("as_nd6", "typeof iifname . @th,64,128;"),
-];
-
-/// The checks, for both tables: Ethernet source, IPv4 source, IPv6 neighbour advertisement
-/// target (link-local targets allowed) and IPv6 source (`::` and link-local allowed).
-const GUARD_RULES: &[&str] = &[
-    "iifname . ether saddr != @as_macs drop",
-    "iifname . ip saddr != @as_addrs4 drop",
-    "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @as_nd6 drop",
-    "ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @as_addrs6 drop",
-];
-
-/// Bridge ports only: ARP is not seen by the inet hooks (and on ptp the node's neighbour
-/// entries for sandboxes are permanent, so ARP there cannot redirect anything); VLAN-tagged
-/// frames would carry their IP header past the `ip`/`ip6` checks.
-const GUARD_RULES_BRIDGE: &[&str] = &[
-    "ether type { 8021q, 8021ad } drop",
-    "iifname . arp saddr ether != @as_macs drop",
-    "arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @as_addrs4 drop",
 ];
 
 const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[

@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod batch;
+pub mod guard;
 pub mod keeper;
 pub mod layout;
 pub mod libnft;
@@ -21,4 +22,5 @@ pub mod wire;
 
 pub use apply::*;
 pub use batch::*;
+pub use guard::Guard;
 pub use layout::*;

@@ -1,6 +1,7 @@
 //! Unit tests of `nft/layout`.
 
 use super::*;
+use crate::model::Mac;
 use crate::model::Proto;
 use crate::nft::batch::TABLE;
 
