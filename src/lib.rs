@@ -1,9 +1,19 @@
 //! knit: container networking for Linux.
 //!
-//! Layers, bottom up: `netns`, `netlink`, `nft` + `firewall` talk to the kernel; `model`
-//! validates input; `ipam` + `store` own addresses and state; `node`, `attach` and
-//! `reconcile` turn requests into one store transaction, netlink messages and one nft
-//! transaction; `inspect`, `report` and `cli` face the user.
+//! Layers, bottom up (dependencies point down only; `tests/layering.rs` checks it):
+//! - `error`, `trace`, `lock`, `sysctl`, `deferred`, `ipam`: leaves;
+//! - `model`: everything users type, validated once (names, addresses, networks, published
+//!   ports, policy and service specs, the attach request);
+//! - `netns`, `netlink`, `nft`, `conntrack`: the kernel (namespaces, rtnetlink, nftables as
+//!   data and over netlink, conntrack flushes);
+//! - `store`: SQLite (networks, attachments, IPAM, services, policies);
+//! - `driver`: what differs between bridge and ptp networks, behind one trait;
+//! - `service`, `policy`: pure resolvers from store records to nft layouts;
+//! - `node`: the one home of `Node` - every command as request, validated plan, one store
+//!   transaction, netlink, one nft transaction, record;
+//! - `dns`, `resolv`: the DNS daemon and sandboxes' resolv.conf;
+//! - `cni`, `cli`: the two faces (the CNI plugin, and the command line with its reports and
+//!   the demo).
 
 pub mod cli;
 pub mod cni;

@@ -129,10 +129,22 @@ fn attach_cost_is_constant() {
             cmds: Batch::new().attachment(&a, true).cmds.clone(),
         };
         let elements = |c: &Cmd| matches!(c, Cmd::AddElements { .. });
+        // `all` is true of an empty batch: the attachment must have produced elements (its
+        // port maps and its anti-spoofing sets) and nothing else.
+        assert!(b.cmds.len() >= 2, "{:?}", b.cmds);
         assert!(b.cmds.iter().all(|c| match c {
             Cmd::Bridge(inner) => bridged && elements(inner),
             c => elements(c),
         }));
+        let ports_added: usize = b
+            .cmds
+            .iter()
+            .filter_map(|c| match c {
+                Cmd::AddElements { set, elems } if set.starts_with("pub") => Some(elems.len()),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(ports_added, ports().len(), "one element per published port");
         assert!(crate::nft::wire::encode(TABLE, &b.cmds).is_some());
         let rm = Batch::new().attachment(&a, false).cmds.clone();
         assert!(crate::nft::wire::encode(TABLE, &rm).is_some());
