@@ -219,6 +219,11 @@ impl Soak<'_> {
         self.ops.fetch_add(1, Ordering::Relaxed);
         if o.status.success() {
             self.succeeded.fetch_add(1, Ordering::Relaxed);
+        } else if std::env::var_os("KNIT_SOAK_VERBOSE").is_some() {
+            eprintln!(
+                "soak: {what}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
         }
         if !acceptable(&o) {
             self.failures.lock().unwrap().push(format!(

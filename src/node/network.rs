@@ -33,6 +33,13 @@ pub struct Leaving {
     pub service: Option<i64>,
 }
 
+impl Leaving {
+    /// Whether the change removes something (so a missing table means nothing to do).
+    pub fn removes(&self) -> bool {
+        self.network.is_some() || self.attachment.is_some() || self.service.is_some()
+    }
+}
+
 /// How `apply_or_rebuild` got the change into the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -83,6 +90,13 @@ impl Node {
     /// creation, a bridge someone deleted) and records it as ready.
     pub fn finish_network(&mut self, net: &mut Network) -> Result<()> {
         let _net_lock = Lock::network(&self.state_dir, &net.name, true)?;
+        // Re-read under the lock: while we waited, the creation may have finished, or the
+        // network may have been removed (building it again would leave a bridge without
+        // a record).
+        match self.store.find_network(&net.name)? {
+            Some(current) if current.id == net.id => *net = current,
+            _ => return Err(Error::not_found("network", &net.name)),
+        }
         let use_ = if net.origin == "cni" && !net.ready {
             BridgeUse::Adopt
         } else {
@@ -198,6 +212,11 @@ impl Node {
         // that off the caller's clock.
         match b.apply_then(crate::nft::socket::Socket::close_detached) {
             Ok(()) => Ok(Applied::Batch),
+            Err(Error::Nft { .. }) if leaving.removes() && !crate::nft::table_exists() => {
+                // Nothing of knit's is in the kernel to remove (and creating the table
+                // now would leave something behind a failed command).
+                Ok(Applied::Batch)
+            }
             Err(Error::Nft { .. }) => {
                 crate::trace::phase("nft: batch refused, rebuilding the table");
                 self.rebuild_firewall_without(leaving)?;
@@ -224,11 +243,13 @@ impl Node {
     /// Undoes a failed creation: knit's nft objects of the network, and the bridge only if
     /// this call created it.
     fn undo_network(&mut self, net: &Network, created: bool) -> Result<()> {
-        self.teardown_firewall(net)?;
+        // Both halves are tried: a firewall that cannot be cleaned must not leave the
+        // bridge this call created behind.
+        let fw = self.teardown_firewall(net);
         if created && let Some(br) = &net.bridge {
             delete_owned_bridge(net, br)?;
         }
-        Ok(())
+        fw
     }
 
     fn teardown_firewall(&mut self, net: &Network) -> Result<()> {
