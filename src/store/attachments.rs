@@ -199,13 +199,20 @@ impl Store {
         {
             return Ok(Some(format!("its bridge {br:?}")));
         }
-        let row: Option<(String, String)> = tx
-            .query_row(
-                "SELECT sandbox, mac FROM attachments WHERE network_id = ?1 AND (mac = ?2 OR host_mac = ?2)",
-                params![net.id, mac.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        // Two indexed lookups (attachments_by_mac, attachments_by_host_mac).
+        let text = mac.to_string();
+        let mut row: Option<(String, String)> = None;
+        for column in ["mac", "host_mac"] {
+            row = tx
+                .prepare_cached(&format!(
+                    "SELECT sandbox, mac FROM attachments WHERE network_id = ?1 AND {column} = ?2 LIMIT 1"
+                ))?
+                .query_row(params![net.id, text], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if row.is_some() {
+                break;
+            }
+        }
         Ok(row.map(|(sandbox, own)| {
             if own == mac.to_string() {
                 format!("sandbox {sandbox:?}")

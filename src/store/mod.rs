@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 pub(super) const QUICK_PROBES: u128 = 16;
 mod attachments;

@@ -136,6 +136,15 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
              ALTER TABLE attachments ADD COLUMN owner_start INTEGER;",
         )?;
     }
+    if version < 5 {
+        // Version 5: lookups every attach makes (MAC uniqueness, a sandbox's other
+        // attachments) by index, so their cost does not grow with the attachments.
+        tx.execute_batch(
+            "CREATE INDEX IF NOT EXISTS attachments_by_mac ON attachments(network_id, mac);
+             CREATE INDEX IF NOT EXISTS attachments_by_host_mac ON attachments(network_id, host_mac);
+             CREATE INDEX IF NOT EXISTS attachments_by_sandbox ON attachments(sandbox);",
+        )?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
