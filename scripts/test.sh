@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "run as root (tests create network namespaces)" >&2; exit 1; fi
-pkgs=(nftables libnftables1 iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iptables)
+pkgs=(nftables libnftables1 iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iptables conntrack)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
