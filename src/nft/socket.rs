@@ -18,7 +18,7 @@ impl std::os::fd::AsRawFd for Socket {
 }
 
 impl Socket {
-    /// A socket lent by this namespace's `nft_keeper` (so closing it costs the kernel
+    /// A socket lent by this namespace's `keeper` (so closing it costs the kernel
     /// nothing), else a fresh one. Fields drop in order: the descriptor before the
     /// connection that returns the loan.
     pub fn open() -> Result<Socket> {

@@ -1,7 +1,9 @@
-//! Attaching a sandbox to a network and detaching it. Setup order: reserve in the store
-//! (pending) → links, addresses, routes → one nft transaction → mark ready. Teardown
-//! mirrors it: nft → links → release. A failure undoes what was done; a crash leaves a
-//! pending record that detach or reconcile cleans up.
+//! Attaching a sandbox to a network and detaching it, under the network's and the
+//! sandbox's locks. Setup order: reserve in the store (pending, owned by this process) →
+//! links, addresses, routes (the driver's) → under the kernel lock, one nft transaction →
+//! mark ready. Teardown mirrors it: mark removing → links → nft → release. A failure
+//! undoes what was done; a crash leaves a pending or removing record that the next
+//! attach/detach or reconcile finishes.
 
 use crate::driver::{defaults_present, plumb_with, sandbox_netlink};
 use crate::error::{Error, Result};
