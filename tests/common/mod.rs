@@ -296,6 +296,8 @@ impl Drop for World {
             let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
         let _ = std::fs::remove_dir_all(&self.state);
+        // DNS tests give the daemon an upstream list next to the state directory.
+        let _ = std::fs::remove_file(self.state.with_extension("resolv.conf"));
     }
 }
 
