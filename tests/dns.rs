@@ -2,88 +2,15 @@
 //! outside namespace, scoping, timing, restart, and clients that misbehave.
 
 mod common;
+use common::dns_client::*;
 use common::*;
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
-use std::io::{Read, Write};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(w: &World, resolv: &str, metrics: Option<&str>) -> Daemon {
-    let mut args = vec![
-        "daemon",
-        "--resolv-conf",
-        resolv,
-        "--upstream-timeout-ms",
-        "300",
-    ];
-    if let Some(m) = metrics {
-        args.extend(["--metrics", m]);
-    }
-    let child = w
-        .cmd(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon(child)
-}
-
-fn query_bytes(name: &str, t: RecordType) -> Vec<u8> {
-    let mut m = Message::new();
-    m.set_id(4242).set_recursion_desired(true);
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-    m.to_vec().unwrap()
-}
-
-/// One UDP query from namespace `ns` to `server`.
-fn ask(ns: &str, server: &str, name: &str, t: RecordType) -> Result<Message, String> {
-    let server: SocketAddr = format!("{server}:53").parse().unwrap();
-    let q = query_bytes(name, t);
-    in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-        s.send_to(&q, server).map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4096];
-        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
-        Message::from_vec(&buf[..n]).map_err(|e| e.to_string())
-    })
-}
-
-fn ask_tcp(ns: &str, server: &str, name: &str) -> Result<Message, String> {
-    let server: SocketAddr = format!("{server}:53").parse().unwrap();
-    let q = query_bytes(name, RecordType::A);
-    in_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(1))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut out = (q.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(&q);
-        s.write_all(&out).map_err(|e| e.to_string())?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        Message::from_vec(&buf).map_err(|e| e.to_string())
-    })
-}
-
-fn addrs(m: &Message) -> Vec<String> {
-    m.answers().iter().map(|r| r.data().to_string()).collect()
-}
 
 /// Waits until the daemon answers on `gw` (it binds shortly after start).
 fn wait_ready(ns: &str, gw: &str) {
@@ -177,7 +104,7 @@ fn names_aliases_ptr_aaaa_scoping_and_forwarding() {
     );
     // TCP works too.
     assert_eq!(
-        addrs(&ask_tcp(&api, "10.81.0.1", "www.").unwrap()),
+        addrs(&ask_tcp(&api, "10.81.0.1", "www.", RecordType::A).unwrap()),
         vec![web4]
     );
     // The internal network answers its names but never forwards.
@@ -390,7 +317,7 @@ fn misbehaving_clients_do_not_stop_the_server() {
         1
     );
     assert_eq!(
-        addrs(&ask_tcp(&a, "10.85.0.1", &format!("{b}.")).unwrap()).len(),
+        addrs(&ask_tcp(&a, "10.85.0.1", &format!("{b}."), RecordType::A).unwrap()).len(),
         1
     );
     assert!(

@@ -4,99 +4,13 @@
 //! lock the others out. Real namespaces, real packets, a counting upstream outside.
 
 mod common;
+use common::dns_client::*;
 use common::*;
-use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Stdio};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(w: &World, resolv: &str) -> Daemon {
-    let child = w
-        .cmd(&[
-            "daemon",
-            "--resolv-conf",
-            resolv,
-            "--upstream-timeout-ms",
-            "300",
-            "--metrics",
-            "127.0.0.1:9153",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon(child)
-}
-
-fn query_bytes(name: &str, t: RecordType) -> Vec<u8> {
-    let mut m = Message::new();
-    m.set_id(4242).set_recursion_desired(true);
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-    m.to_vec().unwrap()
-}
-
-/// One UDP query from namespace `ns` (from `source` if given) to `server`:53.
-fn ask_from(
-    ns: &str,
-    source: Option<IpAddr>,
-    server: IpAddr,
-    name: &str,
-    t: RecordType,
-) -> Result<Message, String> {
-    let server = SocketAddr::new(server, 53);
-    let q = query_bytes(name, t);
-    in_ns(ns, move || {
-        let bind = match (source, server.is_ipv4()) {
-            (Some(ip), _) => SocketAddr::new(ip, 0),
-            (None, true) => "0.0.0.0:0".parse().unwrap(),
-            (None, false) => "[::]:0".parse().unwrap(),
-        };
-        let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_millis(700)))
-            .unwrap();
-        s.send_to(&q, server).map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4096];
-        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
-        Message::from_vec(&buf[..n]).map_err(|e| e.to_string())
-    })
-}
-
-fn ask(ns: &str, server: &str, name: &str, t: RecordType) -> Result<Message, String> {
-    ask_from(ns, None, server.parse().unwrap(), name, t)
-}
-
-fn ask_tcp(ns: &str, server: &str, name: &str, t: RecordType) -> Result<Message, String> {
-    let server = SocketAddr::new(server.parse().unwrap(), 53);
-    let q = query_bytes(name, t);
-    in_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(1))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut out = (q.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(&q);
-        s.write_all(&out).map_err(|e| e.to_string())?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        Message::from_vec(&buf).map_err(|e| e.to_string())
-    })
-}
-
-fn addrs(m: &Message) -> Vec<String> {
-    m.answers().iter().map(|r| r.data().to_string()).collect()
-}
 
 /// The reverse (in-addr.arpa / ip6.arpa) name of an address.
 fn arpa(ip: &str) -> String {
@@ -154,7 +68,7 @@ fn hosts_on_the_uplink_and_the_node_are_refused_and_never_forwarded() {
     ]);
     let web = w.sandbox("web");
     w.ok(&["attach", "front", &web]);
-    let _d = start_daemon(&w, resolv.to_str().unwrap());
+    let _d = start_daemon(&w, resolv.to_str().unwrap(), Some("127.0.0.1:9153"));
     wait_ready(&web, "10.91.0.1");
     // (The readiness probe is an external name: forwarded.)
     let probes = up.asked();
@@ -339,7 +253,7 @@ fn ptr_for_another_knit_network_is_not_forwarded() {
     w.ok(&["attach", "na", &a]);
     w.ok(&["attach", "nb", &b]);
     w.ok(&["attach", "nc", &c]);
-    let _d = start_daemon(&w, resolv.to_str().unwrap());
+    let _d = start_daemon(&w, resolv.to_str().unwrap(), Some("127.0.0.1:9153"));
     wait_ready(&a, "10.92.0.1");
     let probes = up.asked();
     let a4 = w.ip_of("na", &a, 4);
@@ -398,7 +312,7 @@ fn a_sandbox_holding_600_tcp_connections_does_not_lock_others_out() {
     let ok = w.sandbox("ok");
     w.ok(&["attach", "tc", &hog]);
     w.ok(&["attach", "tc", &ok]);
-    let _d = start_daemon(&w, resolv.to_str().unwrap());
+    let _d = start_daemon(&w, resolv.to_str().unwrap(), Some("127.0.0.1:9153"));
     wait_ready(&ok, "10.95.0.1");
     // Room for 600 sockets in this process (other tests run beside this one).
     let mut lim = libc::rlimit {

@@ -722,22 +722,6 @@ fn item10_check_restores_a_flushed_table() {
     );
 }
 
-fn keepers_in(ns: &str) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
-    let want = format!("net:[{ino}]");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"nft-keeper"))
-                && std::fs::read_link(format!("/proc/{pid}/ns/net"))
-                    .is_ok_and(|l| l.to_string_lossy() == want)
-        })
-        .collect()
-}
-
 #[test]
 fn item11_refused_connections_do_not_keep_the_keeper_alive() {
     let mut w = World::new();

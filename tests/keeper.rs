@@ -7,27 +7,10 @@ use common::*;
 use knit::nft::keeper::{Loan, borrow, send_fd};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// Keeper processes whose network namespace is `ns`.
-fn keepers_in(ns: &str) -> Vec<u32> {
-    let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
-    let want = format!("net:[{ino}]");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"nft-keeper"))
-                && std::fs::read_link(format!("/proc/{pid}/ns/net"))
-                    .is_ok_and(|l| l.to_string_lossy() == want)
-        })
-        .collect()
-}
 
 fn loan(ns: &str) -> Option<Loan> {
     in_ns(ns, || borrow(false))

@@ -81,25 +81,12 @@ impl Soak<'_> {
             "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
                      "ranges": [[{"subnet": "10.93.0.0/24"}]]}
         });
-        let mut c = command_in(&self.w.node, KNIT);
-        c.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("KNIT_STATE_DIR", &self.w.state)
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", format!("soak{i}"))
-            .env("CNI_NETNS", format!("/run/netns/{}", self.cni_ns[i]))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let _ = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes());
-        child.wait_with_output().unwrap()
+        self.plugin(
+            cmd,
+            &format!("soak{i}"),
+            &format!("/run/netns/{}", self.cni_ns[i]),
+            &conf,
+        )
     }
 
     fn cni_gc(&self, keep: &[usize]) -> Output {
@@ -113,15 +100,25 @@ impl Soak<'_> {
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.93.0.0/24"}]]},
             "cni.dev/valid-attachments": valid
         });
+        self.plugin("GC", "", "", &conf)
+    }
+
+    /// The knit binary as a CNI plugin in the node (an empty id or netns is not passed).
+    fn plugin(&self, cmd: &str, cid: &str, netns: &str, conf: &serde_json::Value) -> Output {
         let mut c = command_in(&self.w.node, KNIT);
         c.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("KNIT_STATE_DIR", &self.w.state)
-            .env("CNI_COMMAND", "GC")
+            .env("CNI_COMMAND", cmd)
             .env("CNI_PATH", "/usr/lib/cni")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if !cid.is_empty() {
+            c.env("CNI_CONTAINERID", cid)
+                .env("CNI_NETNS", netns)
+                .env("CNI_IFNAME", "eth0");
+        }
         let mut child = c.spawn().unwrap();
         let _ = child
             .stdin

@@ -520,11 +520,24 @@ impl Batch {
 /// `bridge`): what a flushed or partly deleted table lacks. (Policy and per-service chains
 /// are left out: they come and go with their objects.)
 pub fn expected_rule_counts(nets: &[NetFw]) -> [BTreeMap<String, usize>; 2] {
-    let mut b = Batch::new();
-    b.base();
+    // The fixed chains never change: counted once per process, not on every ADD.
+    static BASE: std::sync::OnceLock<[BTreeMap<String, usize>; 2]> = std::sync::OnceLock::new();
+    let mut counts = BASE
+        .get_or_init(|| rule_counts(Batch::new().base()))
+        .clone();
     for n in nets {
-        b.network(n, true);
+        for (all, add) in counts
+            .iter_mut()
+            .zip(rule_counts(Batch::new().network(n, true)))
+        {
+            all.extend(add);
+        }
     }
+    counts
+}
+
+/// Rules per chain a batch leaves, per table (`inet`, `bridge`).
+fn rule_counts(b: &Batch) -> [BTreeMap<String, usize>; 2] {
     let mut counts = [BTreeMap::new(), BTreeMap::new()];
     for c in &b.cmds {
         let (i, c) = match c {

@@ -117,23 +117,6 @@ impl Socket {
         }
     }
 
-    /// How many rules each chain of `table` (of `family`) holds: one dump request. `None`
-    /// if the table does not exist.
-    pub fn rule_counts(
-        &mut self,
-        family: u8,
-        table: &str,
-    ) -> Result<Option<BTreeMap<String, u32>>> {
-        const NFT_MSG_GETRULE: u16 = 7;
-        let mut counts = BTreeMap::new();
-        let found = self.dump(family, table, NFT_MSG_GETRULE, NFTA_RULE_TABLE, |attrs| {
-            if let Some(chain) = string_attr(attrs, NFTA_RULE_CHAIN) {
-                *counts.entry(chain).or_insert(0) += 1;
-            }
-        })?;
-        Ok(found.then_some(counts))
-    }
-
     /// Each chain's use count in `table` (of `family`): the rules it holds plus the rules
     /// and map elements that jump to it (the kernel counts both so that a chain in use
     /// cannot be deleted). One dump of the chains, whose size does not depend on how many

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cni;
+pub mod dns_client;
 pub mod dns_upstream;
 pub mod lab;
 
@@ -561,4 +562,21 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The pids of `knit nft-keeper` processes serving namespace `ns`.
+pub fn keepers_in(ns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
+    let want = format!("net:[{ino}]");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"nft-keeper"))
+                && std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                    .is_ok_and(|l| l.to_string_lossy() == want)
+        })
+        .collect()
 }

@@ -171,3 +171,21 @@ fn anti_spoofing_is_in_the_rebuild() {
     assert!(text.contains("add element bridge knit as_ports { \"kv00aabbccdd\" }"));
     assert!(!text.contains("add element inet knit as_"));
 }
+
+#[test]
+fn expected_rule_counts_match_a_whole_build() {
+    // The cached fixed-chain counts plus each network's equal counting one full batch.
+    let nets = [bridge_net()];
+    let mut b = Batch::new();
+    b.base();
+    b.network(&nets[0], true);
+    let whole = super::rule_counts(&b);
+    assert_eq!(expected_rule_counts(&nets), whole);
+    assert_eq!(
+        expected_rule_counts(&nets),
+        whole,
+        "second call, from the cache"
+    );
+    assert!(whole[0].get("n1_out").is_some_and(|n| *n >= 2));
+    assert!(whole[0].get("forward").is_some_and(|n| *n > 0));
+}
