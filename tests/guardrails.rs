@@ -26,6 +26,44 @@ fn assert_store_and_kernel_agree(w: &World) {
     assert_eq!(before, after, "kernel state differed from the store");
 }
 
+/// Runs knit commands at once and waits for all of them before asserting (a panic must not
+/// leave commands running after the world is torn down): every one must succeed.
+fn all_succeed(w: &World, commands: Vec<[&str; 3]>) {
+    let kids: Vec<_> = commands
+        .iter()
+        .map(|args| {
+            w.cmd(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    for o in outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// The host veths the attachments record, and the knit veths the node has.
+fn recorded_and_live_veths(w: &World, atts: &Value) -> (HashSet<String>, HashSet<String>) {
+    let recorded = atts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["host_ifname"].as_str().unwrap().to_string())
+        .collect();
+    let live = w
+        .knit_links()
+        .into_iter()
+        .filter(|l| l.starts_with("kv"))
+        .collect();
+    (recorded, live)
+}
+
 fn link_exists(w: &World, name: &str) -> bool {
     sh(&["ip", "-n", &w.node, "link", "show", name])
         .status
@@ -159,77 +197,29 @@ fn item3_concurrent_attach_and_detach_of_one_sandbox_lose_nothing() {
     w.ok(&["network", "create", "cc", "--subnet", "10.65.0.0/24"]);
     let sandboxes: Vec<String> = (0..12).map(|i| w.sandbox(&format!("s{i}"))).collect();
     // Three attaches at once per sandbox.
-    let mut kids = vec![];
-    for s in &sandboxes {
-        for _ in 0..3 {
-            kids.push(
-                w.cmd(&["attach", "cc", s])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-            );
-        }
-    }
-    // Every child is waited for before any assertion: a panic must not leave
-    // commands running after the world is torn down.
-    let outs: Vec<_> = kids
-        .into_iter()
-        .map(|k| k.wait_with_output().unwrap())
-        .collect();
-    for o in outs {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    all_succeed(
+        &w,
+        sandboxes
+            .iter()
+            .flat_map(|s| [["attach", "cc", s.as_str()]; 3])
+            .collect(),
+    );
     let atts = w.json(&["network", "inspect", "cc"])["attachments"].clone();
     assert_eq!(atts.as_array().unwrap().len(), sandboxes.len(), "{atts}");
-    let recorded: HashSet<String> = atts
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["host_ifname"].as_str().unwrap().to_string())
-        .collect();
-    let live: HashSet<String> = w
-        .knit_links()
-        .into_iter()
-        .filter(|l| l.starts_with("kv"))
-        .collect();
+    let (recorded, live) = recorded_and_live_veths(&w, &atts);
     assert_eq!(recorded, live, "orphaned or missing veths");
     // attach ∥ detach of each sandbox, twice.
     for _ in 0..2 {
-        let mut kids = vec![];
-        for s in &sandboxes {
-            for verb in ["detach", "attach"] {
-                kids.push(
-                    w.cmd(&[verb, "cc", s])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap(),
-                );
-            }
-        }
-        // Every child is waited for before any assertion: a panic must not leave
-        // commands running after the world is torn down.
-        let outs: Vec<_> = kids
-            .into_iter()
-            .map(|k| k.wait_with_output().unwrap())
-            .collect();
-        for o in outs {
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        }
+        all_succeed(
+            &w,
+            sandboxes
+                .iter()
+                .flat_map(|s| [["detach", "cc", s.as_str()], ["attach", "cc", s.as_str()]])
+                .collect(),
+        );
     }
     let atts = w.json(&["network", "inspect", "cc"])["attachments"].clone();
-    let recorded: HashSet<String> = atts
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["host_ifname"].as_str().unwrap().to_string())
-        .collect();
-    let live: HashSet<String> = w
-        .knit_links()
-        .into_iter()
-        .filter(|l| l.starts_with("kv"))
-        .collect();
+    let (recorded, live) = recorded_and_live_veths(&w, &atts);
     assert_eq!(
         recorded, live,
         "orphaned or missing veths after attach ∥ detach"
