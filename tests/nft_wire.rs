@@ -10,10 +10,10 @@
 
 mod common;
 use common::*;
-use knit::model::policy::{Labels, Rule, Selector};
+use knit::model::policy::Direction;
 use knit::model::service::Vip;
 use knit::model::{Mac, PortMapping, Proto};
-use knit::nft::policy::{NetPolicyFw, RuleFw, attachment_elems, jumps};
+use knit::nft::policy::{PolSet, PolicyChains, Shape, element};
 use knit::nft::service::ServiceFw;
 use knit::nft::socket::Socket;
 use knit::nft::wire::encode;
@@ -55,56 +55,45 @@ fn networks() -> Vec<NetFw> {
     ]
 }
 
-/// Network 1's policy rules: from sandbox `a` to label app=web, from a CIDR to sandbox `b`.
-fn rules() -> Vec<Rule> {
-    let rule = |id, from, to| Rule {
-        id,
-        network_id: 1,
-        network: "n1".into(),
-        from,
-        to,
-        port: None,
+/// Network 1's policy sets: every shape, both families, ingress and egress.
+fn policy_sets() -> Vec<PolSet> {
+    let set = |dir, v4, shape, plen| PolSet {
+        net_id: 1,
+        dir,
+        v4,
+        shape,
+        plen,
     };
     vec![
-        rule(
-            7,
-            Selector::Sandbox("a".into()),
-            Selector::Label {
-                key: "app".into(),
-                value: "web".into(),
-            },
-        ),
-        rule(
-            8,
-            Selector::Cidr("192.0.2.0/24".parse().unwrap()),
-            Selector::Sandbox("b".into()),
-        ),
+        set(Direction::Ingress, true, Shape::Any, 16),
+        set(Direction::Ingress, true, Shape::Port, 32),
+        set(Direction::Ingress, true, Shape::Range, 32),
+        set(Direction::Ingress, false, Shape::Port, 128),
+        set(Direction::Ingress, false, Shape::Range, 64),
+        set(Direction::Egress, true, Shape::Isolate, 0),
+        set(Direction::Egress, false, Shape::Any, 128),
+        set(Direction::Egress, true, Shape::Range, 24),
     ]
 }
 
 /// What both namespaces start from, as knit creates it (text): the base table, the two
-/// networks, and network 1's policy chain and sets (default deny).
+/// networks, and network 1's policy chains and sets (default deny).
 fn setup() -> Batch {
     let mut b = Batch::new();
     b.base();
     for n in &networks() {
         b.network(n, true);
     }
-    let policy = NetPolicyFw {
+    let policy = PolicyChains {
         net_id: 1,
-        deny: true,
-        // The jumps into the policy chain are elements: they are in the batch under test.
+        deny_in: true,
+        deny_eg: false,
+        eg_dns: true,
+        // The jumps into the policy chains are elements: they are in the batch under test.
         ifaces: vec![],
-        rules: rules()
-            .into_iter()
-            .map(|rule| RuleFw {
-                rule,
-                from: vec![],
-                to: vec![],
-            })
-            .collect(),
+        sets: policy_sets(),
     };
-    b.net_policy(&policy, &[]);
+    b.policy_chains(&policy, &[]);
     b
 }
 
@@ -236,22 +225,34 @@ fn services() -> Vec<ServiceFw> {
     ]
 }
 
-/// Policy set elements of sandboxes a (matches rule 7's from), w (app=web: rule 7's to)
-/// and b (rule 8's to), and the jumps into network 1's policy chain.
+/// Policy elements of every set (single ports and port ranges, exact and masked far
+/// sides), and the jumps into network 1's chains.
 fn policy_elems() -> Vec<(String, Vec<Elem>)> {
-    let web: Labels = [("app".to_string(), "web".to_string())].into();
-    let mut out = vec![];
-    for (sandbox, labels, ips) in [
-        ("a", Labels::new(), vec![ip("10.70.0.2"), ip("fd70::2")]),
-        ("w", web, vec![ip("10.70.0.3"), ip("fd70::3")]),
-        ("b", Labels::new(), vec![ip("10.70.0.4")]),
-    ] {
-        out.extend(attachment_elems(&rules(), 1, sandbox, &labels, &ips));
+    let sets = policy_sets();
+    let e = |i: usize, own: &str, far: &str, l4| (sets[i].name(), vec![element(&sets[i], ip(own), ip(far), l4)]);
+    let mut out = vec![
+        e(0, "10.70.0.2", "192.168.0.0", None),
+        e(1, "10.70.0.2", "10.70.0.3", Some((6, 80, 80))),
+        e(2, "10.70.0.2", "10.70.0.3", Some((17, 1000, 2000))),
+        e(2, "10.70.0.2", "10.70.0.3", Some((17, 2001, 2001))),
+        e(3, "fd70::2", "fd70::3", Some((132, 443, 443))),
+        e(4, "fd70::2", "2001:db8::", Some((6, 8000, 8100))),
+        e(5, "10.70.0.2", "10.70.0.2", None),
+        e(6, "fd70::2", "fd70::4", None),
+        e(7, "10.70.0.4", "203.0.113.0", Some((6, 1, 65535))),
+    ];
+    for (map, chain) in [("pol_out", "pol1"), ("egr_from", "egr1")] {
+        out.push((
+            map.into(),
+            ["knbr1", "kv00000b0001"]
+                .iter()
+                .map(|i| Elem::Jump {
+                    ifname: i.to_string(),
+                    chain: chain.into(),
+                })
+                .collect(),
+        ));
     }
-    out.push((
-        "pol_out".into(),
-        jumps(1, &["knbr1".to_string(), "kv00000b0001".to_string()]),
-    ));
     out
 }
 
@@ -294,6 +295,11 @@ fn kind(e: &Elem) -> &'static str {
         Elem::IfaceAddr { ip, .. } if ip.is_ipv4() => "IfaceAddr v4",
         Elem::IfaceAddr { .. } => "IfaceAddr v6",
         Elem::IfaceNdTarget { .. } => "IfaceNdTarget",
+        Elem::Pol { l4: None, .. } => "Pol",
+        Elem::Pol {
+            interval: false, ..
+        } => "Pol port",
+        Elem::Pol { .. } => "Pol range",
     }
 }
 
@@ -414,11 +420,15 @@ fn the_batch_covers_every_element_kind_the_encoder_speaks() {
         "inet np4",
         "inet np6",
         "inet pol_out",
-        "inet p7_from4",
-        "inet p7_from6",
-        "inet p7_to4",
-        "inet p7_to6",
-        "inet p8_to4",
+        "inet egr_from",
+        "inet pol1_in4_a16",
+        "inet pol1_in4_p32",
+        "inet pol1_in4_r32",
+        "inet pol1_in6_p128",
+        "inet pol1_in6_r64",
+        "inet pol1_eg4_iso",
+        "inet pol1_eg6_a128",
+        "inet pol1_eg4_r24",
         "inet as_ports",
         "inet as_macs",
         "inet as_addrs4",
@@ -447,6 +457,9 @@ fn the_batch_covers_every_element_kind_the_encoder_speaks() {
         "IfaceAddr v4",
         "IfaceAddr v6",
         "IfaceNdTarget",
+        "Pol",
+        "Pol port",
+        "Pol range",
         "dnat ip",
         "dnat ip6",
         "dnat numgen",

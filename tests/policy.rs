@@ -172,29 +172,29 @@ fn bad_policy_input_is_refused() {
     let before = l.w.nft_table();
     assert!(before.contains("table inet knit"), "{before}");
     for (args, want) in [
-        (vec!["policy", "default", "n", "maybe"], "DEFAULT"),
+        (vec!["policy", "default", "n", "maybe"], "invalid default \"maybe\""),
         (vec!["policy", "default", "nosuch", "deny"], "not found"),
         (
             vec!["policy", "allow", "n", "--from", "a b", "--to", "x"],
-            "--from",
+            "invalid from",
         ),
         (
             vec!["policy", "allow", "n", "--from", "x", "--to", "10.0.0.0/8"],
-            "--to",
+            "invalid to",
         ),
         (
             vec![
                 "policy", "allow", "n", "--from", "x", "--to", "y", "--port", "0",
             ],
-            "--port",
+            "invalid port",
         ),
         (
             vec![
                 "policy", "allow", "n", "--from", "x", "--to", "y", "--port", "80/icmp",
             ],
-            "--port",
+            "invalid port",
         ),
-        (vec!["policy", "rm", "abc"], "ID"),
+        (vec!["policy", "rm", "abc"], "invalid id"),
         (vec!["policy", "rm", "999"], "not found"),
         (
             vec!["attach", "n", "whatever", "--label", "novalue"],

@@ -6,6 +6,7 @@ mod names;
 mod network;
 pub mod policy;
 mod publish;
+pub mod netpol;
 pub mod service;
 
 pub use addr::*;

@@ -124,6 +124,24 @@ pub enum Elem {
     /// 128-bit payload: nft 1.0.6 has no `icmpv6 taddr`, so the set is typed by the raw
     /// expression and nft shows the address as an integer; the bytes are the address's).
     IfaceNdTarget { ifname: String, ip: Ipv6Addr },
+    /// Policy: `saddr . daddr`, with `. proto . port[-port]` when `l4` is given
+    /// (protocol number, port range); `interval` for sets with `flags interval`.
+    Pol {
+        saddr: IpAddr,
+        daddr: IpAddr,
+        l4: Option<(u8, u16, u16)>,
+        interval: bool,
+    },
+}
+
+/// A protocol number as nft names it in `inet_proto` keys.
+pub fn proto_name(n: u8) -> String {
+    match n {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
 }
 
 impl Elem {
@@ -156,6 +174,13 @@ impl Elem {
             Elem::IfaceNdTarget { ifname, ip } => {
                 format!("{} . 0x{:032x}", quote(ifname), u128::from(*ip))
             }
+            Elem::Pol {
+                saddr, daddr, l4, ..
+            } => match l4 {
+                None => format!("{saddr} . {daddr}"),
+                Some((p, lo, hi)) if lo == hi => format!("{saddr} . {daddr} . {} . {lo}", proto_name(*p)),
+                Some((p, lo, hi)) => format!("{saddr} . {daddr} . {} . {lo}-{hi}", proto_name(*p)),
+            },
         }
     }
 
@@ -167,7 +192,8 @@ impl Elem {
             | Elem::Addr(_)
             | Elem::IfaceMac { .. }
             | Elem::IfaceAddr { .. }
-            | Elem::IfaceNdTarget { .. } => self.key_text(),
+            | Elem::IfaceNdTarget { .. }
+            | Elem::Pol { .. } => self.key_text(),
             Elem::Jump { chain, .. } => format!("{} : jump {chain}", self.key_text()),
             Elem::Svc { goto: Some(c), .. } | Elem::NodePort { goto: Some(c), .. } => {
                 format!("{} : goto {c}", self.key_text())

@@ -88,8 +88,10 @@ const SETS: &[(&str, &str)] = &[
     ("np4", "type inet_proto . inet_service : verdict;"),
     ("np6", "type inet_proto . inet_service : verdict;"),
     ("np_none", "type inet_proto . inet_service;"),
-    // Policy: the egress interface of a default-deny network → its policy chain.
+    // Policy: the interface traffic leaves through towards a network's sandboxes → its
+    // ingress chain; the interface traffic from its sandboxes arrives on → its egress chain.
     ("pol_out", "type ifname : verdict;"),
+    ("egr_from", "type ifname : verdict;"),
 ];
 
 const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
@@ -188,9 +190,10 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         &[
             "ct state established,related accept",
             "ct state new jump svc_check",
-            // Default-deny networks: new connections to their sandboxes (also through a
-            // service or a published port: the address here is already the backend's)
-            // must pass the network's policy chain.
+            // Policy: new connections from a network's sandboxes pass its egress chain,
+            // those to its sandboxes (also through a service or a published port: the
+            // address here is already the backend's) its ingress chain.
+            "iifname vmap @egr_from",
             "oifname vmap @pol_out",
             // Published ports and services are reachable from every network, like from
             // outside.
@@ -207,6 +210,8 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         &[
             "iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop",
             "ct state new jump svc_check",
+            // Egress to the node itself (DNS to knit's resolver is untracked, not new).
+            "ct state { new, untracked } iifname vmap @egr_from",
         ],
     ),
 ];

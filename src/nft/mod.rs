@@ -3,7 +3,7 @@
 //! - `layout`: the command data (`Cmd`, `Elem`, `Batch`) and knit's tables — sets, base
 //!   chains, networks, attachments, anti-spoofing; `service` and `policy` lay out services
 //!   and network policy from the data their resolvers hand over (`ServiceFw`,
-//!   `NetPolicyFw`);
+//!   `PolicyChains`);
 //! - `wire`: the nf_tables netlink encoding of element batches (and the dumps the table
 //!   check reads);
 //! - `libnft`: libnftables, for everything else;
@@ -24,3 +24,4 @@ pub use apply::*;
 pub use batch::*;
 pub use guard::Guard;
 pub use layout::*;
+pub use wire::proto_num;

@@ -37,6 +37,7 @@ pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(super) const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(super) const NFTA_SET_ELEM_KEY_END: u16 = 10;
 pub(super) const NFTA_DATA_VALUE: u16 = 1;
 pub(super) const NFTA_DATA_VERDICT: u16 = 2;
 pub(super) const NFTA_VERDICT_CODE: u16 = 1;
@@ -117,7 +118,7 @@ pub(super) fn port_key(p: &PortMapping) -> Vec<u8> {
     l4_key(p.host_ip, p.proto, p.host_port)
 }
 
-pub(crate) fn proto_num(p: Proto) -> u8 {
+pub fn proto_num(p: Proto) -> u8 {
     match p {
         Proto::Tcp => 6,
         Proto::Udp => 17,
@@ -203,11 +204,16 @@ enum Data<'a> {
 }
 
 /// One list element: key, and data or verdict.
-fn write_element(out: &mut Vec<u8>, key: &[u8], data: Data) {
+fn write_element(out: &mut Vec<u8>, key: &[u8], key_end: Option<&[u8]>, data: Data) {
     nested(out, NFTA_LIST_ELEM, |b| {
         nested(b, NFTA_SET_ELEM_KEY, |b| {
             attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(key))
         });
+        if let Some(end) = key_end {
+            nested(b, NFTA_SET_ELEM_KEY_END, |b| {
+                attr(b, NFTA_DATA_VALUE, |b| b.extend_from_slice(end))
+            });
+        }
         match data {
             Data::None => {}
             Data::Value(v) => nested(b, NFTA_SET_ELEM_DATA, |b| {
@@ -279,9 +285,32 @@ pub(super) fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
             field(&mut key, &ip.octets());
             (key, Data::None)
         }
+        // A concatenation with a port range (`flags interval`): the first and the last
+        // key of the range, field by field.
+        Elem::Pol {
+            saddr,
+            daddr,
+            l4,
+            interval,
+        } => {
+            let mut key = vec![];
+            field(&mut key, &ip_bytes(*saddr));
+            field(&mut key, &ip_bytes(*daddr));
+            let Some((proto, lo, hi)) = l4 else {
+                write_element(buf, &key, None, Data::None);
+                return Some(());
+            };
+            let mut end = key.clone();
+            field(&mut key, &[*proto]);
+            field(&mut key, &lo.to_be_bytes());
+            field(&mut end, &[*proto]);
+            field(&mut end, &hi.to_be_bytes());
+            write_element(buf, &key, interval.then_some(&end[..]), Data::None);
+            return Some(());
+        }
         Elem::Prefix(_) => return None,
     };
-    write_element(buf, &key, data);
+    write_element(buf, &key, None, data);
     Some(())
 }
 

@@ -143,13 +143,17 @@ impl Node {
             self.ensure_table_intact()?;
             crate::trace::phase("nft: table checked");
             let mut b = Batch::new();
+            let mut policy = Batch::new();
             b.attachment(&attach_fw(&network, &att), true);
-            self.policy_changes_for(&mut b, &network, &att, true)?;
+            self.policy_changes_for(&mut b, &mut policy, &network, &att, true)?;
             self.service_changes_for(&mut b, &att.sandbox, att.id, true)?;
             crate::trace::phase("nft: batch built");
+            let mut all = b.clone();
+            all.cmds.extend(policy.cmds);
             // A rebuild writes what the kernel should hold without this pending
-            // attachment: its own elements go in again on the rebuilt table.
-            if self.apply_or_rebuild(&b, Leaving::default())? == Applied::Rebuilt {
+            // attachment (but with its policy atoms, recorded already): its own elements
+            // go in again on the rebuilt table.
+            if self.apply_or_rebuild(&all, Leaving::default())? == Applied::Rebuilt {
                 b.apply()?;
             }
             self.store.mark_ready(att.id)
@@ -233,7 +237,9 @@ impl Node {
         let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.attachment(&attach_fw(net, att), false);
-        self.policy_changes_for(&mut b, net, att, false)?;
+        let mut policy = Batch::new();
+        self.policy_changes_for(&mut b, &mut policy, net, att, false)?;
+        b.cmds.extend(policy.cmds);
         self.service_changes_for(&mut b, &att.sandbox, att.id, false)?;
         self.apply_or_rebuild(
             &b,

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod inspect;
 pub mod network;
 pub mod policy;
+pub mod policy_report;
 pub mod reconcile;
 pub mod sandbox;
 pub mod services;

@@ -189,16 +189,17 @@ impl Node {
                 // knit owns this link and its addresses: skip DAD.
                 sysctl::ensure_path(&sysctl::iface_key("ipv6", &br, "accept_dad"), "0")?;
             }
-            if net.policy == crate::model::policy::Default::Deny {
+            if net.policy == crate::model::policy::Default::Deny
+                || net.egress == crate::model::policy::Default::Deny
+                || !self.store.sets_in_use(net.id)?.is_empty()
+            {
                 nl.set_bridge_nf_call(index, true)?;
             }
         }
         let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.base().network(&net_fw(net), true);
-        if net.policy == crate::model::policy::Default::Deny {
-            b.net_policy(&crate::policy::resolve(&self.store, net)?, &[]);
-        }
+        self.full_policy(&mut b, net, None)?;
         self.apply_or_rebuild(&b, Leaving::default()).map(|_| ())
     }
 
@@ -254,15 +255,10 @@ impl Node {
 
     fn teardown_firewall(&mut self, net: &Network) -> Result<()> {
         let _k = self.kernel_lock()?;
-        let rules: Vec<i64> = self
-            .store
-            .rules_of_network(net.id)?
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let sets = self.store.sets_in_use(net.id)?;
         let ifaces = crate::policy::ifaces(net, &[]);
         let mut b = Batch::new();
-        b.net_policy_removed(net.id, &ifaces, &rules)
+        b.policy_removed(net.id, &ifaces, &sets)
             .network(&net_fw(net), false);
         self.apply_or_rebuild(
             &b,
@@ -337,19 +333,9 @@ impl Node {
                     .map(|n| attach_fw(n, a))
             })
             .collect();
-        let mut rules = self.store.rules()?;
-        let policies: Vec<_> = nets
-            .iter()
-            .map(|n| {
-                let (own, rest) = rules.drain(..).partition(|r| r.network_id == n.id);
-                rules = rest;
-                crate::policy::resolve_with(n, own, &all)
-            })
-            .filter(|p| !p.is_empty())
-            .collect();
         let mut b = Batch::rebuild(&nets.iter().map(net_fw).collect::<Vec<_>>(), &atts);
-        for p in &policies {
-            b.net_policy(p, &[]);
+        for n in &nets {
+            self.full_policy(&mut b, n, att_id)?;
         }
         for svc in self.store.services()? {
             if Some(svc.id) != leaving.service {

@@ -1,118 +1,329 @@
-//! Network policy on the node: default allow/deny and allow rules, each change a store
-//! change plus the network's policy layout, applied under the network's and the kernel's
-//! locks.
+//! Network policy on the node. Every change is one store transaction and one nft
+//! transaction, under the networks' and the kernel's locks: rules and their atoms in the
+//! store, then the element difference (and, only when a network starts or stops using a
+//! set shape, its chains) in the kernel; the store commits only if the kernel took it.
 
 use crate::error::{Error, Result};
-use crate::model::policy::{Default, PortSpec, Rule, Selector};
+use crate::model::policy::{Default, Direction, Rule, RuleSpec};
 use crate::netlink::Netlink;
 use crate::nft::Batch;
+use crate::nft::policy::{PolSet, PolicyChains};
 use crate::node::Node;
-use crate::policy::*;
+use crate::node::network::Leaving;
+use crate::policy::{Atom, GroupKey, atoms_of_attachment, atoms_of_rule, diff, elements};
 use crate::store::{Attachment, Network};
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Rules to add (by network name) and to remove (by id), applied together.
+#[derive(Debug, Default)]
+pub struct PolicyChange {
+    pub add: Vec<(String, RuleSpec)>,
+    pub remove: Vec<i64>,
+}
+
+/// What a change did: the rules added (false: it existed already) and removed.
+#[derive(Debug, Default)]
+pub struct PolicyChanged {
+    pub added: Vec<(Rule, bool)>,
+    pub removed: Vec<Rule>,
+}
+
+fn groups(atoms: &[Atom]) -> BTreeSet<GroupKey> {
+    atoms.iter().map(Atom::group).collect()
+}
 
 impl Node {
-    fn apply_policy(&self, net: &Network, gone: &[i64]) -> Result<()> {
-        let p = resolve(&self.store, net)?;
-        let mut b = Batch::new();
-        if p.is_empty() {
-            // Nothing left to say: no chain at all, as if policy had never been used.
-            b.net_policy_removed(p.net_id, &p.ifaces, gone);
+    /// A network's chains as the store says now.
+    pub(crate) fn policy_chains(&self, net: &Network) -> Result<PolicyChains> {
+        let atts: Vec<Attachment> = if net.bridge.is_some() {
+            vec![]
         } else {
-            b.net_policy(&p, gone);
-        }
-        self.apply_or_rebuild(&b, crate::node::network::Leaving::default())
-            .map(|_| ())
+            self.store.attachments_of_network(net.id)?
+        };
+        let atts: Vec<Attachment> = atts.into_iter().filter(|a| a.state.in_kernel()).collect();
+        Ok(PolicyChains {
+            net_id: net.id,
+            deny_in: net.policy == Default::Deny,
+            deny_eg: net.egress == Default::Deny,
+            eg_dns: net.egress_dns,
+            ifaces: crate::policy::ifaces(net, &atts),
+            sets: self.store.sets_in_use(net.id)?,
+        })
     }
 
-    pub fn set_policy_default(&mut self, network: &str, d: Default) -> Result<Network> {
+    /// Everything of a network's policy, for a batch that writes it whole (network
+    /// creation, table rebuild): chains, sets flushed, every element.
+    pub(crate) fn full_policy(&self, b: &mut Batch, net: &Network, leaving: Option<i64>) -> Result<()> {
+        let chains = self.policy_chains(net)?;
+        if chains.is_empty() {
+            return Ok(());
+        }
+        b.policy_chains(&chains, &[]);
+        for s in &chains.sets {
+            b.push(crate::nft::Cmd::FlushSet(s.name()));
+        }
+        let atoms = self.store.atoms_of_network(net.id, leaving)?;
+        b.policy_elems(vec![], elements(&atoms));
+        Ok(())
+    }
+
+    /// Chains (when `sets_before` differs from now, or `force`) and element changes of one
+    /// network into `b`.
+    fn policy_batch(
+        &self,
+        b: &mut Batch,
+        net: &Network,
+        sets_before: &[PolSet],
+        force: bool,
+        removed: Vec<(String, crate::nft::Elem)>,
+        added: Vec<(String, crate::nft::Elem)>,
+    ) -> Result<()> {
+        let chains = self.policy_chains(net)?;
+        let gone: Vec<PolSet> = sets_before
+            .iter()
+            .filter(|s| !chains.sets.contains(s))
+            .copied()
+            .collect();
+        let gone_names: BTreeSet<String> = gone.iter().map(PolSet::name).collect();
+        // Elements of a set deleted in this batch go with it.
+        let removed = removed
+            .into_iter()
+            .filter(|(s, _)| !gone_names.contains(s))
+            .collect();
+        if chains.is_empty() {
+            b.policy_removed(net.id, &chains.ifaces, &gone);
+        } else if force || chains.sets != sets_before {
+            b.policy_chains(&chains, &gone);
+        }
+        b.policy_elems(removed, added);
+        Ok(())
+    }
+
+    /// Sets a network's default for one direction; `dns` (egress only): whether DNS to
+    /// knit's resolver passes an egress deny.
+    pub fn set_policy_default(
+        &mut self,
+        network: &str,
+        dir: Direction,
+        d: Default,
+        dns: Option<bool>,
+    ) -> Result<Network> {
         // The network's lock keeps `network rm` from removing its chains under us.
         let _net_lock = crate::lock::Lock::network(&self.state_dir, network, false)?;
         let _k = self.kernel_lock()?;
         let mut net = self.store.network(network)?;
-        let before = net.policy;
-        if d == Default::Deny
-            && let Some(br) = &net.bridge
-        {
+        self.bridge_nf_call(&net, d == Default::Deny)?;
+        self.store.begin()?;
+        let done = (|| {
+            let sets = self.store.sets_in_use(net.id)?;
+            self.store.set_network_default(net.id, dir, d)?;
+            match dir {
+                Direction::Ingress => net.policy = d,
+                Direction::Egress => net.egress = d,
+            }
+            if let Some(dns) = dns {
+                self.store.set_egress_dns(net.id, dns)?;
+                net.egress_dns = dns;
+            }
+            let mut b = Batch::new();
+            self.policy_batch(&mut b, &net, &sets, true, vec![], vec![])?;
+            self.apply_or_rebuild(&b, Leaving::default()).map(|_| ())
+        })();
+        self.store.finish(done.is_ok())?;
+        done.map(|_| net)
+    }
+
+    /// Bridged traffic between two ports of one bridge passes the inet hooks (where policy
+    /// is) only with the bridge's nf_call_iptables/ip6tables on: set per bridge, never the
+    /// node's global sysctl.
+    fn bridge_nf_call(&self, net: &Network, needed: bool) -> Result<()> {
+        if !needed {
+            return Ok(());
+        }
+        if let Some(br) = &net.bridge {
             let mut nl = Netlink::open()?;
             if let Some(i) = nl.link_index(br)? {
                 nl.set_bridge_nf_call(i, true)?;
             }
         }
-        self.store.set_network_policy(net.id, d)?;
-        net.policy = d;
-        if let Err(e) = self.apply_policy(&net, &[]) {
-            let _ = self.store.set_network_policy(net.id, before);
-            return Err(e);
-        }
-        Ok(net)
+        Ok(())
     }
 
-    pub fn add_policy(
-        &mut self,
-        network: &str,
-        from: &Selector,
-        to: &Selector,
-        port: Option<PortSpec>,
-    ) -> Result<(Rule, bool)> {
-        let _net_lock = crate::lock::Lock::network(&self.state_dir, network, false)?;
-        let _k = self.kernel_lock()?;
-        let net = self.store.network(network)?;
-        let (rule, new) = self.store.add_rule(net.id, from, to, port)?;
-        // Applied even if the rule existed (completes an interrupted earlier run).
-        if let Err(e) = self.apply_policy(&net, &[]) {
-            if new {
-                let _ = self.store.delete_rule(rule.id);
-            }
-            return Err(e);
-        }
-        Ok((rule, new))
+    /// One rule.
+    pub fn add_policy(&mut self, network: &str, spec: RuleSpec) -> Result<(Rule, bool)> {
+        let changed = self.change_policy(PolicyChange {
+            add: vec![(network.to_string(), spec)],
+            remove: vec![],
+        })?;
+        changed
+            .added
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Conflict("the rule was not recorded".into()))
     }
 
     pub fn remove_policy(&mut self, id: &str) -> Result<Rule> {
         let n: i64 = id.parse().map_err(|_| {
-            Error::invalid("ID", id, "a policy id is a number (see `knit policy ls`)")
+            Error::invalid("id", id, "a policy id is a number (see `knit policy ls`)")
         })?;
-        let network = self.store.rule(n)?.network;
-        let _net_lock = crate::lock::Lock::network(&self.state_dir, &network, false)?;
-        let _k = self.kernel_lock()?;
-        // Re-read under the locks (its network may have been removed meanwhile).
-        let rule = self.store.rule(n)?;
-        let net = self.store.network(&rule.network)?;
-        self.store.delete_rule(rule.id)?;
-        if let Err(e) = self.apply_policy(&net, &[rule.id]) {
-            let _ = self
-                .store
-                .add_rule(rule.network_id, &rule.from, &rule.to, rule.port);
-            return Err(e);
-        }
-        Ok(rule)
+        self.store.rule(n)?;
+        let changed = self.change_policy(PolicyChange {
+            add: vec![],
+            remove: vec![n],
+        })?;
+        changed
+            .removed
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("policy", n))
     }
 
-    /// Policy element changes caused by attaching (`add`) or detaching one attachment:
-    /// its addresses in the rules that select it, and (ptp) its host veth in `pol_out`.
+    /// Adds and removes rules, on any networks, as one store transaction and one nft
+    /// transaction.
+    pub fn change_policy(&mut self, ch: PolicyChange) -> Result<PolicyChanged> {
+        for (_, spec) in &ch.add {
+            spec.validate()?;
+        }
+        let mut names: BTreeSet<String> = ch.add.iter().map(|(n, _)| n.clone()).collect();
+        for id in &ch.remove {
+            names.insert(self.store.rule(*id)?.network);
+        }
+        // Locks in name order: two changes on the same networks never wait on each other
+        // in a cycle.
+        let _net_locks = names
+            .iter()
+            .map(|n| crate::lock::Lock::network(&self.state_dir, n, false))
+            .collect::<Result<Vec<_>>>()?;
+        let _k = self.kernel_lock()?;
+        let mut nets: BTreeMap<i64, Network> = BTreeMap::new();
+        for n in &names {
+            let net = self.store.network(n)?;
+            nets.insert(net.id, net);
+        }
+        for net in nets.values() {
+            if ch.add.iter().any(|(n, s)| *n == net.name && s.action == crate::model::policy::Action::Isolate) {
+                self.bridge_nf_call(net, true)?;
+            }
+        }
+        self.store.begin()?;
+        let done = self.change_policy_locked(&ch, &nets);
+        self.store.finish(done.is_ok())?;
+        done
+    }
+
+    fn change_policy_locked(
+        &mut self,
+        ch: &PolicyChange,
+        nets: &BTreeMap<i64, Network>,
+    ) -> Result<PolicyChanged> {
+        let mut sets_before = BTreeMap::new();
+        for id in nets.keys() {
+            sets_before.insert(*id, self.store.sets_in_use(*id)?);
+        }
+        let mut out = PolicyChanged::default();
+        let mut old_atoms = vec![];
+        for id in &ch.remove {
+            // Re-read under the locks (its network may have been removed meanwhile).
+            let rule = self.store.rule(*id)?;
+            old_atoms.extend(self.store.atoms_of_rule(rule.id)?);
+            out.removed.push(rule);
+        }
+        let mut new_atoms = vec![];
+        let mut atts: Option<Vec<Attachment>> = None;
+        for (name, spec) in &ch.add {
+            let Some(net) = nets.values().find(|n| n.name == *name) else {
+                return Err(Error::not_found("network", name));
+            };
+            if let Some(r) = self.store.find_rule(net.id, spec)? {
+                out.added.push((r, false));
+                continue;
+            }
+            let rule = self.store.insert_rule(net.id, spec)?;
+            let atts = match &mut atts {
+                Some(a) => a,
+                None => atts.insert(self.store.all_attachments()?),
+            };
+            new_atoms.extend(atoms_of_rule(&rule, atts));
+            out.added.push((rule, true));
+        }
+        let mut keys = groups(&old_atoms);
+        keys.extend(groups(&new_atoms));
+        let before = self.store.atoms_of_groups(&keys)?;
+        for r in &out.removed {
+            self.store.delete_rule(r.id)?;
+        }
+        self.store.insert_atoms(&new_atoms)?;
+        let after = self.store.atoms_of_groups(&keys)?;
+        let mut b = Batch::new();
+        for (id, net) in nets {
+            let mine = |a: &&Atom| a.set.net_id == *id;
+            let before: Vec<Atom> = before.iter().filter(mine).cloned().collect();
+            let after: Vec<Atom> = after.iter().filter(mine).cloned().collect();
+            let (removed, added) = diff(&before, &after);
+            self.policy_batch(&mut b, net, &sets_before[id], false, removed, added)?;
+        }
+        crate::trace::phase("policy: batch built");
+        self.apply_or_rebuild(&b, Leaving::default())?;
+        Ok(out)
+    }
+
+    /// Policy changes caused by attaching (`add`) or detaching one attachment: its atoms
+    /// (recorded or dropped in the store here) as element changes into `elems`, and (ptp)
+    /// its host veth's jumps into `core`.
     pub fn policy_changes_for(
-        &self,
-        b: &mut Batch,
+        &mut self,
+        core: &mut Batch,
+        elems: &mut Batch,
         net: &Network,
         att: &Attachment,
         add: bool,
     ) -> Result<()> {
-        let rules = self.store.rules()?;
-        let ips: Vec<IpAddr> = att.ips.iter().map(|n| n.addr()).collect();
-        for (set, elems) in
-            crate::nft::policy::attachment_elems(&rules, net.id, &att.sandbox, &att.labels, &ips)
-        {
-            b.elems(set, elems, add);
+        let atoms = if add {
+            let rules = self.store.candidate_rules(att)?;
+            if rules.is_empty() {
+                vec![]
+            } else {
+                atoms_of_attachment(&rules, att, &self.store.all_attachments()?)
+            }
+        } else {
+            self.store.atoms_of_attachment(att.id)?
+        };
+        if !atoms.is_empty() {
+            // Recorded before the kernel change (one store transaction): a crash in between
+            // leaves atoms the kernel may lack, which the pending attachment's cleanup or a
+            // rebuild settles; never kernel elements the store does not know.
+            let keys = groups(&atoms);
+            self.store.begin()?;
+            let changed = (|| {
+                let before = self.store.atoms_of_groups(&keys)?;
+                if add {
+                    self.store.insert_atoms(&atoms)?;
+                } else {
+                    self.store.delete_atoms_of_attachment(att.id)?;
+                }
+                let after = self.store.atoms_of_groups(&keys)?;
+                Ok::<_, Error>(diff(&before, &after))
+            })();
+            self.store.finish(changed.is_ok())?;
+            let (removed, added) = changed?;
+            elems.policy_elems(removed, added);
         }
-        if net.policy == Default::Deny
-            && let Some(iface) = crate::driver::for_network(net).attachment_iface(att)
-        {
-            b.elems(
-                "pol_out",
-                crate::nft::policy::jumps(net.id, std::slice::from_ref(&iface)),
-                add,
-            );
+        if let Some(iface) = crate::driver::for_network(net).attachment_iface(att) {
+            let chains = PolicyChains {
+                sets: self.store.sets_in_use(net.id)?,
+                deny_in: net.policy == Default::Deny,
+                deny_eg: net.egress == Default::Deny,
+                ..PolicyChains::default()
+            };
+            for dir in [Direction::Ingress, Direction::Egress] {
+                if chains.jumps_to(dir) {
+                    core.elems(
+                        crate::nft::policy::entry_map(dir),
+                        crate::nft::policy::jumps(net.id, dir, std::slice::from_ref(&iface)),
+                        add,
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 pub(super) const QUICK_PROBES: u128 = 16;
 mod attachments;
@@ -78,6 +78,10 @@ pub struct Network {
     pub ready: bool,
     /// Default verdict for new connections to this network's sandboxes.
     pub policy: PolicyDefault,
+    /// Default verdict for new connections from them.
+    pub egress: PolicyDefault,
+    /// Under egress deny, DNS to knit's resolver still passes (unless turned off).
+    pub egress_dns: bool,
     /// The bridge existed before knit used it (CNI's shared `cni0`): knit adds its
     /// addresses and ports to it but never deletes it.
     pub bridge_adopted: bool,

@@ -110,7 +110,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy, bridge_adopted FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy, bridge_adopted, egress_policy, egress_dns FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -134,12 +134,10 @@ impl Store {
                     dns: r.get(11)?,
                     dns_domain: r.get(12)?,
                     ready: r.get(13)?,
-                    policy: match r.get::<_, String>(14)?.as_str() {
-                        "deny" => PolicyDefault::Deny,
-                        "allow" => PolicyDefault::Allow,
-                        other => return Err(bad_row("networks", "policy", other)),
-                    },
+                    policy: default_col("policy", r.get(14)?)?,
                     bridge_adopted: r.get(15)?,
+                    egress: default_col("egress_policy", r.get(16)?)?,
+                    egress_dns: r.get(17)?,
                 })
             })
             .optional()?;
@@ -203,5 +201,13 @@ impl Store {
         tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+fn default_col(column: &str, v: String) -> rusqlite::Result<PolicyDefault> {
+    match v.as_str() {
+        "deny" => Ok(PolicyDefault::Deny),
+        "allow" => Ok(PolicyDefault::Allow),
+        other => Err(bad_row("networks", column, other)),
     }
 }

@@ -145,6 +145,52 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
              CREATE INDEX IF NOT EXISTS attachments_by_sandbox ON attachments(sandbox);",
         )?;
     }
+    if version < 6 {
+        // Version 6: policy as data. Egress defaults; rules get a direction, an action, a
+        // port range and the document they were imported from; each rule's index terms
+        // (which attachments may select it), the sets it uses and its atoms (what it
+        // allows, one row per kernel key it contributes to) are kept so a change touches
+        // only its own rows.
+        tx.execute_batch(
+            "ALTER TABLE networks ADD COLUMN egress_policy TEXT NOT NULL DEFAULT 'allow';
+             ALTER TABLE networks ADD COLUMN egress_dns INTEGER NOT NULL DEFAULT 1;
+             ALTER TABLE policies ADD COLUMN dir TEXT NOT NULL DEFAULT 'ingress';
+             ALTER TABLE policies ADD COLUMN action TEXT NOT NULL DEFAULT 'allow';
+             ALTER TABLE policies ADD COLUMN port_hi INTEGER;
+             ALTER TABLE policies ADD COLUMN origin TEXT;
+             CREATE INDEX IF NOT EXISTS policies_by_network ON policies(network_id);
+             CREATE INDEX IF NOT EXISTS policies_by_origin ON policies(origin);
+             CREATE TABLE IF NOT EXISTS policy_terms (
+                 rule_id INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+                 term TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS policy_terms_by_term ON policy_terms(term, rule_id);
+             CREATE INDEX IF NOT EXISTS policy_terms_by_rule ON policy_terms(rule_id);
+             CREATE TABLE IF NOT EXISTS policy_sets (
+                 rule_id INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+                 network_id INTEGER NOT NULL,
+                 set_name TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS policy_sets_by_set ON policy_sets(network_id, set_name);
+             CREATE INDEX IF NOT EXISTS policy_sets_by_rule ON policy_sets(rule_id);
+             CREATE TABLE IF NOT EXISTS policy_atoms (
+                 rule_id INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+                 set_name TEXT NOT NULL,
+                 own_att INTEGER NOT NULL,
+                 far_att INTEGER,
+                 own TEXT NOT NULL,
+                 far TEXT NOT NULL,
+                 proto INTEGER,
+                 lo INTEGER,
+                 hi INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS policy_atoms_by_group ON policy_atoms(set_name, own, far, proto);
+             CREATE INDEX IF NOT EXISTS policy_atoms_by_rule ON policy_atoms(rule_id);
+             CREATE INDEX IF NOT EXISTS policy_atoms_by_own ON policy_atoms(own_att);
+             CREATE INDEX IF NOT EXISTS policy_atoms_by_far ON policy_atoms(far_att);",
+        )?;
+        super::policies::index_legacy_rules(tx)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
