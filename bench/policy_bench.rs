@@ -3,6 +3,7 @@
 //!
 //!   cargo build --release --bins --examples
 //!   cargo run --release --example policy_bench -- [RULES...] [--connects N] [--ops N]
+//!       [--layout knit|calico]
 //!
 //! RULES defaults to `0 1000 10000`; CONNECTS (default 2000) and OPS (default 100) may also
 //! come from the environment. Needs root, `ip`, and for the Calico layout Debian's `ipset`
@@ -599,6 +600,7 @@ fn main() {
     };
     let (mut connects, mut ops) = (env("CONNECTS", 2000), env("OPS", 100));
     let mut counts = vec![];
+    let mut layouts = vec!["knit".to_string(), "calico".to_string()];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let num = |what: &str, v: Option<String>| -> usize {
@@ -608,6 +610,14 @@ fn main() {
         match a.as_str() {
             "--connects" => connects = num("--connects", args.next()),
             "--ops" => ops = num("--ops", args.next()),
+            "--layout" => {
+                let l = args.next().unwrap_or_default();
+                assert!(
+                    l == "knit" || l == "calico",
+                    "--layout: knit or calico, not {l:?}"
+                );
+                layouts = vec![l];
+            }
             _ => counts.push(num("RULES", Some(a))),
         }
     }
@@ -645,8 +655,12 @@ fn main() {
 
     let mut rows = vec![];
     for &r in &counts {
-        rows.push((r, "knit", run_knit(&knit, r, connects, ops)));
-        rows.push((r, "calico", run_calico(&knit, r, connects, ops)));
+        if layouts.iter().any(|l| l == "knit") {
+            rows.push((r, "knit", run_knit(&knit, r, connects, ops)));
+        }
+        if layouts.iter().any(|l| l == "calico") {
+            rows.push((r, "calico", run_calico(&knit, r, connects, ops)));
+        }
     }
 
     let leaked: Vec<String> = ipsets_here()
