@@ -34,6 +34,9 @@
 //!
 //! Everything (iptables state, ipsets, knit's nft table) lives in namespaces this bench
 //! creates and deletes; the host's ipsets are compared before and after.
+//!
+//! One coherent thing (a self-contained program: both worlds, both layouts, the report),
+//! hence one file over 600 lines.
 
 use std::fs::File;
 use std::io::Write;
