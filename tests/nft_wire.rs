@@ -229,7 +229,12 @@ fn services() -> Vec<ServiceFw> {
 /// sides), and the jumps into network 1's chains.
 fn policy_elems() -> Vec<(String, Vec<Elem>)> {
     let sets = policy_sets();
-    let e = |i: usize, own: &str, far: &str, l4| (sets[i].name(), vec![element(&sets[i], ip(own), ip(far), l4)]);
+    let e = |i: usize, own: &str, far: &str, l4| {
+        (
+            sets[i].name(),
+            vec![element(&sets[i], ip(own), ip(far), l4)],
+        )
+    };
     let mut out = vec![
         e(0, "10.70.0.2", "192.168.0.0", None),
         e(1, "10.70.0.2", "10.70.0.3", Some((6, 80, 80))),

@@ -172,7 +172,10 @@ fn bad_policy_input_is_refused() {
     let before = l.w.nft_table();
     assert!(before.contains("table inet knit"), "{before}");
     for (args, want) in [
-        (vec!["policy", "default", "n", "maybe"], "invalid default \"maybe\""),
+        (
+            vec!["policy", "default", "n", "maybe"],
+            "invalid default \"maybe\"",
+        ),
         (vec!["policy", "default", "nosuch", "deny"], "not found"),
         (
             vec!["policy", "allow", "n", "--from", "a b", "--to", "x"],

@@ -90,9 +90,16 @@ pub fn run(cmd: PolicyCmd, state_dir: &Path, json: bool) -> Result<i32> {
             let mut node = Node::open(state_dir, false)?;
             let net = node.set_policy_default(&network, dir, d, dns)?;
             if json {
-                print_json(&serde_json::json!({"network": net.name, "direction": dir, "default": d}));
+                print_json(
+                    &serde_json::json!({"network": net.name, "direction": dir, "default": d}),
+                );
             } else {
-                println!("network {}: {} default {}", net.name, dir.as_str(), d.as_str());
+                println!(
+                    "network {}: {} default {}",
+                    net.name,
+                    dir.as_str(),
+                    d.as_str()
+                );
             }
         }
         PolicyCmd::Allow {
@@ -161,7 +168,9 @@ pub fn run(cmd: PolicyCmd, state_dir: &Path, json: bool) -> Result<i32> {
                     );
                 }
                 table(
-                    &["ID", "NETWORK", "DIR", "FROM", "TO", "PORT", "PACKETS", "ORIGIN"],
+                    &[
+                        "ID", "NETWORK", "DIR", "FROM", "TO", "PORT", "PACKETS", "ORIGIN",
+                    ],
                     report
                         .rules
                         .iter()
@@ -200,7 +209,8 @@ pub fn run(cmd: PolicyCmd, state_dir: &Path, json: bool) -> Result<i32> {
             network,
             prune,
         } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| Error::invalid("file", &file, e))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| Error::invalid("file", &file, e))?;
             let docs = crate::model::netpol::parse_documents(&text, network.as_deref())
                 .map_err(|e| crate::model::netpol::with_source(e, &file))?;
             let mut node = Node::open(state_dir, false)?;

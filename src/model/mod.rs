@@ -3,10 +3,10 @@
 
 mod addr;
 mod names;
+pub mod netpol;
 mod network;
 pub mod policy;
 mod publish;
-pub mod netpol;
 pub mod service;
 
 pub use addr::*;

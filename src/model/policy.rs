@@ -147,7 +147,10 @@ impl Selector {
     pub fn terms(&self) -> Vec<(&'static str, String)> {
         match self {
             Selector::Sandbox(s) => vec![("sandbox", s.clone())],
-            Selector::Labels(l) => l.iter().map(|(k, v)| ("label", format!("{k}={v}"))).collect(),
+            Selector::Labels(l) => l
+                .iter()
+                .map(|(k, v)| ("label", format!("{k}={v}")))
+                .collect(),
             Selector::Cidr { .. } => vec![],
         }
     }
@@ -201,12 +204,17 @@ impl PortRange {
                 (n, n)
             }
         };
-        Self::new(proto, lo, hi).map_err(|_| Error::invalid(F, s, "the range ends before it starts"))
+        Self::new(proto, lo, hi)
+            .map_err(|_| Error::invalid(F, s, "the range ends before it starts"))
     }
 
     pub fn new(proto: Proto, lo: u16, hi: u16) -> Result<Self> {
         if lo == 0 || hi < lo {
-            return Err(Error::invalid("port", format!("{lo}-{hi}"), "expected 1 <= N <= M"));
+            return Err(Error::invalid(
+                "port",
+                format!("{lo}-{hi}"),
+                "expected 1 <= N <= M",
+            ));
         }
         Ok(PortRange { proto, lo, hi })
     }
@@ -370,8 +378,7 @@ mod tests {
 
     #[test]
     fn cidr_exceptions() {
-        let s =
-            Selector::parse("from", "10.0.0.0/8", true, &["10.1.0.0/16".into()]).unwrap();
+        let s = Selector::parse("from", "10.0.0.0/8", true, &["10.1.0.0/16".into()]).unwrap();
         assert_eq!(s.to_string(), "10.0.0.0/8 except 10.1.0.0/16");
         let e = Selector::parse("from", "10.0.0.0/8", true, &["11.0.0.0/16".into()])
             .unwrap_err()

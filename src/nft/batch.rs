@@ -178,7 +178,9 @@ impl Elem {
                 saddr, daddr, l4, ..
             } => match l4 {
                 None => format!("{saddr} . {daddr}"),
-                Some((p, lo, hi)) if lo == hi => format!("{saddr} . {daddr} . {} . {lo}", proto_name(*p)),
+                Some((p, lo, hi)) if lo == hi => {
+                    format!("{saddr} . {daddr} . {} . {lo}", proto_name(*p))
+                }
                 Some((p, lo, hi)) => format!("{saddr} . {daddr} . {} . {lo}-{hi}", proto_name(*p)),
             },
         }

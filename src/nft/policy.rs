@@ -150,10 +150,14 @@ impl PolSet {
             return String::new();
         }
         let m = if self.v4 {
-            IpAddr::V4(Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(self.plen)).unwrap_or(0)))
+            IpAddr::V4(Ipv4Addr::from(
+                u32::MAX.checked_shl(32 - u32::from(self.plen)).unwrap_or(0),
+            ))
         } else {
             IpAddr::V6(Ipv6Addr::from(
-                u128::MAX.checked_shl(128 - u32::from(self.plen)).unwrap_or(0),
+                u128::MAX
+                    .checked_shl(128 - u32::from(self.plen))
+                    .unwrap_or(0),
             ))
         };
         format!(" & {m}")
@@ -345,12 +349,16 @@ impl Batch {
 
 /// Packets the final drop of a policy chain counted (0 if the chain is not there).
 pub fn chain_drops(chain: &str) -> u64 {
-    let Ok(text) = super::libnft::run(&format!("list chain {} {} {chain}", super::batch::FAMILY, super::batch::TABLE)) else {
+    let Ok(text) = super::libnft::run(&format!(
+        "list chain {} {} {chain}",
+        super::batch::FAMILY,
+        super::batch::TABLE
+    )) else {
         return 0;
     };
     text.lines()
         .find(|l| l.trim_end().ends_with("drop") && l.contains("counter packets"))
-        .and_then(|l| packets_after_counter(l))
+        .and_then(packets_after_counter)
         .unwrap_or(0)
 }
 
@@ -368,7 +376,11 @@ pub fn element_counters(sets: &[PolSet]) -> std::collections::HashMap<(String, S
     };
     for s in sets {
         let name = s.name();
-        let Ok(text) = session.run(&format!("list set {} {} {name}", super::batch::FAMILY, super::batch::TABLE)) else {
+        let Ok(text) = session.run(&format!(
+            "list set {} {} {name}",
+            super::batch::FAMILY,
+            super::batch::TABLE
+        )) else {
             continue;
         };
         let Some(body) = text.split("elements = {").nth(1) else {
@@ -451,7 +463,12 @@ mod tests {
         b.policy_elems(
             vec![(
                 p.sets[2].name(),
-                element(&p.sets[2], own, "10.88.0.5".parse().unwrap(), Some((6, 80, 89))),
+                element(
+                    &p.sets[2],
+                    own,
+                    "10.88.0.5".parse().unwrap(),
+                    Some((6, 80, 89)),
+                ),
             )],
             vec![
                 (
@@ -460,12 +477,22 @@ mod tests {
                 ),
                 (
                     p.sets[2].name(),
-                    element(&p.sets[2], own, "10.88.0.5".parse().unwrap(), Some((6, 80, 84))),
+                    element(
+                        &p.sets[2],
+                        own,
+                        "10.88.0.5".parse().unwrap(),
+                        Some((6, 80, 84)),
+                    ),
                 ),
                 (p.sets[4].name(), element(&p.sets[4], own, own, None)),
                 (
                     p.sets[5].name(),
-                    element(&p.sets[5], own, "192.0.2.0".parse().unwrap(), Some((17, 53, 53))),
+                    element(
+                        &p.sets[5],
+                        own,
+                        "192.0.2.0".parse().unwrap(),
+                        Some((17, 53, 53)),
+                    ),
                 ),
             ],
         );

@@ -53,7 +53,12 @@ impl Node {
 
     /// Everything of a network's policy, for a batch that writes it whole (network
     /// creation, table rebuild): chains, sets flushed, every element.
-    pub(crate) fn full_policy(&self, b: &mut Batch, net: &Network, leaving: Option<i64>) -> Result<()> {
+    pub(crate) fn full_policy(
+        &self,
+        b: &mut Batch,
+        net: &Network,
+        leaving: Option<i64>,
+    ) -> Result<()> {
         let chains = self.policy_chains(net)?;
         if chains.is_empty() {
             return Ok(());
@@ -201,7 +206,11 @@ impl Node {
             nets.insert(net.id, net);
         }
         for net in nets.values() {
-            if ch.add.iter().any(|(n, s)| *n == net.name && s.action == crate::model::policy::Action::Isolate) {
+            if ch
+                .add
+                .iter()
+                .any(|(n, s)| *n == net.name && s.action == crate::model::policy::Action::Isolate)
+            {
                 self.bridge_nf_call(net, true)?;
             }
         }

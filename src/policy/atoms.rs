@@ -96,12 +96,7 @@ fn far_side(sel: &Selector, atts: &[&Attachment]) -> Vec<(Option<i64>, IpNet)> {
     }
 }
 
-fn product(
-    rule: &Rule,
-    own: &[&Attachment],
-    far: &[(Option<i64>, IpNet)],
-    out: &mut Vec<Atom>,
-) {
+fn product(rule: &Rule, own: &[&Attachment], far: &[(Option<i64>, IpNet)], out: &mut Vec<Atom>) {
     let sh = shape(&rule.spec);
     let l4 = rule
         .spec
@@ -128,7 +123,10 @@ fn product(
                 });
                 continue;
             }
-            for (far_att, p) in far.iter().filter(|(_, p)| p.addr().is_ipv4() == ip.is_ipv4()) {
+            for (far_att, p) in far
+                .iter()
+                .filter(|(_, p)| p.addr().is_ipv4() == ip.is_ipv4())
+            {
                 out.push(Atom {
                     rule_id: rule.id,
                     set: set(p.prefix_len()),
@@ -156,7 +154,12 @@ pub fn atoms_of_rule(rule: &Rule, atts: &[Attachment]) -> Vec<Atom> {
     let atts: Vec<&Attachment> = atts.iter().filter(|a| a.state.in_kernel()).collect();
     let (_, far_sel) = rule.spec.sides();
     let mut out = vec![];
-    product(rule, &own_side(rule, &atts), &far_side(far_sel, &atts), &mut out);
+    product(
+        rule,
+        &own_side(rule, &atts),
+        &far_side(far_sel, &atts),
+        &mut out,
+    );
     out
 }
 
@@ -212,6 +215,9 @@ pub fn group_elements(atoms: &[&Atom]) -> Vec<Option<(u8, u16, u16)>> {
         .collect()
 }
 
+/// Elements with the set each belongs to.
+pub type SetElems = Vec<(String, Elem)>;
+
 /// Every element the atoms amount to, by set.
 pub fn elements(atoms: &[Atom]) -> Vec<(String, Elem)> {
     let mut groups: BTreeMap<GroupKey, Vec<&Atom>> = BTreeMap::new();
@@ -229,7 +235,7 @@ pub fn elements(atoms: &[Atom]) -> Vec<(String, Elem)> {
 
 /// The element changes that take the kernel from `before` to `after` (both: all atoms
 /// of the groups concerned).
-pub fn diff(before: &[Atom], after: &[Atom]) -> (Vec<(String, Elem)>, Vec<(String, Elem)>) {
+pub fn diff(before: &[Atom], after: &[Atom]) -> (SetElems, SetElems) {
     let key = |(set, e): &(String, Elem)| (set.clone(), e.text());
     let old = elements(before);
     let new = elements(after);

@@ -1,6 +1,6 @@
 use super::*;
-use crate::model::policy::{Direction, Labels, PortRange, Rule, RuleSpec, Selector};
 use crate::model::Proto;
+use crate::model::policy::{Direction, Labels, PortRange, Rule, RuleSpec, Selector};
 use crate::store::{AttachState, Attachment};
 
 fn att(id: i64, net: i64, sandbox: &str, labels: &[(&str, &str)], ips: &[&str]) -> Attachment {
@@ -95,9 +95,27 @@ fn port_ranges_become_disjoint_pieces() {
 
 #[test]
 fn attachments_pair_with_the_far_side_both_ways() {
-    let web = att(1, 1, "web", &[("app", "web")], &["10.0.0.2/24", "fd00::2/64"]);
-    let client = att(2, 1, "client", &[("role", "c"), ("tier", "x")], &["10.0.0.3/24"]);
-    let other_net = att(3, 2, "elsewhere", &[("role", "c"), ("tier", "x")], &["10.9.0.3/24"]);
+    let web = att(
+        1,
+        1,
+        "web",
+        &[("app", "web")],
+        &["10.0.0.2/24", "fd00::2/64"],
+    );
+    let client = att(
+        2,
+        1,
+        "client",
+        &[("role", "c"), ("tier", "x")],
+        &["10.0.0.3/24"],
+    );
+    let other_net = att(
+        3,
+        2,
+        "elsewhere",
+        &[("role", "c"), ("tier", "x")],
+        &["10.9.0.3/24"],
+    );
     let r = rule(
         5,
         Direction::Ingress,
@@ -119,7 +137,11 @@ fn attachments_pair_with_the_far_side_both_ways() {
             ("10.9.0.3".to_string(), "10.0.0.2".to_string())
         ]
     );
-    assert!(by_rule.iter().all(|a| a.set.shape == Shape::Port && a.l4 == Some((6, 8080, 8080))));
+    assert!(
+        by_rule
+            .iter()
+            .all(|a| a.set.shape == Shape::Port && a.l4 == Some((6, 8080, 8080)))
+    );
     // The same atoms arrive whichever attaches last.
     let mut by_att = atoms_of_attachment(std::slice::from_ref(&r), &web, &all[1..]);
     by_att.extend(atoms_of_attachment(

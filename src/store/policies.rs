@@ -220,7 +220,12 @@ fn load_atoms(conn: &Connection, cond: &str, p: impl rusqlite::Params) -> Result
 
 impl Store {
     /// Sets a network's default for one direction.
-    pub fn set_network_default(&mut self, network_id: i64, dir: Direction, d: Default) -> Result<()> {
+    pub fn set_network_default(
+        &mut self,
+        network_id: i64,
+        dir: Direction,
+        d: Default,
+    ) -> Result<()> {
         let col = match dir {
             Direction::Ingress => "policy",
             Direction::Egress => "egress_policy",
@@ -320,9 +325,9 @@ impl Store {
 
     /// Documents rules were imported from.
     pub fn origins(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT origin FROM policies WHERE origin IS NOT NULL ORDER BY origin")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT origin FROM policies WHERE origin IS NOT NULL ORDER BY origin",
+        )?;
         let v = stmt
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -344,7 +349,8 @@ impl Store {
 
     /// Deletes a rule (its terms, sets and atoms go with it).
     pub fn delete_rule(&mut self, id: i64) -> Result<()> {
-        self.conn.execute("DELETE FROM policies WHERE id = ?1", [id])?;
+        self.conn
+            .execute("DELETE FROM policies WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -359,8 +365,7 @@ impl Store {
         let mut sets = names
             .iter()
             .map(|n| {
-                PolSet::parse(n)
-                    .ok_or_else(|| super::bad_row("policy_sets", "set_name", n).into())
+                PolSet::parse(n).ok_or_else(|| super::bad_row("policy_sets", "set_name", n).into())
             })
             .collect::<Result<Vec<PolSet>>>()?;
         sets.sort();
