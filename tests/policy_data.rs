@@ -374,3 +374,33 @@ fn ten_thousand_rules_then_none_leave_the_table_as_it_was() {
     l.w.ok(&["policy", "import", f, "--prune"]);
     assert_eq!(l.w.nft_table(), before);
 }
+
+#[test]
+fn dns_to_knit_passes_an_egress_deny_unless_denied_too() {
+    use common::dns_client::*;
+    use hickory_proto::rr::RecordType;
+    let mut w = World::new();
+    let resolv = w.state.with_extension("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+    w.ok(&["network", "create", "d", "--subnet", "10.68.0.0/24"]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    w.ok(&["attach", "d", &a]);
+    w.ok(&["attach", "d", &b]);
+    let b4 = w.ip_of("d", &b, 4);
+    let _daemon = start_daemon(&w, resolv.to_str().unwrap(), None);
+    let name = format!("{b}.");
+    let resolves =
+        || ask(&a, "10.68.0.1", &name, RecordType::A).is_ok_and(|m| addrs(&m) == vec![b4.clone()]);
+    eventually("daemon answering", resolves);
+    w.ok(&["policy", "default", "d", "egress", "deny"]);
+    assert!(resolves(), "DNS to knit's resolver passes an egress deny");
+    let _s = tcp_server(&b, "0.0.0.0:8080", "b");
+    assert!(!reaches(&a, &format!("{b4}:8080")));
+    w.ok(&["policy", "default", "d", "egress", "deny", "--dns", "deny"]);
+    assert!(!resolves(), "denied explicitly");
+    w.ok(&["policy", "default", "d", "egress", "deny", "--dns", "allow"]);
+    assert!(resolves());
+    let e = w.fail(&["policy", "default", "d", "ingress", "deny", "--dns", "deny"]);
+    assert!(e.contains("invalid dns"), "{e}");
+}

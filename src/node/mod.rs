@@ -33,11 +33,15 @@ impl Node {
         }
         let store = Store::open(state_dir)?;
         let lock = Lock::take(state_dir, exclusive)?;
-        Ok(Node {
+        let mut node = Node {
             state_dir: state_dir.to_path_buf(),
             store,
             _lock: lock,
-        })
+        };
+        if node.store.migrated_policies {
+            node.index_legacy_policies()?;
+        }
+        Ok(node)
     }
 
     /// The kernel lock (see `lock`): held from reading the state a firewall change is

@@ -247,7 +247,8 @@ impl Node {
                 out.added.push((r, false));
                 continue;
             }
-            let rule = self.store.insert_rule(net.id, spec)?;
+            let sets = crate::policy::sets_of_rule(net.id, spec);
+            let rule = self.store.insert_rule(net.id, spec, &sets)?;
             let atts = match &mut atts {
                 Some(a) => a,
                 None => atts.insert(self.store.all_attachments()?),
@@ -274,6 +275,28 @@ impl Node {
         crate::trace::phase("policy: batch built");
         self.apply_or_rebuild(&b, Leaving::default())?;
         Ok(out)
+    }
+
+    /// Rules a knit before schema 6 recorded get their sets and atoms, and the kernel the
+    /// layout they mean (one whole-table rewrite, once).
+    pub(crate) fn index_legacy_policies(&mut self) -> Result<()> {
+        let _k = self.kernel_lock()?;
+        let legacy = self.store.legacy_rules()?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        let atts = self.store.all_attachments()?;
+        self.store.begin()?;
+        let done = (|| {
+            for r in &legacy {
+                let sets = crate::policy::sets_of_rule(r.network_id, &r.spec);
+                self.store
+                    .index_legacy_rule(r, &sets, &atoms_of_rule(r, &atts))?;
+            }
+            self.rebuild_firewall()
+        })();
+        self.store.finish(done.is_ok())?;
+        done
     }
 
     /// Policy changes caused by attaching (`add`) or detaching one attachment: its atoms

@@ -26,6 +26,10 @@ pub struct Report {
 impl Node {
     pub fn reconcile(&mut self) -> Result<Report> {
         let mut rep = Report::default();
+        if let Err(e) = self.index_legacy_policies() {
+            rep.errors
+                .push(format!("policy rules of an older knit: {e}"));
+        }
         let nets = self.store.networks()?;
         rep.networks = nets.len();
         for n in &nets {

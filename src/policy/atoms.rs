@@ -5,36 +5,10 @@ use crate::model::policy::{Action, Rule, RuleSpec, Selector};
 use crate::nft::Elem;
 use crate::nft::policy::{PolSet, Shape, element};
 use crate::store::Attachment;
+pub use crate::store::{Atom, GroupKey};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
-
-/// One allowed (or isolated) combination, as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Atom {
-    pub rule_id: i64,
-    pub set: PolSet,
-    /// The attachment of the network's own sandbox.
-    pub own_att: i64,
-    /// The far side's attachment (None for a CIDR).
-    pub far_att: Option<i64>,
-    pub own: IpAddr,
-    /// The far prefix's first address (the set masks the packet's address to its length);
-    /// `own` again for isolation atoms.
-    pub far: IpAddr,
-    /// Protocol number and port range (None: any protocol and port).
-    pub l4: Option<(u8, u16, u16)>,
-}
-
-/// Atoms that share a kernel key except for the port range: their union is what the
-/// kernel holds for the key.
-pub type GroupKey = (PolSet, IpAddr, IpAddr, Option<u8>);
-
-impl Atom {
-    pub fn group(&self) -> GroupKey {
-        (self.set, self.own, self.far, self.l4.map(|(p, _, _)| p))
-    }
-}
 
 fn shape(spec: &RuleSpec) -> Shape {
     match (spec.action, spec.port) {

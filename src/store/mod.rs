@@ -28,6 +28,7 @@ mod services;
 #[cfg(test)]
 mod tests;
 mod wal;
+pub use policies::{Atom, GroupKey};
 pub use services::{Backend, Service};
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,6 +146,8 @@ pub struct Store {
     pub(super) dir: std::path::PathBuf,
     /// Set by `fold_wal`: the maintenance process never spawns another one.
     pub(super) folding: bool,
+    /// This open migrated the database from a schema before 6 (policy rules to index).
+    pub migrated_policies: bool,
 }
 
 /// How long a command waits for another one's lock before giving up.
@@ -270,6 +273,7 @@ impl Store {
         )?;
 
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let migrated_policies = version > 0 && version < 6;
         if version < SCHEMA_VERSION {
             let tx = conn.unchecked_transaction()?;
             schema::migrate(&tx, version)?;
@@ -283,6 +287,7 @@ impl Store {
             conn,
             dir: dir.to_path_buf(),
             folding: false,
+            migrated_policies,
         })
     }
 
@@ -304,6 +309,7 @@ impl Store {
             dir: dir.to_path_buf(),
             // Never fold a database we cannot write.
             folding: true,
+            migrated_policies: false,
         })
     }
 

@@ -5,10 +5,37 @@ use super::{Attachment, Store};
 use crate::error::{Error, Result};
 use crate::model::policy::{Action, Default, Direction, PortRange, Rule, RuleSpec, Selector};
 use crate::nft::policy::PolSet;
-use crate::policy::{Atom, GroupKey, sets_of_rule};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+
+/// One allowed (or isolated) combination, as the store keeps it: what one rule
+/// contributes to one kernel key (see `crate::policy`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Atom {
+    pub rule_id: i64,
+    pub set: PolSet,
+    /// The attachment of the network's own sandbox.
+    pub own_att: i64,
+    /// The far side's attachment (None for a CIDR).
+    pub far_att: Option<i64>,
+    pub own: IpAddr,
+    /// The far prefix's first address (the set masks the packet's address to its length);
+    /// `own` again for isolation atoms.
+    pub far: IpAddr,
+    /// Protocol number and port range (None: any protocol and port).
+    pub l4: Option<(u8, u16, u16)>,
+}
+
+/// Atoms that share a kernel key except for the port range: their union is what the
+/// kernel holds for the key.
+pub type GroupKey = (PolSet, IpAddr, IpAddr, Option<u8>);
+
+impl Atom {
+    pub fn group(&self) -> GroupKey {
+        (self.set, self.own, self.far, self.l4.map(|(p, _, _)| p))
+    }
+}
 
 const RULE_COLS: &str = "p.id, p.network_id, n.name, p.from_sel, p.to_sel, p.port, p.port_hi, p.proto, p.dir, p.action, p.origin";
 
@@ -125,12 +152,12 @@ fn terms(spec: &RuleSpec) -> BTreeSet<String> {
     out
 }
 
-fn index_rule(conn: &Connection, rule: &Rule) -> Result<()> {
+fn index_rule(conn: &Connection, rule: &Rule, sets: &[PolSet]) -> Result<()> {
     for t in terms(&rule.spec) {
         conn.prepare_cached("INSERT INTO policy_terms (rule_id, term) VALUES (?1, ?2)")?
             .execute(params![rule.id, t])?;
     }
-    for s in sets_of_rule(rule.network_id, &rule.spec) {
+    for s in sets {
         conn.prepare_cached(
             "INSERT INTO policy_sets (rule_id, network_id, set_name) VALUES (?1, ?2, ?3)",
         )?
@@ -139,19 +166,15 @@ fn index_rule(conn: &Connection, rule: &Rule) -> Result<()> {
     Ok(())
 }
 
-/// Schema 6: rewrites rules of schema 5 in today's form and indexes them (their atoms
-/// follow from the attachments in the kernel).
-pub(super) fn index_legacy_rules(conn: &Connection) -> rusqlite::Result<()> {
+/// Schema 6: rewrites the selectors of schema 5's rules in today's form. Indexing them
+/// (sets, atoms) needs the policy resolver: `Store::legacy_rules` hands them to the node.
+pub(super) fn rewrite_legacy_rules(conn: &Connection) -> rusqlite::Result<()> {
     let fail = |e: Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-    let rules = load_rules(conn, "1 = 1", []).map_err(fail)?;
-    let atts = Store::load_attachments(conn, "1 = 1", []).map_err(fail)?;
-    for r in &rules {
+    for r in load_rules(conn, "1 = 1", []).map_err(fail)? {
         conn.execute(
             "UPDATE policies SET from_sel = ?1, to_sel = ?2 WHERE id = ?3",
             params![json(&r.spec.from), json(&r.spec.to), r.id],
         )?;
-        index_rule(conn, r).map_err(fail)?;
-        insert_atoms(conn, &crate::policy::atoms_of_rule(r, &atts)).map_err(fail)?;
     }
     Ok(())
 }
@@ -280,8 +303,14 @@ impl Store {
         .pop())
     }
 
-    /// Records a rule with its index terms and sets (its atoms: `insert_atoms`).
-    pub fn insert_rule(&mut self, network_id: i64, spec: &RuleSpec) -> Result<Rule> {
+    /// Records a rule with its index terms and the sets it uses (its atoms:
+    /// `insert_atoms`).
+    pub fn insert_rule(
+        &mut self,
+        network_id: i64,
+        spec: &RuleSpec,
+        sets: &[PolSet],
+    ) -> Result<Rule> {
         let (p, hi, proto) = port_cols(spec.port);
         self.conn.execute(
             "INSERT INTO policies (network_id, from_sel, to_sel, port, port_hi, proto, dir, action, origin)
@@ -300,8 +329,29 @@ impl Store {
         )?;
         let id = self.conn.last_insert_rowid();
         let rule = self.rule(id)?;
-        index_rule(&self.conn, &rule)?;
+        index_rule(&self.conn, &rule, sets)?;
         Ok(rule)
+    }
+
+    /// Rules recorded before schema 6 that have no index yet (see
+    /// `rewrite_legacy_rules`).
+    pub fn legacy_rules(&self) -> Result<Vec<Rule>> {
+        load_rules(
+            &self.conn,
+            "p.id NOT IN (SELECT rule_id FROM policy_terms UNION SELECT rule_id FROM policy_sets)",
+            [],
+        )
+    }
+
+    /// Indexes one of them.
+    pub fn index_legacy_rule(
+        &mut self,
+        rule: &Rule,
+        sets: &[PolSet],
+        atoms: &[Atom],
+    ) -> Result<()> {
+        index_rule(&self.conn, rule, sets)?;
+        insert_atoms(&self.conn, atoms)
     }
 
     pub fn rule(&self, id: i64) -> Result<Rule> {

@@ -189,7 +189,7 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
              CREATE INDEX IF NOT EXISTS policy_atoms_by_own ON policy_atoms(own_att);
              CREATE INDEX IF NOT EXISTS policy_atoms_by_far ON policy_atoms(far_att);",
         )?;
-        super::policies::index_legacy_rules(tx)?;
+        super::policies::rewrite_legacy_rules(tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())

@@ -260,3 +260,39 @@ fn overlapping_networks_rejected() {
     assert!(e.contains("already exists"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Rules written by schema 5 (one `label`, a bare `cidr`) read back in today's form, and
+/// wait for the node to index them.
+#[test]
+fn policy_rules_of_schema_5_are_read_and_rewritten() {
+    let dir = tmp();
+    let mut s = Store::open(&dir).unwrap();
+    let net = s
+        .create_network(&spec("n", "10.0.0.0/24"), "cli", &knbr)
+        .unwrap();
+    s.conn
+        .execute(
+            "INSERT INTO policies (network_id, from_sel, to_sel, port, proto) VALUES (?1, ?2, ?3, 80, 'tcp')",
+            rusqlite::params![
+                net.id,
+                r#"{"kind":"cidr","value":"10.9.0.0/16"}"#,
+                r#"{"kind":"label","value":{"key":"app","value":"web"}}"#
+            ],
+        )
+        .unwrap();
+    super::policies::rewrite_legacy_rules(&s.conn).unwrap();
+    let legacy = s.legacy_rules().unwrap();
+    assert_eq!(legacy.len(), 1);
+    let r = &legacy[0].spec;
+    assert_eq!(r.from.to_string(), "10.9.0.0/16");
+    assert_eq!(r.to.to_string(), "app=web");
+    assert_eq!(r.port.unwrap().to_string(), "80/tcp");
+    let stored: String = s
+        .conn
+        .query_row("SELECT to_sel FROM policies", [], |r| r.get(0))
+        .unwrap();
+    assert!(stored.contains("labels"), "{stored}");
+    s.index_legacy_rule(&legacy[0], &[], &[]).unwrap();
+    assert!(s.legacy_rules().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
