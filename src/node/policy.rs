@@ -229,6 +229,7 @@ impl Node {
         for id in nets.keys() {
             sets_before.insert(*id, self.store.sets_in_use(*id)?);
         }
+        crate::trace::phase("policy: sets in use");
         let mut out = PolicyChanged::default();
         let mut old_atoms = vec![];
         for id in &ch.remove {
@@ -247,6 +248,7 @@ impl Node {
                 out.added.push((r, false));
                 continue;
             }
+            crate::trace::phase("policy: looked for an identical rule");
             let sets = crate::policy::sets_of_rule(net.id, spec);
             let rule = self.store.insert_rule(net.id, spec, &sets)?;
             let atts = match &mut atts {
@@ -256,6 +258,7 @@ impl Node {
             new_atoms.extend(atoms_of_rule(&rule, atts));
             out.added.push((rule, true));
         }
+        crate::trace::phase("policy: rules recorded, atoms resolved");
         let mut keys = groups(&old_atoms);
         keys.extend(groups(&new_atoms));
         let before = self.store.atoms_of_groups(&keys)?;
@@ -264,6 +267,7 @@ impl Node {
         }
         self.store.insert_atoms(&new_atoms)?;
         let after = self.store.atoms_of_groups(&keys)?;
+        crate::trace::phase("policy: atoms recorded");
         let mut b = Batch::new();
         for (id, net) in nets {
             let mine = |a: &&Atom| a.set.net_id == *id;

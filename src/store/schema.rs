@@ -160,6 +160,7 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
              ALTER TABLE policies ADD COLUMN origin TEXT;
              CREATE INDEX IF NOT EXISTS policies_by_network ON policies(network_id);
              CREATE INDEX IF NOT EXISTS policies_by_origin ON policies(origin);
+             CREATE INDEX IF NOT EXISTS policies_by_spec ON policies(network_id, to_sel, from_sel);
              CREATE TABLE IF NOT EXISTS policy_terms (
                  rule_id INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
                  term TEXT NOT NULL
