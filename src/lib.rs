@@ -16,6 +16,7 @@
 //!   the demo).
 
 pub mod cli;
+pub mod cluster;
 pub mod cni;
 pub mod conntrack;
 pub mod deferred;

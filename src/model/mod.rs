@@ -5,6 +5,7 @@ mod addr;
 mod names;
 pub mod netpol;
 mod network;
+pub mod cluster;
 pub mod policy;
 mod publish;
 pub mod service;
@@ -84,7 +85,7 @@ impl Driver {
 }
 
 /// A MAC address. knit generates locally administered unicast addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);
 
 impl Mac {

@@ -2,7 +2,9 @@
 //! request at a time, typed messages from netlink-packet-route. A short-lived CLI or CNI
 //! process pays no async runtime start-up, and every kernel change here is one message.
 
+mod overlay;
 mod route;
+pub use overlay::{ClusterRoute, Fdb, KNIT_PROTO, VxlanRequest, disable_tx_checksum};
 pub use route::Route;
 
 use crate::error::{Error, IoContext, Result};

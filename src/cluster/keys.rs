@@ -1,0 +1,79 @@
+//! knit's etcd key layout, all under one prefix (knit owns nothing else in etcd):
+//!
+//! - `/knit/nodes/NAME`: `NodeRecord`, under the node's lease;
+//! - `/knit/networks/NAME`: `ClusterNetwork`;
+//! - `/knit/vnis/VNI`: the network holding a VNI (taken in the same transaction);
+//! - `/knit/blocks/NETWORK/ADDR_LEN`: `BlockRecord`, under the holder's lease.
+
+use ipnet::IpNet;
+
+pub const PREFIX: &str = "/knit/";
+
+pub fn node(name: &str) -> String {
+    format!("{PREFIX}nodes/{name}")
+}
+
+pub fn network(name: &str) -> String {
+    format!("{PREFIX}networks/{name}")
+}
+
+pub fn vni(vni: u32) -> String {
+    format!("{PREFIX}vnis/{vni}")
+}
+
+pub fn blocks(network: &str) -> String {
+    format!("{PREFIX}blocks/{network}/")
+}
+
+/// A block's key: the prefix with `_` for `/` (IPv6 colons are fine in a key).
+pub fn block(network: &str, block: &IpNet) -> String {
+    format!("{}{}_{}", blocks(network), block.addr(), block.prefix_len())
+}
+
+/// What a key under the prefix names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Node(String),
+    Network(String),
+    Vni(u32),
+    Block { network: String, block: IpNet },
+}
+
+pub fn parse(key: &str) -> Option<Key> {
+    let rest = key.strip_prefix(PREFIX)?;
+    let (kind, rest) = rest.split_once('/')?;
+    match kind {
+        "nodes" => Some(Key::Node(rest.to_string())),
+        "networks" => Some(Key::Network(rest.to_string())),
+        "vnis" => rest.parse().ok().map(Key::Vni),
+        "blocks" => {
+            let (network, b) = rest.split_once('/')?;
+            let (addr, len) = b.rsplit_once('_')?;
+            let block = IpNet::new(addr.parse().ok()?, len.parse().ok()?).ok()?;
+            Some(Key::Block {
+                network: network.to_string(),
+                block,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let b: IpNet = "fd00:1::/64".parse().unwrap();
+        assert_eq!(
+            parse(&block("pods", &b)),
+            Some(Key::Block {
+                network: "pods".into(),
+                block: b
+            })
+        );
+        assert_eq!(parse(&node("n1")), Some(Key::Node("n1".into())));
+        assert_eq!(parse("/other/nodes/x"), None);
+    }
+}
