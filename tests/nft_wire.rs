@@ -40,6 +40,8 @@ fn networks() -> Vec<NetFw> {
             internal: false,
             masquerade: true,
             dns_servers: vec![ip("10.70.0.1"), ip("fd70::1")],
+            cluster_nets: vec![],
+            tunnel: None,
         },
         NetFw {
             id: 2,
@@ -51,6 +53,8 @@ fn networks() -> Vec<NetFw> {
             internal: true,
             masquerade: false,
             dns_servers: vec![],
+            cluster_nets: vec![],
+            tunnel: None,
         },
     ]
 }
@@ -246,6 +250,9 @@ fn policy_elems() -> Vec<(String, Vec<Elem>)> {
         e(6, "fd70::2", "fd70::4", None),
         e(7, "10.70.0.4", "203.0.113.0", Some((6, 1, 65535))),
     ];
+    out.push(("cl_vxlan".into(), vec![Elem::Service(4789)]));
+    out.push(("cl_peers4".into(), vec![Elem::Addr(ip("192.168.7.2"))]));
+    out.push(("cl_peers6".into(), vec![Elem::Addr(ip("fd07::2"))]));
     for (map, chain) in [("pol_out", "pol1"), ("egr_from", "egr1")] {
         out.push((
             map.into(),
@@ -290,6 +297,7 @@ fn kind(e: &Elem) -> &'static str {
         Elem::Prefix(_) => "Prefix",
         Elem::Port(_) => "Port",
         Elem::Addr(_) => "Addr",
+        Elem::Service(_) => "Service",
         Elem::Svc { goto: None, .. } => "Svc",
         Elem::Svc { goto: Some(_), .. } => "Svc goto",
         Elem::NodePort { goto: None, .. } => "NodePort",
@@ -426,6 +434,9 @@ fn the_batch_covers_every_element_kind_the_encoder_speaks() {
         "inet np6",
         "inet pol_out",
         "inet egr_from",
+        "inet cl_vxlan",
+        "inet cl_peers4",
+        "inet cl_peers6",
         "inet pol1_in4_a16",
         "inet pol1_in4_p32",
         "inet pol1_in4_r32",
@@ -452,6 +463,7 @@ fn the_batch_covers_every_element_kind_the_encoder_speaks() {
         "Jump",
         "Port",
         "Addr",
+        "Service",
         "Svc",
         "Svc goto",
         "NodePort",

@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod cluster;
 mod demo;
 mod policy;
 pub mod report;
@@ -63,8 +64,12 @@ pub enum Command {
     NftKeeper,
     /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
     Demo,
-    /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses).
+    /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses),
+    /// and on a cluster node the agent (lease, watch, peers).
     Daemon(DaemonCli),
+    /// This node in a cluster: join, leave, list the nodes.
+    #[command(subcommand)]
+    Node(cluster::NodeCmd),
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +137,15 @@ pub struct CreateCli {
     /// Names also resolve as NAME.DOMAIN (and sandboxes search it).
     #[arg(long)]
     pub dns_domain: Option<String>,
+    /// `node` (this node only) or `cluster` (every joined node; stored in etcd).
+    #[arg(long, default_value = "node")]
+    pub scope: String,
+    /// Cluster networks: the size of each node's IPv4 block.
+    #[arg(long, default_value_t = 24)]
+    pub node_prefix: u8,
+    /// Cluster networks: the size of each node's IPv6 block.
+    #[arg(long, default_value_t = 64)]
+    pub node_prefix6: u8,
 }
 
 #[derive(Args, Debug)]
@@ -394,6 +408,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Network(NetworkCmd::Create(c)) if c.scope != "node" => {
+            cluster::create_network(&c, &cli.state_dir, cli.json)
+        }
         Command::Network(NetworkCmd::Create(c)) => {
             let mut spec = NetworkSpec::new(&NetworkRequest {
                 name: &c.name,
@@ -471,7 +488,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Network(NetworkCmd::Rm { name }) => {
             let mut node = open(false)?;
-            node.remove_network(&name)?;
+            match node.store.network(&name)? {
+                n if n.cluster.is_some() => node.remove_cluster_network(&n)?,
+                _ => {
+                    node.remove_network(&name)?;
+                }
+            }
             if !cli.json {
                 println!("removed network {name}");
             }
@@ -568,6 +590,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Service(c) => service::run(c, &cli.state_dir, cli.json),
         Command::Policy(c) => policy::run(c, &cli.state_dir, cli.json),
+        Command::Node(c) => cluster::run(c, &cli.state_dir, cli.json),
         Command::StoreMaintenance => {
             let mut store = crate::store::Store::open(&cli.state_dir)?;
             store.fold_wal()?;
@@ -575,11 +598,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
         Command::Demo => demo::run(),
-        Command::Daemon(d) => crate::dns::run(crate::dns::Config {
+        Command::Daemon(d) => {
+            crate::node::agent::spawn(cli.state_dir.clone());
+            crate::dns::run(crate::dns::Config {
             state_dir: cli.state_dir.clone(),
             resolv_conf: d.resolv_conf,
             metrics: d.metrics,
             upstream_timeout: std::time::Duration::from_millis(d.upstream_timeout_ms),
-        }),
+            })
+        }
     }
 }

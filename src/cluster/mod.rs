@@ -10,3 +10,4 @@ pub mod keys;
 pub mod peers;
 pub mod program;
 pub mod state;
+pub mod status;

@@ -146,6 +146,7 @@ impl Metrics {
             self.forward_sum_us.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(s, "knit_dns_forward_seconds_count {count}");
+        crate::cluster::status::STATUS.render(&mut s);
         s
     }
 }

@@ -138,6 +138,14 @@ impl Netlink {
                         NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
                             Some(IpAddr::V6(*v))
                         }
+                        // In a bridge-family message the destination comes undecoded.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            match b.len() {
+                                4 => <[u8; 4]>::try_from(&b[..]).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(&b[..]).ok().map(IpAddr::from),
+                                _ => None,
+                            }
+                        }
                         _ => None,
                     })?;
                     Some(Fdb { index, mac, dst })

@@ -93,6 +93,8 @@ pub enum Elem {
     Port(PortMapping),
     /// A single address (DNS server sets, policy address sets).
     Addr(IpAddr),
+    /// A single port (`inet_service` sets).
+    Service(u16),
     /// A service address: `vip . proto . port`, with `goto CHAIN` in the service maps.
     Svc {
         ip: IpAddr,
@@ -151,6 +153,7 @@ impl Elem {
             Elem::Iface(i) | Elem::Jump { ifname: i, .. } => quote(i),
             Elem::Prefix(p) => p.to_string(),
             Elem::Addr(a) => a.to_string(),
+            Elem::Service(p) => p.to_string(),
             Elem::Port(p) => match p.host_ip {
                 Some(h) => format!("{h} . {} . {}", p.proto, p.host_port),
                 None => format!("{} . {}", p.proto, p.host_port),
@@ -192,6 +195,7 @@ impl Elem {
             Elem::Iface(_)
             | Elem::Prefix(_)
             | Elem::Addr(_)
+            | Elem::Service(_)
             | Elem::IfaceMac { .. }
             | Elem::IfaceAddr { .. }
             | Elem::IfaceNdTarget { .. }

@@ -34,6 +34,11 @@ pub struct NetFw {
     pub masquerade: bool,
     /// Addresses knit's DNS server answers on (the gateways of a DNS-enabled network).
     pub dns_servers: Vec<IpAddr>,
+    /// A cluster network's whole subnets (`subnets` are this node's blocks): traffic to
+    /// other nodes' blocks stays inside the network (not masqueraded).
+    pub cluster_nets: Vec<IpNet>,
+    /// A cluster network's VXLAN device: part of the network, like its bridge.
+    pub tunnel: Option<String>,
 }
 
 /// What the firewall needs to know about one attachment.
@@ -92,6 +97,11 @@ const SETS: &[(&str, &str)] = &[
     // ingress chain; the interface traffic from its sandboxes arrives on → its egress chain.
     ("pol_out", "type ifname : verdict;"),
     ("egr_from", "type ifname : verdict;"),
+    // Clusters: the VXLAN ports of this node's devices, and the peers' underlay addresses
+    // VXLAN is accepted from.
+    ("cl_vxlan", "type inet_service;"),
+    ("cl_peers4", "type ipv4_addr;"),
+    ("cl_peers6", "type ipv6_addr;"),
 ];
 
 const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
@@ -208,6 +218,9 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         // route_localnet is on for knit interfaces (publishing on 127.0.0.1); never let
         // sandboxes address the node's loopback services directly.
         &[
+            // VXLAN only from cluster peers: anything else to the port is a spoof.
+            "udp dport @cl_vxlan ip saddr != @cl_peers4 drop",
+            "udp dport @cl_vxlan ip6 saddr != @cl_peers6 drop",
             "iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop",
             "ct state new jump svc_check",
             // Egress to the node itself (DNS to knit's resolver is untracked, not new).
@@ -390,8 +403,12 @@ impl Batch {
                 });
             }
         }
-        if let Some(br) = &n.bridge {
-            self.iface(n.id, n.internal, br, add);
+        for i in n.bridge.iter().chain(&n.tunnel) {
+            self.iface(n.id, n.internal, i, add);
+        }
+        for net in &n.cluster_nets {
+            let (nets, _) = family_sets(net);
+            self.elems(nets, vec![Elem::Prefix(*net)], add);
         }
         for ip in &n.dns_servers {
             let set = if ip.is_ipv4() { "dns4" } else { "dns6" };
@@ -399,7 +416,11 @@ impl Batch {
         }
         for net in &n.subnets {
             let (nets, masq) = family_sets(net);
-            self.elems(nets, vec![Elem::Prefix(*net)], add);
+            // A cluster network's blocks are inside its cluster subnets (added above; an
+            // interval set refuses overlapping elements).
+            if !n.cluster_nets.iter().any(|c| c.contains(net)) {
+                self.elems(nets, vec![Elem::Prefix(*net)], add);
+            }
             if n.masquerade && !n.internal {
                 self.elems(masq, vec![Elem::Prefix(*net)], add);
             }

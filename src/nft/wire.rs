@@ -245,6 +245,7 @@ pub(super) fn element(buf: &mut Vec<u8>, e: &Elem) -> Option<()> {
         Elem::Jump { ifname, chain } => (ifname_key(ifname)?, Data::Verdict(NFT_JUMP, chain)),
         Elem::Port(p) => (port_key(p), Data::Value(port_data(p))),
         Elem::Addr(ip) => (ip_bytes(*ip), Data::None),
+        Elem::Service(p) => (p.to_be_bytes().to_vec(), Data::None),
         Elem::Svc {
             ip,
             proto,

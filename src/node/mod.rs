@@ -2,7 +2,10 @@
 //! the one home of `Node`. Its work is spread over one file per concern: networks,
 //! attach/detach, sandboxes, services, policy, reconcile, inspect.
 
+pub mod agent;
 pub mod attach;
+pub mod cluster;
+pub mod cluster_report;
 pub mod inspect;
 pub mod network;
 pub mod policy;
@@ -10,6 +13,7 @@ pub mod policy_report;
 pub mod reconcile;
 pub mod sandbox;
 pub mod services;
+mod tunnel;
 
 use crate::error::{Error, Result};
 use crate::lock::Lock;

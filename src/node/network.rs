@@ -196,6 +196,7 @@ impl Node {
                 nl.set_bridge_nf_call(index, true)?;
             }
         }
+        self.ensure_tunnel(net)?;
         let _k = self.kernel_lock()?;
         let mut b = Batch::new();
         b.base().network(&net_fw(net), true);
@@ -243,7 +244,7 @@ impl Node {
 
     /// Undoes a failed creation: knit's nft objects of the network, and the bridge only if
     /// this call created it.
-    fn undo_network(&mut self, net: &Network, created: bool) -> Result<()> {
+    pub(crate) fn undo_network(&mut self, net: &Network, created: bool) -> Result<()> {
         // Both halves are tried: a firewall that cannot be cleaned must not leave the
         // bridge this call created behind.
         let fw = self.teardown_firewall(net);
@@ -274,6 +275,7 @@ impl Node {
     /// or no longer the one knit created.
     fn teardown_network(&mut self, net: &Network) -> Result<()> {
         self.teardown_firewall(net)?;
+        self.delete_tunnel(net)?;
         if let Some(br) = &net.bridge
             && !net.bridge_adopted
         {
@@ -337,6 +339,16 @@ impl Node {
         for n in &nets {
             self.full_policy(&mut b, n, att_id)?;
         }
+        // Cluster peers VXLAN is accepted from, and the port of this node's devices.
+        for ip in self.store.cluster_peers()? {
+            let set = if ip.is_ipv4() { "cl_peers4" } else { "cl_peers6" };
+            b.elems(set, vec![crate::nft::Elem::Addr(ip)], true);
+        }
+        if let Some(m) = self.store.membership()?
+            && nets.iter().any(|n| n.cluster.is_some())
+        {
+            b.elems("cl_vxlan", vec![crate::nft::Elem::Service(m.vxlan_port)], true);
+        }
         for svc in self.store.services()? {
             if Some(svc.id) != leaving.service {
                 b.service(None, Some(&crate::service::resolve_from(&svc, &all)));
@@ -358,6 +370,8 @@ pub fn net_fw(n: &Network) -> NetFw {
         } else {
             vec![]
         },
+        cluster_nets: n.cluster.iter().flat_map(|c| c.subnets.clone()).collect(),
+        tunnel: n.cluster.as_ref().map(|c| c.vxlan.clone()),
     }
 }
 

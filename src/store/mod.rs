@@ -17,10 +17,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 pub(super) const QUICK_PROBES: u128 = 16;
 mod attachments;
+mod cluster;
 mod networks;
 mod policies;
 mod schema;
@@ -28,6 +29,7 @@ mod services;
 #[cfg(test)]
 mod tests;
 mod wal;
+pub use cluster::{ClusterLink, Membership};
 pub use policies::{Atom, GroupKey};
 pub use services::{Backend, Service};
 
@@ -83,6 +85,8 @@ pub struct Network {
     pub egress: PolicyDefault,
     /// Under egress deny, DNS to knit's resolver still passes (unless turned off).
     pub egress_dns: bool,
+    /// This node's part of a cluster network (None: a network of this node only).
+    pub cluster: Option<ClusterLink>,
     /// The bridge existed before knit used it (CNI's shared `cni0`): knit adds its
     /// addresses and ports to it but never deletes it.
     pub bridge_adopted: bool,

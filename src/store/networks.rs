@@ -110,7 +110,7 @@ impl Store {
         key: impl rusqlite::ToSql,
     ) -> Result<Option<Network>> {
         let sql = format!(
-            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy, bridge_adopted, egress_policy, egress_dns FROM networks WHERE {cond}"
+            "SELECT id, name, driver, bridge, internal, masquerade, mtu, bridge_mac, origin, bridge_gateway, promisc, dns, dns_domain, ready, policy, bridge_adopted, egress_policy, egress_dns, cluster FROM networks WHERE {cond}"
         );
         let net = conn
             .query_row(&sql, [key], |r| {
@@ -138,6 +138,7 @@ impl Store {
                     bridge_adopted: r.get(15)?,
                     egress: default_col("egress_policy", r.get(16)?)?,
                     egress_dns: r.get(17)?,
+                    cluster: json_col("networks", "cluster", r.get(18)?)?,
                 })
             })
             .optional()?;

@@ -192,6 +192,28 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
         )?;
         super::policies::rewrite_legacy_rules(tx)?;
     }
+    if version < 7 {
+        // Version 7: clusters. This node's membership (one row), and per network the
+        // cluster it belongs to: the cluster-wide subnets (this node's blocks are the
+        // network's own subnets), its VXLAN segment and this node's VXLAN device.
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS cluster_join (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 name TEXT NOT NULL,
+                 etcd TEXT NOT NULL,
+                 underlay TEXT NOT NULL,
+                 underlay_if TEXT NOT NULL,
+                 backend TEXT NOT NULL,
+                 vni INTEGER NOT NULL,
+                 vxlan_port INTEGER NOT NULL,
+                 lease_ttl INTEGER NOT NULL,
+                 lease_id INTEGER NOT NULL,
+                 mtu INTEGER NOT NULL,
+                 peers TEXT NOT NULL DEFAULT '[]'
+             );
+             ALTER TABLE networks ADD COLUMN cluster TEXT;",
+        )?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

@@ -16,6 +16,8 @@ fn bridge_net() -> NetFw {
         internal: false,
         masquerade: true,
         dns_servers: vec!["10.88.0.1".parse().unwrap(), "fd88::1".parse().unwrap()],
+        cluster_nets: vec![],
+        tunnel: None,
     }
 }
 
@@ -67,6 +69,8 @@ fn network_create_and_remove() {
         internal: true,
         masquerade: false,
         dns_servers: vec![],
+        cluster_nets: vec![],
+        tunnel: None,
     };
     golden(
         "network_internal.nft",

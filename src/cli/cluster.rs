@@ -1,0 +1,164 @@
+//! `knit node ...` and `knit network create --scope cluster`.
+
+use super::{CreateCli, print_json, table};
+use crate::error::{Error, Result};
+use crate::model::cluster::JoinSpec;
+use crate::node::Node;
+use clap::Subcommand;
+use ipnet::IpNet;
+use std::path::Path;
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Join the cluster whose state is in etcd: register this node under a lease
+    /// (renewed by `knit daemon`), lease its blocks of the cluster networks, program its
+    /// peers.
+    Join {
+        /// http://HOST:PORT[,http://HOST:PORT...]
+        #[arg(long)]
+        etcd: String,
+        /// This node's name in the cluster (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The address (or link) peers reach this node on (default: the default route's).
+        #[arg(long)]
+        underlay: Option<String>,
+        /// vxlan, routed (all peers on one L2 segment) or auto (routed where possible).
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// The first VXLAN network identifier cluster networks created here take.
+        #[arg(long, default_value_t = 1)]
+        vni: u32,
+        #[arg(long, default_value_t = 4789)]
+        vxlan_port: u16,
+        /// Seconds a dead node stays in its peers' routes at most.
+        #[arg(long, default_value_t = 15)]
+        lease_ttl: i64,
+    },
+    /// The cluster's nodes as this node sees them.
+    Ls,
+    /// Leave the cluster: this node's keys go at once, then its cluster programming.
+    Leave,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
+}
+
+pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
+    match cmd {
+        NodeCmd::Join {
+            etcd,
+            name,
+            underlay,
+            backend,
+            vni,
+            vxlan_port,
+            lease_ttl,
+        } => {
+            let name = name.unwrap_or_else(host_name);
+            let spec = JoinSpec::new(
+                &etcd,
+                &name,
+                underlay.as_deref(),
+                &backend,
+                vni,
+                vxlan_port,
+                lease_ttl,
+            )?;
+            let mut node = Node::open(state_dir, false)?;
+            let m = node.join(&spec)?;
+            if json {
+                print_json(&m);
+            } else {
+                println!(
+                    "joined as {} (underlay {} on {}, backend {}, lease {} s); run `knit daemon` to stay in",
+                    m.name,
+                    m.underlay,
+                    m.underlay_if,
+                    m.backend.as_str(),
+                    m.lease_ttl
+                );
+            }
+        }
+        NodeCmd::Leave => {
+            let mut node = Node::open(state_dir, false)?;
+            let m = node.leave()?;
+            if !json {
+                println!("left the cluster ({} is gone from etcd)", m.name);
+            }
+        }
+        NodeCmd::Ls => {
+            let node = Node::open(state_dir, false)?;
+            let peers = node.cluster_report()?;
+            if json {
+                print_json(&peers);
+            } else {
+                table(
+                    &["NODE", "UNDERLAY", "PATH", "BLOCKS", "VTEP MAC", "LEASE", "PROGRAMMED"],
+                    peers
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.name.clone(),
+                                p.underlay.to_string(),
+                                p.path.clone(),
+                                p.blocks
+                                    .iter()
+                                    .map(|b| b.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                                p.vtep_macs.join(","),
+                                p.lease_left
+                                    .map_or("expired".into(), |t| format!("{t} s")),
+                                if p.programmed { "yes" } else { "NO" }.into(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `knit network create NAME --subnet CIDR --scope cluster`.
+pub fn create_network(c: &CreateCli, state_dir: &Path, json: bool) -> Result<i32> {
+    if c.scope != "cluster" {
+        return Err(Error::invalid("scope", &c.scope, "must be node or cluster"));
+    }
+    for (set, flag) in [
+        (!c.gateways.is_empty(), "gateway"),
+        (c.bridge.is_some(), "bridge"),
+        (c.internal, "internal"),
+        (c.no_masquerade, "no-masquerade"),
+        (c.mtu.is_some(), "mtu"),
+        (c.driver != "bridge", "driver"),
+    ] {
+        if set {
+            return Err(Error::invalid(
+                "scope",
+                "cluster",
+                format!("--{flag} is not supported for cluster networks (each node picks its own)"),
+            ));
+        }
+    }
+    let subnets = c
+        .subnets
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .map_err(|_| Error::invalid("subnet", s, "expected a CIDR"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut node = Node::open(state_dir, false)?;
+    let net = node.create_cluster_network(&c.name, subnets, c.node_prefix, c.node_prefix6)?;
+    if !json {
+        print!("created ");
+    }
+    super::print_network(&net, json);
+    Ok(0)
+}

@@ -1,0 +1,155 @@
+//! The cluster agent, a thread of `knit daemon` on a joined node: it keeps the node's
+//! lease alive (renewing every third of its TTL), lists knit's etcd prefix, then watches
+//! it from the listed revision and syncs the node after every change. etcd being down
+//! changes nothing in the kernel: the agent logs, counts, retries with backoff, and
+//! re-lists and re-syncs once etcd answers (also after a compaction or a lost lease,
+//! which it replaces, keeping its blocks if they are still free).
+
+use crate::cluster::etcd::Etcd;
+use crate::cluster::keys::{self, PREFIX};
+use crate::cluster::state::ClusterState;
+use crate::cluster::status::STATUS;
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::node::cluster::node_record;
+use crate::store::Membership;
+use etcd_client::{EventType, WatchOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// Starts the agent on its own thread (the DNS server keeps its own loop).
+pub fn spawn(state_dir: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("knit-cluster".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("knit daemon: cluster agent: cannot start a runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(run(&state_dir));
+        });
+}
+
+async fn run(dir: &Path) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match round(dir).await {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                STATUS.etcd_up.store(0, Relaxed);
+                STATUS.etcd_errors.fetch_add(1, Relaxed);
+                eprintln!("knit daemon: cluster: {e}; kernel state kept, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(4));
+            }
+        }
+    }
+}
+
+fn membership(dir: &Path) -> Result<Option<Membership>> {
+    Node::open(dir, false)?.store.membership()
+}
+
+/// Connects, (re)registers, lists, syncs, then watches until something breaks.
+async fn round(dir: &Path) -> Result<()> {
+    let Some(mut m) = membership(dir)? else {
+        // Not (or no longer) in a cluster: look again later.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return Ok(());
+    };
+    let mut etcd = Etcd::connect(&m.etcd).await?;
+    STATUS.etcd_up.store(1, Relaxed);
+    if etcd.ttl_left(m.lease_id).await?.is_none() {
+        let lease = etcd.grant(m.lease_ttl).await?;
+        Node::open(dir, false)?.store.set_lease(lease)?;
+        eprintln!(
+            "knit daemon: cluster: lease {} expired, now {lease}",
+            m.lease_id
+        );
+        m.lease_id = lease;
+    }
+    etcd.put(
+        &keys::node(&m.name),
+        serde_json::to_vec(&node_record(&m)).unwrap_or_default(),
+        Some(m.lease_id),
+    )
+    .await?;
+    let (mut state, rev, problems) = etcd.list().await?;
+    STATUS.relists.fetch_add(1, Relaxed);
+    for p in problems {
+        eprintln!("knit daemon: cluster: {p}");
+    }
+    sync(dir, &mut etcd, &m, &mut state).await?;
+    eprintln!(
+        "knit daemon: cluster: {} in sync at revision {rev} ({} nodes)",
+        m.name,
+        state.nodes.len()
+    );
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(rev + 1);
+    let (_watcher, mut stream) = etcd
+        .client
+        .watch(PREFIX, Some(opts))
+        .await
+        .map_err(|e| Error::Conflict(format!("etcd: watch: {e}")))?;
+    let mut renew = tokio::time::interval(Duration::from_secs((m.lease_ttl / 3).max(1) as u64));
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let resp = msg
+                    .map_err(|e| Error::Conflict(format!("etcd: watch: {e}")))?
+                    .ok_or_else(|| Error::Conflict("etcd: watch ended".into()))?;
+                if resp.canceled() || resp.compact_revision() > 0 {
+                    // Events were compacted away: re-list (and diff) rather than miss any.
+                    return Err(Error::Conflict(format!(
+                        "etcd: watch canceled (compacted at {}); re-listing",
+                        resp.compact_revision()
+                    )));
+                }
+                if membership(dir)?.is_none_or(|now| now.name != m.name) {
+                    return Ok(());
+                }
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let Ok(key) = kv.key_str() else { continue };
+                    let value = (ev.event_type() == EventType::Put).then(|| kv.value());
+                    if let Some(p) = state.apply(key, value, kv.lease()) {
+                        eprintln!("knit daemon: cluster: {p}");
+                    }
+                }
+                sync(dir, &mut etcd, &m, &mut state).await?;
+            }
+            _ = renew.tick() => {
+                if etcd.keep_alive(m.lease_id).await?.is_none() {
+                    return Err(Error::Conflict("the node's lease expired".into()));
+                }
+            }
+        }
+    }
+}
+
+async fn sync(dir: &Path, etcd: &mut Etcd, m: &Membership, state: &mut ClusterState) -> Result<()> {
+    let mut node = Node::open(dir, false)?;
+    node.lease_blocks(etcd, m, state).await?;
+    let c = node.apply_cluster(m, state)?;
+    STATUS.syncs.fetch_add(1, Relaxed);
+    STATUS.added.fetch_add(c.added as u64, Relaxed);
+    STATUS.removed.fetch_add(c.removed as u64, Relaxed);
+    STATUS.peers.store(state.nodes.len().saturating_sub(1) as u64, Relaxed);
+    if c.added + c.removed > 0 {
+        eprintln!(
+            "knit daemon: cluster: {} entries added, {} removed",
+            c.added, c.removed
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! This node's cluster membership (`knit node join`) and the cluster side of its
+//! networks.
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::model::Mac;
+use crate::model::cluster::Backend;
+use ipnet::IpNet;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// This node in its cluster, as `knit node join` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub name: String,
+    pub etcd: Vec<String>,
+    /// The underlay address with its on-link prefix, and its link.
+    pub underlay: IpNet,
+    pub underlay_if: String,
+    pub backend: Backend,
+    pub vni: u32,
+    pub vxlan_port: u16,
+    pub lease_ttl: i64,
+    /// The etcd lease the node's keys live under (renewed by `knit daemon`).
+    pub lease_id: i64,
+    /// MTU of the underlay link.
+    pub mtu: u32,
+}
+
+/// A network's cluster side on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterLink {
+    /// The cluster-wide subnets (the network's own subnets are this node's blocks).
+    pub subnets: Vec<IpNet>,
+    pub vni: u32,
+    /// This node's VXLAN device for the network and its MAC (the VTEP MAC peers use).
+    pub vxlan: String,
+    pub vtep_mac: Mac,
+}
+
+impl Store {
+    pub fn membership(&self) -> Result<Option<Membership>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT name, etcd, underlay, underlay_if, backend, vni, vxlan_port, lease_ttl, lease_id, mtu FROM cluster_join WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, u16>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, u32>(9)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((name, etcd, underlay, underlay_if, backend, vni, port, ttl, lease, mtu)) = row else {
+            return Ok(None);
+        };
+        let bad = |col: &str, v: &str| Error::from(super::bad_row("cluster_join", col, v));
+        Ok(Some(Membership {
+            name,
+            etcd: serde_json::from_str(&etcd).map_err(|_| bad("etcd", &etcd))?,
+            underlay: underlay.parse().map_err(|_| bad("underlay", &underlay))?,
+            underlay_if,
+            backend: Backend::parse(&backend).map_err(|_| bad("backend", &backend))?,
+            vni,
+            vxlan_port: port,
+            lease_ttl: ttl,
+            lease_id: lease,
+            mtu,
+        }))
+    }
+
+    pub fn set_membership(&mut self, m: &Membership) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cluster_join (id, name, etcd, underlay, underlay_if, backend, vni, vxlan_port, lease_ttl, lease_id, mtu)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                m.name,
+                serde_json::to_string(&m.etcd).unwrap_or_default(),
+                m.underlay.to_string(),
+                m.underlay_if,
+                m.backend.as_str(),
+                m.vni,
+                m.vxlan_port,
+                m.lease_ttl,
+                m.lease_id,
+                m.mtu
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The peers' underlay addresses VXLAN is accepted from (what the firewall holds).
+    pub fn cluster_peers(&self) -> Result<Vec<std::net::IpAddr>> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT peers FROM cluster_join WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        let Some(v) = v else { return Ok(vec![]) };
+        serde_json::from_str(&v)
+            .map_err(|_| super::bad_row("cluster_join", "peers", &v).into())
+    }
+
+    pub fn set_cluster_peers(&mut self, peers: &[std::net::IpAddr]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE cluster_join SET peers = ?1 WHERE id = 1",
+            [serde_json::to_string(peers).unwrap_or_default()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_lease(&mut self, lease: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE cluster_join SET lease_id = ?1 WHERE id = 1", [lease])?;
+        Ok(())
+    }
+
+    pub fn clear_membership(&mut self) -> Result<()> {
+        self.conn.execute("DELETE FROM cluster_join", [])?;
+        Ok(())
+    }
+
+    pub fn set_network_cluster(&mut self, network_id: i64, link: &ClusterLink) -> Result<()> {
+        self.conn.execute(
+            "UPDATE networks SET cluster = ?1 WHERE id = ?2",
+            params![serde_json::to_string(link).unwrap_or_default(), network_id],
+        )?;
+        Ok(())
+    }
+}
