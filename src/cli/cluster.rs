@@ -97,7 +97,15 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 print_json(&peers);
             } else {
                 table(
-                    &["NODE", "UNDERLAY", "PATH", "BLOCKS", "VTEP MAC", "LEASE", "PROGRAMMED"],
+                    &[
+                        "NODE",
+                        "UNDERLAY",
+                        "PATH",
+                        "BLOCKS",
+                        "VTEP MAC",
+                        "LEASE",
+                        "PROGRAMMED",
+                    ],
                     peers
                         .iter()
                         .map(|p| {
@@ -111,8 +119,7 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
                                     .collect::<Vec<_>>()
                                     .join(","),
                                 p.vtep_macs.join(","),
-                                p.lease_left
-                                    .map_or("expired".into(), |t| format!("{t} s")),
+                                p.lease_left.map_or("expired".into(), |t| format!("{t} s")),
                                 if p.programmed { "yes" } else { "NO" }.into(),
                             ]
                         })

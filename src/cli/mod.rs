@@ -601,10 +601,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Daemon(d) => {
             crate::node::agent::spawn(cli.state_dir.clone());
             crate::dns::run(crate::dns::Config {
-            state_dir: cli.state_dir.clone(),
-            resolv_conf: d.resolv_conf,
-            metrics: d.metrics,
-            upstream_timeout: std::time::Duration::from_millis(d.upstream_timeout_ms),
+                state_dir: cli.state_dir.clone(),
+                resolv_conf: d.resolv_conf,
+                metrics: d.metrics,
+                upstream_timeout: std::time::Duration::from_millis(d.upstream_timeout_ms),
             })
         }
     }

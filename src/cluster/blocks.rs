@@ -35,7 +35,10 @@ mod tests {
     #[test]
     fn first_free_or_the_old_one() {
         let taken: BTreeSet<IpNet> = [n("10.244.0.0/24"), n("10.244.1.0/24")].into();
-        assert_eq!(next_free(&n("10.244.0.0/16"), 24, &taken, None), Some(n("10.244.2.0/24")));
+        assert_eq!(
+            next_free(&n("10.244.0.0/16"), 24, &taken, None),
+            Some(n("10.244.2.0/24"))
+        );
         assert_eq!(
             next_free(&n("10.244.0.0/16"), 24, &taken, Some(&n("10.244.9.0/24"))),
             Some(n("10.244.9.0/24"))
@@ -47,6 +50,9 @@ mod tests {
         );
         let full: BTreeSet<IpNet> = [n("10.9.0.0/25"), n("10.9.0.128/25")].into();
         assert_eq!(next_free(&n("10.9.0.0/24"), 25, &full, None), None);
-        assert_eq!(next_free(&n("fd00::/56"), 64, &BTreeSet::new(), None), Some(n("fd00::/64")));
+        assert_eq!(
+            next_free(&n("fd00::/56"), 64, &BTreeSet::new(), None),
+            Some(n("fd00::/64"))
+        );
     }
 }

@@ -6,9 +6,7 @@
 use super::keys::PREFIX;
 use super::state::ClusterState;
 use crate::error::{Error, Result};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use std::time::Duration;
 
 /// How long one request may take.
@@ -95,7 +93,10 @@ impl Etcd {
             })
             .collect();
         let txn = Txn::new().when(when).and_then(ops);
-        let what = format!("create {}", kvs.first().map(|(k, _)| k.as_str()).unwrap_or(""));
+        let what = format!(
+            "create {}",
+            kvs.first().map(|(k, _)| k.as_str()).unwrap_or("")
+        );
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.client.txn(txn))
             .await
             .map_err(|_| self.fail(&what, "timed out"))?

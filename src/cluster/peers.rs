@@ -98,7 +98,9 @@ mod tests {
     fn routed_on_the_segment_vxlan_beyond() {
         let mut s = ClusterState::default();
         let node = |n: &str, ip: &str| {
-            format!(r#"{{"name":"{n}","underlay":"{ip}","backend":"auto","vni":1,"vxlan_port":4789,"mtu":1500}}"#)
+            format!(
+                r#"{{"name":"{n}","underlay":"{ip}","backend":"auto","vni":1,"vxlan_port":4789,"mtu":1500}}"#
+            )
         };
         put(&mut s, "/knit/nodes/a", &node("a", "192.168.1.2/24"));
         put(&mut s, "/knit/nodes/b", &node("b", "192.168.1.3/24"));
@@ -106,17 +108,41 @@ mod tests {
         let block = |n: &str, b: &str, mac: &str| {
             format!(r#"{{"network":"p","block":"{b}","node":"{n}","vtep_mac":"{mac}"}}"#)
         };
-        put(&mut s, "/knit/blocks/p/10.244.0.0_24", &block("a", "10.244.0.0/24", "02:00:00:00:00:0a"));
-        put(&mut s, "/knit/blocks/p/10.244.1.0_24", &block("b", "10.244.1.0/24", "02:00:00:00:00:0b"));
-        put(&mut s, "/knit/blocks/p/10.244.2.0_24", &block("c", "10.244.2.0/24", "02:00:00:00:00:0c"));
-        put(&mut s, "/knit/blocks/p/fd44:2::_64", &block("c", "fd44:2::/64", "02:00:00:00:00:0c"));
+        put(
+            &mut s,
+            "/knit/blocks/p/10.244.0.0_24",
+            &block("a", "10.244.0.0/24", "02:00:00:00:00:0a"),
+        );
+        put(
+            &mut s,
+            "/knit/blocks/p/10.244.1.0_24",
+            &block("b", "10.244.1.0/24", "02:00:00:00:00:0b"),
+        );
+        put(
+            &mut s,
+            "/knit/blocks/p/10.244.2.0_24",
+            &block("c", "10.244.2.0/24", "02:00:00:00:00:0c"),
+        );
+        put(
+            &mut s,
+            "/knit/blocks/p/fd44:2::_64",
+            &block("c", "fd44:2::/64", "02:00:00:00:00:0c"),
+        );
         let me = s.nodes["a"].0.clone();
         let devices: BTreeMap<String, u32> = [("p".to_string(), 9)].into();
         let d = desired(&s, &me, 2, &devices);
         let routes: Vec<String> = d
             .routes
             .iter()
-            .map(|r| format!("{} via {} dev {}{}", r.dst, r.gateway, r.oif, if r.onlink { " onlink" } else { "" }))
+            .map(|r| {
+                format!(
+                    "{} via {} dev {}{}",
+                    r.dst,
+                    r.gateway,
+                    r.oif,
+                    if r.onlink { " onlink" } else { "" }
+                )
+            })
             .collect();
         assert_eq!(
             routes,

@@ -83,8 +83,12 @@ mod tests {
         let rec = r#"{"name":"a","underlay":"192.168.1.2/24","backend":"auto","vni":1,"vxlan_port":4789,"mtu":1500}"#;
         assert_eq!(s.apply("/knit/nodes/a", Some(rec.as_bytes()), 7), None);
         assert_eq!(s.nodes["a"].1, 7);
-        let b = r#"{"network":"p","block":"10.244.3.0/24","node":"a","vtep_mac":"02:00:00:00:00:01"}"#;
-        assert_eq!(s.apply("/knit/blocks/p/10.244.3.0_24", Some(b.as_bytes()), 7), None);
+        let b =
+            r#"{"network":"p","block":"10.244.3.0/24","node":"a","vtep_mac":"02:00:00:00:00:01"}"#;
+        assert_eq!(
+            s.apply("/knit/blocks/p/10.244.3.0_24", Some(b.as_bytes()), 7),
+            None
+        );
         assert_eq!(s.blocks_of("p", "a").len(), 1);
         assert!(s.apply("/knit/nodes/b", Some(b"{"), 1).is_some());
         assert!(!s.nodes.contains_key("b"));

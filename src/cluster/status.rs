@@ -30,13 +30,37 @@ impl Status {
     /// Prometheus text lines.
     pub fn render(&self, out: &mut String) {
         for (name, help, v) in [
-            ("knit_cluster_etcd_up", "1 while connected to etcd", &self.etcd_up),
-            ("knit_cluster_etcd_errors_total", "etcd failures (each retried with backoff)", &self.etcd_errors),
+            (
+                "knit_cluster_etcd_up",
+                "1 while connected to etcd",
+                &self.etcd_up,
+            ),
+            (
+                "knit_cluster_etcd_errors_total",
+                "etcd failures (each retried with backoff)",
+                &self.etcd_errors,
+            ),
             ("knit_cluster_syncs_total", "cluster syncs", &self.syncs),
-            ("knit_cluster_entries_added_total", "routes, FDB and neighbour entries added", &self.added),
-            ("knit_cluster_entries_removed_total", "routes, FDB and neighbour entries removed", &self.removed),
-            ("knit_cluster_peers", "other nodes in the cluster", &self.peers),
-            ("knit_cluster_relists_total", "full re-reads of etcd (start, compaction, reconnect)", &self.relists),
+            (
+                "knit_cluster_entries_added_total",
+                "routes, FDB and neighbour entries added",
+                &self.added,
+            ),
+            (
+                "knit_cluster_entries_removed_total",
+                "routes, FDB and neighbour entries removed",
+                &self.removed,
+            ),
+            (
+                "knit_cluster_peers",
+                "other nodes in the cluster",
+                &self.peers,
+            ),
+            (
+                "knit_cluster_relists_total",
+                "full re-reads of etcd (start, compaction, reconnect)",
+                &self.relists,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n{name} {}", v.load(Relaxed));
         }

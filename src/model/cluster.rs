@@ -24,7 +24,11 @@ impl Backend {
             "vxlan" => Ok(Backend::Vxlan),
             "routed" => Ok(Backend::Routed),
             "auto" => Ok(Backend::Auto),
-            _ => Err(Error::invalid("backend", s, "must be vxlan, routed or auto")),
+            _ => Err(Error::invalid(
+                "backend",
+                s,
+                "must be vxlan, routed or auto",
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -81,7 +85,11 @@ impl JoinSpec {
             return Err(Error::invalid("vxlan-port", vxlan_port, "must be 1-65535"));
         }
         if !(5..=3600).contains(&lease_ttl) {
-            return Err(Error::invalid("lease-ttl", lease_ttl, "must be 5-3600 seconds"));
+            return Err(Error::invalid(
+                "lease-ttl",
+                lease_ttl,
+                "must be 5-3600 seconds",
+            ));
         }
         Ok(JoinSpec {
             etcd: eps,
@@ -152,7 +160,11 @@ impl ClusterNetwork {
     pub fn validate(&self) -> Result<()> {
         validate_name("name", &self.name)?;
         if self.subnets.is_empty() {
-            return Err(Error::invalid("subnet", "", "a cluster network needs a subnet"));
+            return Err(Error::invalid(
+                "subnet",
+                "",
+                "a cluster network needs a subnet",
+            ));
         }
         for s in &self.subnets {
             let p = self.node_prefix(s);
@@ -161,7 +173,10 @@ impl ClusterNetwork {
                 return Err(Error::invalid(
                     "node-prefix",
                     p,
-                    format!("blocks of {s} must be longer than /{} and at most /{max}", s.prefix_len()),
+                    format!(
+                        "blocks of {s} must be longer than /{} and at most /{max}",
+                        s.prefix_len()
+                    ),
                 ));
             }
         }

@@ -2,10 +2,10 @@
 //! the rest of knit can trust; errors name the field and the value.
 
 mod addr;
+pub mod cluster;
 mod names;
 pub mod netpol;
 mod network;
-pub mod cluster;
 pub mod policy;
 mod publish;
 pub mod service;

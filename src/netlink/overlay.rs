@@ -8,7 +8,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::Mac;
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -58,8 +60,10 @@ impl Netlink {
     /// existing one is theirs).
     pub fn create_vxlan(&mut self, req: &VxlanRequest) -> Result<()> {
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(req.name.to_string()));
-        msg.attributes.push(LinkAttribute::Address(req.mac.0.to_vec()));
+        msg.attributes
+            .push(LinkAttribute::IfName(req.name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::Address(req.mac.0.to_vec()));
         msg.attributes.push(LinkAttribute::Mtu(req.mtu));
         let mut info = vec![
             InfoVxlan::Id(req.vni),
@@ -90,7 +94,8 @@ impl Netlink {
         msg.header.flags = NeighbourFlags::Own;
         msg.attributes
             .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
-        msg.attributes.push(NeighbourAttribute::Destination(addr(f.dst)));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(addr(f.dst)));
         msg
     }
 
@@ -160,7 +165,8 @@ impl Netlink {
         let mut msg = NeighbourMessage::default();
         msg.header.family = family_of(&ip);
         msg.header.ifindex = index;
-        msg.attributes.push(NeighbourAttribute::Destination(addr(ip)));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(addr(ip)));
         ignore_missing(
             self.exchange(RouteNetlinkMessage::DelNeighbour(msg), 0),
             || format!("delete neighbour {ip} on link {index}"),
@@ -179,7 +185,9 @@ impl Netlink {
             msg.header.flags = RouteFlags::Onlink;
         }
         msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(r.dst.network())));
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                r.dst.network(),
+            )));
         msg.attributes
             .push(RouteAttribute::Gateway(RouteAddress::from(r.gateway)));
         msg.attributes.push(RouteAttribute::Oif(r.oif));
@@ -260,10 +268,20 @@ fn addr(ip: IpAddr) -> NeighbourAddress {
     }
 }
 
-fn ignore_missing(r: std::io::Result<Vec<RouteNetlinkMessage>>, what: impl FnOnce() -> String) -> Result<()> {
+fn ignore_missing(
+    r: std::io::Result<Vec<RouteNetlinkMessage>>,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
     match r {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).op(what),
     }
 }

@@ -144,7 +144,9 @@ async fn sync(dir: &Path, etcd: &mut Etcd, m: &Membership, state: &mut ClusterSt
     STATUS.syncs.fetch_add(1, Relaxed);
     STATUS.added.fetch_add(c.added as u64, Relaxed);
     STATUS.removed.fetch_add(c.removed as u64, Relaxed);
-    STATUS.peers.store(state.nodes.len().saturating_sub(1) as u64, Relaxed);
+    STATUS
+        .peers
+        .store(state.nodes.len().saturating_sub(1) as u64, Relaxed);
     if c.added + c.removed > 0 {
         eprintln!(
             "knit daemon: cluster: {} entries added, {} removed",

@@ -60,12 +60,16 @@ fn resolve_underlay(spec: Option<&str>) -> Result<(IpNet, String, u32)> {
     };
     let index = match spec {
         Some(s) if s.parse::<IpAddr>().is_ok() => {
-            let ip: IpAddr = s.parse().map_err(|_| Error::invalid("underlay", s, "bad address"))?;
+            let ip: IpAddr = s
+                .parse()
+                .map_err(|_| Error::invalid("underlay", s, "bad address"))?;
             addrs
                 .iter()
                 .find(|(_, a)| a.addr() == ip)
                 .map(|(i, _)| *i)
-                .ok_or_else(|| Error::invalid("underlay", s, "no link of this node has this address"))?
+                .ok_or_else(|| {
+                    Error::invalid("underlay", s, "no link of this node has this address")
+                })?
         }
         Some(s) => links
             .iter()
@@ -79,7 +83,11 @@ fn resolve_underlay(spec: Option<&str>) -> Result<(IpNet, String, u32)> {
                 .find(|r| r.dst.prefix_len() == 0)
                 .and_then(|r| r.oif)
                 .ok_or_else(|| {
-                    Error::invalid("underlay", "", "no default route: name the underlay (--underlay IP|IFACE)")
+                    Error::invalid(
+                        "underlay",
+                        "",
+                        "no default route: name the underlay (--underlay IP|IFACE)",
+                    )
                 })?
         }
     };
@@ -100,7 +108,9 @@ fn resolve_underlay(spec: Option<&str>) -> Result<(IpNet, String, u32)> {
 impl Node {
     fn joined(&self) -> Result<Membership> {
         self.store.membership()?.ok_or_else(|| {
-            Error::Conflict("this node is not in a cluster (`knit node join --etcd URL` first)".into())
+            Error::Conflict(
+                "this node is not in a cluster (`knit node join --etcd URL` first)".into(),
+            )
         })
     }
 
@@ -178,7 +188,10 @@ impl Node {
             let mut etcd = Etcd::connect(&m.etcd).await?;
             etcd.revoke(m.lease_id).await
         }) {
-            eprintln!("knit: {e}; the node's keys expire with its lease ({} s)", m.lease_ttl);
+            eprintln!(
+                "knit: {e}; the node's keys expire with its lease ({} s)",
+                m.lease_ttl
+            );
         }
         let devices = self.vxlan_devices()?;
         let mut nl = Netlink::open()?;
@@ -246,7 +259,9 @@ impl Node {
                     }
                 }
                 let used: BTreeSet<u32> = state.networks.values().map(|n| n.vni).collect();
-                net.vni = (m.vni..=16_777_215).find(|v| !used.contains(v)).unwrap_or(m.vni);
+                net.vni = (m.vni..=16_777_215)
+                    .find(|v| !used.contains(v))
+                    .unwrap_or(m.vni);
                 let kvs = [
                     (keys::network(name), json(&net)),
                     (keys::vni(net.vni), name.as_bytes().to_vec()),
@@ -255,7 +270,9 @@ impl Node {
                     return Ok(());
                 }
             }
-            Err(Error::Conflict(format!("network {name:?}: no free VNI after {BLOCK_ATTEMPTS} tries")))
+            Err(Error::Conflict(format!(
+                "network {name:?}: no free VNI after {BLOCK_ATTEMPTS} tries"
+            )))
         })?;
         self.sync_once()?;
         self.store.network(name)
@@ -350,7 +367,10 @@ impl Node {
                         vtep_mac,
                     };
                     if etcd
-                        .create(&[(keys::block(&net.name, &block), json(&rec))], Some(m.lease_id))
+                        .create(
+                            &[(keys::block(&net.name, &block), json(&rec))],
+                            Some(m.lease_id),
+                        )
                         .await?
                     {
                         state.blocks.insert((net.name.clone(), block), rec);
@@ -372,7 +392,11 @@ impl Node {
     }
 
     /// Makes the kernel and the local store match `state` (blocks already leased).
-    pub fn apply_cluster(&mut self, m: &Membership, state: &ClusterState) -> Result<program::Changes> {
+    pub fn apply_cluster(
+        &mut self,
+        m: &Membership,
+        state: &ClusterState,
+    ) -> Result<program::Changes> {
         for net in state.networks.values() {
             let mine: Vec<&BlockRecord> = state.blocks_of(&net.name, &m.name);
             if mine.is_empty() {
@@ -399,7 +423,11 @@ impl Node {
         let want = peers::desired(state, &node_record(m), underlay, &devices);
         let now = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
         let changes = program::apply(&mut nl, &now, &want)?;
-        let ports: Vec<u16> = if devices.is_empty() { vec![] } else { vec![m.vxlan_port] };
+        let ports: Vec<u16> = if devices.is_empty() {
+            vec![]
+        } else {
+            vec![m.vxlan_port]
+        };
         self.set_vxlan_peers(&want.peers.iter().copied().collect::<Vec<_>>(), &ports)?;
         Ok(changes)
     }
@@ -410,7 +438,13 @@ impl Node {
         let before: BTreeSet<IpAddr> = self.store.cluster_peers()?.into_iter().collect();
         let after: BTreeSet<IpAddr> = peers.iter().copied().collect();
         let mut b = Batch::new();
-        let set = |ip: &IpAddr| if ip.is_ipv4() { "cl_peers4" } else { "cl_peers6" };
+        let set = |ip: &IpAddr| {
+            if ip.is_ipv4() {
+                "cl_peers4"
+            } else {
+                "cl_peers6"
+            }
+        };
         for ip in before.difference(&after) {
             b.elems(set(ip), vec![Elem::Addr(*ip)], false);
         }

@@ -30,7 +30,9 @@ pub struct PeerReport {
 impl Node {
     pub fn cluster_report(&self) -> Result<Vec<PeerReport>> {
         let m = self.store.membership()?.ok_or_else(|| {
-            Error::Conflict("this node is not in a cluster (`knit node join --etcd URL` first)".into())
+            Error::Conflict(
+                "this node is not in a cluster (`knit node join --etcd URL` first)".into(),
+            )
         })?;
         let (state, leases) = block_on(async {
             let mut etcd = Etcd::connect(&m.etcd).await?;
@@ -54,9 +56,6 @@ impl Node {
         let me = node_record(&m);
         let want = peers::desired(&state, &me, underlay, &devices);
         let now = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
-        if std::env::var_os("KNIT_DEBUG_CLUSTER").is_some() {
-            eprintln!("want {want:#?}\nnow {now:#?}");
-        }
         let mut out = vec![];
         for (name, (rec, _)) in &state.nodes {
             let blocks: Vec<_> = state.blocks.values().filter(|b| b.node == *name).collect();

@@ -341,13 +341,21 @@ impl Node {
         }
         // Cluster peers VXLAN is accepted from, and the port of this node's devices.
         for ip in self.store.cluster_peers()? {
-            let set = if ip.is_ipv4() { "cl_peers4" } else { "cl_peers6" };
+            let set = if ip.is_ipv4() {
+                "cl_peers4"
+            } else {
+                "cl_peers6"
+            };
             b.elems(set, vec![crate::nft::Elem::Addr(ip)], true);
         }
         if let Some(m) = self.store.membership()?
             && nets.iter().any(|n| n.cluster.is_some())
         {
-            b.elems("cl_vxlan", vec![crate::nft::Elem::Service(m.vxlan_port)], true);
+            b.elems(
+                "cl_vxlan",
+                vec![crate::nft::Elem::Service(m.vxlan_port)],
+                true,
+            );
         }
         for svc in self.store.services()? {
             if Some(svc.id) != leaving.service {

@@ -102,9 +102,7 @@ impl Node {
         self.store.set_network_cluster(net.id, &l)?;
         net.cluster = Some(l);
         let mut created = false;
-        if let Err(e) =
-            self.build_network(&mut net, crate::node::BridgeUse::Fresh, &mut created)
-        {
+        if let Err(e) = self.build_network(&mut net, crate::node::BridgeUse::Fresh, &mut created) {
             let _ = self.undo_network(&net, created);
             let _ = self.delete_tunnel(&net);
             let _ = self.store.delete_network(net.id);

@@ -61,7 +61,8 @@ impl Store {
                 },
             )
             .optional()?;
-        let Some((name, etcd, underlay, underlay_if, backend, vni, port, ttl, lease, mtu)) = row else {
+        let Some((name, etcd, underlay, underlay_if, backend, vni, port, ttl, lease, mtu)) = row
+        else {
             return Ok(None);
         };
         let bad = |col: &str, v: &str| Error::from(super::bad_row("cluster_join", col, v));
@@ -103,11 +104,12 @@ impl Store {
     pub fn cluster_peers(&self) -> Result<Vec<std::net::IpAddr>> {
         let v: Option<String> = self
             .conn
-            .query_row("SELECT peers FROM cluster_join WHERE id = 1", [], |r| r.get(0))
+            .query_row("SELECT peers FROM cluster_join WHERE id = 1", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         let Some(v) = v else { return Ok(vec![]) };
-        serde_json::from_str(&v)
-            .map_err(|_| super::bad_row("cluster_join", "peers", &v).into())
+        serde_json::from_str(&v).map_err(|_| super::bad_row("cluster_join", "peers", &v).into())
     }
 
     pub fn set_cluster_peers(&mut self, peers: &[std::net::IpAddr]) -> Result<()> {
@@ -119,8 +121,10 @@ impl Store {
     }
 
     pub fn set_lease(&mut self, lease: i64) -> Result<()> {
-        self.conn
-            .execute("UPDATE cluster_join SET lease_id = ?1 WHERE id = 1", [lease])?;
+        self.conn.execute(
+            "UPDATE cluster_join SET lease_id = ?1 WHERE id = 1",
+            [lease],
+        )?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod cni;
 pub mod dns_client;
 pub mod dns_upstream;

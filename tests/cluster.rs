@@ -1,0 +1,452 @@
+//! Multi-host: a real etcd, node namespaces on two underlay segments joined by a router,
+//! `knit daemon` on every node. Cross-node traffic routed (same segment) and over VXLAN
+//! (across the router), MTU and bulk TCP, leave and death, etcd outages, daemon restarts,
+//! spoofed VXLAN, racing joins, bad input.
+
+mod common;
+use common::cluster::Cluster;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn ping_ok(ns: &str, ip: &str) -> bool {
+    ping(ns, ip)
+}
+
+/// a, b on segment 0; c, d on segment 1; network `pods` (dual-stack); daemons running; a
+/// sandbox `s` on every node.
+fn four_nodes(ttl: &str) -> (Cluster, Vec<String>) {
+    let mut c = Cluster::new(&[&["a", "b"], &["c", "d"]]);
+    for n in ["a", "b", "c", "d"] {
+        c.join(n, &["--lease-ttl", ttl]);
+    }
+    c.node("a").w.ok(&[
+        "network",
+        "create",
+        "pods",
+        "--scope",
+        "cluster",
+        "--subnet",
+        "10.245.0.0/16",
+        "--subnet",
+        "fd45::/48",
+    ]);
+    for n in ["a", "b", "c", "d"] {
+        c.start_daemon(n);
+    }
+    for n in ["a", "b", "c", "d"] {
+        c.wait_programmed(n, 4, Duration::from_secs(10));
+    }
+    let sandboxes = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| c.sandbox(n, "s", "pods"))
+        .collect();
+    (c, sandboxes)
+}
+
+fn addr(c: &Cluster, node: &str, ns: &str, fam: u8) -> String {
+    c.node(node).w.ip_of("pods", ns, fam)
+}
+
+#[test]
+fn cross_node_traffic_routed_and_over_vxlan() {
+    let (c, s) = four_nodes("15");
+    let v = c.node("a").w.json(&["node", "ls"]);
+    let path = |n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(path("b"), "routed", "{v}");
+    assert_eq!(path("c"), "vxlan", "{v}");
+    // Every pair, both families (IPv6 blocks cross the IPv4 underlay over VXLAN).
+    let nodes = ["a", "b", "c", "d"];
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in nodes.iter().enumerate() {
+            if i != j {
+                let ip4 = addr(&c, to, &s[j], 4);
+                assert!(ping_ok(&s[i], &ip4), "{from} -> {to} {ip4}");
+            }
+        }
+    }
+    let c6 = addr(&c, "c", &s[2], 6);
+    assert!(ping_ok(&s[0], &c6), "a -> c over IPv6");
+    // TCP and UDP across both paths.
+    for (j, to) in [(1, "b"), (2, "c")] {
+        let ip = addr(&c, to, &s[j], 4);
+        let _t = echo_server(&s[j], "0.0.0.0:7000", to);
+        let (mut conn, _) = tcp_open(&s[0], &format!("{ip}:7000"));
+        assert_eq!(tcp_echo(&mut conn, "hello").unwrap(), "hello");
+        let _u = udp_server(&s[j], "0.0.0.0:7001", to);
+        // Not masqueraded: the peer sees the sandbox's own address.
+        let a4 = addr(&c, "a", &s[0], 4);
+        assert_eq!(
+            udp_get(&s[0], &format!("{ip}:7001")).unwrap(),
+            format!("{to} saw {a4}")
+        );
+    }
+    // MTU: sandboxes on the cluster network got the VXLAN MTU; a 1400-byte payload with
+    // DF set crosses the tunnel; bulk TCP crosses at full size (no checksum stall).
+    let link = sh_ok(&["ip", "netns", "exec", &s[0], "ip", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1450"), "{link}");
+    let c4 = addr(&c, "c", &s[2], 4);
+    let df = sh(&[
+        "ip", "netns", "exec", &s[0], "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1400", &c4,
+    ]);
+    assert!(
+        df.status.success(),
+        "{}",
+        String::from_utf8_lossy(&df.stdout)
+    );
+    for (j, to) in [(1, "b"), (2, "c")] {
+        let ip = addr(&c, to, &s[j], 4);
+        let got = bulk_tcp(&s[0], &s[j], &ip, 64 << 20);
+        assert_eq!(got, 64 << 20, "bulk TCP to {to}");
+    }
+}
+
+/// Sends `bytes` from `from` to a sink in `to` at `ip`, within 20 s; returns what arrived.
+fn bulk_tcp(from: &str, to: &str, ip: &str, bytes: usize) -> usize {
+    use std::io::{Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let to = to.to_string();
+    std::thread::spawn(move || {
+        in_ns(&to, move || {
+            let l = std::net::TcpListener::bind("0.0.0.0:7100").unwrap();
+            tx.send(()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut n = 0;
+            while let Ok(k) = s.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            n
+        })
+    });
+    rx.recv().unwrap();
+    let ip = ip.to_string();
+    let t0 = Instant::now();
+    let sent = in_ns(from, move || {
+        let mut s = std::net::TcpStream::connect((ip.as_str(), 7100)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        let mut n = 0;
+        while n < bytes {
+            s.write_all(&chunk).unwrap();
+            n += chunk.len();
+        }
+        n
+    });
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    sent
+}
+
+#[test]
+fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
+    let (mut c, s) = four_nodes("5");
+    let d_block = addr(&c, "d", &s[3], 4);
+    let c_ip = addr(&c, "c", &s[2], 4);
+    // d leaves: it must detach first, then its routes are gone everywhere at once.
+    let e = c.node("d").w.fail(&["node", "leave"]);
+    assert!(e.contains("detach them first"), "{e}");
+    c.node("d").w.ok(&["detach", "pods", &s[3]]);
+    c.stop_daemon("d");
+    c.node("d").w.ok(&["node", "leave"]);
+    c.wait_programmed("a", 3, Duration::from_secs(3));
+    let prefix: String = d_block.rsplit_once('.').unwrap().0.to_string();
+    assert!(
+        !c.programming("a").contains(&prefix),
+        "{}",
+        c.programming("a")
+    );
+    // c dies: its daemon killed, its namespace gone; peers drop it within the lease TTL.
+    c.stop_daemon("c");
+    let t0 = Instant::now();
+    sh_ok(&["ip", "netns", "del", &c.node("c").w.node]);
+    c.wait_programmed("a", 2, Duration::from_secs(8));
+    let took = t0.elapsed();
+    assert!(took <= Duration::from_secs(7), "removed after {took:?}");
+    assert!(!ping_ok(&s[0], &c_ip));
+    assert!(
+        ping_ok(&s[0], &addr(&c, "b", &s[1], 4)),
+        "the others keep working"
+    );
+}
+
+#[test]
+fn etcd_down_disturbs_no_traffic_and_a_join_right_after_it_returns_works() {
+    let mut c = Cluster::new(&[&["a"], &["b"], &["e"]]);
+    for n in ["a", "b"] {
+        c.join(n, &["--lease-ttl", "15"]);
+    }
+    c.node("a").w.ok(&[
+        "network",
+        "create",
+        "pods",
+        "--scope",
+        "cluster",
+        "--subnet",
+        "10.246.0.0/16",
+    ]);
+    c.start_daemon("a");
+    c.start_daemon("b");
+    c.wait_programmed("a", 2, Duration::from_secs(10));
+    let sa = c.sandbox("a", "s", "pods");
+    let sb = c.sandbox("b", "s", "pods");
+    let b4 = c.node("b").w.ip_of("pods", &sb, 4);
+    let before = c.programming("a");
+    let _echo = echo_server(&sb, "0.0.0.0:7000", "b");
+    let (mut conn, _) = tcp_open(&sa, &format!("{b4}:7000"));
+    // A ping every 100 ms for 13 s while etcd is gone for 10 s of it.
+    let pinger = {
+        let (sa, b4) = (sa.clone(), b4.clone());
+        std::thread::spawn(move || {
+            sh(&[
+                "ip", "netns", "exec", &sa, "ping", "-i", "0.1", "-c", "130", "-W", "1", &b4,
+            ])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    c.stop_etcd();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(tcp_echo(&mut conn, "still").unwrap(), "still");
+    }
+    c.start_etcd();
+    let out = pinger.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("130 received"), "{text}");
+    assert_eq!(
+        c.programming("a"),
+        before,
+        "nothing changed while etcd was down"
+    );
+    // The daemons say so and reconnect; a node joins right away.
+    eventually("etcd errors counted", || {
+        c.daemon_log("a").contains("retrying")
+    });
+    c.join("e", &["--lease-ttl", "15"]);
+    c.start_daemon("e");
+    c.wait_programmed("a", 3, Duration::from_secs(15));
+    let se = c.sandbox("e", "s", "pods");
+    assert!(ping_ok(&se, &b4));
+    assert_eq!(tcp_echo(&mut conn, "after").unwrap(), "after");
+}
+
+#[test]
+fn a_daemon_restart_changes_nothing() {
+    let (mut c, _s) = four_nodes("15");
+    let before = c.programming("a");
+    assert!(
+        before.contains("knvx1 onlink") && before.contains("dst 192.168.81"),
+        "{before}"
+    );
+    c.stop_daemon("a");
+    c.start_daemon("a");
+    eventually("a back in sync", || c.daemon_log("a").contains("in sync"));
+    assert_eq!(c.programming("a"), before);
+    let log = c.daemon_log("a");
+    assert!(
+        !log.contains("entries added"),
+        "a restart re-added entries: {log}"
+    );
+}
+
+#[test]
+fn vxlan_only_from_cluster_members() {
+    let (c, s) = four_nodes("15");
+    // An inner UDP datagram for a's sandbox, in a VXLAN frame to a's underlay port,
+    // sent from a member's underlay (c: accepted) and from a non-member (the fabric
+    // router: dropped).
+    let a4 = addr(&c, "a", &s[0], 4);
+    let c4 = addr(&c, "c", &s[2], 4);
+    let v = c.node("c").w.json(&["node", "ls"]);
+    let mac = |n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()["vtep_macs"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a_mac, c_mac) = (mac("a"), mac("c"));
+    let send = |from_ns: &str| {
+        let script = format!(
+            r#"
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst = socket.inet_aton("{c4}"), socket.inet_aton("{a4}")
+payload = b"spoof"
+udp = struct.pack("!HHHH", 40000, 7200, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+eth = bytes.fromhex("{dst}".replace(":", "")) + bytes.fromhex("{srcmac}".replace(":", "")) + b"\x08\x00"
+vx = struct.pack("!II", 0x08000000, 1 << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3): s.sendto(vx + eth + ip + udp, ("{under}", 4789))
+"#,
+            dst = a_mac,
+            srcmac = c_mac,
+            under = c.node("a").ip,
+        );
+        sh_ok(&["ip", "netns", "exec", from_ns, "python3", "-c", &script]);
+    };
+    let recv = {
+        let ns = s[0].clone();
+        move || {
+            in_ns(&ns, || {
+                let u = std::net::UdpSocket::bind("0.0.0.0:7200").unwrap();
+                u.set_read_timeout(Some(Duration::from_millis(800)))
+                    .unwrap();
+                let mut b = [0u8; 64];
+                u.recv_from(&mut b).is_ok()
+            })
+        }
+    };
+    let got_from_fab = {
+        let r = std::thread::spawn(recv.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        send(&c.fab);
+        r.join().unwrap()
+    };
+    assert!(
+        !got_from_fab,
+        "a VXLAN frame from a non-member reached the sandbox"
+    );
+    let got_from_member = {
+        let r = std::thread::spawn(recv);
+        std::thread::sleep(Duration::from_millis(200));
+        send(&c.node("c").w.node);
+        r.join().unwrap()
+    };
+    assert!(
+        got_from_member,
+        "the same frame from a member must arrive (test check)"
+    );
+}
+
+#[test]
+fn racing_nodes_get_distinct_blocks_and_bad_input_leaves_nothing() {
+    let c = Cluster::new(&[&["a", "b", "x"]]);
+    // Unreachable etcd: a clear error, no membership, nothing in the kernel.
+    let e = c.node("x").w.fail(&[
+        "node",
+        "join",
+        "--etcd",
+        "http://192.168.80.1:2999",
+        "--name",
+        "x",
+        "--underlay",
+        "ul0",
+    ]);
+    assert!(e.contains("etcd http://192.168.80.1:2999"), "{e}");
+    let e = c.node("x").w.fail(&["node", "ls"]);
+    assert!(e.contains("not in a cluster"), "{e}");
+    c.join("a", &[]);
+    let e = c
+        .node("a")
+        .w
+        .fail(&["node", "join", "--etcd", &c.etcd_url, "--name", "a2"]);
+    assert!(e.contains("already joined"), "{e}");
+    let e = c.node("x").w.fail(&[
+        "node",
+        "join",
+        "--etcd",
+        &c.etcd_url,
+        "--name",
+        "a",
+        "--underlay",
+        "ul0",
+    ]);
+    assert!(e.contains("already in the cluster"), "{e}");
+    let e = c.node("a").w.fail(&[
+        "network",
+        "create",
+        "big",
+        "--scope",
+        "cluster",
+        "--subnet",
+        "10.247.0.0/24",
+        "--node-prefix",
+        "16",
+    ]);
+    assert!(e.contains("node-prefix"), "{e}");
+    // Two blocks only: a holds one; b and x race for the other, exactly one wins.
+    c.node("a").w.ok(&[
+        "network",
+        "create",
+        "tiny",
+        "--scope",
+        "cluster",
+        "--subnet",
+        "10.247.0.0/23",
+    ]);
+    let (rb, rx) = std::thread::scope(|sc| {
+        let join = |n: &'static str| {
+            let c = &c;
+            sc.spawn(move || {
+                c.node(n).w.run(&[
+                    "node",
+                    "join",
+                    "--etcd",
+                    &c.etcd_url,
+                    "--name",
+                    n,
+                    "--underlay",
+                    "ul0",
+                ])
+            })
+        };
+        let (b, x) = (join("b"), join("x"));
+        (b.join().unwrap(), x.join().unwrap())
+    });
+    assert!(
+        rb.status.success() != rx.status.success(),
+        "exactly one wins: b {:?} x {:?}",
+        String::from_utf8_lossy(&rb.stderr),
+        String::from_utf8_lossy(&rx.stderr)
+    );
+    let (winner, loser) = if rb.status.success() {
+        ("b", rx)
+    } else {
+        ("x", rb)
+    };
+    let err = String::from_utf8_lossy(&loser.stderr).to_string();
+    assert!(err.contains("no free address"), "{err}");
+    // The loser left nothing: not a member, no key (a sees a and the winner).
+    let other = if winner == "b" { "x" } else { "b" };
+    assert!(
+        c.node(other)
+            .w
+            .fail(&["node", "ls"])
+            .contains("not in a cluster")
+    );
+    let v = c.node("a").w.json(&["node", "ls"]);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a", winner], "{v}");
+    let blocks: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["blocks"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(blocks[0], blocks[1]);
+}
