@@ -1,11 +1,10 @@
-//! `knit node ...` and `knit network create --scope cluster`.
+//! `knit node ...`.
 
-use super::{CreateCli, print_json, table};
-use crate::error::{Error, Result};
+use super::{print_json, table};
+use crate::error::Result;
 use crate::model::cluster::JoinSpec;
 use crate::node::Node;
 use clap::Subcommand;
-use ipnet::IpNet;
 use std::path::Path;
 
 #[derive(Subcommand, Debug)]
@@ -128,44 +127,5 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
             }
         }
     }
-    Ok(0)
-}
-
-/// `knit network create NAME --subnet CIDR --scope cluster`.
-pub fn create_network(c: &CreateCli, state_dir: &Path, json: bool) -> Result<i32> {
-    if c.scope != "cluster" {
-        return Err(Error::invalid("scope", &c.scope, "must be node or cluster"));
-    }
-    for (set, flag) in [
-        (!c.gateways.is_empty(), "gateway"),
-        (c.bridge.is_some(), "bridge"),
-        (c.internal, "internal"),
-        (c.no_masquerade, "no-masquerade"),
-        (c.mtu.is_some(), "mtu"),
-        (c.driver != "bridge", "driver"),
-    ] {
-        if set {
-            return Err(Error::invalid(
-                "scope",
-                "cluster",
-                format!("--{flag} is not supported for cluster networks (each node picks its own)"),
-            ));
-        }
-    }
-    let subnets = c
-        .subnets
-        .iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .map(|n| n.trunc())
-                .map_err(|_| Error::invalid("subnet", s, "expected a CIDR"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut node = Node::open(state_dir, false)?;
-    let net = node.create_cluster_network(&c.name, subnets, c.node_prefix, c.node_prefix6)?;
-    if !json {
-        print!("created ");
-    }
-    super::print_network(&net, json);
     Ok(0)
 }

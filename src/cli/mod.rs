@@ -1,11 +1,11 @@
 //! The command line: parse, call the library, print a table (or JSON with --json).
 
 use crate::error::{Error, Result};
-use crate::model::{Driver, Mac, NetworkRequest, NetworkSpec, PublishSpec, SandboxRef};
+use crate::model::{Mac, PublishSpec, SandboxRef};
 use crate::netns;
 use crate::node::Node;
 use crate::node::attach::AttachArgs;
-use crate::store::{Attachment, DEFAULT_STATE_DIR, Network};
+use crate::store::{Attachment, DEFAULT_STATE_DIR};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 mod cluster;
 mod demo;
+mod network;
 mod policy;
 pub mod report;
 mod service;
@@ -41,7 +42,7 @@ pub enum Command {
     Sandbox(SandboxCmd),
     /// Bridge and ptp networks.
     #[command(subcommand)]
-    Network(NetworkCmd),
+    Network(network::NetworkCmd),
     /// Connect a sandbox to a network.
     Attach(AttachCli),
     /// Disconnect a sandbox from a network.
@@ -100,52 +101,6 @@ pub enum SandboxCmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum NetworkCmd {
-    Create(CreateCli),
-    Ls,
-    Inspect { name: String },
-    Rm { name: String },
-}
-
-#[derive(Args, Debug)]
-pub struct CreateCli {
-    pub name: String,
-    /// IPv4 and/or IPv6 subnet (repeat for dual-stack).
-    #[arg(long = "subnet", required = true)]
-    pub subnets: Vec<String>,
-    /// Gateway address (one per address family; default: first host address).
-    #[arg(long = "gateway")]
-    pub gateways: Vec<String>,
-    #[arg(long, default_value = "bridge")]
-    pub driver: String,
-    /// Bridge interface name (default knbr<id>).
-    #[arg(long)]
-    pub bridge: Option<String>,
-    /// No outbound route or NAT; no traffic to or from outside the network.
-    #[arg(long)]
-    pub internal: bool,
-    #[arg(long)]
-    pub no_masquerade: bool,
-    #[arg(long)]
-    pub mtu: Option<u32>,
-    /// Do not serve DNS on this network.
-    #[arg(long)]
-    pub no_dns: bool,
-    /// Names also resolve as NAME.DOMAIN (and sandboxes search it).
-    #[arg(long)]
-    pub dns_domain: Option<String>,
-    /// `node` (this node only) or `cluster` (every joined node; stored in etcd).
-    #[arg(long, default_value = "node")]
-    pub scope: String,
-    /// Cluster networks: the size of each node's IPv4 block.
-    #[arg(long, default_value_t = 24)]
-    pub node_prefix: u8,
-    /// Cluster networks: the size of each node's IPv6 block.
-    #[arg(long, default_value_t = 64)]
-    pub node_prefix6: u8,
 }
 
 #[derive(Args, Debug)]
@@ -226,31 +181,6 @@ fn port_text(a: &Attachment) -> Vec<String> {
             )
         })
         .collect()
-}
-
-fn print_network(n: &Network, json: bool) {
-    if json {
-        print_json(n);
-        return;
-    }
-    let subnets: Vec<String> = n
-        .subnets
-        .iter()
-        .map(|s| format!("{} gw {}", s.subnet, s.gateway))
-        .collect();
-    println!(
-        "network {} (id {}, driver {})",
-        n.name,
-        n.id,
-        n.driver.as_str()
-    );
-    println!("  bridge:     {}", n.bridge.as_deref().unwrap_or("-"));
-    println!("  subnets:    {}", subnets.join(", "));
-    println!("  internal:   {}", n.internal);
-    println!("  masquerade: {}", n.masquerade);
-    if let Some(m) = n.mtu {
-        println!("  mtu:        {m}");
-    }
 }
 
 fn print_attachment(a: &Attachment, existed: bool, json: bool) {
@@ -408,97 +338,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Network(NetworkCmd::Create(c)) if c.scope != "node" => {
-            cluster::create_network(&c, &cli.state_dir, cli.json)
-        }
-        Command::Network(NetworkCmd::Create(c)) => {
-            let mut spec = NetworkSpec::new(&NetworkRequest {
-                name: &c.name,
-                driver: Driver::parse(&c.driver)?,
-                bridge: c.bridge.as_deref(),
-                subnets: &c.subnets,
-                gateways: &c.gateways,
-                internal: c.internal,
-                masquerade: !c.no_masquerade,
-                mtu: c.mtu,
-            })?;
-            spec.with_dns(!c.no_dns, c.dns_domain.as_deref())?;
-            let mut node = open(false)?;
-            let net = node.create_network(&spec)?;
-            if !cli.json {
-                print!("created ");
-            }
-            print_network(&net, cli.json);
-            Ok(0)
-        }
-        Command::Network(NetworkCmd::Ls) => {
-            let node = open(false)?;
-            let nets = node.store.networks()?;
-            if cli.json {
-                print_json(&nets);
-            } else {
-                let mut rows = Vec::new();
-                for n in &nets {
-                    let count = node.store.attachments_of_network(n.id)?.len();
-                    let subnets: Vec<String> =
-                        n.subnets.iter().map(|s| s.subnet.to_string()).collect();
-                    let mut flags = vec![];
-                    if n.internal {
-                        flags.push("internal");
-                    }
-                    if !n.masquerade {
-                        flags.push("no-masquerade");
-                    }
-                    rows.push(vec![
-                        n.name.clone(),
-                        n.driver.as_str().into(),
-                        n.bridge.clone().unwrap_or("-".into()),
-                        join(&subnets),
-                        count.to_string(),
-                        join(&flags),
-                    ]);
-                }
-                table(
-                    &["NAME", "DRIVER", "BRIDGE", "SUBNETS", "ATTACHED", "FLAGS"],
-                    rows,
-                );
-            }
-            Ok(0)
-        }
-        Command::Network(NetworkCmd::Inspect { name }) => {
-            let node = open(false)?;
-            let net = node.store.network(&name)?;
-            let atts = node.store.attachments_of_network(net.id)?;
-            if cli.json {
-                print_json(&serde_json::json!({"network": net, "attachments": atts}));
-            } else {
-                print_network(&net, false);
-                for a in &atts {
-                    println!(
-                        "  - {} {} {} {:?} {}",
-                        a.sandbox,
-                        a.ifname,
-                        join(&a.ips),
-                        a.state,
-                        join(&port_text(a))
-                    );
-                }
-            }
-            Ok(0)
-        }
-        Command::Network(NetworkCmd::Rm { name }) => {
-            let mut node = open(false)?;
-            match node.store.network(&name)? {
-                n if n.cluster.is_some() => node.remove_cluster_network(&n)?,
-                _ => {
-                    node.remove_network(&name)?;
-                }
-            }
-            if !cli.json {
-                println!("removed network {name}");
-            }
-            Ok(0)
-        }
+        Command::Network(c) => network::run(c, &cli.state_dir, cli.json),
         Command::Attach(a) => {
             let sandbox = SandboxRef::parse(&a.sandbox)?;
             let ips = parse_ips(&a.ips)?;

@@ -1,8 +1,10 @@
 //! Applying batches, and the questions asked of the kernel about knit's tables: does
 //! the table exist, is it whole (the check ADD and CHECK make before trusting it).
 
+use super::batch::Cmd;
 use super::batch::{BRIDGE_FAMILY, Batch, FAMILY, TABLE};
-use super::layout::{NetFw, expected_rule_counts};
+use super::layout::NetFw;
+use std::collections::BTreeMap;
 
 impl Batch {
     /// Applies the batch as one transaction in the calling thread's namespace. Batches of
@@ -74,4 +76,45 @@ pub fn list_table() -> crate::error::Result<String> {
         out.push_str(&bridge);
     }
     Ok(out)
+}
+
+/// The rules knit's fixed chains and each network's chains must hold, per table (`inet`,
+/// `bridge`): what a flushed or partly deleted table lacks. (Policy and per-service chains
+/// are left out: they come and go with their objects.)
+pub fn expected_rule_counts(nets: &[NetFw]) -> [BTreeMap<String, usize>; 2] {
+    // The fixed chains never change: counted once per process, not on every ADD.
+    static BASE: std::sync::OnceLock<[BTreeMap<String, usize>; 2]> = std::sync::OnceLock::new();
+    let mut counts = BASE
+        .get_or_init(|| rule_counts(Batch::new().base()))
+        .clone();
+    for n in nets {
+        for (all, add) in counts
+            .iter_mut()
+            .zip(rule_counts(Batch::new().network(n, true)))
+        {
+            all.extend(add);
+        }
+    }
+    counts
+}
+
+/// Rules per chain a batch leaves, per table (`inet`, `bridge`).
+pub(super) fn rule_counts(b: &Batch) -> [BTreeMap<String, usize>; 2] {
+    let mut counts = [BTreeMap::new(), BTreeMap::new()];
+    for c in &b.cmds {
+        let (i, c) = match c {
+            Cmd::Bridge(inner) => (1, inner.as_ref()),
+            c => (0, c),
+        };
+        match c {
+            Cmd::AddChain { name, .. } | Cmd::FlushChain(name) => {
+                counts[i].insert(name.clone(), 0);
+            }
+            Cmd::AddRule { chain, .. } | Cmd::AddDnat { chain, .. } => {
+                *counts[i].entry(chain.clone()).or_insert(0) += 1;
+            }
+            _ => {}
+        }
+    }
+    counts
 }

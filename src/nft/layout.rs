@@ -20,7 +20,6 @@ use super::batch::{Batch, Cmd, Elem};
 use super::guard::{GUARD_RULES, GUARD_RULES_BRIDGE, GUARD_SETS, Guard};
 use crate::model::PortMapping;
 use ipnet::IpNet;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// What the firewall needs to know about one network.
@@ -540,47 +539,6 @@ impl Batch {
             });
         }
     }
-}
-
-/// The rules knit's fixed chains and each network's chains must hold, per table (`inet`,
-/// `bridge`): what a flushed or partly deleted table lacks. (Policy and per-service chains
-/// are left out: they come and go with their objects.)
-pub fn expected_rule_counts(nets: &[NetFw]) -> [BTreeMap<String, usize>; 2] {
-    // The fixed chains never change: counted once per process, not on every ADD.
-    static BASE: std::sync::OnceLock<[BTreeMap<String, usize>; 2]> = std::sync::OnceLock::new();
-    let mut counts = BASE
-        .get_or_init(|| rule_counts(Batch::new().base()))
-        .clone();
-    for n in nets {
-        for (all, add) in counts
-            .iter_mut()
-            .zip(rule_counts(Batch::new().network(n, true)))
-        {
-            all.extend(add);
-        }
-    }
-    counts
-}
-
-/// Rules per chain a batch leaves, per table (`inet`, `bridge`).
-fn rule_counts(b: &Batch) -> [BTreeMap<String, usize>; 2] {
-    let mut counts = [BTreeMap::new(), BTreeMap::new()];
-    for c in &b.cmds {
-        let (i, c) = match c {
-            Cmd::Bridge(inner) => (1, inner.as_ref()),
-            c => (0, c),
-        };
-        match c {
-            Cmd::AddChain { name, .. } | Cmd::FlushChain(name) => {
-                counts[i].insert(name.clone(), 0);
-            }
-            Cmd::AddRule { chain, .. } | Cmd::AddDnat { chain, .. } => {
-                *counts[i].entry(chain.clone()).or_insert(0) += 1;
-            }
-            _ => {}
-        }
-    }
-    counts
 }
 
 /// Compares generated rules with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it).

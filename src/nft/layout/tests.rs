@@ -4,6 +4,7 @@ use super::*;
 use crate::model::Mac;
 use crate::model::Proto;
 use crate::nft::batch::TABLE;
+use crate::nft::expected_rule_counts;
 
 fn bridge_net() -> NetFw {
     NetFw {
@@ -183,7 +184,7 @@ fn expected_rule_counts_match_a_whole_build() {
     let mut b = Batch::new();
     b.base();
     b.network(&nets[0], true);
-    let whole = super::rule_counts(&b);
+    let whole = crate::nft::apply::rule_counts(&b);
     assert_eq!(expected_rule_counts(&nets), whole);
     assert_eq!(
         expected_rule_counts(&nets),
