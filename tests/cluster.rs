@@ -149,6 +149,46 @@ fn bulk_tcp(from: &str, to: &str, ip: &str, bytes: usize) -> usize {
 }
 
 #[test]
+fn names_and_policy_labels_across_nodes() {
+    use common::dns_client::*;
+    use hickory_proto::rr::RecordType;
+    let (mut c, s) = four_nodes("15");
+    let web = c.sandbox_with("c", "web", "pods", &["--label", "app=web", "--alias", "www"]);
+    let cli = c.sandbox_with("d", "cli", "pods", &["--label", "role=client"]);
+    let web4 = c.node("c").w.ip_of("pods", &web, 4);
+    let cli4 = c.node("d").w.ip_of("pods", &cli, 4);
+    // a's sandbox resolves c's by name and alias, through a's own gateway.
+    let gw = "10.245.0.1";
+    let name = format!("{web}.");
+    eventually("c's sandbox known on a", || {
+        ask(&s[0], gw, &name, RecordType::A).is_ok_and(|m| addrs(&m) == vec![web4.clone()])
+    });
+    assert_eq!(addrs(&ask(&s[0], gw, "www.", RecordType::A).unwrap()), vec![web4.clone()]);
+    // Policy on a by label: only d's client (role=client) may reach a's server.
+    let srv = c.sandbox_with("a", "srv", "pods", &["--label", "app=srv"]);
+    let _t = tcp_server(&srv, "0.0.0.0:8080", "srv");
+    let srv4 = c.node("a").w.ip_of("pods", &srv, 4);
+    let a = &c.node("a").w;
+    a.ok(&["policy", "default", "pods", "deny"]);
+    a.ok(&[
+        "policy", "allow", "pods", "--from", "role=client", "--to", "app=srv", "--port", "8080",
+    ]);
+    let target = format!("{srv4}:8080");
+    assert!(tcp_get(&cli, &target).is_ok(), "d's client {cli4} allowed by label");
+    assert!(tcp_get(&s[2], &target).is_err(), "c's other sandbox denied");
+    // A client attached later on b is allowed as soon as it is known.
+    let late = c.sandbox_with("b", "late", "pods", &["--label", "role=client"]);
+    eventually("b's late client allowed on a", || tcp_get(&late, &target).is_ok());
+    let late4 = c.node("b").w.ip_of("pods", &late, 4);
+    assert!(c.node("a").w.nft_table().contains(&format!("{late4} . {srv4}")));
+    // And detached there: its address leaves a's policy sets.
+    c.node("b").w.ok(&["detach", "pods", &late]);
+    eventually("its address gone from a's sets", || {
+        !c.node("a").w.nft_table().contains(&format!("{late4} . "))
+    });
+}
+
+#[test]
 fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
     let (mut c, s) = four_nodes("5");
     let d_block = addr(&c, "d", &s[3], 4);

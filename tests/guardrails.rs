@@ -398,6 +398,12 @@ fn item7_a_lost_store_is_an_error_not_a_fresh_start() {
     w.ok(&["network", "create", "t", "--subnet", "10.70.0.0/24"]);
     let s = w.sandbox("s");
     w.ok(&["attach", "t", &s]);
+    // The store is lost between commands: a WAL fold the attach may have started in the
+    // background finishes first.
+    let pattern = format!("{} store-maintenance", w.state.display());
+    eventually("the store's background fold to end", || {
+        !sh(&["pgrep", "-f", &pattern]).status.success()
+    });
     std::fs::write(w.state.join("knit.db"), b"").unwrap();
     let _ = std::fs::remove_file(w.state.join("knit.db-wal"));
     let _ = std::fs::remove_file(w.state.join("knit.db-shm"));

@@ -3,7 +3,9 @@
 //! - `/knit/nodes/NAME`: `NodeRecord`, under the node's lease;
 //! - `/knit/networks/NAME`: `ClusterNetwork`;
 //! - `/knit/vnis/VNI`: the network holding a VNI (taken in the same transaction);
-//! - `/knit/blocks/NETWORK/ADDR_LEN`: `BlockRecord`, under the holder's lease.
+//! - `/knit/blocks/NETWORK/ADDR_LEN`: `BlockRecord`, under the holder's lease;
+//! - `/knit/endpoints/NETWORK/NODE/SANDBOX`: `EndpointRecord`, under the node's lease
+//!   (`/` in a sandbox key written as `%2F`, `%` as `%25`).
 
 use ipnet::IpNet;
 
@@ -30,6 +32,15 @@ pub fn block(network: &str, block: &IpNet) -> String {
     format!("{}{}_{}", blocks(network), block.addr(), block.prefix_len())
 }
 
+pub fn endpoints(network: &str, node: &str) -> String {
+    format!("{PREFIX}endpoints/{network}/{node}/")
+}
+
+pub fn endpoint(network: &str, node: &str, sandbox: &str) -> String {
+    let esc = sandbox.replace('%', "%25").replace('/', "%2F");
+    format!("{}{esc}", endpoints(network, node))
+}
+
 /// What a key under the prefix names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
@@ -37,6 +48,11 @@ pub enum Key {
     Network(String),
     Vni(u32),
     Block { network: String, block: IpNet },
+    Endpoint {
+        network: String,
+        node: String,
+        sandbox: String,
+    },
 }
 
 pub fn parse(key: &str) -> Option<Key> {
@@ -53,6 +69,15 @@ pub fn parse(key: &str) -> Option<Key> {
             Some(Key::Block {
                 network: network.to_string(),
                 block,
+            })
+        }
+        "endpoints" => {
+            let mut parts = rest.splitn(3, '/');
+            let (network, node, esc) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(Key::Endpoint {
+                network: network.to_string(),
+                node: node.to_string(),
+                sandbox: esc.replace("%2F", "/").replace("%25", "%"),
             })
         }
         _ => None,
@@ -75,5 +100,13 @@ mod tests {
         );
         assert_eq!(parse(&node("n1")), Some(Key::Node("n1".into())));
         assert_eq!(parse("/other/nodes/x"), None);
+        assert_eq!(
+            parse(&endpoint("p", "n1", "cni:abc/eth0%")),
+            Some(Key::Endpoint {
+                network: "p".into(),
+                node: "n1".into(),
+                sandbox: "cni:abc/eth0%".into()
+            })
+        );
     }
 }

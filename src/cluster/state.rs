@@ -3,7 +3,7 @@
 //! guessed.
 
 use super::keys::{Key, parse};
-use crate::model::cluster::{BlockRecord, ClusterNetwork, NodeRecord};
+use crate::model::cluster::{BlockRecord, ClusterNetwork, EndpointRecord, NodeRecord};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 
@@ -13,6 +13,8 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, (NodeRecord, i64)>,
     pub networks: BTreeMap<String, ClusterNetwork>,
     pub blocks: BTreeMap<(String, IpNet), BlockRecord>,
+    /// (network, node, sandbox) → endpoint.
+    pub endpoints: BTreeMap<(String, String, String), EndpointRecord>,
 }
 
 impl ClusterState {
@@ -57,6 +59,35 @@ impl ClusterState {
             },
             (Key::Block { network, block }, None) => {
                 self.blocks.remove(&(network, block));
+            }
+            (
+                Key::Endpoint {
+                    network,
+                    node,
+                    sandbox,
+                },
+                Some(v),
+            ) => {
+                let k = (network, node, sandbox);
+                match serde_json::from_slice(v) {
+                    Ok(r) => {
+                        self.endpoints.insert(k, r);
+                    }
+                    Err(e) => {
+                        self.endpoints.remove(&k);
+                        return bad(e);
+                    }
+                }
+            }
+            (
+                Key::Endpoint {
+                    network,
+                    node,
+                    sandbox,
+                },
+                None,
+            ) => {
+                self.endpoints.remove(&(network, node, sandbox));
             }
             (Key::Vni(_), _) => {}
         }

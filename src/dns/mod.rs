@@ -82,7 +82,13 @@ pub fn load(store: &Store) -> Result<(Records, HashMap<i64, String>)> {
                 gateways: n.subnets.iter().map(|s| s.gateway).collect(),
                 domain: n.dns_domain.clone(),
                 internal: n.internal,
-                subnets: n.subnets.iter().map(|s| s.subnet).collect(),
+                // A cluster network's reverse names cover every node's blocks.
+                subnets: n
+                    .subnets
+                    .iter()
+                    .map(|s| s.subnet)
+                    .chain(n.cluster.iter().flat_map(|c| c.subnets.clone()))
+                    .collect(),
                 bridge_ifindex: ifindex(&bridge),
             };
             bridges.insert(n.id, bridge);
@@ -94,7 +100,7 @@ pub fn load(store: &Store) -> Result<(Records, HashMap<i64, String>)> {
         .filter(|n| !n.serves_dns())
         .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
         .collect();
-    let hosts = store
+    let mut hosts: Vec<Host> = store
         .all_attachments()?
         .into_iter()
         .filter(|a| a.state == AttachState::Ready)
@@ -105,6 +111,21 @@ pub fn load(store: &Store) -> Result<(Records, HashMap<i64, String>)> {
             ips: a.ips.iter().map(|i| i.addr()).collect(),
         })
         .collect();
+    // Sandboxes of cluster networks on other nodes answer by name too (keyed NODE/NAME:
+    // they are never clients here).
+    for r in store.remote_endpoints()? {
+        if let Some(n) = nets
+            .iter()
+            .find(|n| n.name == r.rec.network && n.cluster.is_some())
+        {
+            hosts.push(Host {
+                names: host_names(&r.rec.sandbox, &r.rec.aliases),
+                sandbox: format!("{}/{}", r.rec.node, r.rec.sandbox),
+                network_id: n.id,
+                ips: r.rec.ips.iter().map(|i| i.addr()).collect(),
+            });
+        }
+    }
     Ok((Records::build(views, hosts).with_subnets(others), bridges))
 }
 

@@ -207,6 +207,21 @@ impl<'de> Deserialize<'de> for Mac {
     }
 }
 
+/// A sandbox attached to a cluster network on some node
+/// (`/knit/endpoints/NETWORK/NODE/SANDBOX`, under that node's lease): what other nodes
+/// need for names, policy and service backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub network: String,
+    pub node: String,
+    pub sandbox: String,
+    pub ips: Vec<IpNet>,
+    #[serde(default)]
+    pub labels: crate::model::policy::Labels,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
 /// The block's VTEP address: its first address (the network address, as flannel uses), on
 /// the VXLAN device.
 pub fn vtep_addr(block: &IpNet) -> IpAddr {

@@ -102,8 +102,21 @@ async fn round(dir: &Path) -> Result<()> {
         .map_err(|e| Error::Conflict(format!("etcd: watch: {e}")))?;
     let mut renew = tokio::time::interval(Duration::from_secs((m.lease_ttl / 3).max(1) as u64));
     renew.tick().await;
+    // Local attaches and detaches (CLI, CNI) change the store, not etcd: look every
+    // 100 ms and publish what changed.
+    let mut local = tokio::time::interval(Duration::from_millis(100));
+    let store = crate::store::Store::open(dir)?;
+    let mut version = store.data_version()?;
     loop {
         tokio::select! {
+            _ = local.tick() => {
+                let v = store.data_version()?;
+                if v != version {
+                    version = v;
+                    let node = Node::open(dir, false)?;
+                    node.publish_endpoints(&mut etcd, &m, &mut state).await?;
+                }
+            }
             msg = stream.message() => {
                 let resp = msg
                     .map_err(|e| Error::Conflict(format!("etcd: watch: {e}")))?
@@ -141,6 +154,7 @@ async fn sync(dir: &Path, etcd: &mut Etcd, m: &Membership, state: &mut ClusterSt
     let mut node = Node::open(dir, false)?;
     node.lease_blocks(etcd, m, state).await?;
     let c = node.apply_cluster(m, state)?;
+    node.publish_endpoints(etcd, m, state).await?;
     STATUS.syncs.fetch_add(1, Relaxed);
     STATUS.added.fetch_add(c.added as u64, Relaxed);
     STATUS.removed.fetch_add(c.removed as u64, Relaxed);

@@ -253,7 +253,7 @@ impl Node {
             let rule = self.store.insert_rule(net.id, spec, &sets)?;
             let atts = match &mut atts {
                 Some(a) => a,
-                None => atts.insert(self.store.all_attachments()?),
+                None => atts.insert(self.attachments_with_remote()?),
             };
             new_atoms.extend(atoms_of_rule(&rule, atts));
             out.added.push((rule, true));
@@ -281,6 +281,55 @@ impl Node {
         Ok(out)
     }
 
+    /// Every attachment here and every cluster endpoint of other nodes (the far side of
+    /// rules may be either).
+    pub(crate) fn attachments_with_remote(&self) -> Result<Vec<Attachment>> {
+        let mut atts = self.store.all_attachments()?;
+        atts.extend(self.store.remote_attachments()?);
+        Ok(atts)
+    }
+
+    /// Policy element changes for cluster endpoints of other nodes that went away or
+    /// arrived (as the far side of rules; atoms keyed by their negative ids).
+    pub(crate) fn remote_policy_changes(
+        &mut self,
+        b: &mut Batch,
+        removed: &[Attachment],
+        added: &[Attachment],
+    ) -> Result<()> {
+        let mut atoms = vec![];
+        for r in removed {
+            atoms.extend(self.store.atoms_of_attachment(r.id)?);
+        }
+        let locals = self.attachments_with_remote()?;
+        let mut new_atoms = vec![];
+        for a in added {
+            let rules = self.store.candidate_rules(a)?;
+            if !rules.is_empty() {
+                new_atoms.extend(atoms_of_attachment(&rules, a, &locals));
+            }
+        }
+        if atoms.is_empty() && new_atoms.is_empty() {
+            return Ok(());
+        }
+        let mut keys = groups(&atoms);
+        keys.extend(groups(&new_atoms));
+        self.store.begin()?;
+        let changed = (|| {
+            let before = self.store.atoms_of_groups(&keys)?;
+            for r in removed {
+                self.store.delete_atoms_of_attachment(r.id)?;
+            }
+            self.store.insert_atoms(&new_atoms)?;
+            let after = self.store.atoms_of_groups(&keys)?;
+            Ok::<_, Error>(diff(&before, &after))
+        })();
+        self.store.finish(changed.is_ok())?;
+        let (rm, add) = changed?;
+        b.policy_elems(rm, add);
+        Ok(())
+    }
+
     /// Rules a knit before schema 6 recorded get their sets and atoms, and the kernel the
     /// layout they mean (one whole-table rewrite, once).
     pub(crate) fn index_legacy_policies(&mut self) -> Result<()> {
@@ -289,7 +338,7 @@ impl Node {
         if legacy.is_empty() {
             return Ok(());
         }
-        let atts = self.store.all_attachments()?;
+        let atts = self.attachments_with_remote()?;
         self.store.begin()?;
         let done = (|| {
             for r in &legacy {
@@ -319,7 +368,7 @@ impl Node {
             if rules.is_empty() {
                 vec![]
             } else {
-                atoms_of_attachment(&rules, att, &self.store.all_attachments()?)
+                atoms_of_attachment(&rules, att, &self.attachments_with_remote()?)
             }
         } else {
             self.store.atoms_of_attachment(att.id)?

@@ -115,15 +115,23 @@ fn product(rule: &Rule, own: &[&Attachment], far: &[(Option<i64>, IpNet)], out: 
     }
 }
 
+/// Whether an attachment stands for a sandbox on another node (a cluster endpoint, with
+/// a negative id): only ever the far side of a rule.
+fn remote(a: &Attachment) -> bool {
+    a.id < 0
+}
+
 fn own_side<'a>(rule: &Rule, atts: &[&'a Attachment]) -> Vec<&'a Attachment> {
     let (own, _) = rule.spec.sides();
     atts.iter()
+        .filter(|a| !remote(a))
         .filter(|a| a.network_id == rule.network_id && own.matches(&a.sandbox, &a.labels))
         .copied()
         .collect()
 }
 
-/// A rule's atoms against the attachments in the kernel (`atts`: all networks).
+/// A rule's atoms against the attachments in the kernel (`atts`: all networks, cluster
+/// endpoints of other nodes included).
 pub fn atoms_of_rule(rule: &Rule, atts: &[Attachment]) -> Vec<Atom> {
     let atts: Vec<&Attachment> = atts.iter().filter(|a| a.state.in_kernel()).collect();
     let (_, far_sel) = rule.spec.sides();
@@ -151,7 +159,9 @@ pub fn atoms_of_attachment(rules: &[Rule], att: &Attachment, others: &[Attachmen
     let mut out = vec![];
     for rule in rules {
         let (own_sel, far_sel) = rule.spec.sides();
-        let mine = att.network_id == rule.network_id && own_sel.matches(&att.sandbox, &att.labels);
+        let mine = !remote(att)
+            && att.network_id == rule.network_id
+            && own_sel.matches(&att.sandbox, &att.labels);
         if mine {
             product(rule, &[att], &far_side(far_sel, &with_self), &mut out);
         }

@@ -19,13 +19,24 @@ pub fn resolve(store: &Store, svc: &Service) -> Result<ServiceFw> {
     Ok(resolve_from(svc, &atts))
 }
 
-/// Every attachment (any state) of the service's sandbox backends.
+/// Every attachment (any state) of the service's sandbox backends, on this node or (a
+/// cluster endpoint) on another.
 pub fn backend_attachments(store: &Store, svc: &Service) -> Result<Vec<Attachment>> {
     let mut atts = Vec::new();
+    let mut names = vec![];
     for b in &svc.backends {
         if let Target::Sandbox(name) = &b.spec.target {
             atts.extend(store.attachments_of_sandbox(name)?);
+            names.push(name);
         }
+    }
+    if !names.is_empty() {
+        atts.extend(
+            store
+                .remote_attachments()?
+                .into_iter()
+                .filter(|a| names.contains(&&a.sandbox)),
+        );
     }
     Ok(atts)
 }

@@ -24,6 +24,7 @@ mod attachments;
 mod cluster;
 mod networks;
 mod policies;
+mod remote;
 mod schema;
 mod services;
 #[cfg(test)]
@@ -31,6 +32,7 @@ mod tests;
 mod wal;
 pub use cluster::{ClusterLink, Membership};
 pub use policies::{Atom, GroupKey};
+pub use remote::RemoteEndpoint;
 pub use services::{Backend, Service};
 
 #[derive(Debug, Clone, Serialize)]

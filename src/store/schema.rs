@@ -211,7 +211,17 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
                  mtu INTEGER NOT NULL,
                  peers TEXT NOT NULL DEFAULT '[]'
              );
-             ALTER TABLE networks ADD COLUMN cluster TEXT;",
+             ALTER TABLE networks ADD COLUMN cluster TEXT;
+             CREATE TABLE IF NOT EXISTS remote_endpoints (
+                 id INTEGER PRIMARY KEY,
+                 network TEXT NOT NULL,
+                 node TEXT NOT NULL,
+                 sandbox TEXT NOT NULL,
+                 ips TEXT NOT NULL,
+                 labels TEXT NOT NULL,
+                 aliases TEXT NOT NULL,
+                 UNIQUE (network, node, sandbox)
+             );",
         )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -239,9 +239,16 @@ impl Cluster {
 
     /// A new sandbox on `node` attached to `network`; returns its namespace.
     pub fn sandbox(&mut self, node: &str, short: &str, network: &str) -> String {
+        self.sandbox_with(node, short, network, &[])
+    }
+
+    /// The same with more `attach` arguments (labels, aliases).
+    pub fn sandbox_with(&mut self, node: &str, short: &str, network: &str, extra: &[&str]) -> String {
         let n = self.node_mut(node);
         let ns = n.w.sandbox(short);
-        n.w.ok(&["attach", network, &ns]);
+        let mut args = vec!["attach", network, ns.as_str()];
+        args.extend_from_slice(extra);
+        n.w.ok(&args);
         ns
     }
 
