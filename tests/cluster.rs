@@ -153,7 +153,12 @@ fn names_and_policy_labels_across_nodes() {
     use common::dns_client::*;
     use hickory_proto::rr::RecordType;
     let (mut c, s) = four_nodes("15");
-    let web = c.sandbox_with("c", "web", "pods", &["--label", "app=web", "--alias", "www"]);
+    let web = c.sandbox_with(
+        "c",
+        "web",
+        "pods",
+        &["--label", "app=web", "--alias", "www"],
+    );
     let cli = c.sandbox_with("d", "cli", "pods", &["--label", "role=client"]);
     let web4 = c.node("c").w.ip_of("pods", &web, 4);
     let cli4 = c.node("d").w.ip_of("pods", &cli, 4);
@@ -163,7 +168,10 @@ fn names_and_policy_labels_across_nodes() {
     eventually("c's sandbox known on a", || {
         ask(&s[0], gw, &name, RecordType::A).is_ok_and(|m| addrs(&m) == vec![web4.clone()])
     });
-    assert_eq!(addrs(&ask(&s[0], gw, "www.", RecordType::A).unwrap()), vec![web4.clone()]);
+    assert_eq!(
+        addrs(&ask(&s[0], gw, "www.", RecordType::A).unwrap()),
+        vec![web4.clone()]
+    );
     // Policy on a by label: only d's client (role=client) may reach a's server.
     let srv = c.sandbox_with("a", "srv", "pods", &["--label", "app=srv"]);
     let _t = tcp_server(&srv, "0.0.0.0:8080", "srv");
@@ -171,21 +179,83 @@ fn names_and_policy_labels_across_nodes() {
     let a = &c.node("a").w;
     a.ok(&["policy", "default", "pods", "deny"]);
     a.ok(&[
-        "policy", "allow", "pods", "--from", "role=client", "--to", "app=srv", "--port", "8080",
+        "policy",
+        "allow",
+        "pods",
+        "--from",
+        "role=client",
+        "--to",
+        "app=srv",
+        "--port",
+        "8080",
     ]);
     let target = format!("{srv4}:8080");
-    assert!(tcp_get(&cli, &target).is_ok(), "d's client {cli4} allowed by label");
+    assert!(
+        tcp_get(&cli, &target).is_ok(),
+        "d's client {cli4} allowed by label"
+    );
     assert!(tcp_get(&s[2], &target).is_err(), "c's other sandbox denied");
     // A client attached later on b is allowed as soon as it is known.
     let late = c.sandbox_with("b", "late", "pods", &["--label", "role=client"]);
-    eventually("b's late client allowed on a", || tcp_get(&late, &target).is_ok());
+    eventually("b's late client allowed on a", || {
+        tcp_get(&late, &target).is_ok()
+    });
     let late4 = c.node("b").w.ip_of("pods", &late, 4);
-    assert!(c.node("a").w.nft_table().contains(&format!("{late4} . {srv4}")));
+    assert!(
+        c.node("a")
+            .w
+            .nft_table()
+            .contains(&format!("{late4} . {srv4}"))
+    );
     // And detached there: its address leaves a's policy sets.
     c.node("b").w.ok(&["detach", "pods", &late]);
     eventually("its address gone from a's sets", || {
         !c.node("a").w.nft_table().contains(&format!("{late4} . "))
     });
+}
+
+#[test]
+fn a_cluster_service_reaches_backends_on_every_node() {
+    let (c, s) = four_nodes("15");
+    let names = ["b", "c", "d"];
+    let _servers: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| tcp_server(&s[i + 1], "0.0.0.0:8080", n))
+        .collect();
+    let mut args = vec!["service", "create", "web", "--vip", "10.96.7.7:80"];
+    let backends: Vec<String> = s[1..].iter().map(|ns| format!("{ns}:8080")).collect();
+    for b in &backends {
+        args.extend(["--backend", b.as_str()]);
+    }
+    // a learns of the other nodes' sandboxes within moments of their attach.
+    eventually("the service created on a", || {
+        c.node("a").w.run(&args).status.success()
+    });
+    // From a sandbox and from the node itself, on every node: all three backends answer.
+    for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+        for from in [s[i].clone(), c.node(n).w.node.clone()] {
+            let mut seen = std::collections::BTreeSet::new();
+            let t0 = Instant::now();
+            while seen.len() < 3 {
+                if let Ok(who) = tcp_get(&from, "10.96.7.7:80") {
+                    seen.insert(who);
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{n} ({from}) saw only {seen:?}"
+                );
+            }
+        }
+    }
+    // Removed on b: gone everywhere.
+    c.node("b").w.ok(&["service", "rm", "web"]);
+    for n in ["a", "c", "d"] {
+        eventually("the service gone", || {
+            !c.node(n).w.ok(&["service", "ls"]).contains("web")
+        });
+    }
+    assert!(tcp_get(&s[0], "10.96.7.7:80").is_err());
 }
 
 #[test]

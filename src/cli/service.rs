@@ -109,6 +109,13 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
             )?;
             let mut node = Node::open(state_dir, false)?;
             let (svc, existed) = node.create_service(&spec)?;
+            // On a cluster node the service is the cluster's: published, or undone.
+            if let Err(e) = node.publish_service(&svc.name) {
+                if !existed {
+                    let _ = node.remove_service(&svc.name);
+                }
+                return Err(e);
+            }
             if !json {
                 println!(
                     "{} service {} on {}",
@@ -186,6 +193,7 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
         ServiceCmd::Rm { name } => {
             let mut node = Node::open(state_dir, false)?;
             node.remove_service(&name)?;
+            node.withdraw_service(&name)?;
             if !json {
                 println!("removed service {name}");
             }
@@ -198,6 +206,12 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
             let spec = BackendSpec::parse(&raw)?;
             let mut node = Node::open(state_dir, false)?;
             let svc = node.change_backend(&name, &spec, add)?;
+            if node.store.cluster_services()?.contains(&name)
+                && let Err(e) = node.publish_service(&name)
+            {
+                let _ = node.change_backend(&name, &spec, !add);
+                return Err(e);
+            }
             if !json {
                 println!(
                     "{} backend {spec} {} service {name}",

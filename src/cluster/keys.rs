@@ -3,6 +3,7 @@
 //! - `/knit/nodes/NAME`: `NodeRecord`, under the node's lease;
 //! - `/knit/networks/NAME`: `ClusterNetwork`;
 //! - `/knit/vnis/VNI`: the network holding a VNI (taken in the same transaction);
+//! - `/knit/services/NAME`: `ServiceRecord`, a service every node programs;
 //! - `/knit/blocks/NETWORK/ADDR_LEN`: `BlockRecord`, under the holder's lease;
 //! - `/knit/endpoints/NETWORK/NODE/SANDBOX`: `EndpointRecord`, under the node's lease
 //!   (`/` in a sandbox key written as `%2F`, `%` as `%25`).
@@ -21,6 +22,10 @@ pub fn network(name: &str) -> String {
 
 pub fn vni(vni: u32) -> String {
     format!("{PREFIX}vnis/{vni}")
+}
+
+pub fn service(name: &str) -> String {
+    format!("{PREFIX}services/{name}")
 }
 
 pub fn blocks(network: &str) -> String {
@@ -47,7 +52,11 @@ pub enum Key {
     Node(String),
     Network(String),
     Vni(u32),
-    Block { network: String, block: IpNet },
+    Service(String),
+    Block {
+        network: String,
+        block: IpNet,
+    },
     Endpoint {
         network: String,
         node: String,
@@ -62,6 +71,7 @@ pub fn parse(key: &str) -> Option<Key> {
         "nodes" => Some(Key::Node(rest.to_string())),
         "networks" => Some(Key::Network(rest.to_string())),
         "vnis" => rest.parse().ok().map(Key::Vni),
+        "services" => Some(Key::Service(rest.to_string())),
         "blocks" => {
             let (network, b) = rest.split_once('/')?;
             let (addr, len) = b.rsplit_once('_')?;

@@ -3,7 +3,9 @@
 //! guessed.
 
 use super::keys::{Key, parse};
-use crate::model::cluster::{BlockRecord, ClusterNetwork, EndpointRecord, NodeRecord};
+use crate::model::cluster::{
+    BlockRecord, ClusterNetwork, EndpointRecord, NodeRecord, ServiceRecord,
+};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 
@@ -13,6 +15,7 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, (NodeRecord, i64)>,
     pub networks: BTreeMap<String, ClusterNetwork>,
     pub blocks: BTreeMap<(String, IpNet), BlockRecord>,
+    pub services: BTreeMap<String, ServiceRecord>,
     /// (network, node, sandbox) → endpoint.
     pub endpoints: BTreeMap<(String, String, String), EndpointRecord>,
 }
@@ -88,6 +91,18 @@ impl ClusterState {
                 None,
             ) => {
                 self.endpoints.remove(&(network, node, sandbox));
+            }
+            (Key::Service(n), Some(v)) => match serde_json::from_slice(v) {
+                Ok(r) => {
+                    self.services.insert(n, r);
+                }
+                Err(e) => {
+                    self.services.remove(&n);
+                    return bad(e);
+                }
+            },
+            (Key::Service(n), None) => {
+                self.services.remove(&n);
             }
             (Key::Vni(_), _) => {}
         }

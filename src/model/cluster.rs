@@ -222,6 +222,40 @@ pub struct EndpointRecord {
     pub aliases: Vec<String>,
 }
 
+/// A cluster service (`/knit/services/NAME`): every node programs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    /// `IP:PORT/PROTO`.
+    pub vip: String,
+    /// `SANDBOX:PORT` or `IP:PORT`.
+    pub backends: Vec<String>,
+    pub affinity: Option<u32>,
+    pub node_port: Option<u16>,
+}
+
+impl ServiceRecord {
+    pub fn of(spec: &crate::model::service::ServiceSpec) -> ServiceRecord {
+        ServiceRecord {
+            name: spec.name.clone(),
+            vip: spec.vip.to_string(),
+            backends: spec.backends.iter().map(|b| b.to_string()).collect(),
+            affinity: spec.affinity,
+            node_port: spec.node_port,
+        }
+    }
+
+    pub fn spec(&self) -> Result<crate::model::service::ServiceSpec> {
+        crate::model::service::ServiceSpec::new(
+            &self.name,
+            &self.vip,
+            &self.backends,
+            self.affinity.map(|s| format!("client-ip={s}")).as_deref(),
+            self.node_port.map(u32::from),
+        )
+    }
+}
+
 /// The block's VTEP address: its first address (the network address, as flannel uses), on
 /// the VXLAN device.
 pub fn vtep_addr(block: &IpNet) -> IpAddr {

@@ -419,6 +419,9 @@ impl Node {
             }
         }
         self.mirror_endpoints(m, state)?;
+        if let Err(e) = self.mirror_services(state) {
+            eprintln!("knit: cluster services: {e}");
+        }
         let devices = self.vxlan_devices()?;
         let mut nl = Netlink::open()?;
         let underlay = nl.link_index(&m.underlay_if)?.ok_or_else(|| {
@@ -453,7 +456,9 @@ impl Node {
             list.iter().map(|e| e.sandbox.clone()).collect()
         };
         let mut names = touched(&want);
-        names.extend(touched(&have.iter().map(|r| r.rec.clone()).collect::<Vec<_>>()));
+        names.extend(touched(
+            &have.iter().map(|r| r.rec.clone()).collect::<Vec<_>>(),
+        ));
         let mut services = BTreeMap::new();
         for n in &names {
             for svc in self.store.services_of_sandbox(n)? {
@@ -522,15 +527,20 @@ impl Node {
         let mut changes = 0;
         for k in have {
             if !want.contains_key(&k) {
-                etcd.delete(&keys::endpoint(&k.0, &k.1, &k.2), false).await?;
+                etcd.delete(&keys::endpoint(&k.0, &k.1, &k.2), false)
+                    .await?;
                 state.endpoints.remove(&k);
                 changes += 1;
             }
         }
         for (k, rec) in want {
             if state.endpoints.get(&k) != Some(&rec) {
-                etcd.put(&keys::endpoint(&k.0, &k.1, &k.2), json(&rec), Some(m.lease_id))
-                    .await?;
+                etcd.put(
+                    &keys::endpoint(&k.0, &k.1, &k.2),
+                    json(&rec),
+                    Some(m.lease_id),
+                )
+                .await?;
                 state.endpoints.insert(k, rec);
                 changes += 1;
             }

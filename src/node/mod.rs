@@ -6,6 +6,7 @@ pub mod agent;
 pub mod attach;
 pub mod cluster;
 pub mod cluster_report;
+mod cluster_services;
 pub mod inspect;
 pub mod network;
 pub mod policy;

@@ -140,4 +140,28 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Services this node mirrors from the cluster (or published to it).
+    pub fn cluster_services(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM cluster_services ORDER BY name")?;
+        let v = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(v)
+    }
+
+    pub fn set_cluster_service(&mut self, name: &str, on: bool) -> Result<()> {
+        if on {
+            self.conn.execute(
+                "INSERT OR IGNORE INTO cluster_services (name) VALUES (?1)",
+                [name],
+            )?;
+        } else {
+            self.conn
+                .execute("DELETE FROM cluster_services WHERE name = ?1", [name])?;
+        }
+        Ok(())
+    }
 }

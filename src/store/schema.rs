@@ -212,6 +212,7 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
                  peers TEXT NOT NULL DEFAULT '[]'
              );
              ALTER TABLE networks ADD COLUMN cluster TEXT;
+             CREATE TABLE IF NOT EXISTS cluster_services (name TEXT PRIMARY KEY);
              CREATE TABLE IF NOT EXISTS remote_endpoints (
                  id INTEGER PRIMARY KEY,
                  network TEXT NOT NULL,

@@ -28,7 +28,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn same_as(&self, spec: &ServiceSpec) -> bool {
+    pub fn same_as(&self, spec: &ServiceSpec) -> bool {
         let mut mine: Vec<&BackendSpec> = self.backends.iter().map(|b| &b.spec).collect();
         let mut theirs: Vec<&BackendSpec> = spec.backends.iter().collect();
         mine.sort();
@@ -60,7 +60,8 @@ fn check_backend(conn: &Connection, b: &BackendSpec) -> Result<()> {
         let known: Option<i64> = conn
             .query_row(
                 "SELECT 1 FROM attachments WHERE sandbox = ?1
-                 UNION SELECT 1 FROM sandboxes WHERE name = ?1 LIMIT 1",
+                 UNION SELECT 1 FROM sandboxes WHERE name = ?1
+                 UNION SELECT 1 FROM remote_endpoints WHERE sandbox = ?1 LIMIT 1",
                 [name],
                 |r| r.get(0),
             )
@@ -69,7 +70,9 @@ fn check_backend(conn: &Connection, b: &BackendSpec) -> Result<()> {
             return Err(Error::invalid(
                 "backend",
                 b,
-                format!("no sandbox named {name:?} is known to knit"),
+                format!(
+                    "no sandbox named {name:?} is known to knit (here or, on a cluster node, on another node)"
+                ),
             ));
         }
     }

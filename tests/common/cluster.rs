@@ -243,7 +243,13 @@ impl Cluster {
     }
 
     /// The same with more `attach` arguments (labels, aliases).
-    pub fn sandbox_with(&mut self, node: &str, short: &str, network: &str, extra: &[&str]) -> String {
+    pub fn sandbox_with(
+        &mut self,
+        node: &str,
+        short: &str,
+        network: &str,
+        extra: &[&str],
+    ) -> String {
         let n = self.node_mut(node);
         let ns = n.w.sandbox(short);
         let mut args = vec!["attach", network, ns.as_str()];
