@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod attach;
 pub mod cluster;
+mod cluster_endpoints;
 pub mod cluster_report;
 mod cluster_services;
 pub mod inspect;
