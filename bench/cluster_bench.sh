@@ -11,12 +11,13 @@
 #
 # Convergence: a new node joins (t0 = just before `knit node join`), starts its daemon
 # and attaches a sandbox; t1 = when every other node's sandbox has answered a ping from
-# it... precisely: when a ping from every other node's sandbox to the new sandbox has
-# succeeded (each pings in a tight loop, 50 ms timeout per try). The node then leaves and
-# its namespace goes, so every trial joins the N+1st node. Reported p50 and max (p99 of 7).
+# it: a ping from every other node's sandbox to the new sandbox has succeeded (each node
+# probes every 20 ms until the first reply). The node then leaves and
+# its namespace goes, so every trial joins the N+1st node (under a fresh name). Reported p50 and max (p99 of 7).
 #
 # Throughput (iperf3, TCP, 10 s, same run, largest size only): sandbox to sandbox on one
-# node (veth and bridge: the baseline), across nodes routed, across nodes over VXLAN.
+# node (veth and bridge: the baseline), across nodes routed, across nodes over VXLAN (on
+# one segment, and through the fabric's router).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 K=${KNIT:-$PWD/target/release/knit}
@@ -35,7 +36,7 @@ cleanup() {
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns"; done
   rm -rf /tmp/$P-* 2>/dev/null || true
 }
-trap cleanup EXIT
+[ -n "${KEEP:-}" ] || trap cleanup EXIT
 
 knit() { local n=$1; shift; nsenter --net=/run/netns/$P-n$n "$K" --state-dir /tmp/$P-n$n "$@"; }
 
@@ -49,7 +50,10 @@ add_node() { # add_node I: namespace, underlay on its segment, join, daemon, san
   ip -n $P-n$i addr add $ip/24 dev ul0
   ip -n $P-n$i link set ul0 up
   ip -n $P-n$i route add default via 192.168.$((90 + seg)).1
-  knit "$i" node join --etcd $ETCD_URL --name n$i --underlay ul0 >/dev/null
+  # n3 takes VXLAN even to its segment's nodes (the same-segment VXLAN measurement).
+  local backend=auto
+  [ "$i" = 3 ] && backend=vxlan
+  knit "$i" node join --etcd $ETCD_URL --name n$i --underlay ul0 --backend $backend >/dev/null
   nsenter --net=/run/netns/$P-n$i "$K" --state-dir /tmp/$P-n$i daemon --resolv-conf /dev/null \
     > /tmp/$P-n$i.log 2>&1 &
   ip netns add $P-s$i
@@ -72,7 +76,9 @@ world() { # world N
   ip -n $FAB link set lo up
   ip netns exec $FAB sysctl -qw net.ipv4.ip_forward=1
   for seg in 0 1; do
-    ip -n $FAB link add seg$seg type bridge
+    # A fixed MAC: a bridge without one takes its lowest port's, which changes as nodes
+    # join, and the nodes' ARP entries for the router then point at a stale MAC.
+    ip -n $FAB link add seg$seg address 02:00:5e:00:90:0$seg type bridge
     ip -n $FAB link set seg$seg up
     ip -n $FAB addr add 192.168.$((90 + seg)).1/24 dev seg$seg
   done
@@ -113,18 +119,32 @@ for N in "${SIZES[@]}"; do
   sleep 2
   samples=()
   for t in $(seq 1 "$TRIALS"); do
-    new=$((N + 1))
+    new=$((N + t))
     t0=$(date +%s%N)
+    if [ -n "${DEBUG:-}" ]; then
+      for w in 1 3; do
+        ( for _ in $(seq 300); do
+            if ip -n $P-n$w route show 10.250.5.0/24 | grep -q via; then
+              echo "  n$w route after $(( ($(date +%s%N) - t0) / 1000000 )) ms; fdb: $(bridge -n $P-n$w fdb show dev knvx1 | grep -c dst), neigh: $(ip -n $P-n$w neigh show dev knvx1 | grep '10.250.5.0 ')"; break
+            fi; sleep 0.02; done ) &
+      done
+    fi
     add_node "$new"
     ip=$(sandbox_ip "$new")
     pids=()
     for i in $(seq 1 "$N"); do
-      ip netns exec $P-s$i bash -c "until ping -c1 -W0.05 $ip >/dev/null 2>&1; do :; done" &
+      # One ping process per node, a probe every 20 ms until the first reply.
+      ip netns exec $P-s$i bash -c "ping -q -c1 -w60 -i0.02 $ip >/dev/null 2>&1; echo \$(date +%s%N) > /tmp/$P-reach-$i" &
       pids+=($!)
     done
     wait "${pids[@]}"
     t1=$(date +%s%N)
-    samples+=($(( (t1 - t0) / 1000000 )))
+    ms=$(( (t1 - t0) / 1000000 ))
+    samples+=($ms)
+    if [ "$ms" -gt 1000 ] && [ -n "${DEBUG:-}" ]; then
+      for i in $(seq 1 "$N"); do echo "  n$i reached after $(( ($(cat /tmp/$P-reach-$i) - t0) / 1000000 )) ms"; done
+      ip -n $P-n$new route; cat /tmp/$P-n$new.log
+    fi
     remove_node "$new"
     sleep 0.5
   done
@@ -133,26 +153,29 @@ for N in "${SIZES[@]}"; do
   printf "%6s %10s %10s %10s   (samples: %s)\n" "$N" "$p50" "$mx" "mixed" "${samples[*]}"
 done
 
-# Throughput at the largest size: n2 and n4 share segment 0 (routed), n1 is on segment 1
-# (VXLAN to n2); baseline: two sandboxes on n2.
+# Throughput at the largest size, to a sandbox on n1 (segment 1): from a second sandbox
+# on n1 (veth + bridge: the baseline), from n5 (same segment: routed), from n3 (same
+# segment, backend vxlan: VXLAN), and from n2 (other segment: VXLAN through the router).
 N=${SIZES[-1]}
-ip netns add $P-s2b
-knit 2 attach pods /run/netns/$P-s2b >/dev/null
-srv() { ip netns exec $P-$1 iperf3 -s -D --pidfile /tmp/$P-iperf-$1.pid >/dev/null; }
+ip netns add $P-s1b
+knit 1 attach pods /run/netns/$P-s1b >/dev/null
 run() { # run FROM_NS TO_IP -> Gbit/s
   ip netns exec $P-$1 iperf3 -c "$2" -t 10 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
-srv s2
+ip netns exec $P-s1 iperf3 -s -D --pidfile /tmp/$P-iperf.pid >/dev/null
 sleep 0.5
-ip2=$(sandbox_ip 2)
-base=$(run s2b "$ip2")
-routed=$(run s4 "$ip2")
-vx=$(run s1 "$ip2")
+ip1=$(sandbox_ip 1)
+base=$(run s1b "$ip1")
+routed=$(run s5 "$ip1")
+vx=$(run s3 "$ip1")
+vxr=$(run s2 "$ip1")
+ratio() { python3 -c "print('%.2fx' % ($1/$base))"; }
 echo
-echo "iperf3 TCP 10 s to a sandbox on n2 ($N nodes): Gbit/s and ratio to the same-node baseline"
-printf "  same node (veth+bridge) %8s\n" "$base"
-printf "  routed (n4 -> n2)       %8s  %s\n" "$routed" "$(python3 -c "print('%.2fx' % ($routed/$base))")"
-printf "  vxlan  (n1 -> n2)       %8s  %s\n" "$vx" "$(python3 -c "print('%.2fx' % ($vx/$base))")"
+echo "iperf3 TCP 10 s to a sandbox on n1 ($N nodes): Gbit/s, ratio to the same-node baseline"
+printf "  same node (veth+bridge)          %8s\n" "$base"
+printf "  routed, same segment (n5)        %8s  %s\n" "$routed" "$(ratio "$routed")"
+printf "  vxlan, same segment (n3)         %8s  %s\n" "$vx" "$(ratio "$vx")"
+printf "  vxlan, through the router (n2)   %8s  %s\n" "$vxr" "$(ratio "$vxr")"
 for i in 1 2; do
   pid=$(pgrep -f -- "--state-dir /tmp/$P-n$i daemon" | head -1)
   [ -n "$pid" ] && echo "  daemon n$i: $(ps -o rss=,time= -p "$pid" | awk '{printf "%d MiB RSS, CPU %s", $1/1024, $2}')"

@@ -27,7 +27,9 @@ impl Etcd {
         let opts = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
+            // HTTP/2 pings notice a dead connection; generous enough that a busy node
+            // does not drop a live one.
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
         let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(opts)))
             .await
             .map_err(|_| err(&eps, "connect", "timed out"))?

@@ -4,7 +4,9 @@
 
 mod overlay;
 mod route;
-pub use overlay::{ClusterRoute, Fdb, KNIT_PROTO, VxlanRequest, disable_tx_checksum};
+pub use overlay::{
+    ClusterRoute, Fdb, KNIT_PROTO, VxlanRequest, checksum_offload_broken, disable_tx_checksum,
+};
 pub use route::Route;
 
 use crate::error::{Error, IoContext, Result};

@@ -286,8 +286,36 @@ fn ignore_missing(
     }
 }
 
-/// Turns off TX checksum offload of a device (the VXLAN checksum trap: with it on, TCP
-/// over the tunnel can stall for about a minute, flannel#1282). ETHTOOL_STXCSUM through
+/// Whether this kernel has the VXLAN checksum trap: before 5.7, TX checksum offload on a
+/// VXLAN device corrupts the checksums of packets that were NATed on their way into the
+/// tunnel (a service's SNATed hairpin to a backend on another node), and TCP stalls for
+/// about a minute (flannel#1282, kubernetes#88986; Calico's `ChecksumOffloadBroken`
+/// detection uses the same bound). Later kernels get it right, and turning offload off
+/// there costs most of the tunnel's throughput (segmentation in software).
+pub fn checksum_offload_broken() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    broken_release(&release)
+}
+
+fn broken_release(release: &str) -> bool {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) < (5, 7)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernels_with_the_checksum_trap() {
+        assert!(super::broken_release("4.19.0-21-amd64"));
+        assert!(super::broken_release("5.6.19"));
+        assert!(!super::broken_release("5.7.0"));
+        assert!(!super::broken_release("6.18.2-knit\n"));
+    }
+}
+
+/// Turns off TX checksum offload of a device (the trap above). ETHTOOL_STXCSUM through
 /// SIOCETHTOOL on a socket of the calling thread's namespace.
 pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
     #[repr(C)]

@@ -131,6 +131,7 @@ async fn round(dir: &Path) -> Result<()> {
                 if membership(dir)?.is_none_or(|now| now.name != m.name) {
                     return Ok(());
                 }
+                crate::trace::phase("cluster: watch event");
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let Ok(key) = kv.key_str() else { continue };
@@ -155,6 +156,7 @@ async fn sync(dir: &Path, etcd: &mut Etcd, m: &Membership, state: &mut ClusterSt
     node.lease_blocks(etcd, m, state).await?;
     let c = node.apply_cluster(m, state)?;
     node.publish_endpoints(etcd, m, state).await?;
+    crate::trace::phase("cluster: synced");
     STATUS.syncs.fetch_add(1, Relaxed);
     STATUS.added.fetch_add(c.added as u64, Relaxed);
     STATUS.removed.fetch_add(c.removed as u64, Relaxed);

@@ -416,7 +416,9 @@ impl Node {
                 self.remove_network(&n.name)?;
             }
         }
+        crate::trace::phase("cluster: local networks");
         self.mirror_endpoints(m, state)?;
+        crate::trace::phase("cluster: endpoints mirrored");
         if let Err(e) = self.mirror_services(state) {
             eprintln!("knit: cluster services: {e}");
         }
@@ -428,6 +430,7 @@ impl Node {
         let want = peers::desired(state, &node_record(m), underlay, &devices);
         let now = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
         let changes = program::apply(&mut nl, &now, &want)?;
+        crate::trace::phase("cluster: peers programmed");
         let ports: Vec<u16> = if devices.is_empty() {
             vec![]
         } else {

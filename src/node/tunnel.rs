@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::cluster::vtep_addr;
-use crate::netlink::{Netlink, VxlanRequest, disable_tx_checksum};
+use crate::netlink::{Netlink, VxlanRequest, checksum_offload_broken, disable_tx_checksum};
 use crate::node::Node;
 use crate::node::cluster::vxlan_mtu;
 use crate::store::Network;
@@ -12,7 +12,8 @@ use ipnet::IpNet;
 
 impl Node {
     /// Creates the device if missing (or checks the one there is knit's), turns off its
-    /// TX checksum offload, gives it each block's VTEP address and brings it up.
+    /// TX checksum offload where the kernel has the VXLAN checksum trap, gives it each
+    /// block's VTEP address and brings it up.
     pub(crate) fn ensure_tunnel(&mut self, net: &Network) -> Result<()> {
         let Some(c) = &net.cluster else {
             return Ok(());
@@ -59,7 +60,9 @@ impl Node {
                     .ok_or_else(|| Error::not_found("link", &c.vxlan))?
             }
         };
-        disable_tx_checksum(&c.vxlan)?;
+        if checksum_offload_broken() {
+            disable_tx_checksum(&c.vxlan)?;
+        }
         for s in &net.subnets {
             let host = if s.subnet.addr().is_ipv4() { 32 } else { 128 };
             let vtep = IpNet::new(vtep_addr(&s.subnet), host)

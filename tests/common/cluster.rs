@@ -49,7 +49,12 @@ impl Cluster {
         let mut first = Some(first);
         for (k, names) in segments.iter().enumerate() {
             let br = format!("seg{k}");
-            sh_ok(&["ip", "-n", &fab, "link", "add", &br, "type", "bridge"]);
+            // A fixed MAC: a bridge without one takes its lowest port's, which changes as
+            // nodes are added, leaving the nodes' ARP entries for the router stale.
+            let mac = format!("02:00:5e:00:80:{k:02x}");
+            sh_ok(&[
+                "ip", "-n", &fab, "link", "add", &br, "address", &mac, "type", "bridge",
+            ]);
             sh_ok(&["ip", "-n", &fab, "link", "set", &br, "up"]);
             sh_ok(&[
                 "ip",
