@@ -304,17 +304,6 @@ fn broken_release(release: &str) -> bool {
     (major, minor) < (5, 7)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn kernels_with_the_checksum_trap() {
-        assert!(super::broken_release("4.19.0-21-amd64"));
-        assert!(super::broken_release("5.6.19"));
-        assert!(!super::broken_release("5.7.0"));
-        assert!(!super::broken_release("6.18.2-knit\n"));
-    }
-}
-
 /// Turns off TX checksum offload of a device (the trap above). ETHTOOL_STXCSUM through
 /// SIOCETHTOOL on a socket of the calling thread's namespace.
 pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
@@ -357,4 +346,15 @@ pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
         return Err(err).op(|| format!("turn off tx checksum offload on {ifname}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernels_with_the_checksum_trap() {
+        assert!(super::broken_release("4.19.0-21-amd64"));
+        assert!(super::broken_release("5.6.19"));
+        assert!(!super::broken_release("5.7.0"));
+        assert!(!super::broken_release("6.18.2-knit\n"));
+    }
 }
