@@ -7,6 +7,7 @@
 
 use crate::cluster::etcd::Etcd;
 use crate::cluster::keys::{self, PREFIX};
+use crate::cluster::peers::Desired;
 use crate::cluster::state::ClusterState;
 use crate::cluster::status::STATUS;
 use crate::error::{Error, Result};
@@ -17,6 +18,18 @@ use etcd_client::{EventType, WatchOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+
+/// One line of the agent's log, with the wall-clock time (peers' logs line up).
+fn log(msg: std::fmt::Arguments) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "knit daemon: cluster [{}.{:03}]: {msg}",
+        now.as_secs(),
+        now.subsec_millis()
+    );
+}
 
 /// Starts the agent on its own thread (the DNS server keeps its own loop).
 pub fn spawn(state_dir: PathBuf) {
@@ -29,7 +42,7 @@ pub fn spawn(state_dir: PathBuf) {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("knit daemon: cluster agent: cannot start a runtime: {e}");
+                    log(format_args!("cannot start a runtime: {e}"));
                     return;
                 }
             };
@@ -45,7 +58,9 @@ async fn run(dir: &Path) {
             Err(e) => {
                 STATUS.etcd_up.store(0, Relaxed);
                 STATUS.etcd_errors.fetch_add(1, Relaxed);
-                eprintln!("knit daemon: cluster: {e}; kernel state kept, retrying in {backoff:?}");
+                log(format_args!(
+                    "{e}; kernel state kept, retrying in {backoff:?}"
+                ));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(4));
             }
@@ -69,10 +84,7 @@ async fn round(dir: &Path) -> Result<()> {
     if etcd.ttl_left(m.lease_id).await?.is_none() {
         let lease = etcd.grant(m.lease_ttl).await?;
         Node::open(dir, false)?.store.set_lease(lease)?;
-        eprintln!(
-            "knit daemon: cluster: lease {} expired, now {lease}",
-            m.lease_id
-        );
+        log(format_args!("lease {} expired, now {lease}", m.lease_id));
         m.lease_id = lease;
     }
     etcd.put(
@@ -84,14 +96,19 @@ async fn round(dir: &Path) -> Result<()> {
     let (mut state, rev, problems) = etcd.list().await?;
     STATUS.relists.fetch_add(1, Relaxed);
     for p in problems {
-        eprintln!("knit daemon: cluster: {p}");
+        log(format_args!("{p}"));
     }
-    sync(dir, &mut etcd, &m, &mut state).await?;
-    eprintln!(
-        "knit daemon: cluster: {} in sync at revision {rev} ({} nodes)",
+    // Each round starts from the kernel as it is; later syncs diff against memory.
+    let mut mem = Memory {
+        store: None,
+        last: None,
+    };
+    sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
+    log(format_args!(
+        "{} in sync at revision {rev} ({} nodes)",
         m.name,
         state.nodes.len()
-    );
+    ));
     let opts = WatchOptions::new()
         .with_prefix()
         .with_start_revision(rev + 1);
@@ -128,7 +145,12 @@ async fn round(dir: &Path) -> Result<()> {
                         resp.compact_revision()
                     )));
                 }
-                if membership(dir)?.is_none_or(|now| now.name != m.name) {
+                // Left the cluster meanwhile (`knit node leave`): start over.
+                let now = match &mem.store {
+                    Some(s) => s.membership()?,
+                    None => membership(dir)?,
+                };
+                if now.is_none_or(|now| now.name != m.name) {
                     return Ok(());
                 }
                 crate::trace::phase("cluster: watch event");
@@ -137,10 +159,10 @@ async fn round(dir: &Path) -> Result<()> {
                     let Ok(key) = kv.key_str() else { continue };
                     let value = (ev.event_type() == EventType::Put).then(|| kv.value());
                     if let Some(p) = state.apply(key, value, kv.lease()) {
-                        eprintln!("knit daemon: cluster: {p}");
+                        log(format_args!("{p}"));
                     }
                 }
-                sync(dir, &mut etcd, &m, &mut state).await?;
+                sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
             }
             _ = renew.tick() => {
                 if etcd.keep_alive(m.lease_id).await?.is_none() {
@@ -151,11 +173,31 @@ async fn round(dir: &Path) -> Result<()> {
     }
 }
 
-async fn sync(dir: &Path, etcd: &mut Etcd, m: &Membership, state: &mut ClusterState) -> Result<()> {
-    let mut node = Node::open(dir, false)?;
+/// What a round keeps between syncs: the store (opened once) and what the previous sync
+/// programmed (None: read the kernel).
+struct Memory {
+    store: Option<crate::store::Store>,
+    last: Option<Desired>,
+}
+
+/// One sync.
+async fn sync(
+    dir: &Path,
+    etcd: &mut Etcd,
+    m: &Membership,
+    state: &mut ClusterState,
+    mem: &mut Memory,
+) -> Result<()> {
+    let store = match mem.store.take() {
+        Some(s) => s,
+        None => crate::store::Store::open(dir)?,
+    };
+    let mut node = Node::with_store(dir, store)?;
     node.lease_blocks(etcd, m, state).await?;
-    let c = node.apply_cluster(m, state)?;
+    let (c, now) = node.apply_cluster(m, state, mem.last.as_ref())?;
+    mem.last = Some(now);
     node.publish_endpoints(etcd, m, state).await?;
+    mem.store = Some(node.into_store());
     crate::trace::phase("cluster: synced");
     STATUS.syncs.fetch_add(1, Relaxed);
     STATUS.added.fetch_add(c.added as u64, Relaxed);
@@ -164,10 +206,10 @@ async fn sync(dir: &Path, etcd: &mut Etcd, m: &Membership, state: &mut ClusterSt
         .peers
         .store(state.nodes.len().saturating_sub(1) as u64, Relaxed);
     if c.added + c.removed > 0 {
-        eprintln!(
-            "knit daemon: cluster: {} entries added, {} removed",
+        log(format_args!(
+            "{} entries added, {} removed",
             c.added, c.removed
-        );
+        ));
     }
     Ok(())
 }

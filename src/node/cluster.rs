@@ -312,7 +312,7 @@ impl Node {
             self.publish_endpoints(&mut etcd, &m, &mut state).await?;
             Ok(state)
         })?;
-        self.apply_cluster(&m, &state)
+        self.apply_cluster(&m, &state, None).map(|(c, _)| c)
     }
 
     /// Leases this node's missing blocks (one per subnet of every cluster network): the
@@ -393,11 +393,15 @@ impl Node {
     }
 
     /// Makes the kernel and the local store match `state` (blocks already leased).
+    /// `last`: what the previous sync of this process programmed (the kernel is then
+    /// not dumped again: a sync costs the same with 10 or 1,000 peers); None reads the
+    /// kernel (a start, a reconnect, a CLI command). Returns the programming now held.
     pub fn apply_cluster(
         &mut self,
         m: &Membership,
         state: &ClusterState,
-    ) -> Result<program::Changes> {
+        last: Option<&peers::Desired>,
+    ) -> Result<(program::Changes, peers::Desired)> {
         for net in state.networks.values() {
             let mine: Vec<&BlockRecord> = state.blocks_of(&net.name, &m.name);
             if mine.is_empty() {
@@ -428,16 +432,25 @@ impl Node {
             Error::Conflict(format!("the underlay link {} is gone", m.underlay_if))
         })?;
         let want = peers::desired(state, &node_record(m), underlay, &devices);
-        let now = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
-        let changes = program::apply(&mut nl, &now, &want)?;
-        crate::trace::phase("cluster: peers programmed");
-        let ports: Vec<u16> = if devices.is_empty() {
-            vec![]
-        } else {
-            vec![m.vxlan_port]
+        let dumped;
+        let now = match last {
+            Some(l) => l,
+            None => {
+                dumped = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
+                &dumped
+            }
         };
-        self.set_vxlan_peers(&want.peers.iter().copied().collect::<Vec<_>>(), &ports)?;
-        Ok(changes)
+        let changes = program::apply(&mut nl, now, &want)?;
+        crate::trace::phase("cluster: peers programmed");
+        if last.is_none_or(|l| l.peers != want.peers) {
+            let ports: Vec<u16> = if devices.is_empty() {
+                vec![]
+            } else {
+                vec![m.vxlan_port]
+            };
+            self.set_vxlan_peers(&want.peers.iter().copied().collect::<Vec<_>>(), &ports)?;
+        }
+        Ok((changes, want))
     }
 
     /// The firewall's VXLAN peers and ports, as element changes against what the store

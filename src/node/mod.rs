@@ -50,6 +50,22 @@ impl Node {
         Ok(node)
     }
 
+    /// A node over a store already open (the daemon's agent keeps one for a whole round
+    /// of syncs): only the node lock is taken again, so `reconcile` can still get it
+    /// between two syncs.
+    pub fn with_store(state_dir: &Path, store: Store) -> Result<Node> {
+        Ok(Node {
+            state_dir: state_dir.to_path_buf(),
+            store,
+            _lock: Lock::take(state_dir, false)?,
+        })
+    }
+
+    /// Gives the store back (and releases the node lock).
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
     /// The kernel lock (see `lock`): held from reading the state a firewall change is
     /// derived from until that change is applied and recorded.
     pub fn kernel_lock(&self) -> Result<crate::lock::KernelGuard> {

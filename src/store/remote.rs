@@ -99,6 +99,13 @@ impl Store {
         let want: BTreeMap<Key, &EndpointRecord> = want.iter().map(|r| (key(r), r)).collect();
         let mut removed = vec![];
         let mut added = vec![];
+        let same = have.len() == want.len()
+            && have
+                .iter()
+                .all(|(k, h)| want.get(k).is_some_and(|w| **w == h.rec));
+        if same {
+            return Ok((removed, added));
+        }
         let tx = self.write_tx()?;
         for (k, old) in &have {
             if want.get(k).is_none_or(|w| **w != old.rec) {

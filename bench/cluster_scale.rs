@@ -1,0 +1,69 @@
+//! Writes simulated cluster nodes into etcd for `bench/cluster_scale.sh`: node records and
+//! one block each of cluster network `pods` (10.0.0.0/8, /24 blocks), under one long lease,
+//! as knit's agents write them.
+//!
+//!   cluster_scale fill URL N        N nodes sim0..sim{N-1}
+//!   cluster_scale one URL K         one more (simK); prints the wall-clock ms just before
+
+use etcd_client::{Client, PutOptions, Txn, TxnOp};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn records(k: u32) -> Vec<(String, String)> {
+    let name = format!("sim{k}");
+    let underlay = format!("172.16.{}.{}/16", k / 250, k % 250 + 1);
+    let block = format!("10.{}.{}.0", 1 + k / 256, k % 256);
+    let mac = format!(
+        "02:5c:{:02x}:{:02x}:{:02x}:01",
+        (k >> 16) & 0xff,
+        (k >> 8) & 0xff,
+        k & 0xff
+    );
+    vec![
+        (
+            format!("/knit/nodes/{name}"),
+            format!(
+                r#"{{"name":"{name}","underlay":"{underlay}","backend":"vxlan","vni":1,"vxlan_port":4789,"mtu":1500}}"#
+            ),
+        ),
+        (
+            format!("/knit/blocks/pods/{block}_24"),
+            format!(
+                r#"{{"network":"pods","block":"{block}/24","node":"{name}","vtep_mac":"{mac}"}}"#
+            ),
+        ),
+    ]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (cmd, url, n) = match &args[..] {
+        [_, c, u, n] => (c.as_str(), u.clone(), n.parse::<u32>().expect("a number")),
+        _ => panic!("usage: cluster_scale fill|one URL N"),
+    };
+    let mut c = Client::connect([url], None).await.expect("connect to etcd");
+    let lease = c.lease_grant(3600, None).await.expect("lease").id();
+    let put = |kvs: Vec<(String, String)>| {
+        let ops: Vec<TxnOp> = kvs
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease))))
+            .collect();
+        Txn::new().and_then(ops)
+    };
+    match cmd {
+        "fill" => {
+            // 50 nodes (100 keys) per transaction: etcd's default limit is 128 operations.
+            let all: Vec<u32> = (0..n).collect();
+            for chunk in all.chunks(50) {
+                let kvs = chunk.iter().flat_map(|k| records(*k)).collect();
+                c.txn(put(kvs)).await.expect("txn");
+            }
+        }
+        "one" => {
+            let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            c.txn(put(records(n))).await.expect("txn");
+            println!("{}", t0.as_millis());
+        }
+        _ => panic!("usage: cluster_scale fill|one URL N"),
+    }
+}
