@@ -25,7 +25,7 @@ rc=${PIPESTATUS[0]}
 passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' /tmp/knit-test.log | awk '{s += $4} END {print s + 0}')
 failed=$(grep -oE '[0-9]+ failed;' /tmp/knit-test.log | awk '{s += $1} END {print s + 0}')
 # The host must be left as found: no namespaces, links or nft tables from tests.
-left=$(ip netns list | grep -E '^(kt[0-9]|knitdemo|cni-|kcb|kdb)' || true)
+left=$(ip netns list | grep -E '^(kt[0-9]|knitdemo|knitcl|cni-|kcb|kcs|kdb)' || true)
 if [ -n "$left" ]; then echo "leftover namespaces: $left" >&2; rc=1; fi
 if nft list tables 2>/dev/null | grep -qE '(inet|bridge) knit'; then echo "leftover nft table on the host" >&2; rc=1; fi
 if ls /etc/netns 2>/dev/null | grep -qE '^(kt[0-9]|knitdemo)'; then echo "leftover /etc/netns entries" >&2; rc=1; fi

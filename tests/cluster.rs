@@ -560,3 +560,40 @@ fn racing_nodes_get_distinct_blocks_and_bad_input_leaves_nothing() {
         .collect();
     assert_ne!(blocks[0], blocks[1]);
 }
+
+#[test]
+fn demo_cluster_proves_the_chapter_and_cleans_up() {
+    let out = std::process::Command::new(KNIT)
+        .args(["demo", "cluster"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "n1 -> n2 routed (same segment): ping",
+        "n1 -> n3 over VXLAN (behind the router): ping",
+        "reaches n1, n2 and n3",
+        "resolves on n1",
+        "n3's routes gone from n1",
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains("[ok]") && l.contains(step)),
+            "{step}: {text}"
+        );
+    }
+    assert!(!text.contains("FAILED"), "{text}");
+    let tag = text
+        .lines()
+        .flat_map(|l| l.split_whitespace())
+        .map(|w| w.trim_end_matches(','))
+        .find(|w| w.starts_with("knitcl") && w.ends_with("-fab"))
+        .map(|w| w.trim_end_matches("-fab").to_string())
+        .expect("the demo names its namespaces");
+    let left = sh_ok(&["ip", "netns", "list"]);
+    assert!(!left.contains(&tag), "left behind: {left}");
+    assert!(!std::path::Path::new(&format!("/tmp/{tag}-state")).exists());
+}

@@ -19,7 +19,7 @@ fn main() {
     // to its cleanup; the daemon must keep serving).
     if !matches!(
         cli.command,
-        knit::cli::Command::Demo | knit::cli::Command::Daemon(_)
+        knit::cli::Command::Demo { .. } | knit::cli::Command::Daemon(_)
     ) {
         // SAFETY: setting a signal disposition to its default before any threads start.
         unsafe {

@@ -27,6 +27,9 @@ macro_rules! say {
     }};
 }
 
+/// Processes a demo started, killed if it is interrupted.
+pub(super) static CHILDREN: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
 const NODE4: &str = "198.51.100.1";
 const OUTSIDE4: &str = "198.51.100.2";
 
@@ -254,7 +257,7 @@ fn build_outside(lab: &Lab) -> Result<()> {
 /// (namespaces, /etc/netns entries, the state dir), then exit as interrupted. The signals
 /// are blocked in every thread and taken by one waiting thread, so cleanup never runs
 /// inside a signal handler.
-fn clean_up_on_signals(tag: String, state: PathBuf) {
+pub(super) fn clean_up_on_signals(tag: String, state: PathBuf) {
     // SAFETY: sigset manipulation on locals; pthread_sigmask before other threads start,
     // so every thread spawned later inherits the mask.
     let set = unsafe {
@@ -271,6 +274,13 @@ fn clean_up_on_signals(tag: String, state: PathBuf) {
         // SAFETY: waits on the blocked set owned by this closure.
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             return;
+        }
+        // Processes the demo started (etcd, daemons) go first.
+        if let Ok(pids) = CHILDREN.lock() {
+            for pid in pids.iter() {
+                // SAFETY: a signal to a process this demo started.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
         }
         if let Ok(dir) = std::fs::read_dir(crate::model::NETNS_DIR) {
             for e in dir.flatten() {

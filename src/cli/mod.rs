@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 mod cluster;
 mod demo;
+mod demo_cluster;
 mod network;
 mod policy;
 pub mod report;
@@ -63,8 +64,9 @@ pub enum Command {
     /// Lend nf_tables sockets to knit commands in this namespace (knit starts it itself).
     #[command(hide = true)]
     NftKeeper,
-    /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it.
-    Demo,
+    /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it
+    /// (`knit demo cluster`: the multi-host chapter, three nodes on a throwaway etcd).
+    Demo { scene: Option<String> },
     /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses),
     /// and on a cluster node the agent (lease, watch, peers).
     Daemon(DaemonCli),
@@ -442,7 +444,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
-        Command::Demo => demo::run(),
+        Command::Demo { scene } => match scene.as_deref() {
+            None => demo::run(),
+            Some("cluster") => demo_cluster::run(),
+            Some(other) => Err(crate::error::Error::invalid(
+                "demo",
+                other,
+                "the demos are `knit demo` and `knit demo cluster`",
+            )),
+        },
         Command::Daemon(d) => {
             crate::node::agent::spawn(cli.state_dir.clone());
             crate::dns::run(crate::dns::Config {
