@@ -13,9 +13,17 @@ pub enum NodeCmd {
     /// (renewed by `knit daemon`), lease its blocks of the cluster networks, program its
     /// peers.
     Join {
-        /// http://HOST:PORT[,http://HOST:PORT...]
+        /// http(s)://HOST:PORT[,...]
         #[arg(long)]
         etcd: String,
+        /// TLS: the CA that signed etcd's certificate.
+        #[arg(long)]
+        etcd_ca: Option<String>,
+        /// TLS: this node's client certificate (with --etcd-key).
+        #[arg(long)]
+        etcd_cert: Option<String>,
+        #[arg(long)]
+        etcd_key: Option<String>,
         /// This node's name in the cluster (default: the host name).
         #[arg(long)]
         name: Option<String>,
@@ -50,6 +58,9 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
     match cmd {
         NodeCmd::Join {
             etcd,
+            etcd_ca,
+            etcd_cert,
+            etcd_key,
             name,
             underlay,
             backend,
@@ -58,7 +69,7 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
             lease_ttl,
         } => {
             let name = name.unwrap_or_else(host_name);
-            let spec = JoinSpec::new(
+            let mut spec = JoinSpec::new(
                 &etcd,
                 &name,
                 underlay.as_deref(),
@@ -66,6 +77,11 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 vni,
                 vxlan_port,
                 lease_ttl,
+            )?;
+            spec.tls = crate::model::cluster::TlsFiles::new(
+                etcd_ca.as_deref(),
+                etcd_cert.as_deref(),
+                etcd_key.as_deref(),
             )?;
             let mut node = Node::open(state_dir, false)?;
             let m = node.join(&spec)?;

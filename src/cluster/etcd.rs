@@ -22,14 +22,29 @@ fn err(endpoints: &str, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Etcd {
-    pub async fn connect(endpoints: &[String]) -> Result<Etcd> {
+    pub async fn connect(access: &crate::model::cluster::EtcdAccess) -> Result<Etcd> {
+        let endpoints = &access.endpoints;
         let eps = endpoints.join(",");
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             // HTTP/2 pings notice a dead connection; generous enough that a busy node
             // does not drop a live one.
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some(t) = &access.tls {
+            let read = |f: &std::path::Path, field: &'static str| {
+                std::fs::read(f).map_err(|e| Error::invalid(field, f.display(), e))
+            };
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca, "etcd-ca")?));
+            if let (Some(c), Some(k)) = (&t.cert, &t.key) {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read(c, "etcd-cert")?,
+                    read(k, "etcd-key")?,
+                ));
+            }
+            opts = opts.with_tls(tls);
+        }
         let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(opts)))
             .await
             .map_err(|_| err(&eps, "connect", "timed out"))?
@@ -170,11 +185,19 @@ impl Etcd {
     }
 }
 
-/// Runs `f` on a small runtime of its own (CLI commands are synchronous).
+/// Runs `f` on a small runtime of its own (CLI commands are synchronous). SIGPIPE is
+/// ignored meanwhile: the CLI restores its default (a closed stdout ends the process
+/// quietly), but an etcd that closes the connection (a refused client certificate) must
+/// give an error, not kill the command.
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
+    // SAFETY: swapping a signal disposition; the previous one is restored below.
+    let before = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let r = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::io("start a runtime", e))?
-        .block_on(f)
+        .map_err(|e| Error::io("start a runtime", e))
+        .and_then(|rt| rt.block_on(f));
+    // SAFETY: restores what was there.
+    unsafe { libc::signal(libc::SIGPIPE, before) };
+    r
 }

@@ -40,10 +40,68 @@ impl Backend {
     }
 }
 
+/// TLS to etcd: the CA that signed etcd's certificate, and this node's client
+/// certificate and key (etcd's `--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// From `--etcd-ca/--etcd-cert/--etcd-key`: a certificate needs its key (and the
+    /// other way round), and both need the CA; every file must be readable.
+    pub fn new(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> Result<Option<Self>> {
+        let Some(ca) = ca else {
+            if let Some(c) = cert.or(key) {
+                return Err(Error::invalid("etcd-cert", c, "TLS needs --etcd-ca too"));
+            }
+            return Ok(None);
+        };
+        if cert.is_some() != key.is_some() {
+            return Err(Error::invalid(
+                if cert.is_some() {
+                    "etcd-cert"
+                } else {
+                    "etcd-key"
+                },
+                cert.or(key).unwrap_or(""),
+                "a client certificate needs its key (--etcd-cert with --etcd-key)",
+            ));
+        }
+        for (field, f) in [
+            ("etcd-ca", Some(ca)),
+            ("etcd-cert", cert),
+            ("etcd-key", key),
+        ] {
+            if let Some(f) = f
+                && std::fs::metadata(f).is_err()
+            {
+                return Err(Error::invalid(field, f, "cannot read this file"));
+            }
+        }
+        let abs = |f: &str| std::fs::canonicalize(f).unwrap_or_else(|_| f.into());
+        Ok(Some(TlsFiles {
+            ca: abs(ca),
+            cert: cert.map(abs),
+            key: key.map(abs),
+        }))
+    }
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdAccess {
+    pub endpoints: Vec<String>,
+    pub tls: Option<TlsFiles>,
+}
+
 /// `knit node join`, validated.
 #[derive(Debug, Clone)]
 pub struct JoinSpec {
     pub etcd: Vec<String>,
+    pub tls: Option<TlsFiles>,
     pub name: String,
     /// An address or an interface name (None: the interface of the default route).
     pub underlay: Option<String>,
@@ -54,6 +112,13 @@ pub struct JoinSpec {
 }
 
 impl JoinSpec {
+    pub fn access(&self) -> EtcdAccess {
+        EtcdAccess {
+            endpoints: self.etcd.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
     pub fn new(
         etcd: &str,
         name: &str,
@@ -68,7 +133,7 @@ impl JoinSpec {
             let rest = e
                 .strip_prefix("http://")
                 .or_else(|| e.strip_prefix("https://"))
-                .ok_or_else(|| Error::invalid("etcd", e, "expected http://HOST:PORT"))?;
+                .ok_or_else(|| Error::invalid("etcd", e, "expected http(s)://HOST:PORT"))?;
             if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
                 return Err(Error::invalid("etcd", e, "expected http://HOST:PORT"));
             }
@@ -93,6 +158,7 @@ impl JoinSpec {
         }
         Ok(JoinSpec {
             etcd: eps,
+            tls: None,
             name: name.to_string(),
             underlay: underlay.map(str::to_string),
             backend: Backend::parse(backend)?,

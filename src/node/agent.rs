@@ -79,7 +79,7 @@ async fn round(dir: &Path) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
     };
-    let mut etcd = Etcd::connect(&m.etcd).await?;
+    let mut etcd = Etcd::connect(&m.access()).await?;
     STATUS.etcd_up.store(1, Relaxed);
     if etcd.ttl_left(m.lease_id).await?.is_none() {
         let lease = etcd.grant(m.lease_ttl).await?;

@@ -128,6 +128,7 @@ impl Node {
         let mut m = Membership {
             name: spec.name.clone(),
             etcd: spec.etcd.clone(),
+            etcd_tls: spec.tls.clone(),
             underlay,
             underlay_if,
             backend: spec.backend,
@@ -139,7 +140,7 @@ impl Node {
         };
         let record = node_record(&m);
         m.lease_id = block_on(async {
-            let mut etcd = Etcd::connect(&spec.etcd).await?;
+            let mut etcd = Etcd::connect(&spec.access()).await?;
             let lease = etcd.grant(spec.lease_ttl).await?;
             if !etcd
                 .create(&[(keys::node(&spec.name), json(&record))], Some(lease))
@@ -185,7 +186,7 @@ impl Node {
         }
         // An unreachable etcd must not keep a node in: its lease expires on its own.
         if let Err(e) = block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             etcd.revoke(m.lease_id).await
         }) {
             eprintln!(
@@ -241,7 +242,7 @@ impl Node {
         };
         net.validate()?;
         block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             for _ in 0..BLOCK_ATTEMPTS {
                 let (state, _, _) = etcd.list().await?;
                 if state.networks.contains_key(name) {
@@ -291,7 +292,7 @@ impl Node {
         }
         let vni = net.cluster.as_ref().map(|c| c.vni);
         block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             etcd.delete(&keys::network(&net.name), false).await?;
             if let Some(v) = vni {
                 etcd.delete(&keys::vni(v), false).await?;
@@ -306,7 +307,7 @@ impl Node {
     pub fn sync_once(&mut self) -> Result<program::Changes> {
         let m = self.joined()?;
         let state = block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             let (mut state, _, _) = etcd.list().await?;
             self.lease_blocks(&mut etcd, &m, &mut state).await?;
             self.publish_endpoints(&mut etcd, &m, &mut state).await?;

@@ -35,7 +35,7 @@ impl Node {
             )
         })?;
         let (state, leases) = block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             let (state, _, _) = etcd.list().await?;
             let mut leases = std::collections::BTreeMap::new();
             for (name, (_, lease)) in &state.nodes {

@@ -27,7 +27,7 @@ impl Node {
         };
         let rec = ServiceRecord::of(&spec);
         block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             etcd.put(
                 &keys::service(name),
                 serde_json::to_vec(&rec).unwrap_or_default(),
@@ -48,7 +48,7 @@ impl Node {
             return Ok(());
         }
         block_on(async {
-            let mut etcd = Etcd::connect(&m.etcd).await?;
+            let mut etcd = Etcd::connect(&m.access()).await?;
             etcd.delete(&keys::service(name), false).await
         })?;
         self.store.set_cluster_service(name, false)

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct Membership {
     pub name: String,
     pub etcd: Vec<String>,
+    /// TLS to etcd (None: plain http).
+    pub etcd_tls: Option<crate::model::cluster::TlsFiles>,
     /// The underlay address with its on-link prefix, and its link.
     pub underlay: IpNet,
     pub underlay_if: String,
@@ -38,12 +40,21 @@ pub struct ClusterLink {
     pub vtep_mac: Mac,
 }
 
+impl Membership {
+    pub fn access(&self) -> crate::model::cluster::EtcdAccess {
+        crate::model::cluster::EtcdAccess {
+            endpoints: self.etcd.clone(),
+            tls: self.etcd_tls.clone(),
+        }
+    }
+}
+
 impl Store {
     pub fn membership(&self) -> Result<Option<Membership>> {
         let row = self
             .conn
             .query_row(
-                "SELECT name, etcd, underlay, underlay_if, backend, vni, vxlan_port, lease_ttl, lease_id, mtu FROM cluster_join WHERE id = 1",
+                "SELECT name, etcd, underlay, underlay_if, backend, vni, vxlan_port, lease_ttl, lease_id, mtu, etcd_tls FROM cluster_join WHERE id = 1",
                 [],
                 |r| {
                     Ok((
@@ -57,11 +68,13 @@ impl Store {
                         r.get::<_, i64>(7)?,
                         r.get::<_, i64>(8)?,
                         r.get::<_, u32>(9)?,
+                        r.get::<_, Option<String>>(10)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((name, etcd, underlay, underlay_if, backend, vni, port, ttl, lease, mtu)) = row
+        let Some((name, etcd, underlay, underlay_if, backend, vni, port, ttl, lease, mtu, tls)) =
+            row
         else {
             return Ok(None);
         };
@@ -69,6 +82,7 @@ impl Store {
         Ok(Some(Membership {
             name,
             etcd: serde_json::from_str(&etcd).map_err(|_| bad("etcd", &etcd))?,
+            etcd_tls: super::json_col("cluster_join", "etcd_tls", tls)?,
             underlay: underlay.parse().map_err(|_| bad("underlay", &underlay))?,
             underlay_if,
             backend: Backend::parse(&backend).map_err(|_| bad("backend", &backend))?,
@@ -82,8 +96,8 @@ impl Store {
 
     pub fn set_membership(&mut self, m: &Membership) -> Result<()> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO cluster_join (id, name, etcd, underlay, underlay_if, backend, vni, vxlan_port, lease_ttl, lease_id, mtu)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT OR REPLACE INTO cluster_join (id, name, etcd, underlay, underlay_if, backend, vni, vxlan_port, lease_ttl, lease_id, mtu, etcd_tls)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 m.name,
                 serde_json::to_string(&m.etcd).unwrap_or_default(),
@@ -94,7 +108,10 @@ impl Store {
                 m.vxlan_port,
                 m.lease_ttl,
                 m.lease_id,
-                m.mtu
+                m.mtu,
+                m.etcd_tls
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).unwrap_or_default())
             ],
         )?;
         Ok(())

@@ -209,7 +209,8 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
                  lease_ttl INTEGER NOT NULL,
                  lease_id INTEGER NOT NULL,
                  mtu INTEGER NOT NULL,
-                 peers TEXT NOT NULL DEFAULT '[]'
+                 peers TEXT NOT NULL DEFAULT '[]',
+                 etcd_tls TEXT
              );
              ALTER TABLE networks ADD COLUMN cluster TEXT;
              CREATE TABLE IF NOT EXISTS cluster_services (name TEXT PRIMARY KEY);

@@ -119,6 +119,12 @@ impl Cluster {
 
     /// Starts etcd in the fabric namespace (its data survives a stop).
     pub fn start_etcd(&mut self) {
+        self.start_etcd_with(&[]);
+    }
+
+    /// The same with more etcd flags (TLS: the listen and advertise URLs may be given
+    /// again, as https; the later flag wins).
+    pub fn start_etcd_with(&mut self, extra: &[String]) {
         let log = std::fs::File::create(self.etcd_dir.with_extension("log")).unwrap();
         let child = command_in(&self.fab, "etcd")
             .args([
@@ -137,6 +143,7 @@ impl Cluster {
                 "--initial-cluster",
                 "default=http://127.0.0.1:2380",
             ])
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
