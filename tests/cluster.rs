@@ -63,6 +63,11 @@ fn cross_node_traffic_routed_and_over_vxlan() {
     };
     assert_eq!(path("b"), "routed", "{v}");
     assert_eq!(path("c"), "vxlan", "{v}");
+    // `inspect` of a sandbox on the cluster network shows the peers too.
+    let i = c.node("a").w.json(&["inspect", &s[0]]);
+    let peers = i["cluster_peers"].as_array().expect("cluster peers in inspect");
+    assert_eq!(peers.len(), 4, "{i}");
+    assert!(peers.iter().all(|p| p["programmed"] == true && p["lease_left"].as_i64().is_some()));
     // Every pair, both families (IPv6 blocks cross the IPv4 underlay over VXLAN).
     let nodes = ["a", "b", "c", "d"];
     for (i, from) in nodes.iter().enumerate() {

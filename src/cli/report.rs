@@ -88,4 +88,26 @@ pub fn print_inspect(v: &SandboxView) {
         .collect();
     section("sysctls", &sys);
     section("knit nft rules and elements", &v.nft_rules);
+    if let Some(peers) = &v.cluster_peers {
+        let lines: Vec<String> = peers
+            .iter()
+            .map(|p| {
+                let blocks: Vec<String> = p.blocks.iter().map(|b| b.to_string()).collect();
+                format!(
+                    "{} {} path {} blocks {} vtep {} lease {} programmed {}",
+                    p.name,
+                    p.underlay,
+                    p.path,
+                    blocks.join(","),
+                    p.vtep_macs.join(","),
+                    p.lease_left.map_or("expired".into(), |t| format!("{t} s")),
+                    if p.programmed { "yes" } else { "NO" }
+                )
+            })
+            .collect();
+        section("cluster nodes", &lines);
+    }
+    if let Some(e) = &v.cluster_error {
+        section("cluster nodes", &[format!("unavailable: {e}")]);
+    }
 }

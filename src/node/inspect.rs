@@ -41,6 +41,10 @@ pub struct SandboxView {
     pub host_links: Vec<Link>,
     pub node_sysctls: BTreeMap<String, String>,
     pub nft_rules: Vec<String>,
+    /// On a cluster network: every node of the cluster as this node sees it (None: no
+    /// cluster network, or etcd unreachable: `cluster_error` says why).
+    pub cluster_peers: Option<Vec<crate::node::cluster_report::PeerReport>>,
+    pub cluster_error: Option<String>,
 }
 
 /// Reads links, addresses, routes and neighbours of the namespace `nl` is bound to.
@@ -183,7 +187,22 @@ impl Node {
             .filter(|l| needles.iter().any(|n| format!("{l} ").contains(n.as_str())))
             .map(str::to_string)
             .collect();
+        let on_cluster = attachments.iter().any(|a| {
+            self.store
+                .network(&a.network)
+                .is_ok_and(|n| n.cluster.is_some())
+        });
+        let (cluster_peers, cluster_error) = if on_cluster {
+            match self.cluster_report() {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        } else {
+            (None, None)
+        };
         Ok(SandboxView {
+            cluster_peers,
+            cluster_error,
             sandbox: sandbox.key(),
             netns: path,
             attachments,
