@@ -15,7 +15,14 @@ fn ping_ok(ns: &str, ip: &str) -> bool {
 /// a, b on segment 0; c, d on segment 1; network `pods` (dual-stack); daemons running; a
 /// sandbox `s` on every node.
 fn four_nodes(ttl: &str) -> (Cluster, Vec<String>) {
-    let mut c = Cluster::new(&[&["a", "b"], &["c", "d"]]);
+    four_nodes_and(ttl, &[])
+}
+
+/// The same with `spare` nodes on segment 0 that have not joined.
+fn four_nodes_and(ttl: &str, spare: &[&'static str]) -> (Cluster, Vec<String>) {
+    let mut seg0 = vec!["a", "b"];
+    seg0.extend_from_slice(spare);
+    let mut c = Cluster::new(&[&seg0, &["c", "d"]]);
     for n in ["a", "b", "c", "d"] {
         c.join(n, &["--lease-ttl", ttl]);
     }
@@ -65,9 +72,15 @@ fn cross_node_traffic_routed_and_over_vxlan() {
     assert_eq!(path("c"), "vxlan", "{v}");
     // `inspect` of a sandbox on the cluster network shows the peers too.
     let i = c.node("a").w.json(&["inspect", &s[0]]);
-    let peers = i["cluster_peers"].as_array().expect("cluster peers in inspect");
+    let peers = i["cluster_peers"]
+        .as_array()
+        .expect("cluster peers in inspect");
     assert_eq!(peers.len(), 4, "{i}");
-    assert!(peers.iter().all(|p| p["programmed"] == true && p["lease_left"].as_i64().is_some()));
+    assert!(
+        peers
+            .iter()
+            .all(|p| p["programmed"] == true && p["lease_left"].as_i64().is_some())
+    );
     // Every pair, both families (IPv6 blocks cross the IPv4 underlay over VXLAN).
     let nodes = ["a", "b", "c", "d"];
     for (i, from) in nodes.iter().enumerate() {
@@ -265,7 +278,7 @@ fn a_cluster_service_reaches_backends_on_every_node() {
 
 #[test]
 fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
-    let (mut c, s) = four_nodes("5");
+    let (mut c, s) = four_nodes_and("5", &["e", "f"]);
     let d_block = addr(&c, "d", &s[3], 4);
     let c_ip = addr(&c, "c", &s[2], 4);
     // d leaves: it must detach first, then its routes are gone everywhere at once.
@@ -285,7 +298,31 @@ fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
     c.stop_daemon("c");
     let t0 = Instant::now();
     sh_ok(&["ip", "netns", "del", &c.node("c").w.node]);
-    c.wait_programmed("a", 2, Duration::from_secs(8));
+    // Until its lease expires, c's block stays c's: a node joining now gets another (d's,
+    // freed by its leave).
+    let block_of = |c: &Cluster, n: &str| -> String {
+        let v = c.node("a").w.json(&["node", "ls"]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()["blocks"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let c_block = block_of(&c, "c");
+    c.join("e", &["--lease-ttl", "5"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "e joined before c's lease ran out"
+    );
+    let e_block = block_of(&c, "e");
+    assert_ne!(
+        e_block, c_block,
+        "c's block was handed out while c's lease held it"
+    );
+    c.wait_programmed("a", 3, Duration::from_secs(8));
     let took = t0.elapsed();
     assert!(took <= Duration::from_secs(7), "removed after {took:?}");
     assert!(!ping_ok(&s[0], &c_ip));
@@ -293,6 +330,9 @@ fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
         ping_ok(&s[0], &addr(&c, "b", &s[1], 4)),
         "the others keep working"
     );
+    // Expired: the block is free again.
+    c.join("f", &["--lease-ttl", "5"]);
+    assert_eq!(block_of(&c, "f"), c_block);
 }
 
 #[test]
