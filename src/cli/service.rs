@@ -192,8 +192,10 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
         }
         ServiceCmd::Rm { name } => {
             let mut node = Node::open(state_dir, false)?;
-            node.remove_service(&name)?;
+            // A cluster service leaves etcd first: if etcd cannot be reached, nothing
+            // changes (removing it here only would be undone by the next sync).
             node.withdraw_service(&name)?;
+            node.remove_service(&name)?;
             if !json {
                 println!("removed service {name}");
             }

@@ -102,6 +102,7 @@ async fn round(dir: &Path) -> Result<()> {
     let mut mem = Memory {
         store: None,
         last: None,
+        read_at: std::time::Instant::now(),
     };
     sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
     log(format_args!(
@@ -168,6 +169,9 @@ async fn round(dir: &Path) -> Result<()> {
                 if etcd.keep_alive(m.lease_id).await?.is_none() {
                     return Err(Error::Conflict("the node's lease expired".into()));
                 }
+                if mem.read_at.elapsed() > REREAD {
+                    sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
+                }
             }
         }
     }
@@ -178,7 +182,12 @@ async fn round(dir: &Path) -> Result<()> {
 struct Memory {
     store: Option<crate::store::Store>,
     last: Option<Desired>,
+    /// When the kernel was last read: every `REREAD` it is read again, so entries someone
+    /// else removed (an underlay flap flushes its routes) come back.
+    read_at: std::time::Instant,
 }
+
+const REREAD: Duration = Duration::from_secs(30);
 
 /// One sync.
 async fn sync(
@@ -194,6 +203,12 @@ async fn sync(
     };
     let mut node = Node::with_store(dir, store)?;
     node.lease_blocks(etcd, m, state).await?;
+    if mem.read_at.elapsed() > REREAD {
+        mem.last = None;
+    }
+    if mem.last.is_none() {
+        mem.read_at = std::time::Instant::now();
+    }
     let (c, now) = node.apply_cluster(m, state, mem.last.as_ref())?;
     mem.last = Some(now);
     node.publish_endpoints(etcd, m, state).await?;

@@ -328,9 +328,17 @@ impl Node {
         let nets: Vec<ClusterNetwork> = state.networks.values().cloned().collect();
         for net in nets {
             let local = self.store.find_network(&net.name)?;
+            // One VTEP MAC per node and network: the local device's, else the one a block
+            // of this node already carries, else a new one.
             let vtep_mac = local
                 .as_ref()
                 .and_then(|n| n.cluster.as_ref().map(|c| c.vtep_mac))
+                .or_else(|| {
+                    state
+                        .blocks_of(&net.name, &m.name)
+                        .first()
+                        .map(|b| b.vtep_mac)
+                })
                 .unwrap_or_else(Mac::random);
             for subnet in &net.subnets {
                 let mine = state
@@ -379,8 +387,17 @@ impl Node {
                         got = Some(block);
                         break;
                     }
-                    // Lost a race: learn who holds what now.
+                    // Lost a race: learn who holds what now (another process of this node,
+                    // the agent or a command, may have leased this subnet's block for us).
                     *state = etcd.list().await?.0;
+                    if let Some(b) = state
+                        .blocks_of(&net.name, &m.name)
+                        .iter()
+                        .find(|b| subnet.contains(&b.block))
+                    {
+                        got = Some(b.block);
+                        break;
+                    }
                 }
                 if got.is_none() {
                     return Err(Error::Conflict(format!(
@@ -473,16 +490,26 @@ impl Node {
         for ip in after.difference(&before) {
             b.elems(set(ip), vec![Elem::Addr(*ip)], true);
         }
-        // The port of this node's devices (adding an element twice is harmless).
-        for p in ports {
-            b.elems("cl_vxlan", vec![Elem::Service(*p)], true);
+        // The port of this node's devices (adding an element twice is harmless); without
+        // devices (or leaving) it goes, or VXLAN to it from anyone would stay dropped.
+        let membership = self.store.membership()?;
+        match (ports.first(), &membership) {
+            (Some(p), _) => b.elems("cl_vxlan", vec![Elem::Service(*p)], true),
+            (None, Some(m)) => b.elems("cl_vxlan", vec![Elem::Service(m.vxlan_port)], false),
+            (None, None) => {}
         }
         let _k = self.kernel_lock()?;
-        if self.store.membership()?.is_some() {
-            self.store.set_cluster_peers(peers)?;
-        }
-        self.apply_or_rebuild(&b, crate::node::network::Leaving::default())?;
-        Ok(())
+        // The record and the firewall change together: the store commits only once the
+        // kernel took it, so a failure is retried by the next sync.
+        self.store.begin()?;
+        let done = (|| {
+            if membership.is_some() {
+                self.store.set_cluster_peers(peers)?;
+            }
+            self.apply_or_rebuild(&b, crate::node::network::Leaving::default())
+        })();
+        self.store.finish(done.is_ok())?;
+        done.map(|_| ())
     }
 
     /// This node's local network for cluster network `net` on its blocks, with its VXLAN

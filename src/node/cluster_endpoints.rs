@@ -52,8 +52,16 @@ impl Node {
                 .filter_map(|r| local(&r.rec.network).map(|n| r.as_attachment(n)))
                 .collect()
         };
+        // A removed endpoint's atoms are found by its id alone: its network may be gone.
+        let gone: Vec<crate::store::Attachment> = removed
+            .iter()
+            .map(|r| match local(&r.rec.network) {
+                Some(n) => r.as_attachment(n),
+                None => r.as_orphan(),
+            })
+            .collect();
         let mut b = Batch::new();
-        self.remote_policy_changes(&mut b, &as_atts(&removed), &as_atts(&added))?;
+        self.remote_policy_changes(&mut b, &gone, &as_atts(&added))?;
         for (old, svc) in before.iter().zip(services.values()) {
             let new = crate::service::resolve(&self.store, svc)?;
             if *old != new {

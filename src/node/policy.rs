@@ -374,23 +374,32 @@ impl Node {
             self.store.atoms_of_attachment(att.id)?
         };
         if !atoms.is_empty() {
-            // Recorded before the kernel change (one store transaction): a crash in between
-            // leaves atoms the kernel may lack, which the pending attachment's cleanup or a
-            // rebuild settles; never kernel elements the store does not know.
             let keys = groups(&atoms);
-            self.store.begin()?;
-            let changed = (|| {
-                let before = self.store.atoms_of_groups(&keys)?;
-                if add {
+            let (removed, added) = if add {
+                // Recorded before the kernel change (one store transaction): a crash in
+                // between leaves atoms the kernel may lack, which the pending attachment's
+                // cleanup or a rebuild settles; never kernel elements the store does not
+                // know.
+                self.store.begin()?;
+                let changed = (|| {
+                    let before = self.store.atoms_of_groups(&keys)?;
                     self.store.insert_atoms(&atoms)?;
-                } else {
-                    self.store.delete_atoms_of_attachment(att.id)?;
-                }
-                let after = self.store.atoms_of_groups(&keys)?;
-                Ok::<_, Error>(diff(&before, &after))
-            })();
-            self.store.finish(changed.is_ok())?;
-            let (removed, added) = changed?;
+                    let after = self.store.atoms_of_groups(&keys)?;
+                    Ok::<_, Error>(diff(&before, &after))
+                })();
+                self.store.finish(changed.is_ok())?;
+                changed?
+            } else {
+                // Leaving: the elements go now, the atoms with the record (`release`), so
+                // an interrupted detach finds them again.
+                let before = self.store.atoms_of_groups(&keys)?;
+                let after: Vec<_> = before
+                    .iter()
+                    .filter(|a| a.own_att != att.id && a.far_att != Some(att.id))
+                    .cloned()
+                    .collect();
+                diff(&before, &after)
+            };
             elems.policy_elems(removed, added);
         }
         if let Some(iface) = crate::driver::for_network(net).attachment_iface(att) {

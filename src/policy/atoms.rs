@@ -183,7 +183,12 @@ pub fn group_elements(atoms: &[&Atom]) -> Vec<Option<(u8, u16, u16)>> {
         return vec![];
     };
     if first.set.shape != Shape::Range {
-        return vec![first.l4];
+        // One element per distinct key: rules for ports 80 and 443 of the same pair are
+        // two elements of one group.
+        let mut keys: Vec<Option<(u8, u16, u16)>> = atoms.iter().map(|a| a.l4).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        return keys;
     }
     let proto = first.l4.map_or(0, |(p, _, _)| p);
     let ranges: Vec<(u32, u32)> = atoms

@@ -183,3 +183,39 @@ fn egress_to_a_cidr_with_an_exception() {
     assert_eq!(sets, vec!["pol1_in6_a128", "pol1_in4_a32"]);
     let _ = Proto::Tcp;
 }
+
+#[test]
+fn one_pair_on_two_ports_is_two_elements() {
+    let web = att(1, 1, "web", &[("app", "web")], &["10.0.0.2/24"]);
+    let cli = att(2, 1, "cli", &[("role", "c")], &["10.0.0.3/24"]);
+    let r80 = rule(
+        1,
+        Direction::Ingress,
+        labels("role=c"),
+        labels("app=web"),
+        Some("80"),
+    );
+    let r443 = rule(
+        2,
+        Direction::Ingress,
+        labels("role=c"),
+        labels("app=web"),
+        Some("443"),
+    );
+    let all = vec![web, cli];
+    let mut atoms = atoms_of_rule(&r80, &all);
+    atoms.extend(atoms_of_rule(&r443, &all));
+    let text: Vec<String> = elements(&atoms).iter().map(|(_, e)| e.text()).collect();
+    assert_eq!(
+        text,
+        vec![
+            "10.0.0.3 . 10.0.0.2 . tcp . 80",
+            "10.0.0.3 . 10.0.0.2 . tcp . 443"
+        ]
+    );
+    // Removing one rule removes only its port.
+    let (removed, added) = diff(&atoms, &atoms_of_rule(&r80, &all));
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].1.text(), "10.0.0.3 . 10.0.0.2 . tcp . 443");
+    assert!(added.is_empty());
+}

@@ -336,6 +336,13 @@ impl Store {
     pub fn release(&mut self, id: i64) -> Result<()> {
         let tx = self.write_tx()?;
         tx.execute("DELETE FROM attachments WHERE id = ?1", [id])?;
+        // Its policy atoms go with it, after the kernel dropped their elements (detach
+        // removes them first): a crash in between keeps both, and the next detach diffs
+        // again from them.
+        tx.execute(
+            "DELETE FROM policy_atoms WHERE own_att = ?1 OR far_att = ?1",
+            [id],
+        )?;
         tx.commit()?;
         Ok(())
     }

@@ -20,10 +20,17 @@ impl RemoteEndpoint {
     /// part on this node): id `-id`, its sandbox's own name (what selectors and service
     /// backends name).
     pub fn as_attachment(&self, net: &Network) -> Attachment {
+        let mut a = self.as_orphan();
+        a.network_id = net.id;
+        a
+    }
+
+    /// The same when its network is gone here (network id 0): enough to find its atoms.
+    pub fn as_orphan(&self) -> Attachment {
         Attachment {
             id: -self.id,
-            network_id: net.id,
-            network: net.name.clone(),
+            network_id: 0,
+            network: self.rec.network.clone(),
             sandbox: self.rec.sandbox.clone(),
             netns_path: String::new(),
             ifname: String::new(),
