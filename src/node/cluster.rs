@@ -184,6 +184,10 @@ impl Node {
                 )));
             }
         }
+        self.set_vxlan_peers(&[], &[])?;
+        // The membership goes before the lease: a running daemon then stops instead of
+        // registering the node again when it sees the node's keys deleted.
+        self.store.clear_membership()?;
         // An unreachable etcd must not keep a node in: its lease expires on its own.
         if let Err(e) = block_on(async {
             let mut etcd = Etcd::connect(&m.access()).await?;
@@ -194,15 +198,21 @@ impl Node {
                 m.lease_ttl
             );
         }
-        let devices = self.vxlan_devices()?;
-        let mut nl = Netlink::open()?;
-        let now = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
-        program::apply(&mut nl, &now, &peers::Desired::default())?;
-        self.set_vxlan_peers(&[], &[])?;
-        for n in &locals {
-            self.remove_network(&n.name)?;
+        let rest = (|| {
+            let devices = self.vxlan_devices()?;
+            let mut nl = Netlink::open()?;
+            let now = program::current(&mut nl, &devices.values().copied().collect::<Vec<_>>())?;
+            program::apply(&mut nl, &now, &peers::Desired::default())?;
+            for n in &locals {
+                self.remove_network(&n.name)?;
+            }
+            Ok::<_, Error>(())
+        })();
+        if let Err(e) = rest {
+            // Still a member as far as this node's own state goes: `leave` can be run again.
+            let _ = self.store.set_membership(&m);
+            return Err(e);
         }
-        self.store.clear_membership()?;
         Ok(m)
     }
 

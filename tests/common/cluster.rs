@@ -227,7 +227,8 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Waits until `name`'s `node ls` shows `count` nodes, every one programmed.
+    /// Waits until `name`'s `node ls` shows `count` nodes, every one with its blocks and
+    /// programmed (call it once a cluster network exists).
     pub fn wait_programmed(&self, name: &str, count: usize, limit: Duration) {
         let t0 = Instant::now();
         loop {
@@ -235,7 +236,12 @@ impl Cluster {
             if o.status.success() {
                 let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
                 let peers = v.as_array().unwrap();
-                if peers.len() == count && peers.iter().all(|p| p["programmed"] == true) {
+                // Programmed, and every node holds its blocks already (a node whose daemon
+                // has not leased them yet is trivially "programmed").
+                let ready = |p: &serde_json::Value| {
+                    p["programmed"] == true && p["blocks"].as_array().is_some_and(|b| !b.is_empty())
+                };
+                if peers.len() == count && peers.iter().all(ready) {
                     return;
                 }
             }
