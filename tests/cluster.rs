@@ -274,6 +274,10 @@ fn a_cluster_service_reaches_backends_on_every_node() {
         });
     }
     assert!(tcp_get(&s[0], "10.96.7.7:80").is_err());
+    // The network cannot go while other nodes have sandboxes on it.
+    c.node("a").w.ok(&["detach", "pods", &s[0]]);
+    let e = c.node("a").w.fail(&["network", "rm", "pods"]);
+    assert!(e.contains("on other nodes"), "{e}");
 }
 
 #[test]

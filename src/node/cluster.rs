@@ -303,6 +303,22 @@ impl Node {
         let vni = net.cluster.as_ref().map(|c| c.vni);
         block_on(async {
             let mut etcd = Etcd::connect(&m.access()).await?;
+            // Sandboxes on other nodes keep it: their nodes would lose each other.
+            let (state, _, _) = etcd.list().await?;
+            let elsewhere: Vec<String> = state
+                .endpoints
+                .values()
+                .filter(|e| e.network == net.name && e.node != m.name)
+                .map(|e| format!("{} on {}", e.sandbox, e.node))
+                .collect();
+            if !elsewhere.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "network {:?} still has {} attachment(s) on other nodes ({}); detach them first",
+                    net.name,
+                    elsewhere.len(),
+                    elsewhere.join(", ")
+                )));
+            }
             etcd.delete(&keys::network(&net.name), false).await?;
             if let Some(v) = vni {
                 etcd.delete(&keys::vni(v), false).await?;
