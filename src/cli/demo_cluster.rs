@@ -492,7 +492,13 @@ pub fn run() -> Result<i32> {
     for b in &backends {
         args.extend(["--backend", b.as_str()]);
     }
-    lab.knit("n1", &args)?;
+    // n1 learns of the other nodes' sandboxes within moments of their attach (through
+    // etcd); the service names them, so it waits for that.
+    say!("  n1$ knit {}", args.join(" "));
+    wait("n1 to know every backend", Duration::from_secs(10), || {
+        lab.quiet("n1", &args).is_ok()
+    })?;
+    lab.knit("n1", &["service", "inspect", "web"])?;
     let mut seen = std::collections::BTreeSet::new();
     let from = sandboxes[1].clone();
     wait(

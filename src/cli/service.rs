@@ -194,8 +194,13 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
             let mut node = Node::open(state_dir, false)?;
             // A cluster service leaves etcd first: if etcd cannot be reached, nothing
             // changes (removing it here only would be undone by the next sync).
-            node.withdraw_service(&name)?;
-            node.remove_service(&name)?;
+            let cluster = node.withdraw_service(&name)?;
+            match node.remove_service(&name) {
+                Ok(_) => {}
+                // This node's agent saw it leave etcd and removed it already.
+                Err(crate::error::Error::NotFound { .. }) if cluster => {}
+                Err(e) => return Err(e),
+            }
             if !json {
                 println!("removed service {name}");
             }

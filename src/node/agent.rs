@@ -1,5 +1,6 @@
 //! The cluster agent, a thread of `knit daemon` on a joined node: it keeps the node's
-//! lease alive (renewing every third of its TTL), lists knit's etcd prefix, then watches
+//! lease alive (renewing every third of its TTL, from a thread of its own), lists knit's
+//! etcd prefix, then watches
 //! it from the listed revision and syncs the node after every change. etcd being down
 //! changes nothing in the kernel: the agent logs, counts, retries with backoff, and
 //! re-lists and re-syncs once etcd answers (also after a compaction or a lost lease,
@@ -31,8 +32,69 @@ fn log(msg: std::fmt::Arguments) {
     );
 }
 
+/// The lease the renewer keeps alive (set by each round once registered) and how to
+/// reach etcd; `lost` is raised when etcd says the lease is gone.
+struct Renewal {
+    lease: Option<(i64, i64, crate::model::cluster::EtcdAccess)>,
+    lost: bool,
+}
+
+static RENEWAL: std::sync::Mutex<Renewal> = std::sync::Mutex::new(Renewal {
+    lease: None,
+    lost: false,
+});
+
+/// Renews the node's lease every third of its TTL on a thread of its own, so a sync that
+/// waits (for the kernel lock, behind a long command) never lets the lease run out.
+fn renewer() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log(format_args!("lease renewal: cannot start a runtime: {e}"));
+            return;
+        }
+    };
+    rt.block_on(async {
+        let mut client: Option<(i64, Etcd)> = None;
+        loop {
+            let want = RENEWAL.lock().ok().and_then(|r| r.lease.clone());
+            let Some((lease, ttl, access)) = want else {
+                client = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            if client.as_ref().is_none_or(|(l, _)| *l != lease) {
+                client = Etcd::connect(&access).await.ok().map(|e| (lease, e));
+            }
+            let renewed = match &mut client {
+                Some((_, etcd)) => etcd.keep_alive(lease).await,
+                None => Err(Error::Conflict("etcd unreachable".into())),
+            };
+            match renewed {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if let Ok(mut r) = RENEWAL.lock() {
+                        r.lost = true;
+                    }
+                }
+                Err(e) => {
+                    log(format_args!("renewing lease {lease}: {e}"));
+                    client = None;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs((ttl / 3).max(1) as u64)).await;
+        }
+    });
+}
+
 /// Starts the agent on its own thread (the DNS server keeps its own loop).
 pub fn spawn(state_dir: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("knit-lease".into())
+        .spawn(renewer);
     let _ = std::thread::Builder::new()
         .name("knit-cluster".into())
         .spawn(move || {
@@ -75,6 +137,9 @@ fn membership(dir: &Path) -> Result<Option<Membership>> {
 /// Connects, (re)registers, lists, syncs, then watches until something breaks.
 async fn round(dir: &Path) -> Result<()> {
     let Some(mut m) = membership(dir)? else {
+        if let Ok(mut r) = RENEWAL.lock() {
+            r.lease = None;
+        }
         // Not (or no longer) in a cluster: look again later.
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
@@ -118,7 +183,11 @@ async fn round(dir: &Path) -> Result<()> {
         .watch(PREFIX, Some(opts))
         .await
         .map_err(|e| Error::Conflict(format!("etcd: watch: {e}")))?;
-    let mut renew = tokio::time::interval(Duration::from_secs((m.lease_ttl / 3).max(1) as u64));
+    if let Ok(mut r) = RENEWAL.lock() {
+        r.lease = Some((m.lease_id, m.lease_ttl, m.access()));
+        r.lost = false;
+    }
+    let mut renew = tokio::time::interval(Duration::from_secs(1));
     renew.tick().await;
     // Local attaches and detaches (CLI, CNI) change the store, not etcd: look every
     // 100 ms and publish what changed.
@@ -166,7 +235,7 @@ async fn round(dir: &Path) -> Result<()> {
                 sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
             }
             _ = renew.tick() => {
-                if etcd.keep_alive(m.lease_id).await?.is_none() {
+                if RENEWAL.lock().is_ok_and(|r| r.lost) {
                     return Err(Error::Conflict("the node's lease expired".into()));
                 }
                 if mem.read_at.elapsed() > REREAD {

@@ -39,19 +39,21 @@ impl Node {
         Ok(true)
     }
 
-    /// Removes a cluster service from etcd (after `service rm` here).
-    pub fn withdraw_service(&mut self, name: &str) -> Result<()> {
+    /// Removes a cluster service from etcd (`service rm` on a cluster node, before the
+    /// local removal); Ok(false) if it is not a cluster service.
+    pub fn withdraw_service(&mut self, name: &str) -> Result<bool> {
         let Some(m) = self.store.membership()? else {
-            return Ok(());
+            return Ok(false);
         };
         if !self.store.cluster_services()?.iter().any(|n| n == name) {
-            return Ok(());
+            return Ok(false);
         }
         block_on(async {
             let mut etcd = Etcd::connect(&m.access()).await?;
             etcd.delete(&keys::service(name), false).await
         })?;
-        self.store.set_cluster_service(name, false)
+        self.store.set_cluster_service(name, false)?;
+        Ok(true)
     }
 
     /// Makes this node's cluster services match etcd's.
