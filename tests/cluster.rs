@@ -746,3 +746,36 @@ done"#
     assert!(e.contains("etcd-cert") && e.contains("--etcd-ca"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_node_whose_block_was_taken_while_it_was_gone_says_so() {
+    let mut c = Cluster::new(&[&["a", "x"]]);
+    c.join("a", &["--lease-ttl", "5"]);
+    c.node("a").w.ok(&[
+        "network",
+        "create",
+        "two",
+        "--scope",
+        "cluster",
+        "--subnet",
+        "10.249.0.0/23",
+    ]);
+    // a runs no daemon: its lease runs out, and x gets the block a's network sits on.
+    std::thread::sleep(Duration::from_secs(7));
+    c.join("x", &["--lease-ttl", "30"]);
+    let v = c.node("x").w.json(&["node", "ls"]);
+    let nodes = v.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{v}");
+    assert_eq!(nodes[0]["blocks"][0], "10.249.0.0/24", "{v}");
+    // a's daemon comes back: a new lease, but not another block under its sandboxes.
+    c.start_daemon("a");
+    eventually("a reports the conflict", || {
+        c.daemon_log("a").contains("is held by node \"x\"")
+    });
+    let v = c.node("x").w.json(&["node", "ls"]);
+    let a = v.as_array().unwrap().iter().find(|p| p["name"] == "a");
+    assert!(
+        a.is_none_or(|a| a["blocks"].as_array().unwrap().is_empty()),
+        "a took another block: {v}"
+    );
+}

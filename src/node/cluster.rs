@@ -381,6 +381,20 @@ impl Node {
                         .find(|s| subnet.contains(s))
                 });
                 let prefix = net.node_prefix(subnet);
+                // A node whose local network sits on a block must get that block back: its
+                // sandboxes hold addresses from it. If another node holds it now (this node's
+                // lease ran out while it was cut off), say so rather than take another.
+                if let Some(p) = &preferred
+                    && let Some(holder) = state
+                        .blocks
+                        .get(&(net.name.clone(), *p))
+                        .filter(|b| b.node != m.name)
+                {
+                    return Err(Error::Conflict(format!(
+                        "network {:?}: this node's block {p} is held by node {:?} now (this node's lease expired meanwhile); its sandboxes keep their addresses here, so knit takes no other block: detach them and remove the network here, or have {:?} leave",
+                        net.name, holder.node, holder.node
+                    )));
+                }
                 let mut got = None;
                 for _ in 0..BLOCK_ATTEMPTS {
                     let taken: BTreeSet<IpNet> = state
