@@ -170,6 +170,13 @@ async fn round(dir: &Path) -> Result<()> {
         read_at: std::time::Instant::now(),
     };
     sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
+    // Policy on other nodes' sandboxes, recomputed once per round (a mirror cut short
+    // by a crash or a refused batch is made right here).
+    if let Some(store) = mem.store.take() {
+        let mut node = Node::with_store(dir, store)?;
+        node.resync_remote_policy()?;
+        mem.store = Some(node.into_store());
+    }
     log(format_args!(
         "{} in sync at revision {rev} ({} nodes)",
         m.name,

@@ -289,6 +289,30 @@ impl Node {
         Ok(atts)
     }
 
+    /// Recomputes every atom where a cluster endpoint of another node is the far side,
+    /// then rewrites the table from the store: what a round of the cluster agent starts
+    /// with, so a mirror interrupted between its store and kernel steps (a crash, a
+    /// refused batch) is made right.
+    pub(crate) fn resync_remote_policy(&mut self) -> Result<()> {
+        let _k = self.kernel_lock()?;
+        let remote = self.store.remote_attachments()?;
+        let all = self.attachments_with_remote()?;
+        self.store.begin()?;
+        let done = (|| {
+            self.store.delete_remote_atoms()?;
+            for a in &remote {
+                let rules = self.store.candidate_rules(a)?;
+                if !rules.is_empty() {
+                    self.store
+                        .insert_atoms(&atoms_of_attachment(&rules, a, &all))?;
+                }
+            }
+            self.rebuild_firewall()
+        })();
+        self.store.finish(done.is_ok())?;
+        done
+    }
+
     /// Policy element changes for cluster endpoints of other nodes that went away or
     /// arrived (as the far side of rules; atoms keyed by their negative ids).
     pub(crate) fn remote_policy_changes(

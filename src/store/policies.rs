@@ -472,6 +472,13 @@ impl Store {
         )
     }
 
+    /// Atoms whose far side is a cluster endpoint of another node (negative ids).
+    pub fn delete_remote_atoms(&mut self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM policy_atoms WHERE far_att < 0", [])?;
+        Ok(())
+    }
+
     pub fn delete_atoms_of_attachment(&mut self, att_id: i64) -> Result<()> {
         self.conn.execute(
             "DELETE FROM policy_atoms WHERE own_att = ?1 OR far_att = ?1",
