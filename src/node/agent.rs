@@ -168,6 +168,7 @@ async fn round(dir: &Path) -> Result<()> {
         store: None,
         last: None,
         read_at: std::time::Instant::now(),
+        reread: reread_interval(),
     };
     sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
     // Policy on other nodes' sandboxes, recomputed once per round (a mirror cut short
@@ -245,7 +246,7 @@ async fn round(dir: &Path) -> Result<()> {
                 if RENEWAL.lock().is_ok_and(|r| r.lost) {
                     return Err(Error::Conflict("the node's lease expired".into()));
                 }
-                if mem.read_at.elapsed() > REREAD {
+                if mem.read_at.elapsed() > mem.reread {
                     sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
                 }
             }
@@ -258,12 +259,20 @@ async fn round(dir: &Path) -> Result<()> {
 struct Memory {
     store: Option<crate::store::Store>,
     last: Option<Desired>,
-    /// When the kernel was last read: every `REREAD` it is read again, so entries someone
+    /// When the kernel was last read: after `reread` it is read again, so entries someone
     /// else removed (an underlay flap flushes its routes) come back.
     read_at: std::time::Instant,
+    /// `REREAD` plus up to as much again at random, so daemons started together do not
+    /// re-read in step.
+    reread: Duration,
 }
 
 const REREAD: Duration = Duration::from_secs(30);
+
+fn reread_interval() -> Duration {
+    let jitter = u64::from(u16::from_ne_bytes(crate::model::random_bytes::<2>()));
+    REREAD + Duration::from_millis(jitter * REREAD.as_millis() as u64 / 65_536)
+}
 
 /// One sync.
 async fn sync(
@@ -279,11 +288,12 @@ async fn sync(
     };
     let mut node = Node::with_store(dir, store)?;
     node.lease_blocks(etcd, m, state).await?;
-    if mem.read_at.elapsed() > REREAD {
+    if mem.read_at.elapsed() > mem.reread {
         mem.last = None;
     }
     if mem.last.is_none() {
         mem.read_at = std::time::Instant::now();
+        mem.reread = reread_interval();
     }
     let (c, now) = node.apply_cluster(m, state, mem.last.as_ref())?;
     mem.last = Some(now);
