@@ -11,19 +11,17 @@
 //! layout allows); connect latency from the client to the first and the last service's
 //! VIP and, as the baseline, straight to a backend.
 
+#[path = "common.rs"]
+mod common;
+use common::{cmd_in, enter, leave, ms, sh};
 use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BACKENDS: usize = 4;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 /// The p-th percentile, nearest rank: the smallest value with at least p % of the
 /// samples at or below it (p99 of 200 samples is the second largest).
@@ -31,53 +29,6 @@ fn pct(v: &mut [Duration], p: usize) -> f64 {
     v.sort();
     let rank = (v.len() * p).div_ceil(100).max(1);
     ms(v[rank.min(v.len()) - 1])
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect(args[0]);
-    assert!(st.success(), "{args:?}");
-}
-
-/// A command run inside namespace `ns` (setns in the child, like `nsenter --net`).
-fn cmd_in(ns: &str, program: &str, args: &[&str]) -> Command {
-    let file = File::open(format!("/run/netns/{ns}")).expect("netns");
-    let mut c = Command::new(program);
-    c.args(args).stdout(Stdio::null());
-    // SAFETY: setns is async-signal-safe; `file` lives in the closure until exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c
-}
-
-/// Moves the calling (main) thread into namespace `ns` and returns a handle to the one it
-/// left. Commands spawned from a thread that is already in the node need no `pre_exec`
-/// hook, so std uses posix_spawn: the timing then is knit's, not a fork of this process.
-fn enter(ns: &str) -> File {
-    let back = File::open("/proc/thread-self/ns/net").expect("own netns");
-    let file = File::open(format!("/run/netns/{ns}")).expect("netns");
-    // SAFETY: setns on the calling thread with a descriptor we own.
-    assert_eq!(
-        unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-        0
-    );
-    back
-}
-
-fn leave(back: File) {
-    // SAFETY: as in `enter`.
-    assert_eq!(
-        unsafe { libc::setns(back.as_raw_fd(), libc::CLONE_NEWNET) },
-        0
-    );
 }
 
 fn plain(program: &str, args: &[&str]) -> Command {
@@ -136,7 +87,14 @@ impl World {
         let k = |args: &[&str]| {
             let mut a = vec!["--state-dir", &state];
             a.extend_from_slice(args);
-            timed(cmd_in(&node, knit, &a), None);
+            timed(
+                {
+                    let mut c = cmd_in(&node, knit, &a);
+                    c.stdout(Stdio::null());
+                    c
+                },
+                None,
+            );
         };
         k(&["network", "create", "n", "--subnet", "10.70.0.0/24"]);
         let mut names = vec![node.clone()];

@@ -8,10 +8,6 @@ use common::cluster::Cluster;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn ping_ok(ns: &str, ip: &str) -> bool {
-    ping(ns, ip)
-}
-
 /// a, b on segment 0; c, d on segment 1; network `pods` (dual-stack); daemons running; a
 /// sandbox `s` on every node.
 fn four_nodes(ttl: &str) -> (Cluster, Vec<String>) {
@@ -57,19 +53,9 @@ fn addr(c: &Cluster, node: &str, ns: &str, fam: u8) -> String {
 #[test]
 fn cross_node_traffic_routed_and_over_vxlan() {
     let (c, s) = four_nodes("15");
-    let v = c.node("a").w.json(&["node", "ls"]);
-    let path = |n: &str| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == n)
-            .unwrap()["path"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(path("b"), "routed", "{v}");
-    assert_eq!(path("c"), "vxlan", "{v}");
+    let path = |n: &str| c.peer("a", n)["path"].as_str().unwrap_or("").to_string();
+    assert_eq!(path("b"), "routed");
+    assert_eq!(path("c"), "vxlan");
     // `inspect` of a sandbox on the cluster network shows the peers too.
     let i = c.node("a").w.json(&["inspect", &s[0]]);
     let peers = i["cluster_peers"]
@@ -87,12 +73,12 @@ fn cross_node_traffic_routed_and_over_vxlan() {
         for (j, to) in nodes.iter().enumerate() {
             if i != j {
                 let ip4 = addr(&c, to, &s[j], 4);
-                assert!(ping_ok(&s[i], &ip4), "{from} -> {to} {ip4}");
+                assert!(ping(&s[i], &ip4), "{from} -> {to} {ip4}");
             }
         }
     }
     let c6 = addr(&c, "c", &s[2], 6);
-    assert!(ping_ok(&s[0], &c6), "a -> c over IPv6");
+    assert!(ping(&s[0], &c6), "a -> c over IPv6");
     // TCP and UDP across both paths.
     for (j, to) in [(1, "b"), (2, "c")] {
         let ip = addr(&c, to, &s[j], 4);
@@ -305,14 +291,9 @@ fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
     // Until its lease expires, c's block stays c's: a node joining now gets another (d's,
     // freed by its leave).
     let block_of = |c: &Cluster, n: &str| -> String {
-        let v = c.node("a").w.json(&["node", "ls"]);
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == n)
-            .unwrap()["blocks"][0]
+        c.peer("a", n)["blocks"][0]
             .as_str()
-            .unwrap()
+            .unwrap_or("")
             .to_string()
     };
     let c_block = block_of(&c, "c");
@@ -330,9 +311,9 @@ fn leave_removes_a_node_at_once_and_death_within_the_ttl() {
     c.wait_programmed("a", 3, Duration::from_secs(8));
     let took = t0.elapsed();
     assert!(took <= Duration::from_secs(7), "removed after {took:?}");
-    assert!(!ping_ok(&s[0], &c_ip));
+    assert!(!ping(&s[0], &c_ip));
     assert!(
-        ping_ok(&s[0], &addr(&c, "b", &s[1], 4)),
+        ping(&s[0], &addr(&c, "b", &s[1], 4)),
         "the others keep working"
     );
     // Expired: the block is free again.
@@ -396,7 +377,7 @@ fn etcd_down_disturbs_no_traffic_and_a_join_right_after_it_returns_works() {
     c.start_daemon("e");
     c.wait_programmed("a", 3, Duration::from_secs(15));
     let se = c.sandbox("e", "s", "pods");
-    assert!(ping_ok(&se, &b4));
+    assert!(ping(&se, &b4));
     assert_eq!(tcp_echo(&mut conn, "after").unwrap(), "after");
 }
 
@@ -427,15 +408,10 @@ fn vxlan_only_from_cluster_members() {
     // router: dropped).
     let a4 = addr(&c, "a", &s[0], 4);
     let c4 = addr(&c, "c", &s[2], 4);
-    let v = c.node("c").w.json(&["node", "ls"]);
     let mac = |n: &str| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == n)
-            .unwrap()["vtep_macs"][0]
+        c.peer("c", n)["vtep_macs"][0]
             .as_str()
-            .unwrap()
+            .unwrap_or("")
             .to_string()
     };
     let (a_mac, c_mac) = (mac("a"), mac("c"));

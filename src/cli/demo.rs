@@ -19,14 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Prints a line of the demo; a closed stdout (`knit demo | head`) is ignored so the demo
-/// still runs to its end and removes everything it built.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 /// Processes a demo started, killed if it is interrupted.
 pub(super) static CHILDREN: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
 
@@ -69,22 +61,12 @@ impl Lab {
     fn knit(&self, args: &[&str]) -> Result<String> {
         say!("  $ knit {}", args.join(" "));
         let exe = std::env::current_exe().op(|| "find own executable".into())?;
-        let ns = std::fs::File::open(netns::named_path(&self.node()))
-            .op(|| "open node namespace".into())?;
-        let fd = ns.as_raw_fd();
-        let mut cmd = Command::new(exe);
-        cmd.arg("--state-dir").arg(&self.state).args(args);
-        // SAFETY: setns is async-signal-safe; `ns` lives until after the child is spawned.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = cmd.output().op(|| "run knit".into())?;
-        drop(ns);
+        let out = command_in(&self.node(), &exe)?
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .op(|| "run knit".into())?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         for l in stdout.lines() {
             say!("    {l}");
@@ -100,7 +82,25 @@ impl Lab {
     }
 }
 
-fn check(what: &str, ok: bool, detail: &str) -> Result<()> {
+/// A command that runs `program` inside namespace `ns` (setns in the child, like `nsenter
+/// --net`).
+pub(super) fn command_in(ns: &str, program: &std::path::Path) -> Result<Command> {
+    let file = std::fs::File::open(netns::named_path(ns)).op(|| format!("open {ns}"))?;
+    let mut cmd = Command::new(program);
+    // SAFETY: setns is async-signal-safe; `file` is moved into the closure and stays open
+    // until the child has entered the namespace.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+pub(super) fn check(what: &str, ok: bool, detail: &str) -> Result<()> {
     say!(
         "  [{}] {what}{}",
         if ok { "ok" } else { "FAILED" },

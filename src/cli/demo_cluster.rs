@@ -8,6 +8,7 @@
 //!                                         router (fabric, .1 on both) ── etcd
 //!   seg1 192.168.78.0/24: n3 .13 ─────────┘
 
+use super::demo::{check, command_in};
 use crate::error::{Error, IoContext, Result};
 use crate::model::Mac;
 use crate::netlink::{Netlink, Route, VethRequest};
@@ -15,18 +16,11 @@ use crate::netns::{self, Netns};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
 
 const NODES: [(&str, u8, u8); 3] = [("n1", 0, 11), ("n2", 0, 12), ("n3", 1, 13)];
 
@@ -63,23 +57,6 @@ fn ip(s: &str) -> Result<ipnet::IpNet> {
     s.parse().map_err(|_| Error::invalid("address", s, "bad"))
 }
 
-/// A command that runs inside namespace `ns`.
-fn in_ns(ns: &str, program: &std::path::Path) -> Result<Command> {
-    let file = std::fs::File::open(netns::named_path(ns)).op(|| format!("open {ns}"))?;
-    let mut cmd = Command::new(program);
-    // SAFETY: setns is async-signal-safe; `file` is moved into the closure and stays open
-    // until the child has entered the namespace.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
-}
-
 impl Lab {
     fn name(&self, short: &str) -> String {
         format!("{}-{short}", self.tag)
@@ -104,7 +81,7 @@ impl Lab {
             say!("  {node}$ knit {}", args.join(" "));
         }
         let exe = std::env::current_exe().op(|| "find own executable".into())?;
-        let out = in_ns(&self.name(node), &exe)?
+        let out = command_in(&self.name(node), &exe)?
             .arg("--state-dir")
             .arg(self.state(node))
             .args(args)
@@ -134,7 +111,7 @@ impl Lab {
     ) -> Result<()> {
         let log = std::fs::File::create(self.dir.join(format!("{what}.log")))
             .op(|| format!("create {what}.log"))?;
-        let child = in_ns(ns, program)?
+        let child = command_in(ns, program)?
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().op(|| "log".into())?)
@@ -154,23 +131,6 @@ impl Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-fn check(what: &str, ok: bool, detail: &str) -> Result<()> {
-    say!(
-        "  [{}] {what}{}",
-        if ok { "ok" } else { "FAILED" },
-        if detail.is_empty() {
-            String::new()
-        } else {
-            format!(" — {detail}")
-        }
-    );
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Conflict(format!("demo check failed: {what}")))
     }
 }
 
@@ -284,7 +244,7 @@ fn get(ns: &str, addr: &str) -> Result<String> {
 }
 
 fn ping(ns: &str, to: &str) -> bool {
-    in_ns(ns, std::path::Path::new("ping"))
+    command_in(ns, std::path::Path::new("ping"))
         .and_then(|mut c| {
             c.args(["-c", "1", "-W", "1", to])
                 .stdout(Stdio::null())

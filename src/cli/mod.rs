@@ -11,6 +11,14 @@ use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// Prints a line of a demo; a closed stdout (`knit demo | head`) is ignored so the demo
+/// still runs to its end and removes everything it built.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cluster;
 mod demo;
 mod demo_cluster;

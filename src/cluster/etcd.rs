@@ -86,12 +86,6 @@ impl Etcd {
         Ok((s, rev, problems))
     }
 
-    /// The value of one key, if present.
-    pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        let resp = self.get_raw(key, false).await?;
-        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
-    }
-
     /// Puts every `(key, value)` only if none of the keys exists (one transaction);
     /// `lease`: bound to it. Ok(false): some key existed, nothing was written.
     pub async fn create(&mut self, kvs: &[(String, Vec<u8>)], lease: Option<i64>) -> Result<bool> {

@@ -29,11 +29,6 @@ pub struct Desired {
     pub peers: BTreeSet<IpAddr>,
 }
 
-/// How this node reaches one peer, for `node ls`.
-pub fn path(me: &NodeRecord, peer: &NodeRecord) -> Backend {
-    me.path_to(peer)
-}
-
 /// `devices`: the VXLAN device (index) of each cluster network this node is on;
 /// `underlay`: the index of the underlay link.
 pub fn desired(

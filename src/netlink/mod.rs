@@ -4,9 +4,7 @@
 
 mod overlay;
 mod route;
-pub use overlay::{
-    ClusterRoute, Fdb, KNIT_PROTO, VxlanRequest, checksum_offload_broken, disable_tx_checksum,
-};
+pub use overlay::{ClusterRoute, Fdb, VxlanRequest, checksum_offload_broken, disable_tx_checksum};
 pub use route::Route;
 
 use crate::error::{Error, IoContext, Result};

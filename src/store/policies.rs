@@ -5,7 +5,7 @@ use super::{Attachment, Store};
 use crate::error::{Error, Result};
 use crate::model::policy::{Action, Default, Direction, PortRange, Rule, RuleSpec, Selector};
 use crate::nft::policy::PolSet;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -284,21 +284,10 @@ impl Store {
 
     /// The identical rule (same network, spec and origin), if recorded.
     pub fn find_rule(&self, network_id: i64, spec: &RuleSpec) -> Result<Option<Rule>> {
-        let (p, hi, proto) = port_cols(spec.port);
         Ok(load_rules(
             &self.conn,
             "p.network_id = ?1 AND p.from_sel = ?2 AND p.to_sel = ?3 AND p.port IS ?4 AND p.port_hi IS ?5 AND p.proto IS ?6 AND p.dir = ?7 AND p.action = ?8 AND p.origin IS ?9",
-            params![
-                network_id,
-                json(&spec.from),
-                json(&spec.to),
-                p,
-                hi,
-                proto,
-                spec.dir.as_str(),
-                action_str(spec.action),
-                spec.origin
-            ],
+            rusqlite::params_from_iter(spec_row(network_id, spec)),
         )?
         .pop())
     }
@@ -311,21 +300,10 @@ impl Store {
         spec: &RuleSpec,
         sets: &[PolSet],
     ) -> Result<Rule> {
-        let (p, hi, proto) = port_cols(spec.port);
         self.conn.execute(
             "INSERT INTO policies (network_id, from_sel, to_sel, port, port_hi, proto, dir, action, origin)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                network_id,
-                json(&spec.from),
-                json(&spec.to),
-                p,
-                hi,
-                proto,
-                spec.dir.as_str(),
-                action_str(spec.action),
-                spec.origin
-            ],
+            rusqlite::params_from_iter(spec_row(network_id, spec)),
         )?;
         let id = self.conn.last_insert_rowid();
         let rule = self.rule(id)?;
@@ -362,10 +340,6 @@ impl Store {
 
     pub fn rules(&self) -> Result<Vec<Rule>> {
         load_rules(&self.conn, "1 = 1", [])
-    }
-
-    pub fn rules_of_network(&self, network_id: i64) -> Result<Vec<Rule>> {
-        load_rules(&self.conn, "p.network_id = ?1", [network_id])
     }
 
     /// Rules imported from document `origin`.
@@ -430,18 +404,6 @@ impl Store {
         Ok(sets)
     }
 
-    /// Whether any rule of the network uses `set`.
-    pub fn set_used(&self, network_id: i64, set: &PolSet) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT 1 FROM policy_sets WHERE network_id = ?1 AND set_name = ?2 LIMIT 1",
-            )?
-            .query_row(params![network_id, set.name()], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-
     pub fn insert_atoms(&mut self, atoms: &[Atom]) -> Result<()> {
         insert_atoms(&self.conn, atoms)
     }
@@ -499,9 +461,22 @@ impl Store {
     }
 }
 
-fn port_cols(p: Option<PortRange>) -> (Option<u16>, Option<u16>, Option<&'static str>) {
-    match p {
-        Some(p) => (Some(p.lo), Some(p.hi), Some(p.proto.as_str())),
-        None => (None, None, None),
-    }
+/// A rule's columns in `policies` order (network_id, from_sel, to_sel, port, port_hi,
+/// proto, dir, action, origin): what `insert_rule` writes and `find_rule` compares.
+fn spec_row(network_id: i64, spec: &RuleSpec) -> [rusqlite::types::Value; 9] {
+    use rusqlite::types::Value;
+    let text = |s: &str| Value::Text(s.to_string());
+    let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
+    let p = spec.port;
+    [
+        Value::Integer(network_id),
+        text(&json(&spec.from)),
+        text(&json(&spec.to)),
+        opt(p.map(|p| Value::Integer(p.lo.into()))),
+        opt(p.map(|p| Value::Integer(p.hi.into()))),
+        opt(p.map(|p| text(p.proto.as_str()))),
+        text(spec.dir.as_str()),
+        text(action_str(spec.action)),
+        opt(spec.origin.as_deref().map(text)),
+    ]
 }

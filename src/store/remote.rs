@@ -147,9 +147,13 @@ impl Store {
     /// The remote endpoints as attachments of the local networks of their cluster
     /// networks.
     pub fn remote_attachments(&self) -> Result<Vec<Attachment>> {
+        let remote = self.remote_endpoints()?;
+        if remote.is_empty() {
+            // Not a cluster node (or nothing elsewhere): no networks to load on an attach.
+            return Ok(vec![]);
+        }
         let nets = self.networks()?;
-        Ok(self
-            .remote_endpoints()?
+        Ok(remote
             .iter()
             .filter_map(|r| {
                 nets.iter()

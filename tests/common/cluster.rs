@@ -255,6 +255,15 @@ impl Cluster {
         }
     }
 
+    /// Node `name` as `from`'s `knit node ls` shows it (Null if it is not listed).
+    pub fn peer(&self, from: &str, name: &str) -> serde_json::Value {
+        let v = self.node(from).w.json(&["node", "ls"]);
+        v.as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     /// A new sandbox on `node` attached to `network`; returns its namespace.
     pub fn sandbox(&mut self, node: &str, short: &str, network: &str) -> String {
         self.sandbox_with(node, short, network, &[])
