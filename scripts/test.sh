@@ -17,6 +17,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$nostart" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# netavark 2.1 (podman 5's network backend; Debian's 1.4 predates plugins), built once from
+# crates.io into a cache that outlives the checkout: tests/netavark.rs drives it.
+NETAVARK_ROOT=/var/cache/knit-test/netavark-2.1.0
+if [ ! -x "$NETAVARK_ROOT/bin/netavark" ]; then
+  echo "installing netavark 2.1.0 from crates.io into $NETAVARK_ROOT (once, a few minutes)"
+  cargo install netavark --version 2.1.0 --locked --quiet --root "$NETAVARK_ROOT"
+fi
+export KNIT_NETAVARK="$NETAVARK_ROOT/bin/netavark"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --no-fail-fast 2>&1 | tee /tmp/knit-test.log

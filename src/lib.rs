@@ -12,8 +12,8 @@
 //! - `node`: the one home of `Node` - every command as request, validated plan, one store
 //!   transaction, netlink, one nft transaction, record;
 //! - `dns`, `resolv`: the DNS daemon and sandboxes' resolv.conf;
-//! - `cni`, `cli`: the two faces (the CNI plugin, and the command line with its reports and
-//!   the demo).
+//! - `cni`, `netavark`, `cli`: the faces (the CNI plugin, the netavark plugin of podman 5,
+//!   and the command line with its reports and the demo).
 
 pub mod cli;
 pub mod cluster;
@@ -26,6 +26,7 @@ pub mod error;
 pub mod ipam;
 pub mod lock;
 pub mod model;
+pub mod netavark;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

@@ -5,6 +5,15 @@ fn main() {
     if std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(knit::cni::main());
     }
+    // netavark runs its plugins as `PLUGIN create|setup NETNS|teardown NETNS|info`; no CLI
+    // command has these names.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args
+        .first()
+        .is_some_and(|a| knit::netavark::COMMANDS.contains(&a.as_str()))
+    {
+        std::process::exit(knit::netavark::main(&args));
+    }
     knit::trace::phase("start");
     // An empty KNIT_STATE_DIR means "not set", not "a value is required".
     if std::env::var_os("KNIT_STATE_DIR").is_some_and(|v| v.is_empty()) {

@@ -9,8 +9,7 @@ pub mod error;
 pub mod result;
 mod runtime_keys;
 
-use crate::lock::Lock;
-use crate::model::{NetworkSpec, SandboxRef};
+use crate::model::SandboxRef;
 use crate::node::Node;
 use crate::node::attach::AttachArgs;
 use crate::store::{DEFAULT_STATE_DIR, Network};
@@ -129,116 +128,6 @@ fn open(state_dir: &Path) -> Result<Node, CniError> {
     })
 }
 
-/// Finds the network of this configuration, creating it on first use. Creation is
-/// serialized so concurrent first ADDs build the bridge once.
-fn ensure_network(
-    node: &mut Node,
-    spec: &NetworkSpec,
-    conf: &NetConf,
-) -> Result<Network, CniError> {
-    if let Some(n) = node.store.find_network(&spec.name)?
-        && n.ready
-        && bridge_present(&n)?
-        && compatible(&n, spec).is_ok()
-    {
-        return Ok(n);
-    }
-    let _guard = Lock::take_file(&node.state_dir, "network.lock", true)?;
-    let existing = match node.store.find_network(&spec.name)? {
-        // The runtime removed its network and made a new one of the same name: the old
-        // record is knit's own and unused, so it goes.
-        Some(n) if compatible(&n, spec).is_err() && unused_cni_network(node, &n)? => {
-            remove_unused(node, &n)?;
-            None
-        }
-        other => other,
-    };
-    match existing {
-        // A first ADD that crashed mid-creation (or a wiped node) leaves the record without
-        // (all of) its kernel side: build it again, idempotently.
-        Some(mut n) => {
-            compatible(&n, spec)?;
-            if !n.ready || !bridge_present(&n)? {
-                node.finish_network(&mut n).map_err(|e| conf.cni_error(e))?;
-            }
-            Ok(n)
-        }
-        None => {
-            remove_stale_cni_networks(node, spec)?;
-            node.create_network_from(spec, "cni", crate::node::BridgeUse::Adopt)
-                .map_err(|e| conf.cni_error(e))
-        }
-    }
-}
-
-/// A network knit created for CNI (on a first ADD) that no attachment uses any more.
-fn unused_cni_network(node: &Node, n: &Network) -> Result<bool, CniError> {
-    Ok(n.origin == "cni" && node.store.attachments_of_network(n.id)?.is_empty())
-}
-
-fn remove_unused(node: &mut Node, n: &Network) -> Result<(), CniError> {
-    node.remove_network(&n.name).map(|_| ()).map_err(|e| {
-        CniError::new(
-            IO_FAILURE,
-            format!(
-                "removing knit network {:?}, left unused by a removed CNI network: {e}",
-                n.name
-            ),
-        )
-    })
-}
-
-/// Runtimes remove CNI networks without telling the plugin (`podman network rm` just deletes
-/// the configuration), so the knit network a first ADD created stays behind, holding its
-/// subnets and bridge name. A new network that needs them takes them over from such a
-/// network when nothing is attached to it any more. Networks made with the CLI, and any
-/// network with attachments, are never touched.
-fn remove_stale_cni_networks(node: &mut Node, spec: &NetworkSpec) -> Result<(), CniError> {
-    for n in node.store.networks()? {
-        if n.name == spec.name {
-            continue;
-        }
-        let overlaps = n.subnets.iter().any(|s| {
-            spec.subnets.iter().any(|w| {
-                s.subnet.contains(&w.cidr.network()) || w.cidr.contains(&s.subnet.network())
-            })
-        });
-        let same_bridge = spec.bridge.is_some() && n.bridge == spec.bridge;
-        if (overlaps || same_bridge) && unused_cni_network(node, &n)? {
-            remove_unused(node, &n)?;
-        }
-    }
-    Ok(())
-}
-
-fn bridge_present(n: &Network) -> Result<bool, CniError> {
-    match &n.bridge {
-        Some(br) => Ok(crate::netlink::Netlink::open()?.link_index(br)?.is_some()),
-        None => Ok(true),
-    }
-}
-
-fn compatible(n: &Network, spec: &NetworkSpec) -> Result<(), CniError> {
-    let mut have: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
-    let mut want: Vec<String> = spec.subnets.iter().map(|s| s.cidr.to_string()).collect();
-    have.sort();
-    want.sort();
-    if have != want || n.driver != spec.driver || n.bridge != spec.bridge {
-        return Err(CniError::new(
-            INVALID_CONFIG,
-            format!(
-                "network {:?} already exists with subnets [{}] and bridge {:?}; this configuration asks for [{}] and {:?}",
-                n.name,
-                have.join(", "),
-                n.bridge.as_deref().unwrap_or("-"),
-                want.join(", "),
-                spec.bridge.as_deref().unwrap_or("-")
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> {
     if conf.prev_result.is_some() {
         return Err(CniError::new(
@@ -268,7 +157,8 @@ fn add(env: &Env, conf: &NetConf, state_dir: &Path) -> Result<String, CniError> 
     }
     let labels = conf.labels()?;
     let mut node = open(state_dir)?;
-    ensure_network(&mut node, &spec, conf)?;
+    node.ensure_runtime_network(&spec, "cni")
+        .map_err(|e| conf.cni_error(e))?;
     let sandbox = SandboxRef::Container {
         id: env.container_id.clone(),
         ifname: env.ifname.clone(),

@@ -246,7 +246,11 @@ async fn round(dir: &Path) -> Result<()> {
                 if RENEWAL.lock().is_ok_and(|r| r.lost) {
                     return Err(Error::Conflict("the node's lease expired".into()));
                 }
+                // The periodic kernel re-read runs here, between events, never in the
+                // sync that answers a watch event (that one diffs against memory, so a
+                // new peer is programmed without a full dump on the way).
                 if mem.read_at.elapsed() > mem.reread {
+                    mem.last = None;
                     sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
                 }
             }
@@ -288,9 +292,6 @@ async fn sync(
     };
     let mut node = Node::with_store(dir, store)?;
     node.lease_blocks(etcd, m, state).await?;
-    if mem.read_at.elapsed() > mem.reread {
-        mem.last = None;
-    }
     if mem.last.is_none() {
         mem.read_at = std::time::Instant::now();
         mem.reread = reread_interval();

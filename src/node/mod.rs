@@ -13,6 +13,7 @@ pub mod network;
 pub mod policy;
 pub mod policy_report;
 pub mod reconcile;
+mod runtime_network;
 pub mod sandbox;
 pub mod services;
 mod tunnel;
