@@ -62,7 +62,10 @@ async fn main() {
         "one" => {
             let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
             c.txn(put(records(n))).await.expect("txn");
-            println!("{}", t0.as_millis());
+            // When the write was sent and when etcd acknowledged it (committed: on its
+            // disk), so the bench can tell etcd's commit from the fan-out after it.
+            let t1 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            println!("{} {}", t0.as_millis(), t1.as_millis());
         }
         _ => panic!("usage: cluster_scale fill|one URL N"),
     }

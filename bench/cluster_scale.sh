@@ -10,9 +10,10 @@
 # neighbour, FDB entry and route programmed), and the count of knit routes then.
 #
 # Fan-out: WATCHERS real nodes (namespaces on one segment, joined, `knit daemon` each);
-# one simulated node's records are written (t0, wall clock); each daemon logs the sync
-# that programmed it with the wall-clock time; reported: p50/p99 of (log time - t0) over
-# all daemons and trials.
+# one simulated node's records are written (t0 when sent, t1 when etcd acknowledged the
+# commit; wall clock); each daemon logs the sync that programmed it with the wall-clock
+# time; reported: p50/p99 of (log time - t0) and of (log time - t1) over all daemons and
+# trials, per trial etcd's commit time, and the daemons' idle CPU before the trials.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 K=${KNIT:-$PWD/target/release/knit}
@@ -94,22 +95,42 @@ node 1
 knit 1 network create pods --scope cluster --subnet 10.0.0.0/8 >/dev/null
 daemon 1
 for i in $(seq 2 "$WATCHERS"); do node "$i"; daemon "$i"; done
-sleep 3
-lat=()
+# Trials start in steady state: every daemon in sync, then 10 s more (each start makes
+# all the others sync; right after 100 starts the machine is still busy with that, which
+# is not fan-out latency). Then the daemons' idle CPU over 5 s.
+for i in $(seq 1 "$WATCHERS"); do
+  for _ in $(seq 600); do grep -q "in sync" /tmp/$P-n$i.log 2>/dev/null && break; sleep 0.05; done
+done
+sleep 10
+daemon_ticks() {
+  local t=0 pid
+  for pid in $(pgrep -f -- "--state-dir /tmp/$P-n[0-9]+ daemon"); do
+    t=$((t + $(awk '{print $14 + $15}' /proc/"$pid"/stat 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
+a=$(daemon_ticks); sleep 5; b=$(daemon_ticks)
+echo "  idle: $WATCHERS daemons use $(python3 -c "print('%.1f' % (100 * ($b - $a) / $hz / 5))") % of one core in all"
+lat=(); lat_c=()
 for t in $(seq 1 "$TRIALS"); do
   mark=$(date +%s%3N)
-  t0=$(nsenter --net=/run/netns/$FAB "$SIM" one $URL "$t")
+  trial=()
+  read -r t0 t1 < <(nsenter --net=/run/netns/$FAB "$SIM" one $URL "$t")
   for i in $(seq 1 "$WATCHERS"); do
     for _ in $(seq 400); do
       line=$(grep "entries added" /tmp/$P-n$i.log | awk -v m="$mark" '{ if (match($0, /\[[0-9]+\.[0-9]+\]/)) { s = substr($0, RSTART+1, RLENGTH-2); gsub(/\./, "", s); if (s+0 >= m) { print s; exit } } }')
       [ -n "$line" ] && break
       sleep 0.02
     done
-    if [ -n "$line" ]; then lat+=($((line - t0))); else echo "  n$i: no sync logged after trial $t" >&2; fi
+    if [ -n "$line" ]; then lat+=($((line - t0))); lat_c+=($((line - t1))); trial+=($((line - t0))); else echo "  n$i: no sync logged after trial $t" >&2; fi
   done
+  printf "%s\n" "${trial[@]}" | sort -n | awk -v t="$t" -v c="$((t1 - t0))" '{v[NR]=$1} END {printf "  trial %d: etcd commit %d ms; programmed p50 %d ms, max %d ms\n", t, c, v[int((NR+1)/2)], v[NR]}'
   sleep 1
 done
-printf "%s\n" "${lat[@]}" | sort -n | awk '{v[NR]=$1} END {p50=v[int((NR*50+99)/100)]; p99=v[int((NR*99+99)/100)]; printf "  %d samples: p50 %d ms, p99 %d ms, max %d ms\n", NR, p50, p99, v[NR]}'
+pcts() { sort -n | awk -v what="$1" '{v[NR]=$1} END {p50=v[int((NR*50+99)/100)]; p99=v[int((NR*99+99)/100)]; printf "  %d samples, %s: p50 %d ms, p99 %d ms, max %d ms\n", NR, what, p50, p99, v[NR]}'; }
+printf "%s\n" "${lat[@]}" | pcts "from the write sent to etcd"
+printf "%s\n" "${lat_c[@]}" | pcts "from etcd's commit acknowledged"
 ticks=0; rss=0
 for i in $(seq 1 "$WATCHERS"); do
   pid=$(pgrep -f -- "--state-dir /tmp/$P-n$i daemon" | head -1) || continue
@@ -117,5 +138,4 @@ for i in $(seq 1 "$WATCHERS"); do
   # utime + stime, in clock ticks (fields 14 and 15 of /proc/PID/stat).
   ticks=$((ticks + $(awk '{print $14 + $15}' /proc/"$pid"/stat)))
 done
-hz=$(getconf CLK_TCK)
 echo "  $WATCHERS daemons: $((rss / 1024)) MiB RSS in all; CPU $(python3 -c "print('%.2f' % ($ticks / $hz))") s in all since start (their joins, the others' joins, the trials)"

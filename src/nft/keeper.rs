@@ -88,6 +88,39 @@ pub fn borrow(spawn_if_absent: bool) -> Option<Loan> {
     })
 }
 
+/// For a long-running process (the daemon): keeps one loan for as long as the process
+/// runs, so this namespace's keeper never goes idle and exits. Without it, the first
+/// firewall change after a quiet spell of 2 s waits while a keeper is started (a fork and
+/// exec), and a hundred daemons on one machine all start theirs at the same moment when a
+/// cluster event reaches them. Call it now and then: a keeper that went away (killed) is
+/// replaced and borrowed from again on a later call.
+pub fn hold() {
+    static HELD: std::sync::Mutex<Option<Loan>> = std::sync::Mutex::new(None);
+    let Ok(mut held) = HELD.lock() else {
+        return;
+    };
+    if held
+        .as_ref()
+        .is_some_and(|l| connection_open(&l.connection))
+    {
+        return;
+    }
+    *held = borrow(true);
+}
+
+/// Whether the keeper still holds the other end: it never writes to a borrower after the
+/// loan, so anything readable (or a hang-up) means it closed.
+fn connection_open(conn: &UnixStream) -> bool {
+    let mut p = libc::pollfd {
+        fd: conn.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll over one pollfd we own, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 0
+}
+
 /// Connects to the keeper without ever blocking: a listener that does not accept (a full
 /// backlog) must not hang the command.
 fn connect() -> io::Result<UnixStream> {

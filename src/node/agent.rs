@@ -144,6 +144,7 @@ async fn round(dir: &Path) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
     };
+    crate::nft::keeper::hold();
     let mut etcd = Etcd::connect(&m.access()).await?;
     STATUS.etcd_up.store(1, Relaxed);
     if etcd.ttl_left(m.lease_id).await?.is_none() {
@@ -208,8 +209,15 @@ async fn round(dir: &Path) -> Result<()> {
                 let v = store.data_version()?;
                 if v != version {
                     version = v;
-                    let node = Node::open(dir, false)?;
+                    // The round's open store, not a fresh open: every sync writes the store
+                    // too (what the firewall holds), so this runs after each watch event.
+                    let store = match mem.store.take() {
+                        Some(s) => s,
+                        None => crate::store::Store::open(dir)?,
+                    };
+                    let node = Node::with_store(dir, store)?;
                     node.publish_endpoints(&mut etcd, &m, &mut state).await?;
+                    mem.store = Some(node.into_store());
                 }
             }
             msg = stream.message() => {
@@ -243,6 +251,7 @@ async fn round(dir: &Path) -> Result<()> {
                 sync(dir, &mut etcd, &m, &mut state, &mut mem).await?;
             }
             _ = renew.tick() => {
+                crate::nft::keeper::hold();
                 if RENEWAL.lock().is_ok_and(|r| r.lost) {
                     return Err(Error::Conflict("the node's lease expired".into()));
                 }
