@@ -4,8 +4,8 @@
 #   cargo build --release && bash bench/cluster_bench.sh [SIZES...]     # default: 5 10 20
 #   TRIALS=N (default 7) joins measured per size.
 #
-# World per size: a fabric namespace with two underlay segments (bridges) it routes
-# between, a real etcd in it, N node namespaces (odd ones on segment 0, even ones on
+# World per size: a fabric namespace with two underlay segments (bridges), a router
+# namespace on both, a real etcd in the fabric, N node namespaces (odd ones on segment 0, even ones on
 # segment 1, so half the pairs are routed and half VXLAN), `knit node join` + `knit
 # daemon` on each, one cluster network and one sandbox per node.
 #
@@ -26,7 +26,8 @@ SIZES=("$@")
 TRIALS=${TRIALS:-7}
 P=kcb
 FAB=$P-fab
-ETCD_URL=http://192.168.90.1:2379
+ETCD_URL=http://192.168.90.2:2379
+RTR=$P-rtr
 
 cleanup() {
   pkill -f -- "--state-dir /tmp/$P-" 2>/dev/null || true
@@ -74,19 +75,31 @@ world() { # world N
   cleanup
   ip netns add $FAB
   ip -n $FAB link set lo up
-  ip netns exec $FAB sysctl -qw net.ipv4.ip_forward=1
+  ip netns add $RTR
+  ip -n $RTR link set lo up
+  ip netns exec $RTR sysctl -qw net.ipv4.ip_forward=1
   for seg in 0 1; do
     # A fixed MAC: a bridge without one takes its lowest port's, which changes as nodes
     # join, and the nodes' ARP entries for the router then point at a stale MAC.
     ip -n $FAB link add seg$seg address 02:00:5e:00:90:0$seg type bridge
     ip -n $FAB link set seg$seg up
-    ip -n $FAB addr add 192.168.$((90 + seg)).1/24 dev seg$seg
+    # The router is a box of its own on both segments (a namespace on a veth port of
+    # each), as a real one is: routing through the bridge devices themselves makes the
+    # kernel segment VXLAN's GSO packets in software (a bridge device has no
+    # encapsulation offloads), which no hardware router does.
+    ip -n $RTR link add r$seg type veth peer name rp$seg netns $FAB
+    ip -n $FAB link set rp$seg master seg$seg up
+    ip -n $RTR addr add 192.168.$((90 + seg)).1/24 dev r$seg
+    ip -n $RTR link set r$seg up
   done
+  # etcd's host sits on segment 0.
+  ip -n $FAB addr add 192.168.90.2/24 dev seg0
+  ip -n $FAB route add 192.168.91.0/24 via 192.168.90.1
   ip netns exec $FAB etcd --name default --data-dir /tmp/$P-etcd \
     --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls $ETCD_URL \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster default=http://127.0.0.1:2380 > /tmp/$P-etcd.log 2>&1 &
-  for _ in $(seq 100); do ip netns exec $FAB bash -c "echo > /dev/tcp/192.168.90.1/2379" 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq 100); do ip netns exec $FAB bash -c "echo > /dev/tcp/192.168.90.2/2379" 2>/dev/null && break; sleep 0.05; done
   # The first node creates the network; every node then has its block.
   local i
   for i in $(seq 1 "$1"); do

@@ -3,9 +3,13 @@
 //! as knit's agents write them.
 //!
 //!   cluster_scale fill URL N        N nodes sim0..sim{N-1}
-//!   cluster_scale one URL K         one more (simK); prints the wall-clock ms just before
+//!   cluster_scale one URL K         one more (simK); prints the wall-clock ms when sent
+//!                                   and when etcd acknowledged the commit
+//!   cluster_scale churn URL K N     nodes simK..sim{K+N-1} join one by one (one transaction
+//!                                   each, 50 ms apart), then leave one by one; prints the
+//!                                   wall-clock ms at the start and at the end
 
-use etcd_client::{Client, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn records(k: u32) -> Vec<(String, String)> {
@@ -38,7 +42,7 @@ fn records(k: u32) -> Vec<(String, String)> {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (cmd, url, n) = match &args[..] {
-        [_, c, u, n] => (c.as_str(), u.clone(), n.parse::<u32>().expect("a number")),
+        [_, c, u, n, ..] => (c.as_str(), u.clone(), n.parse::<u32>().expect("a number")),
         _ => panic!("usage: cluster_scale fill|one URL N"),
     };
     let mut c = Client::connect([url], None).await.expect("connect to etcd");
@@ -67,6 +71,27 @@ async fn main() {
             let t1 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
             println!("{} {}", t0.as_millis(), t1.as_millis());
         }
-        _ => panic!("usage: cluster_scale fill|one URL N"),
+        "churn" => {
+            let count: u32 = args
+                .get(4)
+                .and_then(|c| c.parse().ok())
+                .expect("churn URL K N");
+            let start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            for k in n..n + count {
+                c.txn(put(records(k))).await.expect("txn");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            for k in n..n + count {
+                let ops: Vec<TxnOp> = records(k)
+                    .into_iter()
+                    .map(|(key, _)| TxnOp::delete(key, None::<DeleteOptions>))
+                    .collect();
+                c.txn(Txn::new().and_then(ops)).await.expect("txn");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let end = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            println!("{} {}", start.as_millis(), end.as_millis());
+        }
+        _ => panic!("usage: cluster_scale fill|one|churn URL N [COUNT]"),
     }
 }

@@ -131,6 +131,14 @@ done
 pcts() { sort -n | awk -v what="$1" '{v[NR]=$1} END {p50=v[int((NR*50+99)/100)]; p99=v[int((NR*99+99)/100)]; printf "  %d samples, %s: p50 %d ms, p99 %d ms, max %d ms\n", NR, what, p50, p99, v[NR]}'; }
 printf "%s\n" "${lat[@]}" | pcts "from the write sent to etcd"
 printf "%s\n" "${lat_c[@]}" | pcts "from etcd's commit acknowledged"
+# Churn: 100 more simulated nodes join one by one (50 ms apart) and then leave one by
+# one, while the daemons watch; their CPU over that window, and their RSS after.
+a=$(daemon_ticks)
+read -r c0 c1 < <(nsenter --net=/run/netns/$FAB "$SIM" churn $URL 2000 100)
+sleep 1
+b=$(daemon_ticks)
+secs=$(python3 -c "print('%.1f' % (($c1 - $c0) / 1000))")
+echo "  churn of 100 nodes (200 events over $secs s): $WATCHERS daemons used $(python3 -c "print('%.2f' % (($b - $a) / $hz))") s of CPU in all ($(python3 -c "print('%.1f' % (100 * ($b - $a) / $hz / ($c1 - $c0 + 1000) * 1000))") % of one core), $(python3 -c "print('%.1f' % (1000 * ($b - $a) / $hz / $WATCHERS / 200))") ms per daemon per event"
 ticks=0; rss=0
 for i in $(seq 1 "$WATCHERS"); do
   pid=$(pgrep -f -- "--state-dir /tmp/$P-n$i daemon" | head -1) || continue
