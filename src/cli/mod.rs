@@ -27,10 +27,13 @@ mod policy;
 pub mod report;
 mod service;
 
+/// `knit --version`: the release and the commit it was built from (see build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KNIT_COMMIT"), ")");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "knit",
-    version,
+    version = VERSION,
     about = "Container networking for Linux: sandboxes, bridge and ptp networks, IPAM, NAT, port publishing, L4 services, network policy, container DNS"
 )]
 pub struct Cli {
@@ -81,6 +84,14 @@ pub enum Command {
     /// This node in a cluster: join, leave, list the nodes.
     #[command(subcommand)]
     Node(cluster::NodeCmd),
+    /// Shell completions on stdout (e.g. `knit completions bash >
+    /// /usr/share/bash-completion/completions/knit`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout (`knit man > /usr/share/man/man1/knit.1`).
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -452,6 +463,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "knit", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("writing the man page", e))?;
+            Ok(0)
+        }
         Command::Demo { scene } => match scene.as_deref() {
             None => demo::run(),
             Some("cluster") => demo_cluster::run(),
