@@ -12,14 +12,16 @@
 //! - `node`: the one home of `Node` - every command as request, validated plan, one store
 //!   transaction, netlink, one nft transaction, record;
 //! - `dns`, `resolv`: the DNS daemon and sandboxes' resolv.conf;
-//! - `cni`, `netavark`, `cli`: the faces (the CNI plugin, the netavark plugin of podman 5,
-//!   and the command line with its reports and the demo).
+//! - `cni`, `netavark`, `docker`, `cli`: the faces (the CNI plugin, the netavark plugin of
+//!   podman 5, Docker's remote network driver, and the command line with its reports and
+//!   the demo).
 
 pub mod cli;
 pub mod cluster;
 pub mod cni;
 pub mod conntrack;
 pub mod deferred;
+pub mod docker;
 pub mod dns;
 pub mod driver;
 pub mod error;

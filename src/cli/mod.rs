@@ -105,6 +105,12 @@ pub struct DaemonCli {
     /// How long to wait for each upstream resolver.
     #[arg(long, default_value_t = 1000)]
     pub upstream_timeout_ms: u64,
+    /// Also serve Docker's remote network driver API (`docker network create -d knit`).
+    #[arg(long)]
+    pub docker_plugin: bool,
+    /// Where the Docker plugin listens (Docker finds plugin `knit` there).
+    #[arg(long, default_value = crate::docker::DEFAULT_SOCKET)]
+    pub docker_plugin_socket: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -485,6 +491,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             )),
         },
         Command::Daemon(d) => {
+            if d.docker_plugin {
+                crate::docker::spawn(cli.state_dir.clone(), &d.docker_plugin_socket)?;
+            }
             crate::node::agent::spawn(cli.state_dir.clone());
             crate::dns::run(crate::dns::Config {
                 state_dir: cli.state_dir.clone(),

@@ -102,7 +102,7 @@ pub fn host_veth_name() -> String {
 /// Creates the links, addresses, routes and neighbours of one attachment. Safe to run again
 /// on a partially built attachment (reconcile): existing pieces are kept or replaced.
 pub fn plumb(net: &Network, att: &Attachment, ns: &Netns) -> Result<()> {
-    plumb_with(net, att, ns, &mut None)
+    plumb_with(net, att, Some(ns), &mut None)
 }
 
 /// A netlink socket inside the sandbox, opened once per command (entering a namespace
@@ -116,12 +116,22 @@ pub fn sandbox_netlink<'a>(ns: &Netns, slot: &'a mut Option<Netlink>) -> Result<
 }
 
 /// `plumb` with the sandbox's netlink socket of this command (opened on first use).
+/// With `ns` None (a handoff) the sandbox end is created in this namespace under its
+/// name, down and unconfigured: the runtime moves it and sets its addresses and routes.
 pub fn plumb_with(
     net: &Network,
     att: &Attachment,
-    ns: &Netns,
+    ns: Option<&Netns>,
     sandbox_nl: &mut Option<Netlink>,
 ) -> Result<()> {
+    let here;
+    let peer_ns = match ns {
+        Some(ns) => ns,
+        None => {
+            here = Netns::current()?;
+            &here
+        }
+    };
     let mut nl = Netlink::open()?;
     let host_mac = mac_of("host_mac", &att.host_mac)?;
     let mac = mac_of("mac", &att.mac)?;
@@ -144,7 +154,7 @@ pub fn plumb_with(
                     host_mac,
                     peer_name: &att.ifname,
                     peer_mac: mac,
-                    peer_netns: ns.fd(),
+                    peer_netns: peer_ns.fd(),
                     mtu: net.mtu,
                     controller,
                 })
@@ -167,6 +177,17 @@ pub fn plumb_with(
     nl.prepare_host_port(host_index, driver.bridged())?;
     nl.set_up(host_index)?;
     driver.plumb_host(&mut nl, net, att, host_index)?;
+    // The address may have been another sandbox's a moment ago (a restarted container
+    // gets its address back with a new MAC): the node's ARP/ND cache on knit's bridge
+    // would send it to the old MAC until the entry ages out, up to a minute.
+    if let Some(bridge) = controller {
+        for ip in &att.ips {
+            nl.del_neighbour(bridge, ip.addr())?;
+        }
+    }
+    let Some(ns) = ns else {
+        return Ok(());
+    };
     let snl = sandbox_netlink(ns, sandbox_nl)?;
     let index = snl
         .link_index(&att.ifname)?

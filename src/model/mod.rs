@@ -173,6 +173,10 @@ pub enum SandboxRef {
         ifname: String,
         netns: String,
     },
+    /// A runtime that moves the interface into its container itself (Docker's remote
+    /// network drivers): knit builds the veth pair and leaves the sandbox end, named
+    /// `ifname` and unconfigured, in the node's namespace for the runtime to take.
+    Handoff { endpoint: String, ifname: String },
 }
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -211,7 +215,13 @@ impl SandboxRef {
             SandboxRef::Path(p) => p.clone(),
             SandboxRef::Pid(p) => format!("pid:{p}"),
             SandboxRef::Container { id, ifname, .. } => format!("cni:{id}/{ifname}"),
+            SandboxRef::Handoff { endpoint, .. } => format!("docker:{endpoint}"),
         }
+    }
+
+    /// Whether a store key is a handoff's (`docker:ENDPOINT`).
+    pub fn is_handoff_key(key: &str) -> bool {
+        key.starts_with("docker:")
     }
 
     pub fn path(&self) -> String {
@@ -220,6 +230,8 @@ impl SandboxRef {
             SandboxRef::Path(p) => p.clone(),
             SandboxRef::Pid(p) => format!("/proc/{p}/ns/net"),
             SandboxRef::Container { netns, .. } => netns.clone(),
+            // Not knit's to enter: the runtime owns the namespace it moves the link into.
+            SandboxRef::Handoff { .. } => String::new(),
         }
     }
 }

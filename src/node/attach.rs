@@ -39,9 +39,20 @@ impl Node {
         if let Some(i) = args.ifname {
             crate::model::validate_ifname("--ifname", i)?;
         }
-        let ns = Netns::open(args.sandbox.path())
-            .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
-        refuse_node_namespace(&ns, &args.sandbox.key())?;
+        // A handoff has no namespace of knit's to enter: the runtime moves the link.
+        let handoff = match args.sandbox {
+            SandboxRef::Handoff { ifname, .. } => Some(ifname.as_str()),
+            _ => None,
+        };
+        let ns = match handoff {
+            Some(_) => None,
+            None => {
+                let ns = Netns::open(args.sandbox.path())
+                    .map_err(|_| Error::not_found("sandbox", args.sandbox.key()))?;
+                refuse_node_namespace(&ns, &args.sandbox.key())?;
+                Some(ns)
+            }
+        };
         crate::trace::phase("sandbox namespace checked");
         // An interrupted creation is finished first, under the network's own lock.
         if let Some(mut n) = self.store.find_network(args.network)?
@@ -53,18 +64,21 @@ impl Node {
         let _net_lock = Lock::network(&self.state_dir, args.network, false)?;
         let _sbx_lock = Lock::sandbox(&self.state_dir, &key)?;
         // `sandbox rm` may have deleted it while we waited for the lock.
-        if !Netns::open(args.sandbox.path()).is_ok_and(|n| n.id().ok() == ns.id().ok()) {
+        if let Some(ns) = &ns
+            && !Netns::open(args.sandbox.path()).is_ok_and(|n| n.id().ok() == ns.id().ok())
+        {
             return Err(Error::not_found("sandbox", key));
         }
         crate::trace::phase("locks taken");
         let mut snl = None;
         let chosen;
-        let ifname = match args.ifname {
-            Some(i) => i,
-            None => {
-                chosen = self.next_ifname(args.network, &key, &ns, &mut snl)?;
+        let ifname = match (args.ifname.or(handoff), &ns) {
+            (Some(i), _) => i,
+            (None, Some(ns)) => {
+                chosen = self.next_ifname(args.network, &key, ns, &mut snl)?;
                 chosen.as_str()
             }
+            (None, None) => return Err(Error::invalid("--ifname", "", "a handoff names its link")),
         };
         crate::trace::phase("interface name chosen");
         let reserved = self
@@ -96,29 +110,26 @@ impl Node {
                 }
                 // A crashed attach or detach left this behind: clear its remnants first.
                 self.remove_attachment(&network, &attachment)?;
-                return self.attach_locked(args, &ns, &network, &mut snl);
+                return self.attach_locked(args, ns.as_ref(), ifname, &network, &mut snl);
             }
             (false, _) => attachment,
         };
-        self.build_attachment(network, att, &ns, &mut snl)
+        self.build_attachment(network, att, ns.as_ref(), &mut snl)
     }
 
     /// After clearing a crashed remnant: reserve again and build (locks already held).
     fn attach_locked(
         &mut self,
         args: &AttachArgs,
-        ns: &Netns,
+        ns: Option<&Netns>,
+        ifname: &str,
         net: &Network,
         snl: &mut Option<Netlink>,
     ) -> Result<Attached> {
         let key = args.sandbox.key();
-        let ifname = match args.ifname {
-            Some(i) => i.to_string(),
-            None => self.next_ifname(&net.name, &key, ns, snl)?,
-        };
         let r = self
             .store
-            .reserve(args, &ifname, &crate::driver::host_veth_name)?;
+            .reserve(args, ifname, &crate::driver::host_veth_name)?;
         if r.existed {
             return Err(Error::Conflict(format!(
                 "sandbox {key:?} on network {:?}: a stale record could not be cleared",
@@ -134,7 +145,7 @@ impl Node {
         &mut self,
         network: Network,
         att: Attachment,
-        ns: &Netns,
+        ns: Option<&Netns>,
         snl: &mut Option<Netlink>,
     ) -> Result<Attached> {
         let built = plumb_with(&network, &att, ns, snl).and_then(|_| {

@@ -113,7 +113,7 @@ impl Node {
         let attachments = self.store.attachments_of_sandbox(&sandbox.key())?;
         // CNI attachments are named by container; their namespace path is in the store.
         let path = match sandbox {
-            SandboxRef::Container { .. } => attachments
+            SandboxRef::Container { .. } | SandboxRef::Handoff { .. } => attachments
                 .first()
                 .map(|a| a.netns_path.clone())
                 .unwrap_or_default(),

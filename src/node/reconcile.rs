@@ -52,6 +52,24 @@ impl Node {
                 }
                 continue;
             }
+            // A handoff's namespace is the runtime's (knit never learns it): its veth
+            // is all knit has, and an attachment whose veth is gone goes too.
+            if crate::model::SandboxRef::is_handoff_key(&att.sandbox) {
+                let present = crate::netlink::Netlink::open()?
+                    .link_index(&att.host_ifname)?
+                    .is_some();
+                let done = if present {
+                    rep.attachments_ok.push(label);
+                    continue;
+                } else {
+                    self.remove_attachment(net, &att)
+                };
+                match done {
+                    Ok(()) => rep.gone_removed.push(label),
+                    Err(e) => rep.errors.push(format!("{label}: {e}")),
+                }
+                continue;
+            }
             match Netns::open(&att.netns_path) {
                 Err(_) => match self.remove_attachment(net, &att) {
                     Ok(()) => rep.gone_removed.push(label),
