@@ -4,13 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "run as root (tests create network namespaces)" >&2; exit 1; fi
-pkgs=(nftables libnftables1 iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iptables conntrack protobuf-compiler etcd-server)
+pkgs=(nftables libnftables1 iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iptables conntrack protobuf-compiler etcd-server docker.io containerd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  # Packages with services (etcd-server) must not start them on the host: the tests
-  # start their own etcd inside throwaway namespaces.
+  # Packages with services (etcd-server, docker.io, containerd) must not start them on
+  # the host (dockerd would rewrite its firewall): the tests start their own etcd and
+  # dockerd inside throwaway namespaces.
   nostart=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; nostart=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -162,17 +162,47 @@ fn docker_networks_on_knit() {
     let w = World::new().with_outside();
     let d = Docker::start(&w);
     d.ok(&[
-        "network", "create", "-d", "knit", "--subnet", "10.93.0.0/24", "-o", "knit.name=web",
+        "network",
+        "create",
+        "-d",
+        "knit",
+        "--subnet",
+        "10.93.0.0/24",
+        "-o",
+        "knit.name=web",
         "web",
     ]);
     let v = w.json(&["network", "inspect", "web"]);
     assert_eq!(v["network"]["origin"], "docker");
 
     d.ok(&[
-        "run", "-d", "--network", "web", "--name", "web1", "-p", "8080:80", "bb:1", "httpd", "-f",
-        "-p", "80", "-h", "/www",
+        "run",
+        "-d",
+        "--network",
+        "web",
+        "--name",
+        "web1",
+        "-p",
+        "8080:80",
+        "bb:1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
     ]);
-    d.ok(&["run", "-d", "--network", "web", "--name", "c2", "bb:1", "sleep", "1000"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "web",
+        "--name",
+        "c2",
+        "bb:1",
+        "sleep",
+        "1000",
+    ]);
     let ip1 = d.ip("web1", "web");
     assert!(ip1.starts_with("10.93.0."), "{ip1}");
     // The interface Docker moved in is knit's veth, with the MAC knit chose.
@@ -217,7 +247,14 @@ fn docker_networks_on_knit() {
 
     // network connect / disconnect of a running container.
     d.ok(&[
-        "network", "create", "-d", "knit", "--subnet", "10.94.0.0/24", "-o", "knit.name=back",
+        "network",
+        "create",
+        "-d",
+        "knit",
+        "--subnet",
+        "10.94.0.0/24",
+        "-o",
+        "knit.name=back",
         "back",
     ]);
     d.ok(&["network", "connect", "back", "c2"]);
@@ -226,15 +263,39 @@ fn docker_networks_on_knit() {
     d.ok(&["network", "disconnect", "back", "c2"]);
     let addrs = d.ok(&["exec", "c2", "ip", "-o", "addr"]);
     assert!(!addrs.contains("inet 10.94.0."), "{addrs}");
-    assert!(w.json(&["network", "inspect", "back"])["attachments"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        w.json(&["network", "inspect", "back"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // Bad input: Docker shows knit's error, naming what was wrong; nothing is built.
-    let e = d.fail(&["network", "create", "-d", "knit", "--subnet", "10.95.0.0/24", "-o", "vlan=4", "bad"]);
+    let e = d.fail(&[
+        "network",
+        "create",
+        "-d",
+        "knit",
+        "--subnet",
+        "10.95.0.0/24",
+        "-o",
+        "vlan=4",
+        "bad",
+    ]);
     assert!(e.contains("vlan"), "{e}");
-    let e = d.fail(&["run", "-d", "--network", "web", "--name", "c3", "-p", "80", "bb:1", "sleep", "9"]);
+    let e = d.fail(&[
+        "run",
+        "-d",
+        "--network",
+        "web",
+        "--name",
+        "c3",
+        "-p",
+        "80",
+        "bb:1",
+        "sleep",
+        "9",
+    ]);
     assert!(e.contains("explicit host port"), "{e}");
     let _ = d.run(&["rm", "-f", "c3"]);
     assert_eq!(

@@ -235,3 +235,52 @@ fn internal_network_has_no_egress() {
     let err = w.fail(&["attach", "int", &c, "-p", "8080:80"]);
     assert!(err.contains("internal"), "{err}");
 }
+
+/// A sandbox with IPv6 disabled by sysctl (as Docker leaves containers started without
+/// IPv6) cannot take an IPv6 address: the error names the sysctl, and nothing is left.
+#[test]
+fn ipv6_disabled_in_the_sandbox_is_named() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "ds",
+        "--subnet",
+        "10.46.0.0/24",
+        "--subnet",
+        "fd00:46::/64",
+    ]);
+    let a = w.sandbox("a");
+    for key in ["all", "default"] {
+        sh_ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+        ]);
+    }
+    let links = w.knit_links();
+    let err = w.fail(&["attach", "ds", &a]);
+    assert!(err.contains("disable_ipv6"), "{err}");
+    assert!(!err.contains("Permission denied"), "{err}");
+    assert_eq!(w.knit_links(), links);
+    assert!(!sh_ok(&["ip", "-n", &a, "link"]).contains("eth0"));
+    let v = w.json(&["network", "inspect", "ds"]);
+    assert!(v["attachments"].as_array().unwrap().is_empty());
+    // Turned back on, the same attach works.
+    for key in ["all", "default"] {
+        sh_ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{key}.disable_ipv6=0"),
+        ]);
+    }
+    w.ok(&["attach", "ds", &a]);
+}

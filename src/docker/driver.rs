@@ -98,7 +98,11 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
     let generic: BTreeMap<String, String> = match opts.get(GENERIC) {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-            Error::invalid("-o", v.to_string(), "Docker's generic options must be strings")
+            Error::invalid(
+                "-o",
+                v.to_string(),
+                "Docker's generic options must be strings",
+            )
         })?,
     };
     if let Some(k) = generic.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
@@ -115,14 +119,21 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
     let mtu = generic
         .get(MTU_OPTION)
         .map(|m| {
-            m.parse::<u32>()
-                .map_err(|_| Error::invalid("-o com.docker.network.driver.mtu", m, "expected a number"))
+            m.parse::<u32>().map_err(|_| {
+                Error::invalid("-o com.docker.network.driver.mtu", m, "expected a number")
+            })
         })
         .transpose()?;
     let masquerade = match generic.get("knit.masquerade").map(String::as_str) {
         None | Some("true") => true,
         Some("false") => false,
-        Some(v) => return Err(Error::invalid("-o knit.masquerade", v, "expected true or false")),
+        Some(v) => {
+            return Err(Error::invalid(
+                "-o knit.masquerade",
+                v,
+                "expected true or false",
+            ));
+        }
     };
     let internal = opts
         .get("com.docker.network.internal")
@@ -130,7 +141,12 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
         .unwrap_or(false);
     let mut subnets = vec![];
     let mut gateways = vec![];
-    for d in req.ipv4_data.iter().flatten().chain(req.ipv6_data.iter().flatten()) {
+    for d in req
+        .ipv4_data
+        .iter()
+        .flatten()
+        .chain(req.ipv6_data.iter().flatten())
+    {
         subnets.push(d.pool.clone());
         if !d.gateway.is_empty() {
             gateways.push(plain_ip("--gateway", &d.gateway)?.to_string());
@@ -206,8 +222,7 @@ pub fn handoff_name(endpoint: &str) -> String {
 
 fn network_of(dir: &Path, id: &str) -> Result<NetworkRecord> {
     state::check_id("NetworkID", id)?;
-    state::load(dir, "networks", id)?
-        .ok_or_else(|| Error::not_found("docker network", id))
+    state::load(dir, "networks", id)?.ok_or_else(|| Error::not_found("docker network", id))
 }
 
 pub fn create_network(dir: &Path, body: &[u8]) -> Result<Value> {
@@ -223,7 +238,12 @@ pub fn create_network(dir: &Path, body: &[u8]) -> Result<Value> {
             node.create_network_from(&spec, ORIGIN, crate::node::BridgeUse::Fresh)?;
         }
     }
-    state::save(dir, "networks", &req.network_id, &NetworkRecord { network: spec.name })?;
+    state::save(
+        dir,
+        "networks",
+        &req.network_id,
+        &NetworkRecord { network: spec.name },
+    )?;
     Ok(json!({}))
 }
 
@@ -266,8 +286,9 @@ pub fn create_endpoint(dir: &Path, body: &[u8]) -> Result<Value> {
         .and_then(|o| o.get("com.docker.network.portmap"))
     {
         None | Some(Value::Null) => vec![],
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| Error::invalid("-p", v.to_string(), format!("unreadable port map: {e}")))?,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            Error::invalid("-p", v.to_string(), format!("unreadable port map: {e}"))
+        })?,
     };
     // Refused here rather than at Join, so `docker run` fails before anything is built.
     publish_of(&ports)?;

@@ -20,7 +20,10 @@ pub fn read_request(r: &mut BufReader<impl Read>) -> io::Result<Option<Request>>
     }
     let mut parts = line.split_whitespace();
     let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request line"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request line",
+        ));
     };
     let (method, path) = (method.to_string(), path.to_string());
     let mut length = 0usize;
@@ -75,7 +78,10 @@ mod tests {
         let raw = b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n\r\nPOST /NetworkDriver.Join HTTP/1.1\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
         let mut r = BufReader::new(&raw[..]);
         let a = read_request(&mut r).unwrap().unwrap();
-        assert_eq!((a.method.as_str(), a.path.as_str()), ("POST", "/Plugin.Activate"));
+        assert_eq!(
+            (a.method.as_str(), a.path.as_str()),
+            ("POST", "/Plugin.Activate")
+        );
         assert!(a.body.is_empty());
         let b = read_request(&mut r).unwrap().unwrap();
         assert_eq!(b.path, "/NetworkDriver.Join");
@@ -91,6 +97,10 @@ mod tests {
         assert!(read_request(&mut r).is_err());
         let mut out = vec![];
         write_response(&mut out, 200, "{}").unwrap();
-        assert!(String::from_utf8(out).unwrap().ends_with("Content-Length: 2\r\n\r\n{}"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("Content-Length: 2\r\n\r\n{}")
+        );
     }
 }

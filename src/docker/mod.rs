@@ -40,7 +40,8 @@ pub fn spawn(state_dir: PathBuf, socket: &Path) -> Result<()> {
 fn bind(socket: &Path) -> Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(socket) {
         if !meta.file_type().is_socket() {
@@ -100,7 +101,12 @@ pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
         | "NetworkDriver.RevokeExternalConnectivity"
         | "NetworkDriver.DiscoverNew"
         | "NetworkDriver.DiscoverDelete" => driver::no_op(body),
-        _ => return (404, json!({"Err": format!("knit does not implement {call}")})),
+        _ => {
+            return (
+                404,
+                json!({"Err": format!("knit does not implement {call}")}),
+            );
+        }
     };
     match result {
         Ok(v) => (200, v),

@@ -199,7 +199,16 @@ pub fn plumb_with(
     }
     snl.set_up(index)?;
     for ip in &att.ips {
-        snl.add_address(index, driver.sandbox_addr(ip))?;
+        snl.add_address(index, driver.sandbox_addr(ip))
+            .map_err(|e| match e.errno() {
+                // Docker starts containers without IPv6 with net.ipv6.conf.all and
+                // .default.disable_ipv6=1: the kernel then refuses the address with EACCES.
+                Some(libc::EACCES) if ip.addr().is_ipv6() => Error::Conflict(format!(
+                    "the sandbox has IPv6 disabled (net.ipv6.conf.all.disable_ipv6 or net.ipv6.conf.default.disable_ipv6 is 1 in it, as Docker sets for containers without IPv6), so {} cannot get {ip}: set them to 0 in the sandbox, or attach to a network without an IPv6 subnet",
+                    att.ifname
+                )),
+                _ => e,
+            })?;
     }
     driver.plumb_sandbox(snl, net, index, host_mac)?;
     // The first network a sandbox joins keeps its default route: a later attachment adds

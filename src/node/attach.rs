@@ -90,7 +90,19 @@ impl Node {
             attachment,
             existed,
         } = reserved;
+        let ns_id = ns_identity(ns.as_ref())?;
         let att = match (existed, attachment.state) {
+            // The path now names another namespace (a PID reused, a container restarted
+            // at the same path): the record is a dead namespace's. Clear it (its veth went
+            // with that namespace) and attach afresh.
+            (true, AttachState::Ready)
+                if attachment.netns_id.is_some()
+                    && ns_id.is_some()
+                    && attachment.netns_id != ns_id =>
+            {
+                self.remove_attachment(&network, &attachment)?;
+                return self.attach_locked(args, ns.as_ref(), ifname, &network, &mut snl);
+            }
             (true, AttachState::Ready) => {
                 same_request(&attachment, args)?;
                 return Ok(Attached {
@@ -114,6 +126,9 @@ impl Node {
             }
             (false, _) => attachment,
         };
+        if let Some(id) = &ns_id {
+            self.store.set_netns_id(att.id, id)?;
+        }
         self.build_attachment(network, att, ns.as_ref(), &mut snl)
     }
 
@@ -135,6 +150,9 @@ impl Node {
                 "sandbox {key:?} on network {:?}: a stale record could not be cleared",
                 net.name
             )));
+        }
+        if let Some(id) = ns_identity(ns)? {
+            self.store.set_netns_id(r.attachment.id, &id)?;
         }
         self.build_attachment(r.network, r.attachment, ns, snl)
     }
@@ -299,6 +317,12 @@ impl Node {
         crate::trace::phase("store: released");
         Ok(())
     }
+}
+
+/// A namespace's identity as the store records it (`DEV:INODE`).
+pub fn ns_identity(ns: Option<&Netns>) -> Result<Option<String>> {
+    ns.map(|n| n.id().map(|(dev, ino)| format!("{dev}:{ino}")))
+        .transpose()
 }
 
 /// Deletes the attachment's host veth if it is the one knit created (its recorded MAC). If

@@ -70,7 +70,19 @@ impl Node {
                 }
                 continue;
             }
-            match Netns::open(&att.netns_path) {
+            // A path that now names another namespace (the PID reused, the container
+            // restarted) is as good as gone: never plumb into someone else's namespace.
+            let ns = Netns::open(&att.netns_path).and_then(|ns| {
+                let now = crate::node::attach::ns_identity(Some(&ns))?;
+                match &att.netns_id {
+                    Some(was) if now.as_ref() != Some(was) => Err(crate::error::Error::not_found(
+                        "sandbox namespace",
+                        &att.netns_path,
+                    )),
+                    _ => Ok(ns),
+                }
+            });
+            match ns {
                 Err(_) => match self.remove_attachment(net, &att) {
                     Ok(()) => rep.gone_removed.push(label),
                     Err(e) => rep.errors.push(format!("{label}: {e}")),

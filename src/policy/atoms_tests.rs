@@ -10,6 +10,7 @@ fn att(id: i64, net: i64, sandbox: &str, labels: &[(&str, &str)], ips: &[&str]) 
         network: format!("n{net}"),
         sandbox: sandbox.into(),
         netns_path: String::new(),
+        netns_id: None,
         ifname: "eth0".into(),
         host_ifname: format!("veth{id}"),
         mac: String::new(),

@@ -347,6 +347,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records the identity of the namespace an attachment was built in.
+    pub fn set_netns_id(&mut self, att_id: i64, id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE attachments SET netns_id = ?2 WHERE id = ?1",
+            params![att_id, id],
+        )?;
+        Ok(())
+    }
+
     pub(super) fn load_attachments(
         conn: &Connection,
         cond: &str,
@@ -354,7 +363,7 @@ impl Store {
     ) -> Result<Vec<Attachment>> {
         let sql = format!(
             "SELECT a.id, a.network_id, n.name, a.sandbox, a.netns_path, a.ifname, a.host_ifname, a.mac, a.host_mac,
-                    a.state, a.container_id, a.routes, a.aliases, a.labels, a.owner_pid, a.owner_start
+                    a.state, a.container_id, a.routes, a.aliases, a.labels, a.owner_pid, a.owner_start, a.netns_id
              FROM attachments a JOIN networks n ON n.id = a.network_id WHERE {cond} ORDER BY a.id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -367,6 +376,7 @@ impl Store {
                     network: r.get(2)?,
                     sandbox: r.get(3)?,
                     netns_path: r.get(4)?,
+                    netns_id: r.get(16)?,
                     ifname: r.get(5)?,
                     host_ifname: r.get(6)?,
                     mac: r.get(7)?,

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 pub(super) const QUICK_PROBES: u128 = 16;
 mod attachments;
@@ -120,6 +120,10 @@ pub struct Attachment {
     pub network: String,
     pub sandbox: String,
     pub netns_path: String,
+    /// The namespace's identity (`DEV:INODE` of its nsfs file) when it was attached: a
+    /// path like /proc/PID/ns/net can later name another namespace (the PID reused, the
+    /// container restarted), which must not be mistaken for this one.
+    pub netns_id: Option<String>,
     pub ifname: String,
     pub host_ifname: String,
     pub mac: String,

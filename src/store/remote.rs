@@ -33,6 +33,7 @@ impl RemoteEndpoint {
             network: self.rec.network.clone(),
             sandbox: self.rec.sandbox.clone(),
             netns_path: String::new(),
+            netns_id: None,
             ifname: String::new(),
             host_ifname: String::new(),
             mac: String::new(),

@@ -226,6 +226,10 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
              );",
         )?;
     }
+    if version < 8 {
+        // Version 8: the identity of each attachment's namespace (see Attachment).
+        tx.execute_batch("ALTER TABLE attachments ADD COLUMN netns_id TEXT;")?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

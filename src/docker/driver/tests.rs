@@ -50,7 +50,12 @@ fn bad_options_are_refused_by_name() {
     let e = with(json!({"knit.name": "-x"}));
     assert!(e.contains("-x"), "{e}");
     let req = create(json!({"NetworkID": NID, "IPv4Data": [{"Pool": "10.30.30.0/33"}]}));
-    assert!(network_spec(&req).unwrap_err().to_string().contains("10.30.30.0/33"));
+    assert!(
+        network_spec(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("10.30.30.0/33")
+    );
 }
 
 #[test]
@@ -68,7 +73,10 @@ fn port_bindings_become_publish_specs() {
     assert_eq!(p[0].host_ports, (8080, 8080));
     assert_eq!(p[1].proto, Proto::Udp);
     let e = publish_of(&[b(6, 80, 0)]).unwrap_err().to_string();
-    assert!(e.contains("explicit host port") && e.contains("80/tcp"), "{e}");
+    assert!(
+        e.contains("explicit host port") && e.contains("80/tcp"),
+        "{e}"
+    );
     assert!(publish_of(&[b(1, 80, 80)]).is_err());
 }
 
@@ -95,8 +103,14 @@ fn plugin_calls_answer_in_dockers_shapes() {
     // Unknown endpoints and networks: deleting them is no error (Docker cleans up after
     // restarts with IDs the driver may not know).
     let ids = json!({"NetworkID": NID, "EndpointID": NID}).to_string();
-    assert_eq!(super::super::answer(&dir, "/NetworkDriver.DeleteEndpoint", ids.as_bytes()).0, 200);
-    assert_eq!(super::super::answer(&dir, "/NetworkDriver.DeleteNetwork", ids.as_bytes()).0, 200);
+    assert_eq!(
+        super::super::answer(&dir, "/NetworkDriver.DeleteEndpoint", ids.as_bytes()).0,
+        200
+    );
+    assert_eq!(
+        super::super::answer(&dir, "/NetworkDriver.DeleteNetwork", ids.as_bytes()).0,
+        200
+    );
     // A join for an endpoint never created is an error naming it.
     let (code, v) = super::super::answer(&dir, "/NetworkDriver.Join", ids.as_bytes());
     assert_eq!(code, 500);
