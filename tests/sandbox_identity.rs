@@ -25,12 +25,18 @@ fn a_replaced_namespace_is_not_the_attached_one() {
 
     // reconcile: the new namespace at the same path gets nothing of the old attachment.
     let rep = w.json(&["reconcile"]);
-    assert_eq!(rep["gone_removed"], serde_json::json!([format!("n/{a}")]), "{rep}");
+    assert_eq!(
+        rep["gone_removed"],
+        serde_json::json!([format!("n/{a}")]),
+        "{rep}"
+    );
     assert!(!sh_ok(&["ip", "-n", &a, "link"]).contains("eth0"));
-    assert!(w.json(&["network", "inspect", "n"])["attachments"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        w.json(&["network", "inspect", "n"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // attach without a reconcile in between: the stale record is cleared and the new
     // namespace is attached afresh (not "already attached").
@@ -40,7 +46,13 @@ fn a_replaced_namespace_is_not_the_attached_one() {
     assert!(sh_ok(&["ip", "-n", &a, "addr", "show", "eth0"]).contains("10.47.0."));
     let v = w.json(&["network", "inspect", "n"]);
     assert_eq!(v["attachments"].as_array().unwrap().len(), 1);
-    assert_eq!(w.knit_links().iter().filter(|l| l.starts_with("kv")).count(), 1);
+    assert_eq!(
+        w.knit_links()
+            .iter()
+            .filter(|l| l.starts_with("kv"))
+            .count(),
+        1
+    );
     let _ = first;
 }
 
@@ -62,14 +74,25 @@ fn a_pid_sandbox_whose_process_is_gone_is_removed_not_kept() {
     let sb = format!("pid:{pid}");
     w.ok(&["attach", "n", &sb]);
     let v = w.json(&["network", "inspect", "n"]);
-    assert_eq!(v["attachments"][0]["netns_id"].as_str().map(|s| s.contains(':')), Some(true));
+    assert_eq!(
+        v["attachments"][0]["netns_id"]
+            .as_str()
+            .map(|s| s.contains(':')),
+        Some(true)
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let rep = w.json(&["reconcile"]);
-    assert_eq!(rep["gone_removed"], serde_json::json!([format!("n/{sb}")]), "{rep}");
-    assert!(w.json(&["network", "inspect", "n"])["attachments"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        rep["gone_removed"],
+        serde_json::json!([format!("n/{sb}")]),
+        "{rep}"
+    );
+    assert!(
+        w.json(&["network", "inspect", "n"])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(w.knit_links().iter().all(|l| !l.starts_with("kv")));
 }
