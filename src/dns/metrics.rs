@@ -3,9 +3,6 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Forward latency histogram bounds, in milliseconds.
-const BUCKETS_MS: [u64; 8] = [1, 2, 5, 10, 50, 100, 500, 1000];
-
 #[derive(Default)]
 pub struct Metrics {
     pub queries_udp: AtomicU64,
@@ -18,9 +15,7 @@ pub struct Metrics {
     pub malformed: AtomicU64,
     /// Queries and connections not served, by reason (`REFUSED_REASONS`).
     pub refused: [AtomicU64; 4],
-    forward_buckets: [AtomicU64; 8],
-    forward_count: AtomicU64,
-    forward_sum_us: AtomicU64,
+    forward: crate::metrics::Histogram,
 }
 
 pub const RCODE_NAMES: [&str; 6] = [
@@ -50,14 +45,7 @@ impl Metrics {
     }
 
     pub fn forward_latency(&self, d: std::time::Duration) {
-        let ms = d.as_millis() as u64;
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *b {
-                self.forward_buckets[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.forward_count.fetch_add(1, Relaxed);
-        self.forward_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.forward.observe(d);
     }
 
     pub fn render(&self) -> String {
@@ -130,22 +118,7 @@ impl Metrics {
             s,
             "# HELP knit_dns_forward_seconds Upstream round trip of forwarded queries.\n# TYPE knit_dns_forward_seconds histogram"
         );
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "knit_dns_forward_seconds_bucket{{le=\"{}\"}} {}",
-                *b as f64 / 1000.0,
-                self.forward_buckets[i].load(Relaxed)
-            );
-        }
-        let count = self.forward_count.load(Relaxed);
-        let _ = writeln!(s, "knit_dns_forward_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "knit_dns_forward_seconds_sum {}",
-            self.forward_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(s, "knit_dns_forward_seconds_count {count}");
+        self.forward.render(&mut s, "knit_dns_forward_seconds", "");
         crate::cluster::status::STATUS.render(&mut s);
         s
     }

@@ -218,23 +218,51 @@ fn watch_store(
     }
 }
 
-async fn serve_metrics(addr: SocketAddr, shared: Arc<Shared>) {
-    let Ok(l) = TcpListener::bind(addr).await else {
-        eprintln!("knit daemon: cannot listen for metrics on {addr}");
-        return;
-    };
+/// Serves `GET /metrics`: DNS, cluster, data plane, build. Anything else is 404 (another
+/// path) or 405 (another method). The listener is bound before the daemon starts serving,
+/// so a failed bind is fatal rather than a daemon without metrics.
+async fn serve_metrics(l: TcpListener, shared: Arc<Shared>, dir: std::path::PathBuf) {
     loop {
         let Ok((mut s, _)) = l.accept().await else {
             continue;
         };
         let shared = shared.clone();
+        let dir = dir.clone();
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
-            let body = shared.metrics.render();
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let mut parts = head.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, body) = match (method, path.split('?').next().unwrap_or("")) {
+                ("GET", "/metrics") => {
+                    let mut body = shared.metrics.render();
+                    // The store and nft reads block: off the DNS thread.
+                    let plane = tokio::task::spawn_blocking(move || {
+                        let mut out = String::new();
+                        crate::metrics::build_info(&mut out);
+                        let r = crate::metrics::data_plane(&dir, &mut out);
+                        (out, r)
+                    })
+                    .await;
+                    match plane {
+                        Ok((out, Ok(()))) => {
+                            body.push_str(&out);
+                            ("200 OK", body)
+                        }
+                        Ok((_, Err(e))) => ("500 Internal Server Error", format!("{e}\n")),
+                        Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+                    }
+                }
+                ("GET", _) => ("404 Not Found", "only /metrics is served\n".to_string()),
+                _ => ("405 Method Not Allowed", "only GET /metrics\n".to_string()),
+            };
             let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
             let _ = s.write_all(head.as_bytes()).await;
@@ -262,12 +290,19 @@ pub fn run(cfg: Config) -> Result<i32> {
         .enable_all()
         .build()
         .op(|| "start async runtime".into())?;
-    rt.block_on(serve(cfg));
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(
+            rt.block_on(TcpListener::bind(addr))
+                .op(|| format!("listen for metrics on {addr} (--metrics)"))?,
+        ),
+        None => None,
+    };
+    rt.block_on(serve(cfg, metrics));
     drop(lock);
     Ok(0)
 }
 
-async fn serve(cfg: Config) {
+async fn serve(cfg: Config, metrics: Option<TcpListener>) {
     let (rec_tx, mut rec_rx) = watch::channel(Arc::new(Records::default()));
     let (up_tx, up_rx) = watch::channel(Vec::new());
     let (dir, resolv) = (cfg.state_dir.clone(), cfg.resolv_conf.clone());
@@ -280,8 +315,8 @@ async fn serve(cfg: Config) {
         upstream_timeout: cfg.upstream_timeout,
         tcp_clients: Default::default(),
     });
-    if let Some(m) = cfg.metrics {
-        tokio::spawn(serve_metrics(m, shared.clone()));
+    if let Some(l) = metrics {
+        tokio::spawn(serve_metrics(l, shared.clone(), cfg.state_dir.clone()));
     }
     eprintln!("knit daemon: serving DNS for {}", cfg.state_dir.display());
     let mut listeners: HashMap<IpAddr, (i64, Vec<JoinHandle<()>>)> = HashMap::new();

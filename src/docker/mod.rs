@@ -85,6 +85,7 @@ fn serve(dir: &Path, conn: UnixStream) {
 /// Docker reads for both the network and the IPAM interface.
 pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
     let call = path.trim_start_matches('/');
+    let started = std::time::Instant::now();
     let result = match call {
         "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver"]})),
         "NetworkDriver.GetCapabilities" => {
@@ -108,6 +109,10 @@ pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
             );
         }
     };
+    crate::metrics::PLUGIN_CALLS.observe(
+        call.strip_prefix("NetworkDriver.").unwrap_or(call),
+        started.elapsed(),
+    );
     match result {
         Ok(v) => (200, v),
         Err(e) => {

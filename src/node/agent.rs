@@ -295,6 +295,7 @@ async fn sync(
     state: &mut ClusterState,
     mem: &mut Memory,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let store = match mem.store.take() {
         Some(s) => s,
         None => crate::store::Store::open(dir)?,
@@ -310,6 +311,7 @@ async fn sync(
     node.publish_endpoints(etcd, m, state).await?;
     mem.store = Some(node.into_store());
     crate::trace::phase("cluster: synced");
+    crate::metrics::CLUSTER_SYNC.observe(started.elapsed());
     STATUS.syncs.fetch_add(1, Relaxed);
     STATUS.added.fetch_add(c.added as u64, Relaxed);
     STATUS.removed.fetch_add(c.removed as u64, Relaxed);

@@ -1,0 +1,297 @@
+//! Prometheus metrics of the data plane, read from the store and the kernel when the
+//! daemon's `/metrics` is scraped (networks, attachments, published ports, services and
+//! their backends, policy drops), plus latency histograms of the work the daemon does
+//! itself and `knit_build_info`.
+
+use crate::error::Result;
+use crate::model::policy::Direction;
+use crate::node::Node;
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Histogram bounds in seconds (Prometheus' convention), 1 ms to 5 s.
+pub const BOUNDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// A latency histogram. Observations are compared with the bounds as durations, so
+/// 1.9 ms lands in `le="0.0025"`, not in `le="0.001"` (whole milliseconds would truncate).
+pub struct Histogram {
+    buckets: [AtomicU64; BOUNDS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; BOUNDS.len()],
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        // Cumulative buckets: every bound at or above the observation counts it.
+        for (b, c) in BOUNDS.iter().zip(&self.buckets) {
+            if secs <= *b {
+                c.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The histogram's lines; `labels` is `""` or `key="value",...` without braces.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in BOUNDS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_ns.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+/// Calls the daemon answers for runtimes (Docker's plugin API), by call.
+pub static PLUGIN_CALLS: PluginCalls = PluginCalls::new();
+
+pub struct PluginCalls {
+    calls: [(&'static str, Histogram); 6],
+}
+
+impl PluginCalls {
+    const fn new() -> PluginCalls {
+        PluginCalls {
+            calls: [
+                ("CreateNetwork", Histogram::new()),
+                ("DeleteNetwork", Histogram::new()),
+                ("CreateEndpoint", Histogram::new()),
+                ("Join", Histogram::new()),
+                ("DeleteEndpoint", Histogram::new()),
+                ("other", Histogram::new()),
+            ],
+        }
+    }
+
+    pub fn observe(&self, call: &str, d: Duration) {
+        let h = self
+            .calls
+            .iter()
+            .find(|(c, _)| *c == call)
+            .or(self.calls.last())
+            .map(|(_, h)| h);
+        if let Some(h) = h {
+            h.observe(d);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP knit_docker_call_seconds Docker network driver calls answered by the daemon.\n# TYPE knit_docker_call_seconds histogram"
+        );
+        for (call, h) in &self.calls {
+            h.render(out, "knit_docker_call_seconds", &format!("call=\"{call}\""));
+        }
+    }
+}
+
+/// How long the cluster agent's syncs take (watch event to kernel programmed).
+pub static CLUSTER_SYNC: Histogram = Histogram::new();
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn gauge_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// `knit_build_info`: 1, labelled with the release and the commit.
+pub fn build_info(out: &mut String) {
+    gauge_header(
+        out,
+        "knit_build_info",
+        "The running knit's release and commit.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "knit_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        env!("KNIT_COMMIT")
+    );
+}
+
+/// The data plane as the store and the kernel have it now.
+pub fn data_plane(state_dir: &Path, out: &mut String) -> Result<()> {
+    let node = Node::open(state_dir, false)?;
+    let nets = node.store.networks()?;
+    gauge_header(
+        out,
+        "knit_networks",
+        "Networks, by driver and origin.",
+        "gauge",
+    );
+    let mut by_kind = std::collections::BTreeMap::new();
+    for n in &nets {
+        *by_kind
+            .entry((n.driver.as_str().to_string(), n.origin.clone()))
+            .or_insert(0u64) += 1;
+    }
+    for ((driver, origin), c) in by_kind {
+        let _ = writeln!(
+            out,
+            "knit_networks{{driver=\"{}\",origin=\"{}\"}} {c}",
+            escape(&driver),
+            escape(&origin)
+        );
+    }
+    gauge_header(
+        out,
+        "knit_attachments",
+        "Sandboxes attached, by network.",
+        "gauge",
+    );
+    let mut ports = vec![];
+    for n in &nets {
+        let atts = node.store.attachments_of_network(n.id)?;
+        let _ = writeln!(
+            out,
+            "knit_attachments{{network=\"{}\"}} {}",
+            escape(&n.name),
+            atts.len()
+        );
+        ports.push((
+            n.name.clone(),
+            atts.iter().map(|a| a.ports.len()).sum::<usize>(),
+        ));
+    }
+    gauge_header(
+        out,
+        "knit_published_ports",
+        "Published ports, by network.",
+        "gauge",
+    );
+    for (net, c) in ports {
+        let _ = writeln!(
+            out,
+            "knit_published_ports{{network=\"{}\"}} {c}",
+            escape(&net)
+        );
+    }
+    let services = node.store.services()?;
+    gauge_header(out, "knit_services", "L4 services.", "gauge");
+    let _ = writeln!(out, "knit_services {}", services.len());
+    gauge_header(
+        out,
+        "knit_service_backends",
+        "Backends of each service.",
+        "gauge",
+    );
+    for s in &services {
+        let _ = writeln!(
+            out,
+            "knit_service_backends{{service=\"{}\"}} {}",
+            escape(&s.name),
+            s.backends.len()
+        );
+    }
+    gauge_header(
+        out,
+        "knit_policy_dropped_packets_total",
+        "Packets dropped by a network's default deny, by direction (nft counters).",
+        "counter",
+    );
+    for n in &nets {
+        for (dir, name) in [
+            (Direction::Ingress, "ingress"),
+            (Direction::Egress, "egress"),
+        ] {
+            let c = crate::nft::policy::chain_drops(&crate::nft::policy::chain(n.id, dir));
+            let _ = writeln!(
+                out,
+                "knit_policy_dropped_packets_total{{network=\"{}\",direction=\"{name}\"}} {c}",
+                escape(&n.name)
+            );
+        }
+    }
+    PLUGIN_CALLS.render(out);
+    gauge_header(
+        out,
+        "knit_cluster_sync_seconds",
+        "Cluster agent syncs (kernel programmed from etcd's state).",
+        "histogram",
+    );
+    CLUSTER_SYNC.render(out, "knit_cluster_sync_seconds", "");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_right_buckets() {
+        let h = Histogram::new();
+        h.observe(Duration::from_micros(1900));
+        h.observe(Duration::from_micros(900));
+        h.observe(Duration::from_secs(7));
+        let mut s = String::new();
+        h.render(&mut s, "x", "");
+        assert!(s.contains("x_bucket{le=\"0.001\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"0.0025\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"5\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
+        assert!(s.contains("x_count 3\n"), "{s}");
+        let sum: f64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("x_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 7.0028).abs() < 1e-9, "{sum}");
+        let mut s = String::new();
+        h.render(&mut s, "y", "call=\"Join\"");
+        assert!(
+            s.contains("y_bucket{call=\"Join\",le=\"0.001\"} 1\n"),
+            "{s}"
+        );
+        assert!(s.contains("y_count{call=\"Join\"} 3\n"), "{s}");
+    }
+
+    #[test]
+    fn build_info_names_version_and_commit() {
+        let mut s = String::new();
+        build_info(&mut s);
+        assert!(s.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))));
+        assert!(s.contains("commit=\""));
+        assert!(s.trim_end().ends_with(" 1"));
+    }
+}
