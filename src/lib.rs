@@ -27,6 +27,7 @@ pub mod driver;
 pub mod error;
 pub mod ipam;
 pub mod lock;
+pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod netavark;

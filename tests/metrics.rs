@@ -102,3 +102,36 @@ fn a_metrics_address_that_cannot_be_bound_stops_the_daemon() {
         "{err}"
     );
 }
+
+/// The daemon logs through `tracing`: JSON lines with `--log-format json`, levels from
+/// RUST_LOG.
+#[test]
+fn daemon_logs_json_lines_and_honours_rust_log() {
+    let w = World::new();
+    let run = |fmt: &str, level: &str| -> String {
+        let mut child = w
+            .cmd(&["--log-format", fmt, "daemon", "--resolv-conf", "/dev/null"])
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let json = run("json", "info");
+    let line = json
+        .lines()
+        .find(|l| l.contains("serving DNS"))
+        .unwrap_or_else(|| panic!("{json}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert!(v["timestamp"].is_string());
+    assert!(
+        run("text", "warn")
+            .lines()
+            .all(|l| !l.contains("serving DNS"))
+    );
+}

@@ -43,6 +43,9 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines as text or JSON (levels from RUST_LOG, default info; on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = crate::log::LogFormat::Text)]
+    pub log_format: crate::log::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -244,6 +247,7 @@ fn parse_ips(raw: &[String]) -> Result<Vec<IpAddr>> {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
+    crate::log::init(cli.log_format);
     let open = |exclusive| Node::open(&cli.state_dir, exclusive);
     match cli.command {
         Command::Sandbox(SandboxCmd::Exec { name, cmd }) => {

@@ -195,7 +195,7 @@ fn flush_or_warn(flows: &[Flows], after: impl FnOnce() -> String) {
     }
     match flush(flows) {
         Ok(n) => crate::trace::phase(&format!("conntrack: {n} entries deleted")),
-        Err(e) => eprintln!("knit: warning: {}: stale flows may remain: {e}", after()),
+        Err(e) => tracing::warn!("{}: stale flows may remain: {e}", after()),
     }
 }
 
@@ -219,9 +219,10 @@ pub fn clear_published(att: &Attachment) {
     let local = match crate::netlink::Netlink::open().and_then(|mut nl| nl.addresses()) {
         Ok(a) => a.into_iter().map(|(_, n)| n.addr()).collect::<Vec<_>>(),
         Err(e) => {
-            eprintln!(
-                "knit: warning: attach {} to {}: conntrack: stale flows may remain: {e}",
-                att.sandbox, att.network
+            tracing::warn!(
+                "attach {} to {}: conntrack: stale flows may remain: {e}",
+                att.sandbox,
+                att.network
             );
             return;
         }

@@ -204,14 +204,14 @@ fn watch_store(
                         bridges = b;
                         let _ = records.send(Arc::new(r));
                     }
-                    Err(e) => eprintln!("knit daemon: reading the store: {e}"),
+                    Err(e) => tracing::error!("reading the store: {e}"),
                 },
                 Ok(_) => {}
                 Err(_) => store = None,
             }
         }
         if tick % 50 == 0 && rc.refresh() {
-            eprintln!("knit daemon: upstream resolvers now {:?}", rc.servers);
+            tracing::info!("upstream resolvers now {:?}", rc.servers);
             let _ = upstreams.send(rc.servers.clone());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -318,7 +318,7 @@ async fn serve(cfg: Config, metrics: Option<TcpListener>) {
     if let Some(l) = metrics {
         tokio::spawn(serve_metrics(l, shared.clone(), cfg.state_dir.clone()));
     }
-    eprintln!("knit daemon: serving DNS for {}", cfg.state_dir.display());
+    tracing::info!("serving DNS for {}", cfg.state_dir.display());
     let mut listeners: HashMap<IpAddr, (i64, Vec<JoinHandle<()>>)> = HashMap::new();
     loop {
         let wanted = rec_rx.borrow_and_update().listen_addrs();
@@ -326,7 +326,7 @@ async fn serve(cfg: Config, metrics: Option<TcpListener>) {
             let keep = wanted.get(ip) == Some(net);
             if !keep {
                 tasks.iter().for_each(JoinHandle::abort);
-                eprintln!("knit daemon: stopped listening on {ip}");
+                tracing::info!("stopped listening on {ip}");
             }
             keep
         });
@@ -341,14 +341,10 @@ async fn serve(cfg: Config, metrics: Option<TcpListener>) {
                         tokio::spawn(server::serve_udp(Arc::new(u), net, shared.clone())),
                         tokio::spawn(server::serve_tcp(t, net, shared.clone())),
                     ];
-                    eprintln!("knit daemon: listening on {addr} (udp, tcp)");
+                    tracing::info!("listening on {addr} (udp, tcp)");
                     listeners.insert(ip, (net, tasks));
                 }
-                (u, t) => eprintln!(
-                    "knit daemon: cannot listen on {addr}: {:?} {:?}",
-                    u.err(),
-                    t.err()
-                ),
+                (u, t) => tracing::error!("cannot listen on {addr}: {:?} {:?}", u.err(), t.err()),
             }
         }
         if rec_rx.changed().await.is_err() {

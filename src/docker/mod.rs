@@ -116,7 +116,7 @@ pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
     match result {
         Ok(v) => (200, v),
         Err(e) => {
-            eprintln!("knit daemon: docker {call}: {e}");
+            tracing::warn!("docker {call}: {e}");
             (500, json!({"Err": e.to_string()}))
         }
     }

@@ -25,8 +25,8 @@ fn log(msg: std::fmt::Arguments) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!(
-        "knit daemon: cluster [{}.{:03}]: {msg}",
+    tracing::info!(
+        "cluster [{}.{:03}]: {msg}",
         now.as_secs(),
         now.subsec_millis()
     );

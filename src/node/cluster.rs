@@ -193,8 +193,8 @@ impl Node {
             let mut etcd = Etcd::connect(&m.access()).await?;
             etcd.revoke(m.lease_id).await
         }) {
-            eprintln!(
-                "knit: {e}; the node's keys expire with its lease ({} s)",
+            tracing::warn!(
+                "{e}; the node's keys expire with its lease ({} s)",
                 m.lease_ttl
             );
         }
@@ -466,7 +466,7 @@ impl Node {
                 continue;
             }
             if let Err(e) = self.ensure_cluster_local(m, net, &mine) {
-                eprintln!("knit: cluster network {:?}: {e}", net.name);
+                tracing::error!("cluster network {:?}: {e}", net.name);
             }
         }
         // Cluster networks removed cluster-wide go here too, unless still in use.
@@ -482,7 +482,7 @@ impl Node {
         self.mirror_endpoints(m, state)?;
         crate::trace::phase("cluster: endpoints mirrored");
         if let Err(e) = self.mirror_services(state) {
-            eprintln!("knit: cluster services: {e}");
+            tracing::error!("cluster services: {e}");
         }
         let devices = self.vxlan_devices()?;
         let mut nl = Netlink::open()?;

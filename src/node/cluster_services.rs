@@ -62,7 +62,7 @@ impl Node {
             let spec = match rec.spec() {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("knit: cluster service {name:?}: {e}");
+                    tracing::error!("cluster service {name:?}: {e}");
                     continue;
                 }
             };
