@@ -36,7 +36,27 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// `knit`'s exit status for an error, so scripts can tell "no such thing" from a kernel
+/// failure: 1 bad input, 3 not found, 4 conflict (exists, in use, exhausted), 5 the
+/// kernel, the store or the system failed. (2 is a command-line usage error, from clap.)
+pub mod exit {
+    pub const INVALID: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NOT_FOUND: i32 = 3;
+    pub const CONFLICT: i32 = 4;
+    pub const SYSTEM: i32 = 5;
+}
+
 impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid { .. } => exit::INVALID,
+            Error::NotFound { .. } => exit::NOT_FOUND,
+            Error::Exists { .. } | Error::Conflict(_) | Error::Exhausted { .. } => exit::CONFLICT,
+            Error::Io { .. } | Error::Nft { .. } | Error::Store(_) => exit::SYSTEM,
+        }
+    }
+
     pub fn invalid(field: &'static str, value: impl ToString, reason: impl ToString) -> Self {
         Error::Invalid {
             field,

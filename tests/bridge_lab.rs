@@ -95,8 +95,16 @@ fn bridge_network_nat_and_published_ports() {
 
     // The inspect view shows the whole stack of the sandbox.
     let v = w.json(&["inspect", &web]);
-    let routes = v["inside"]["routes"].to_string();
-    assert!(routes.contains("default via 10.31.0.1"), "{routes}");
+    // Structured: each route's fields, not a rendered line.
+    let routes = v["inside"]["routes"].as_array().unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "0.0.0.0/0" && r["gateway"] == "10.31.0.1" && r["dev"] == "eth0"),
+        "{routes:?}"
+    );
+    let text = w.ok(&["inspect", &web]);
+    assert!(text.contains("default via 10.31.0.1 dev eth0"), "{text}");
     assert!(
         v["nft_rules"].to_string().contains("8080"),
         "{}",

@@ -42,7 +42,7 @@ fn main() {
         }
         Err(e) => {
             eprintln!("knit: error: {e}");
-            std::process::exit(1);
+            std::process::exit(e.exit_code());
         }
     }
 }

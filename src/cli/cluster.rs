@@ -17,11 +17,13 @@ pub enum NodeCmd {
         #[arg(long)]
         etcd: String,
         /// TLS: the CA that signed etcd's certificate.
+        /// TLS: the CA that signed etcd's certificate.
         #[arg(long)]
         etcd_ca: Option<String>,
         /// TLS: this node's client certificate (with --etcd-key).
         #[arg(long)]
         etcd_cert: Option<String>,
+        /// TLS: the key of this node's client certificate.
         #[arg(long)]
         etcd_key: Option<String>,
         /// This node's name in the cluster (default: the host name).
@@ -36,6 +38,7 @@ pub enum NodeCmd {
         /// The first VXLAN network identifier cluster networks created here take.
         #[arg(long, default_value_t = 1)]
         vni: u32,
+        /// The UDP port VXLAN uses between nodes.
         #[arg(long, default_value_t = 4789)]
         vxlan_port: u16,
         /// Seconds a dead node stays in its peers' routes at most.
@@ -101,7 +104,9 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
         NodeCmd::Leave => {
             let mut node = Node::open(state_dir, false)?;
             let m = node.leave()?;
-            if !json {
+            if json {
+                print_json(&serde_json::json!({ "left": m.name }));
+            } else {
                 println!("left the cluster ({} is gone from etcd)", m.name);
             }
         }

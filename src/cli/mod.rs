@@ -22,6 +22,7 @@ macro_rules! say {
 mod cluster;
 mod demo;
 mod demo_cluster;
+pub mod listing;
 mod network;
 mod policy;
 pub mod report;
@@ -61,9 +62,17 @@ pub enum Command {
     /// Connect a sandbox to a network.
     Attach(AttachCli),
     /// Disconnect a sandbox from a network.
-    Detach { network: String, sandbox: String },
+    Detach {
+        /// The network to disconnect from.
+        network: String,
+        /// The sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME).
+        sandbox: String,
+    },
     /// Everything the kernel has for one sandbox.
-    Inspect { sandbox: String },
+    Inspect {
+        /// The sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME).
+        sandbox: String,
+    },
     /// L4 load balancing: a virtual IP:port spread over backends.
     #[command(subcommand)]
     Service(service::ServiceCmd),
@@ -80,7 +89,10 @@ pub enum Command {
     NftKeeper,
     /// Build the seeds' lab in a throwaway namespace, prove it with packets, remove it
     /// (`knit demo cluster`: the multi-host chapter, three nodes on a throwaway etcd).
-    Demo { scene: Option<String> },
+    Demo {
+        /// `cluster` for the multi-host chapter; nothing for the single-node lab.
+        scene: Option<String>,
+    },
     /// The node daemon: DNS for every DNS-enabled network (on its gateway addresses),
     /// and on a cluster node the agent (lease, watch, peers).
     Daemon(DaemonCli),
@@ -118,16 +130,23 @@ pub struct DaemonCli {
 
 #[derive(Subcommand, Debug)]
 pub enum SandboxCmd {
+    /// Create a named network namespace (/run/netns/NAME) that knit owns.
     Add {
+        /// The namespace's name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64 characters).
         name: String,
     },
+    /// Detach a sandbox from every network and, if knit created it, delete it.
     Rm {
+        /// The sandbox (NAME, /PATH, pid:PID).
         name: String,
     },
+    /// List the sandboxes knit created and the ones attached to its networks.
     Ls,
     /// Run a command inside the sandbox, like `ip netns exec`.
     Exec {
+        /// The sandbox (NAME, /PATH, pid:PID).
         name: String,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
@@ -135,10 +154,16 @@ pub enum SandboxCmd {
 
 #[derive(Args, Debug)]
 pub struct AttachCli {
+    /// The network to connect to.
     pub network: String,
+    /// SANDBOX forms: NAME (a namespace in /run/netns, e.g. one made by `knit sandbox add`),
+    /// /PATH (any network-namespace file), pid:PID (a process's namespace),
+    /// cni:CONTAINERID/IFNAME (an attachment made through the CNI plugin).
     pub sandbox: String,
+    /// A static address (one per address family), instead of the next free one.
     #[arg(long = "ip")]
     pub ips: Vec<String>,
+    /// A static MAC for the sandbox's interface (unicast; default: random).
     #[arg(long)]
     pub mac: Option<String>,
     /// Interface name inside the sandbox (default: the next free ethN).
@@ -246,8 +271,16 @@ fn parse_ips(raw: &[String]) -> Result<Vec<IpAddr>> {
     Ok(ips)
 }
 
-pub fn run(cli: Cli) -> Result<i32> {
+pub fn run(mut cli: Cli) -> Result<i32> {
     crate::log::init(cli.log_format);
+    // Docker's words for attach and detach.
+    cli.command = match cli.command {
+        Command::Network(network::NetworkCmd::Connect(a)) => Command::Attach(a),
+        Command::Network(network::NetworkCmd::Disconnect { network, sandbox }) => {
+            Command::Detach { network, sandbox }
+        }
+        c => c,
+    };
     let open = |exclusive| Node::open(&cli.state_dir, exclusive);
     match cli.command {
         Command::Sandbox(SandboxCmd::Exec { name, cmd }) => {
@@ -293,7 +326,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut node = open(false)?;
             let done = node.remove_sandbox(&name)?;
             crate::resolv::sync(&node.store, &name)?;
-            if !cli.json {
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "sandbox": name,
+                    "deleted": done.deleted,
+                    "detached": done.detached,
+                }));
+            } else {
                 if done.deleted {
                     println!(
                         "removed sandbox {name} ({} attachment(s) detached)",
@@ -506,5 +545,45 @@ pub fn run(cli: Cli) -> Result<i32> {
                 upstream_timeout: std::time::Duration::from_millis(d.upstream_timeout_ms),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            if sub.get_about().is_none() {
+                missing.push(format!("{p}: no about"));
+            }
+            for a in sub.get_arguments() {
+                if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{p} <{}>", a.get_id()));
+                }
+            }
+            walk(sub, &p, missing);
+        }
+    }
+
+    /// Every subcommand says what it does and every argument what it takes.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut missing = vec![];
+        walk(&Cli::command(), "knit", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
     }
 }

@@ -11,14 +11,40 @@ use std::path::Path;
 
 #[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
+    /// Create a bridge or ptp network (or, with --scope cluster, one across the cluster).
     Create(CreateCli),
-    Ls,
-    Inspect { name: String },
-    Rm { name: String },
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(super::listing::ListOpts),
+    /// One network and its attachments.
+    Inspect {
+        /// The network's name.
+        name: String,
+    },
+    /// Remove networks (refused while sandboxes are attached).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The networks' names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network nothing is attached to (not cluster networks, not Docker's:
+    /// Docker removes those).
+    Prune,
+    /// Connect a sandbox to a network (`knit attach`, Docker's word order).
+    Connect(super::AttachCli),
+    /// Disconnect a sandbox from a network (`knit detach`).
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME).
+        sandbox: String,
+    },
 }
 
 #[derive(Args, Debug)]
 pub struct CreateCli {
+    /// The network's name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64 characters).
     pub name: String,
     /// IPv4 and/or IPv6 subnet (repeat for dual-stack).
     #[arg(long = "subnet", required = true)]
@@ -26,6 +52,8 @@ pub struct CreateCli {
     /// Gateway address (one per address family; default: first host address).
     #[arg(long = "gateway")]
     pub gateways: Vec<String>,
+    /// `bridge` (sandboxes on one bridge, the node routes and NATs) or `ptp` (one routed
+    /// veth per sandbox, no bridge).
     #[arg(long, default_value = "bridge")]
     pub driver: String,
     /// Bridge interface name (default knbr<id>).
@@ -34,8 +62,11 @@ pub struct CreateCli {
     /// No outbound route or NAT; no traffic to or from outside the network.
     #[arg(long)]
     pub internal: bool,
+    /// Traffic leaving the network keeps the sandbox's own address (no SNAT).
     #[arg(long)]
     pub no_masquerade: bool,
+    /// MTU of the bridge and the sandboxes' interfaces (576..=65535 for IPv4, 1280.. for
+    /// IPv6).
     #[arg(long)]
     pub mtu: Option<u32>,
     /// Do not serve DNS on this network.
@@ -79,9 +110,25 @@ pub fn run(cmd: NetworkCmd, state_dir: &Path, json: bool) -> Result<i32> {
             print_network(&net, json);
             Ok(0)
         }
-        NetworkCmd::Ls => {
+        NetworkCmd::Ls(opts) => {
             let node = open(false)?;
-            let nets = node.store.networks()?;
+            let mut rows = vec![];
+            for n in node.store.networks()? {
+                let mut v = serde_json::to_value(&n).unwrap_or_default();
+                v["attached"] = node.store.attachments_of_network(n.id)?.len().into();
+                rows.push(v);
+            }
+            let rows = opts.select(rows)?;
+            let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+            let nets: Vec<Network> = node
+                .store
+                .networks()?
+                .into_iter()
+                .filter(|n| names.contains(&n.name.as_str()))
+                .collect();
+            if opts.print(&rows, "name")? {
+                return Ok(0);
+            }
             if json {
                 print_json(&nets);
             } else {
@@ -116,7 +163,12 @@ pub fn run(cmd: NetworkCmd, state_dir: &Path, json: bool) -> Result<i32> {
         NetworkCmd::Inspect { name } => {
             let node = open(false)?;
             let net = node.store.network(&name)?;
-            let atts = node.store.attachments_of_network(net.id)?;
+            let atts: Vec<_> = node
+                .store
+                .attachments_of_network(net.id)?
+                .into_iter()
+                .map(|a| crate::node::inspect::as_configured(&net, a))
+                .collect();
             if json {
                 print_json(&serde_json::json!({"network": net, "attachments": atts}));
             } else {
@@ -134,18 +186,47 @@ pub fn run(cmd: NetworkCmd, state_dir: &Path, json: bool) -> Result<i32> {
             }
             Ok(0)
         }
-        NetworkCmd::Rm { name } => {
+        NetworkCmd::Rm { names } => {
             let mut node = open(false)?;
-            match node.store.network(&name)? {
-                n if n.cluster.is_some() => node.remove_cluster_network(&n)?,
-                _ => {
-                    node.remove_network(&name)?;
+            let mut removed = vec![];
+            for name in &names {
+                match node.store.network(name)? {
+                    n if n.cluster.is_some() => node.remove_cluster_network(&n)?,
+                    _ => {
+                        node.remove_network(name)?;
+                    }
                 }
+                if !json {
+                    println!("removed network {name}");
+                }
+                removed.push(name.clone());
             }
-            if !json {
-                println!("removed network {name}");
+            if json {
+                print_json(&serde_json::json!({ "removed": removed }));
             }
             Ok(0)
+        }
+        NetworkCmd::Prune => {
+            let mut node = open(false)?;
+            let mut removed = vec![];
+            for n in node.store.networks()? {
+                let unused = node.store.attachments_of_network(n.id)?.is_empty();
+                if unused && n.cluster.is_none() && n.origin != crate::docker::driver::ORIGIN {
+                    node.remove_network(&n.name)?;
+                    removed.push(n.name);
+                }
+            }
+            if json {
+                print_json(&serde_json::json!({ "removed": removed }));
+            } else {
+                for n in &removed {
+                    println!("removed network {n}");
+                }
+            }
+            Ok(0)
+        }
+        NetworkCmd::Connect(_) | NetworkCmd::Disconnect { .. } => {
+            unreachable!("handled by cli::run as attach and detach")
         }
     }
 }

@@ -13,6 +13,7 @@ pub enum PolicyCmd {
     /// What happens to connections no rule allows: `default NET [ingress|egress]
     /// allow|deny` (ingress when the direction is left out).
     Default {
+        /// The network.
         network: String,
         /// [ingress|egress] allow|deny
         #[arg(num_args = 1..=2, required = true)]
@@ -24,6 +25,7 @@ pub enum PolicyCmd {
     },
     /// Allow new connections to (or, with --egress, from) sandboxes of NETWORK.
     Allow {
+        /// The network whose sandboxes the rule is about.
         network: String,
         /// SANDBOX, labels key=value[,key=value] (all must match), or (ingress) a CIDR.
         #[arg(long)]
@@ -45,11 +47,15 @@ pub enum PolicyCmd {
     /// packets it allowed).
     Ls,
     /// Remove one rule.
-    Rm { id: String },
+    Rm {
+        /// The rule's ID (from `knit policy ls`).
+        id: String,
+    },
     /// Apply NetworkPolicy-shaped documents (YAML or JSON): each document's rules are
     /// diffed against what an earlier import of it recorded, and all changes go in as one
     /// transaction.
     Import {
+        /// The file (YAML stream, JSON array or List); `-` for stdin.
         file: String,
         /// The network of documents without metadata.namespace.
         #[arg(long)]
@@ -209,8 +215,14 @@ pub fn run(cmd: PolicyCmd, state_dir: &Path, json: bool) -> Result<i32> {
             network,
             prune,
         } => {
-            let text =
-                std::fs::read_to_string(&file).map_err(|e| Error::invalid("file", &file, e))?;
+            let text = if file == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .map_err(|e| Error::invalid("file", "-", e))?;
+                t
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| Error::invalid("file", &file, e))?
+            };
             let docs = crate::model::netpol::parse_documents(&text, network.as_deref())
                 .map_err(|e| crate::model::netpol::with_source(e, &file))?;
             let mut node = Node::open(state_dir, false)?;

@@ -2,6 +2,10 @@
 
 use crate::node::inspect::{NetnsView, SandboxView};
 
+fn lines<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
 fn section(title: &str, lines: &[String]) {
     println!("  {title}:");
     if lines.is_empty() {
@@ -29,9 +33,9 @@ fn netns_view(v: &NetnsView) {
         })
         .collect();
     section("links", &links);
-    section("addresses", &v.addresses);
-    section("routes", &v.routes);
-    section("neighbours", &v.neighbours);
+    section("addresses", &lines(&v.addresses));
+    section("routes", &lines(&v.routes));
+    section("neighbours", &lines(&v.neighbours));
     let sys: Vec<String> = v
         .sysctls
         .iter()

@@ -15,12 +15,21 @@ pub enum ServiceCmd {
     /// Every service with its VIP, node port, affinity and backends.
     Ls,
     /// One service, with the addresses its backends resolve to now.
-    Inspect { name: String },
+    Inspect {
+        /// The service's name.
+        name: String,
+    },
     /// Remove a service and all its kernel state.
-    Rm { name: String },
+    Rm {
+        /// The service's name.
+        name: String,
+    },
     /// Create every service in a JSON file (an array of {"name", "vip", "backends",
     /// "affinity", "node_port"}) in one transaction.
-    Import { file: std::path::PathBuf },
+    Import {
+        /// The JSON file.
+        file: std::path::PathBuf,
+    },
     /// Add or remove one backend.
     #[command(subcommand)]
     Backend(BackendCmd),
@@ -28,6 +37,7 @@ pub enum ServiceCmd {
 
 #[derive(Args, Debug)]
 pub struct CreateService {
+    /// The service's name.
     pub name: String,
     /// IP:PORT[/tcp|udp|sctp] ([IPV6]:PORT for IPv6).
     #[arg(long)]
@@ -45,8 +55,20 @@ pub struct CreateService {
 
 #[derive(Subcommand, Debug)]
 pub enum BackendCmd {
-    Add { name: String, backend: String },
-    Rm { name: String, backend: String },
+    /// Add a backend to a service.
+    Add {
+        /// The service's name.
+        name: String,
+        /// SANDBOX:PORT or IP:PORT.
+        backend: String,
+    },
+    /// Remove a backend from a service.
+    Rm {
+        /// The service's name.
+        name: String,
+        /// SANDBOX:PORT or IP:PORT, as added.
+        backend: String,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -201,7 +223,9 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 Err(crate::error::Error::NotFound { .. }) if cluster => {}
                 Err(e) => return Err(e),
             }
-            if !json {
+            if json {
+                super::print_json(&serde_json::json!({ "removed": name }));
+            } else {
                 println!("removed service {name}");
             }
         }

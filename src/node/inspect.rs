@@ -23,13 +23,79 @@ pub struct Link {
     pub up: bool,
 }
 
+/// An address on a link (`--json` gives these fields; the text report one line each).
+#[derive(Debug, Serialize)]
+pub struct AddressView {
+    /// CIDR: the address and its prefix length.
+    pub address: String,
+    pub dev: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    /// CIDR; `0.0.0.0/0` or `::/0` for a default route.
+    pub dst: String,
+    pub gateway: Option<String>,
+    pub dev: Option<String>,
+    pub onlink: bool,
+    /// Scope link: the destination is on `dev` itself.
+    pub link_scope: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NeighbourView {
+    pub ip: String,
+    pub dev: String,
+    pub mac: Option<String>,
+    pub state: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct NetnsView {
     pub links: Vec<Link>,
-    pub addresses: Vec<String>,
-    pub routes: Vec<String>,
-    pub neighbours: Vec<String>,
+    pub addresses: Vec<AddressView>,
+    pub routes: Vec<RouteView>,
+    pub neighbours: Vec<NeighbourView>,
     pub sysctls: BTreeMap<String, String>,
+}
+
+impl std::fmt::Display for AddressView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} dev {}", self.address, self.dev)
+    }
+}
+
+impl std::fmt::Display for RouteView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let default = self.dst == "0.0.0.0/0" || self.dst == "::/0";
+        write!(f, "{}", if default { "default" } else { &self.dst })?;
+        if let Some(g) = &self.gateway {
+            write!(f, " via {g}")?;
+        }
+        if let Some(d) = &self.dev {
+            write!(f, " dev {d}")?;
+        }
+        if self.onlink {
+            write!(f, " onlink")?;
+        }
+        if self.link_scope {
+            write!(f, " scope link")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for NeighbourView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} dev {} lladdr {} {}",
+            self.ip,
+            self.dev,
+            self.mac.as_deref().unwrap_or("-"),
+            self.state
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +113,14 @@ pub struct SandboxView {
     pub cluster_error: Option<String>,
 }
 
+/// An attachment with its addresses as the sandbox has them: a ptp sandbox holds a /32
+/// (/128), not the network's prefix the store allocates from.
+pub fn as_configured(net: &crate::store::Network, mut att: Attachment) -> Attachment {
+    let driver = crate::driver::for_network(net);
+    att.ips = att.ips.iter().map(|ip| driver.sandbox_addr(ip)).collect();
+    att
+}
+
 /// Reads links, addresses, routes and neighbours of the namespace `nl` is bound to.
 fn view(nl: &mut Netlink, sysctl_keys: &[String]) -> Result<NetnsView> {
     let links = nl.links()?;
@@ -60,29 +134,31 @@ fn view(nl: &mut Netlink, sysctl_keys: &[String]) -> Result<NetnsView> {
     let addresses = nl
         .addresses()?
         .into_iter()
-        .map(|(i, a)| format!("{a} dev {}", name_of(i)))
+        .map(|(i, a)| AddressView {
+            address: a.to_string(),
+            dev: name_of(i),
+        })
         .collect();
     let mut routes = Vec::new();
     for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
         for r in nl.routes(fam)? {
-            let mut s = r.describe();
-            if let Some(o) = r.oif {
-                s = s.replace(&format!("oif {o}"), &format!("dev {}", name_of(o)));
-            }
-            routes.push(s);
+            routes.push(RouteView {
+                dst: r.dst.to_string(),
+                gateway: r.gateway.map(|g| g.to_string()),
+                dev: r.oif.map(name_of),
+                onlink: r.onlink,
+                link_scope: r.link_scope,
+            });
         }
     }
     let neighbours = nl
         .neighbours()?
         .into_iter()
-        .map(|n| {
-            format!(
-                "{} dev {} lladdr {} {}",
-                n.ip,
-                name_of(n.index),
-                n.mac.unwrap_or_else(|| "-".into()),
-                n.state
-            )
+        .map(|n| NeighbourView {
+            ip: n.ip.to_string(),
+            dev: name_of(n.index),
+            mac: n.mac,
+            state: n.state.to_string(),
         })
         .collect();
     let sysctls = sysctl_keys
@@ -110,7 +186,16 @@ fn view(nl: &mut Netlink, sysctl_keys: &[String]) -> Result<NetnsView> {
 
 impl Node {
     pub fn inspect_sandbox(&self, sandbox: &SandboxRef) -> Result<SandboxView> {
-        let attachments = self.store.attachments_of_sandbox(&sandbox.key())?;
+        let nets = self.store.networks()?;
+        let attachments: Vec<Attachment> = self
+            .store
+            .attachments_of_sandbox(&sandbox.key())?
+            .into_iter()
+            .map(|a| match nets.iter().find(|n| n.id == a.network_id) {
+                Some(n) => as_configured(n, a),
+                None => a,
+            })
+            .collect();
         // CNI attachments are named by container; their namespace path is in the store.
         let path = match sandbox {
             SandboxRef::Container { .. } | SandboxRef::Handoff { .. } => attachments
