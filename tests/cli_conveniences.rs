@@ -90,3 +90,26 @@ fn listing_options_aliases_prune_and_exit_codes() {
     let v = w.json(&["sandbox", "rm", &a]);
     assert_eq!(v["deleted"], true);
 }
+
+/// Upgrades migrate the store; a store from a newer knit is refused, not rewritten.
+#[test]
+fn a_store_from_a_newer_knit_is_refused() {
+    let w = World::new();
+    w.ok(&["network", "create", "n", "--subnet", "10.55.0.0/24"]);
+    let db = w.state.join("knit.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let o = w.run(&["network", "ls"]);
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("schema version 99") && err.contains("newer"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 99, "the store is left as it was");
+}

@@ -283,6 +283,7 @@ impl Store {
         )?;
 
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        refuse_newer(path_of(dir), version)?;
         let migrated_policies = version > 0 && version < 6;
         if version < SCHEMA_VERSION {
             let tx = conn.unchecked_transaction()?;
@@ -302,6 +303,12 @@ impl Store {
     }
 
     fn open_read_only(dir: &Path, path: &Path) -> Result<Store> {
+        let version: i64 = {
+            let conn =
+                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.pragma_query_value(None, "user_version", |r| r.get(0))?
+        };
+        refuse_newer(path, version)?;
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -359,4 +366,21 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
     }
+}
+
+fn path_of(dir: &Path) -> std::path::PathBuf {
+    dir.join("knit.db")
+}
+
+/// A store written by a newer knit is never opened by an older one: its migrations may
+/// have changed what rows mean, and writing them with the old meaning would corrupt it.
+fn refuse_newer(path: impl AsRef<Path>, version: i64) -> Result<()> {
+    if version > SCHEMA_VERSION {
+        return Err(Error::Conflict(format!(
+            "{} is at schema version {version}, newer than this knit ({}, schema {SCHEMA_VERSION}): run the newer knit that wrote it (downgrades are not supported)",
+            path.as_ref().display(),
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(())
 }
