@@ -1,13 +1,9 @@
-//! Prometheus metrics of the data plane, read from the store and the kernel when the
-//! daemon's `/metrics` is scraped (networks, attachments, published ports, services and
-//! their backends, policy drops), plus latency histograms of the work the daemon does
-//! itself and `knit_build_info`.
+//! Prometheus building blocks (a leaf: nothing here reads the store or the kernel):
+//! latency histograms of the work the daemon does itself, `knit_build_info`, and the
+//! text format's helpers. The data plane's figures are read at scrape time by
+//! `node::metrics_view`.
 
-use crate::error::Result;
-use crate::model::policy::Direction;
-use crate::node::Node;
 use std::fmt::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -109,7 +105,7 @@ impl PluginCalls {
         }
     }
 
-    fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP knit_docker_call_seconds Docker network driver calls answered by the daemon.\n# TYPE knit_docker_call_seconds histogram"
@@ -123,13 +119,13 @@ impl PluginCalls {
 /// How long the cluster agent's syncs take (watch event to kernel programmed).
 pub static CLUSTER_SYNC: Histogram = Histogram::new();
 
-fn escape(v: &str) -> String {
+pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str, kind: &str) {
+pub fn gauge_header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -147,110 +143,6 @@ pub fn build_info(out: &mut String) {
         env!("CARGO_PKG_VERSION"),
         env!("KNIT_COMMIT")
     );
-}
-
-/// The data plane as the store and the kernel have it now.
-pub fn data_plane(state_dir: &Path, out: &mut String) -> Result<()> {
-    let node = Node::open(state_dir, false)?;
-    let nets = node.store.networks()?;
-    gauge_header(
-        out,
-        "knit_networks",
-        "Networks, by driver and origin.",
-        "gauge",
-    );
-    let mut by_kind = std::collections::BTreeMap::new();
-    for n in &nets {
-        *by_kind
-            .entry((n.driver.as_str().to_string(), n.origin.clone()))
-            .or_insert(0u64) += 1;
-    }
-    for ((driver, origin), c) in by_kind {
-        let _ = writeln!(
-            out,
-            "knit_networks{{driver=\"{}\",origin=\"{}\"}} {c}",
-            escape(&driver),
-            escape(&origin)
-        );
-    }
-    gauge_header(
-        out,
-        "knit_attachments",
-        "Sandboxes attached, by network.",
-        "gauge",
-    );
-    let mut ports = vec![];
-    for n in &nets {
-        let atts = node.store.attachments_of_network(n.id)?;
-        let _ = writeln!(
-            out,
-            "knit_attachments{{network=\"{}\"}} {}",
-            escape(&n.name),
-            atts.len()
-        );
-        ports.push((
-            n.name.clone(),
-            atts.iter().map(|a| a.ports.len()).sum::<usize>(),
-        ));
-    }
-    gauge_header(
-        out,
-        "knit_published_ports",
-        "Published ports, by network.",
-        "gauge",
-    );
-    for (net, c) in ports {
-        let _ = writeln!(
-            out,
-            "knit_published_ports{{network=\"{}\"}} {c}",
-            escape(&net)
-        );
-    }
-    let services = node.store.services()?;
-    gauge_header(out, "knit_services", "L4 services.", "gauge");
-    let _ = writeln!(out, "knit_services {}", services.len());
-    gauge_header(
-        out,
-        "knit_service_backends",
-        "Backends of each service.",
-        "gauge",
-    );
-    for s in &services {
-        let _ = writeln!(
-            out,
-            "knit_service_backends{{service=\"{}\"}} {}",
-            escape(&s.name),
-            s.backends.len()
-        );
-    }
-    gauge_header(
-        out,
-        "knit_policy_dropped_packets_total",
-        "Packets dropped by a network's default deny, by direction (nft counters).",
-        "counter",
-    );
-    for n in &nets {
-        for (dir, name) in [
-            (Direction::Ingress, "ingress"),
-            (Direction::Egress, "egress"),
-        ] {
-            let c = crate::nft::policy::chain_drops(&crate::nft::policy::chain(n.id, dir));
-            let _ = writeln!(
-                out,
-                "knit_policy_dropped_packets_total{{network=\"{}\",direction=\"{name}\"}} {c}",
-                escape(&n.name)
-            );
-        }
-    }
-    PLUGIN_CALLS.render(out);
-    gauge_header(
-        out,
-        "knit_cluster_sync_seconds",
-        "Cluster agent syncs (kernel programmed from etcd's state).",
-        "histogram",
-    );
-    CLUSTER_SYNC.render(out, "knit_cluster_sync_seconds", "");
-    Ok(())
 }
 
 #[cfg(test)]

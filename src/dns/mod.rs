@@ -245,7 +245,7 @@ async fn serve_metrics(l: TcpListener, shared: Arc<Shared>, dir: std::path::Path
                     let plane = tokio::task::spawn_blocking(move || {
                         let mut out = String::new();
                         crate::metrics::build_info(&mut out);
-                        let r = crate::metrics::data_plane(&dir, &mut out);
+                        let r = crate::node::metrics_view::data_plane(&dir, &mut out);
                         (out, r)
                     })
                     .await;
