@@ -52,6 +52,24 @@ fn listing_options_aliases_prune_and_exit_codes() {
         w.fail(&["network", "ls", "--filter", "colour=red"])
             .contains("colour")
     );
+    // The same options on the other listings.
+    assert_eq!(w.ok(&["sandbox", "ls", "-q"]).trim(), a);
+    w.ok(&["service", "create", "s1", "--vip", "10.96.0.52:80"]);
+    w.ok(&["service", "create", "s2", "--vip", "10.96.0.53:80"]);
+    assert_eq!(
+        w.ok(&[
+            "service",
+            "ls",
+            "--filter",
+            "name=s2",
+            "--format",
+            "{{.Name}}"
+        ])
+        .trim(),
+        "s2"
+    );
+    w.ok(&["service", "rm", "s1"]);
+    w.ok(&["service", "rm", "s2"]);
 
     // The ptp attachment shows the /32 the sandbox really has.
     let v = w.json(&["network", "inspect", "p1"]);

@@ -46,7 +46,8 @@ pub enum NodeCmd {
         lease_ttl: i64,
     },
     /// The cluster's nodes as this node sees them.
-    Ls,
+    #[command(visible_alias = "list")]
+    Ls(super::listing::ListOpts),
     /// Leave the cluster: this node's keys go at once, then its cluster programming.
     Leave,
 }
@@ -110,9 +111,11 @@ pub fn run(cmd: NodeCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 println!("left the cluster ({} is gone from etcd)", m.name);
             }
         }
-        NodeCmd::Ls => {
+        NodeCmd::Ls(opts) => {
             let node = Node::open(state_dir, false)?;
-            let peers = node.cluster_report()?;
+            let Some(peers) = opts.apply(node.cluster_report()?, "name")? else {
+                return Ok(0);
+            };
             if json {
                 print_json(&peers);
             } else {

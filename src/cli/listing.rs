@@ -86,6 +86,29 @@ impl ListOpts {
             .collect())
     }
 
+    /// Filters typed rows by their JSON form; prints them when `-q` or `--format` asked
+    /// (None: done), else gives back the rows that passed for the usual table or JSON.
+    pub fn apply<T: serde::Serialize>(
+        &self,
+        rows: Vec<T>,
+        name_key: &str,
+    ) -> Result<Option<Vec<T>>> {
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        let kept = self.select(values.clone())?;
+        let (rows, values): (Vec<T>, Vec<Value>) = rows
+            .into_iter()
+            .zip(values)
+            .filter(|(_, v)| kept.contains(v))
+            .unzip();
+        if self.print(&values, name_key)? {
+            return Ok(None);
+        }
+        Ok(Some(rows))
+    }
+
     /// Prints the rows as `-q` or `--format` ask; false if neither was given (the
     /// caller prints its table or JSON).
     pub fn print(&self, rows: &[Value], name_key: &str) -> Result<bool> {

@@ -141,7 +141,8 @@ pub enum SandboxCmd {
         name: String,
     },
     /// List the sandboxes knit created and the ones attached to its networks.
-    Ls,
+    #[command(visible_alias = "list")]
+    Ls(listing::ListOpts),
     /// Run a command inside the sandbox, like `ip netns exec`.
     Exec {
         /// The sandbox (NAME, /PATH, pid:PID).
@@ -347,7 +348,7 @@ pub fn run(mut cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Sandbox(SandboxCmd::Ls) => {
+        Command::Sandbox(SandboxCmd::Ls(opts)) => {
             let node = open(false)?;
             let mut names = node.store.sandboxes()?;
             let atts = node.store.all_attachments()?;
@@ -382,6 +383,9 @@ pub fn run(mut cli: Cli) -> Result<i32> {
                     }
                 })
                 .collect();
+            let Some(rows) = opts.apply(rows, "sandbox")? else {
+                return Ok(0);
+            };
             if cli.json {
                 print_json(&rows);
             } else {

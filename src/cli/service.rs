@@ -13,7 +13,8 @@ pub enum ServiceCmd {
     /// Create a service: new connections to VIP are spread over the backends.
     Create(CreateService),
     /// Every service with its VIP, node port, affinity and backends.
-    Ls,
+    #[command(visible_alias = "list")]
+    Ls(super::listing::ListOpts),
     /// One service, with the addresses its backends resolve to now.
     Inspect {
         /// The service's name.
@@ -185,9 +186,11 @@ pub fn run(cmd: ServiceCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 );
             }
         }
-        ServiceCmd::Ls => {
+        ServiceCmd::Ls(opts) => {
             let node = Node::open(state_dir, false)?;
-            let all = node.store.services()?;
+            let Some(all) = opts.apply(node.store.services()?, "name")? else {
+                return Ok(0);
+            };
             if json {
                 print_json(&all);
             } else {
