@@ -139,7 +139,7 @@ impl Docker {
 
 impl Drop for Docker {
     fn drop(&mut self) {
-        let _ = self.run(&["rm", "-f", "web1", "c2"]);
+        let _ = self.run(&["rm", "-f", "web1", "c2", "c4"]);
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("docker.pid")) {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
@@ -305,6 +305,56 @@ fn docker_networks_on_knit() {
             .len(),
         2
     );
+
+    // knit as Docker's IPAM too: a pool without --subnet is a free one knit picks; the
+    // gateway and the containers' addresses come from it.
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "knit",
+        "--ipam-driver",
+        "knit",
+        "-o",
+        "knit.name=auto",
+        "auto",
+    ]);
+    let subnet = d.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "auto",
+    ]);
+    assert!(
+        subnet.starts_with("10.9") && subnet.ends_with(".0/24"),
+        "{subnet}"
+    );
+    let v = w.json(&["network", "inspect", "auto"]);
+    assert_eq!(v["network"]["subnets"][0]["subnet"], subnet.as_str());
+    d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "auto",
+        "--name",
+        "c4",
+        "bb:1",
+        "sleep",
+        "1000",
+    ]);
+    let ip4 = d.ip("c4", "auto");
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(ip4.starts_with(prefix), "{ip4} in {subnet}");
+    let pools = |w: &World| {
+        std::fs::read_dir(w.state.join("docker/pools"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(pools(&w), 1);
+    d.ok(&["rm", "-f", "c4"]);
+    d.ok(&["network", "rm", "auto"]);
+    assert_eq!(pools(&w), 0, "the pool is released with the network");
 
     // Removing the containers and networks removes knit's side too.
     d.ok(&["rm", "-f", "web1", "c2"]);

@@ -1,11 +1,13 @@
 //! knit as a Docker network driver: a libnetwork remote driver served by `knit daemon
 //! --docker-plugin` on a unix socket (`/run/docker/plugins/knit.sock`, where Docker
-//! looks for plugin `knit`), so `docker network create -d knit` networks are knit's.
+//! looks for plugin `knit`), so `docker network create -d knit` networks are knit's, and
+//! `--ipam-driver knit` takes their pools and addresses from knit too.
 //! HTTP/1.1 + JSON as Docker's plugin client speaks it; one thread per connection (Docker
 //! keeps a few connections open and sends one call at a time on each).
 
 pub mod driver;
 mod http;
+pub mod ipam;
 pub mod state;
 
 use crate::error::{Error, Result};
@@ -87,7 +89,18 @@ pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
     let call = path.trim_start_matches('/');
     let started = std::time::Instant::now();
     let result = match call {
-        "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver"]})),
+        "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+        "IpamDriver.GetCapabilities" => {
+            Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
+        }
+        "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+            "LocalDefaultAddressSpace": "knit-local",
+            "GlobalDefaultAddressSpace": "knit-global",
+        })),
+        "IpamDriver.RequestPool" => ipam::request_pool(dir, body),
+        "IpamDriver.ReleasePool" => ipam::release_pool(dir, body),
+        "IpamDriver.RequestAddress" => ipam::request_address(dir, body),
+        "IpamDriver.ReleaseAddress" => ipam::release_address(dir, body),
         "NetworkDriver.GetCapabilities" => {
             Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
         }

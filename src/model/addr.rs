@@ -168,3 +168,43 @@ pub fn check_host_in(field: &'static str, ip: IpAddr, net: &IpNet) -> Result<()>
     }
     Ok(())
 }
+
+/// The first /24 of 10.90.0.0/15 that none of `taken` overlaps: the subnet knit picks
+/// when a runtime (netavark, Docker's IPAM) asks for a network without one.
+pub fn free_subnet(taken: &[IpNet]) -> Result<IpNet> {
+    for i in 0..512u32 {
+        let a =
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 90, 0, 0)) + (i << 8));
+        let cand =
+            IpNet::V4(ipnet::Ipv4Net::new(a, 24).map_err(|e| Error::invalid("subnets", a, e))?);
+        if !taken
+            .iter()
+            .any(|t| t.contains(&cand.network()) || cand.contains(&t.network()))
+        {
+            return Ok(cand);
+        }
+    }
+    Err(Error::invalid(
+        "subnets",
+        "10.90.0.0/15",
+        "no free /24 left; give one with --subnet",
+    ))
+}
+
+/// A random unique local /64 (RFC 4193: fd00::/8 with a 40-bit random global ID).
+pub fn random_ula() -> IpNet {
+    let r = super::random_bytes::<5>();
+    let seg = |a: u8, b: u8| (u16::from(a) << 8) | u16::from(b);
+    let a = std::net::Ipv6Addr::new(
+        0xfd00 | u16::from(r[0]),
+        seg(r[1], r[2]),
+        seg(r[3], r[4]),
+        0,
+        0,
+        0,
+        0,
+        0,
+    );
+    // Invariant: 64 is a valid IPv6 prefix length.
+    IpNet::V6(ipnet::Ipv6Net::new(a, 64).unwrap_or_default())
+}

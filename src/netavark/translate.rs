@@ -185,13 +185,13 @@ pub fn complete(mut raw: serde_json::Value, taken: &[IpNet]) -> Result<serde_jso
     // No subnet given: an IPv4 one (and an IPv6 one below with --ipv6), as podman does.
     if subnets.is_empty() {
         subnets.push(super::types::Subnet {
-            subnet: free_v4(taken)?.to_string(),
+            subnet: model::free_subnet(taken)?.to_string(),
             ..Default::default()
         });
     }
     if net.ipv6_enabled && !has(false, &subnets) {
         subnets.push(super::types::Subnet {
-            subnet: random_ula().to_string(),
+            subnet: model::random_ula().to_string(),
             ..Default::default()
         });
     }
@@ -243,45 +243,6 @@ pub fn bridge_name(id: &str) -> String {
         .take(11)
         .collect();
     format!("knnv{tail}")
-}
-
-/// The first /24 of 10.90.0.0/15 that no knit network overlaps.
-fn free_v4(taken: &[IpNet]) -> Result<IpNet> {
-    for i in 0..512u32 {
-        let a =
-            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 90, 0, 0)) + (i << 8));
-        let cand =
-            IpNet::V4(ipnet::Ipv4Net::new(a, 24).map_err(|e| Error::invalid("subnets", a, e))?);
-        if !taken
-            .iter()
-            .any(|t| t.contains(&cand.network()) || cand.contains(&t.network()))
-        {
-            return Ok(cand);
-        }
-    }
-    Err(Error::invalid(
-        "subnets",
-        "10.90.0.0/15",
-        "no free /24 left; give one with --subnet",
-    ))
-}
-
-/// A random unique local /64 (RFC 4193: fd00::/8 with a 40-bit random global ID).
-fn random_ula() -> IpNet {
-    let r = crate::model::random_bytes::<5>();
-    let seg = |a: u8, b: u8| (u16::from(a) << 8) | u16::from(b);
-    let a = std::net::Ipv6Addr::new(
-        0xfd00 | u16::from(r[0]),
-        seg(r[1], r[2]),
-        seg(r[3], r[4]),
-        0,
-        0,
-        0,
-        0,
-        0,
-    );
-    // Invariant: 64 is a valid IPv6 prefix length.
-    IpNet::V6(ipnet::Ipv6Net::new(a, 64).unwrap_or_default())
 }
 
 /// What `setup` passes to knit's attach, from one container's options.

@@ -93,7 +93,10 @@ fn handoff_names_fit_and_ids_are_checked() {
 fn plugin_calls_answer_in_dockers_shapes() {
     let dir = std::env::temp_dir().join(format!("knit-docker-unit-{}", std::process::id()));
     let (code, v) = super::super::answer(&dir, "/Plugin.Activate", b"");
-    assert_eq!((code, v), (200, json!({"Implements": ["NetworkDriver"]})));
+    assert_eq!(
+        (code, v),
+        (200, json!({"Implements": ["NetworkDriver", "IpamDriver"]}))
+    );
     let (code, v) = super::super::answer(&dir, "/NetworkDriver.GetCapabilities", b"");
     assert_eq!(code, 200);
     assert_eq!(v["Scope"], "local");

@@ -88,9 +88,15 @@ fn free_v4_skips_overlaps_and_runs_out() {
         "10.90.0.0/23".parse().unwrap(),
         "10.0.0.0/8".parse().unwrap(),
     ];
-    assert!(free_v4(&taken).is_err(), "10.0.0.0/8 covers the whole pool");
+    assert!(
+        crate::model::free_subnet(&taken).is_err(),
+        "10.0.0.0/8 covers the whole pool"
+    );
     let taken: Vec<IpNet> = vec!["10.90.0.0/23".parse().unwrap()];
-    assert_eq!(free_v4(&taken).unwrap().to_string(), "10.90.2.0/24");
+    assert_eq!(
+        crate::model::free_subnet(&taken).unwrap().to_string(),
+        "10.90.2.0/24"
+    );
 }
 
 #[test]
