@@ -284,6 +284,21 @@ fn docker_networks_on_knit() {
     ]);
     assert!(e.contains("vlan"), "{e}");
     let e = d.fail(&[
+        "network",
+        "create",
+        "-d",
+        "knit",
+        "--subnet",
+        "10.96.0.0/24",
+        "-o",
+        "knit.name=web",
+        "web2",
+    ]);
+    assert!(
+        e.contains("knit.name") && e.contains("already carries"),
+        "{e}"
+    );
+    let e = d.fail(&[
         "run",
         "-d",
         "--network",

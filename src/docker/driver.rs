@@ -229,10 +229,33 @@ pub fn create_network(dir: &Path, body: &[u8]) -> Result<Value> {
     let req: CreateNetwork = decode("CreateNetwork", body)?;
     state::check_id("NetworkID", &req.network_id)?;
     let spec = network_spec(&req)?;
+    // One knit network per Docker network: another Docker network under the same
+    // `knit.name` would share (and on removal take away) this one.
+    if let Some((other, _)) = state::all::<NetworkRecord>(dir, "networks")?
+        .into_iter()
+        .find(|(id, r)| r.network == spec.name && *id != req.network_id)
+    {
+        return Err(Error::invalid(
+            "-o knit.name",
+            &spec.name,
+            format!(
+                "already carries Docker network {}",
+                &other[..12.min(other.len())]
+            ),
+        ));
+    }
     let mut node = Node::open(dir, false)?;
+    let same_subnets = |n: &crate::store::Network| {
+        let mut have: Vec<_> = n.subnets.iter().map(|s| s.subnet).collect();
+        let mut want: Vec<_> = spec.subnets.iter().map(|s| s.cidr).collect();
+        have.sort();
+        want.sort();
+        have == want
+    };
     match node.store.find_network(&spec.name)? {
         // Docker retries a create whose answer it lost: the same network is no error.
-        Some(n) if n.origin == ORIGIN => {}
+        // Another Docker network under the same knit.name is.
+        Some(n) if n.origin == ORIGIN && same_subnets(&n) => {}
         Some(_) => return Err(Error::exists("network", &spec.name)),
         None => {
             node.create_network_from(&spec, ORIGIN, crate::node::BridgeUse::Fresh)?;

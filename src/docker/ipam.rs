@@ -54,20 +54,10 @@ fn decode<T: for<'a> Deserialize<'a>>(call: &'static str, body: &[u8]) -> Result
 }
 
 fn pools(dir: &Path) -> Result<Vec<Pool>> {
-    let d = dir.join("docker").join("pools");
-    let Ok(entries) = std::fs::read_dir(&d) else {
-        return Ok(vec![]);
-    };
-    let mut out = vec![];
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if let Some(id) = name.strip_suffix(".json")
-            && let Some(p) = state::load::<Pool>(dir, "pools", id)?
-        {
-            out.push(p);
-        }
-    }
-    Ok(out)
+    Ok(state::all::<Pool>(dir, "pools")?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
 }
 
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {

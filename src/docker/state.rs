@@ -83,3 +83,21 @@ pub fn remove(dir: &Path, kind: &'static str, id: &str) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Every record of `kind`, with its ID.
+pub fn all<T: DeserializeOwned>(dir: &Path, kind: &'static str) -> Result<Vec<(String, T)>> {
+    let d = dir.join("docker").join(kind);
+    let Ok(entries) = std::fs::read_dir(&d) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![];
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(id) = name.strip_suffix(".json")
+            && let Some(v) = load::<T>(dir, kind, id)?
+        {
+            out.push((id.to_string(), v));
+        }
+    }
+    Ok(out)
+}
