@@ -23,22 +23,14 @@ impl Docker {
         );
         let dir = std::env::temp_dir().join(format!("{}-docker", w.prefix));
         let _ = std::fs::remove_dir_all(&dir);
-        for d in ["plugins", "data", "exec", "rootfs/bin", "rootfs/www"] {
+        for d in ["plugins", "data", "exec"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).unwrap();
-        for a in ["sh", "httpd", "nc", "ip", "sleep", "echo", "nslookup"] {
-            std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(a)).unwrap();
-        }
-        std::fs::write(dir.join("rootfs/www/index.html"), "hello-docker\n").unwrap();
-        sh_ok(&[
-            "tar",
-            "-C",
-            dir.join("rootfs").to_str().unwrap(),
-            "-cf",
-            dir.join("rootfs.tar").to_str().unwrap(),
-            ".",
-        ]);
+        busybox_rootfs(
+            &dir,
+            &["sh", "httpd", "nc", "ip", "sleep", "echo", "nslookup"],
+            "hello-docker",
+        );
         let plugin_sock = dir.join("plugins/knit.sock");
         let knitd = w
             .cmd(&[
@@ -237,13 +229,7 @@ fn docker_networks_on_knit() {
     // drops it when the address is attached again.)
     let got = http_get(w.outside(), &format!("{NODE_UPLINK4}:8080"), "/").unwrap();
     assert!(got.contains("hello-docker"), "{got}");
-    assert_eq!(
-        w.json(&["network", "inspect", "web"])["attachments"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(w.attachments("web"), 2);
 
     // network connect / disconnect of a running container.
     d.ok(&[
@@ -263,12 +249,7 @@ fn docker_networks_on_knit() {
     d.ok(&["network", "disconnect", "back", "c2"]);
     let addrs = d.ok(&["exec", "c2", "ip", "-o", "addr"]);
     assert!(!addrs.contains("inet 10.94.0."), "{addrs}");
-    assert!(
-        w.json(&["network", "inspect", "back"])["attachments"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(w.attachments("back") == 0);
 
     // Bad input: Docker shows knit's error, naming what was wrong; nothing is built.
     let e = d.fail(&[
@@ -313,13 +294,7 @@ fn docker_networks_on_knit() {
     ]);
     assert!(e.contains("explicit host port"), "{e}");
     let _ = d.run(&["rm", "-f", "c3"]);
-    assert_eq!(
-        w.json(&["network", "inspect", "web"])["attachments"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(w.attachments("web"), 2);
 
     // knit as Docker's IPAM too: a pool without --subnet is a free one knit picks; the
     // gateway and the containers' addresses come from it.

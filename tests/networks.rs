@@ -251,17 +251,7 @@ fn ipv6_disabled_in_the_sandbox_is_named() {
         "fd00:46::/64",
     ]);
     let a = w.sandbox("a");
-    for key in ["all", "default"] {
-        sh_ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &a,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-        ]);
-    }
+    set_ipv6_disabled(&a, true);
     let links = w.knit_links();
     let err = w.fail(&["attach", "ds", &a]);
     assert!(err.contains("disable_ipv6"), "{err}");
@@ -271,16 +261,14 @@ fn ipv6_disabled_in_the_sandbox_is_named() {
     let v = w.json(&["network", "inspect", "ds"]);
     assert!(v["attachments"].as_array().unwrap().is_empty());
     // Turned back on, the same attach works.
-    for key in ["all", "default"] {
-        sh_ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &a,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.disable_ipv6=0"),
-        ]);
-    }
+    set_ipv6_disabled(&a, false);
     w.ok(&["attach", "ds", &a]);
+}
+
+/// `net.ipv6.conf.{all,default}.disable_ipv6` inside a sandbox, as Docker sets them.
+fn set_ipv6_disabled(ns: &str, disabled: bool) {
+    for key in ["all", "default"] {
+        let v = format!("net.ipv6.conf.{key}.disable_ipv6={}", u8::from(disabled));
+        sh_ok(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v]);
+    }
 }

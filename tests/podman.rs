@@ -35,22 +35,13 @@ impl Podman {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         // A busybox-static image.
-        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox"))
-            .expect("busybox-static is not installed");
-        for a in [
-            "sh", "httpd", "nc", "ping", "ip", "cat", "sleep", "echo", "tail", "nslookup",
-        ] {
-            std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(a)).unwrap();
-        }
-        std::fs::write(dir.join("rootfs/www/index.html"), "hello-from-knit\n").unwrap();
-        sh_ok(&[
-            "tar",
-            "-C",
-            dir.join("rootfs").to_str().unwrap(),
-            "-cf",
-            dir.join("rootfs.tar").to_str().unwrap(),
-            ".",
-        ]);
+        busybox_rootfs(
+            &dir,
+            &[
+                "sh", "httpd", "nc", "ping", "ip", "cat", "sleep", "echo", "tail", "nslookup",
+            ],
+            "hello-from-knit",
+        );
         // knit as the CNI plugin, with the state dir the test's CLI uses.
         std::fs::copy(KNIT, dir.join("cni-bin/knit")).unwrap();
         let conf = format!(

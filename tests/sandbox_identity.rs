@@ -31,12 +31,7 @@ fn a_replaced_namespace_is_not_the_attached_one() {
         "{rep}"
     );
     assert!(!sh_ok(&["ip", "-n", &a, "link"]).contains("eth0"));
-    assert!(
-        w.json(&["network", "inspect", "n"])["attachments"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(w.attachments("n") == 0);
 
     // attach without a reconcile in between: the stale record is cleared and the new
     // namespace is attached afresh (not "already attached").
@@ -88,11 +83,6 @@ fn a_pid_sandbox_whose_process_is_gone_is_removed_not_kept() {
         serde_json::json!([format!("n/{sb}")]),
         "{rep}"
     );
-    assert!(
-        w.json(&["network", "inspect", "n"])["attachments"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(w.attachments("n") == 0);
     assert!(w.knit_links().iter().all(|l| !l.starts_with("kv")));
 }

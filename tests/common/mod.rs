@@ -581,3 +581,37 @@ pub fn keepers_in(ns: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A busybox-static root filesystem in `dir/rootfs` (applets as symlinks, `/www/index.html`
+/// saying `page`), packed as `dir/rootfs.tar` for `podman import` / `docker import`.
+pub fn busybox_rootfs(dir: &std::path::Path, applets: &[&str], page: &str) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "www", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is not installed");
+    for a in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("www/index.html"), format!("{page}\n")).unwrap();
+    let tar = dir.join("rootfs.tar");
+    sh_ok(&[
+        "tar",
+        "-C",
+        root.to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        ".",
+    ]);
+    tar
+}
+
+impl World {
+    /// How many attachments `network` has.
+    pub fn attachments(&self, network: &str) -> usize {
+        self.json(&["network", "inspect", network])["attachments"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+}
