@@ -119,6 +119,80 @@ impl PluginCalls {
 /// How long the cluster agent's syncs take (watch event to kernel programmed).
 pub static CLUSTER_SYNC: Histogram = Histogram::new();
 
+/// Where knit commands (CLI, CNI, netavark) note how long they took, one line each
+/// (`NAME<TAB>MICROSECONDS`), for the daemon to fold into `knit_command_seconds`. A line is
+/// one `write` to a file opened with O_APPEND, so concurrent commands never interleave;
+/// without a daemon emptying it the file stops growing at `COMMAND_LOG_MAX`.
+pub const COMMAND_LOG: &str = "commands.log";
+const COMMAND_LOG_MAX: u64 = 4 << 20;
+
+/// Notes one command's duration (best effort: a failure costs the sample, never the
+/// command).
+pub fn record_command(state_dir: &std::path::Path, name: &str, d: Duration) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(state_dir.join(COMMAND_LOG))
+    else {
+        return;
+    };
+    if f.metadata().map_or(true, |m| m.len() > COMMAND_LOG_MAX) {
+        return;
+    }
+    let _ = f.write_all(format!("{name}\t{}\n", d.as_micros()).as_bytes());
+}
+
+/// Commands' durations by command, as folded from `COMMAND_LOG`.
+static COMMANDS: std::sync::Mutex<std::collections::BTreeMap<String, Histogram>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Folds what commands noted since the last call into the histograms: the log is renamed
+/// aside first (commands then start a new one), read and removed.
+pub fn collect_commands(state_dir: &std::path::Path) {
+    let log = state_dir.join(COMMAND_LOG);
+    let taken = state_dir.join(format!("{COMMAND_LOG}.reading"));
+    if std::fs::rename(&log, &taken).is_err() {
+        return;
+    }
+    let text = std::fs::read_to_string(&taken).unwrap_or_default();
+    let _ = std::fs::remove_file(&taken);
+    let Ok(mut by) = COMMANDS.lock() else {
+        return;
+    };
+    for line in text.lines() {
+        let Some((name, us)) = line.split_once('\t') else {
+            continue;
+        };
+        let (Ok(us), true) = (us.parse::<u64>(), name.len() <= 64) else {
+            continue;
+        };
+        by.entry(name.to_string())
+            .or_default()
+            .observe(Duration::from_micros(us));
+    }
+}
+
+pub fn render_commands(out: &mut String) {
+    gauge_header(
+        out,
+        "knit_command_seconds",
+        "knit commands (CLI, CNI, netavark plugin) on this node, by command.",
+        "histogram",
+    );
+    if let Ok(by) = COMMANDS.lock() {
+        for (name, h) in by.iter() {
+            h.render(
+                out,
+                "knit_command_seconds",
+                &format!("command=\"{}\"", escape(name)),
+            );
+        }
+    }
+}
+
 pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -176,6 +250,28 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("y_count{call=\"Join\"} 3\n"), "{s}");
+    }
+
+    #[test]
+    fn command_durations_are_folded_once() {
+        let dir = std::env::temp_dir().join(format!("knit-cmdlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        record_command(&dir, "unit-attach", Duration::from_micros(1900));
+        record_command(&dir, "unit-attach", Duration::from_millis(30));
+        collect_commands(&dir);
+        collect_commands(&dir);
+        let mut s = String::new();
+        render_commands(&mut s);
+        assert!(
+            s.contains("knit_command_seconds_count{command=\"unit-attach\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("knit_command_seconds_bucket{command=\"unit-attach\",le=\"0.0025\"} 1\n"),
+            "{s}"
+        );
+        assert!(!dir.join(COMMAND_LOG).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

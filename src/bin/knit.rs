@@ -35,7 +35,13 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    match knit::cli::run(cli) {
+    let counted = cli.command.label().map(|l| (l, cli.state_dir.clone()));
+    let started = std::time::Instant::now();
+    let result = knit::cli::run(cli);
+    if let Some((label, dir)) = counted {
+        knit::metrics::record_command(&dir, label, started.elapsed());
+    }
+    match result {
         Ok(code) => {
             knit::trace::phase("done");
             std::process::exit(code)

@@ -52,6 +52,13 @@ pub enum NodeCmd {
     Leave,
 }
 
+impl NodeCmd {
+    /// Whether the command changes the node (for `knit_command_seconds`).
+    pub fn changes(&self) -> bool {
+        !matches!(self, NodeCmd::Ls(_))
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

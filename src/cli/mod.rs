@@ -109,6 +109,28 @@ pub enum Command {
     Man,
 }
 
+impl Command {
+    /// The name commands that change the node are counted under in the daemon's
+    /// `knit_command_seconds` (None: read-only or long-running commands).
+    pub fn label(&self) -> Option<&'static str> {
+        use network::NetworkCmd as N;
+        Some(match self {
+            Command::Sandbox(SandboxCmd::Add { .. }) => "sandbox add",
+            Command::Sandbox(SandboxCmd::Rm { .. }) => "sandbox rm",
+            Command::Network(N::Create(_)) => "network create",
+            Command::Network(N::Rm { .. }) => "network rm",
+            Command::Network(N::Prune) => "network prune",
+            Command::Network(N::Connect(_)) | Command::Attach(_) => "attach",
+            Command::Network(N::Disconnect { .. }) | Command::Detach { .. } => "detach",
+            Command::Service(c) if c.changes() => "service",
+            Command::Policy(c) if c.changes() => "policy",
+            Command::Node(c) if c.changes() => "node",
+            Command::Reconcile => "reconcile",
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct DaemonCli {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9153).

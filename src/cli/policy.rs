@@ -66,6 +66,13 @@ pub enum PolicyCmd {
     },
 }
 
+impl PolicyCmd {
+    /// Whether the command changes the node (for `knit_command_seconds`).
+    pub fn changes(&self) -> bool {
+        !matches!(self, PolicyCmd::Ls)
+    }
+}
+
 fn default_args(args: &[String]) -> Result<(Direction, Default)> {
     match args {
         [d] => Ok((Direction::Ingress, Default::parse(d)?)),

@@ -36,6 +36,13 @@ pub enum ServiceCmd {
     Backend(BackendCmd),
 }
 
+impl ServiceCmd {
+    /// Whether the command changes the node (for `knit_command_seconds`).
+    pub fn changes(&self) -> bool {
+        !matches!(self, ServiceCmd::Ls(_) | ServiceCmd::Inspect { .. })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CreateService {
     /// The service's name.

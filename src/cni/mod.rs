@@ -73,13 +73,32 @@ fn dispatch(
     if env.command == Command::Del {
         // DEL never depends on the ADD-only parts of the configuration.
         let id = conf::identity(&value?)?;
-        return del(&env, &id.name, &state_dir_of(&id.state_dir));
+        let dir = state_dir_of(&id.state_dir);
+        let started = std::time::Instant::now();
+        let done = del(&env, &id.name, &dir);
+        crate::metrics::record_command(&dir, "cni del", started.elapsed());
+        return done;
     }
     let raw = value?;
     let conf = conf::from_value(raw.clone())?;
     let state_dir = state_dir_of(&conf.state_dir);
+    let started = std::time::Instant::now();
+    let done = run_command(&env, &conf, &raw, &state_dir);
+    if env.command == Command::Add {
+        crate::metrics::record_command(&state_dir, "cni add", started.elapsed());
+    }
+    done
+}
+
+/// The commands that read the whole configuration.
+fn run_command(
+    env: &Env,
+    conf: &NetConf,
+    raw: &Value,
+    state_dir: &Path,
+) -> Result<String, CniError> {
     match env.command {
-        Command::Add => add(&env, &conf, &state_dir),
+        Command::Add => add(env, conf, state_dir),
         Command::Del => unreachable!("handled above"),
         Command::Check => {
             if !version_at_least(&conf.cni_version, "0.4.0") {
@@ -91,15 +110,15 @@ fn dispatch(
                     ),
                 ));
             }
-            check::check(&env, &conf, &state_dir)
+            check::check(env, conf, state_dir)
         }
         Command::Gc => {
-            need_1_1(&conf, "GC")?;
-            gc(&conf, &raw, &state_dir)
+            need_1_1(conf, "GC")?;
+            gc(conf, raw, state_dir)
         }
         Command::Status => {
-            need_1_1(&conf, "STATUS")?;
-            status(&conf, &state_dir)
+            need_1_1(conf, "STATUS")?;
+            status(conf, state_dir)
         }
         Command::Version => unreachable!("handled above"),
     }

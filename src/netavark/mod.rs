@@ -78,8 +78,18 @@ pub fn run(args: &[String], stdin: &[u8]) -> Result<String> {
         })
         .to_string()),
         "create" => create(stdin),
-        "setup" => setup(&netns()?, &decode(stdin)?),
-        "teardown" => teardown(&netns()?, &decode(stdin)?),
+        "setup" | "teardown" => {
+            let (netns, exec) = (netns()?, decode(stdin)?);
+            let started = std::time::Instant::now();
+            let done = if cmd == "setup" {
+                setup(&netns, &exec)
+            } else {
+                teardown(&netns, &exec)
+            };
+            let label = if cmd == "setup" { "netavark setup" } else { "netavark teardown" };
+            crate::metrics::record_command(&state_dir(), label, started.elapsed());
+            done
+        }
         other => Err(Error::invalid(
             "command",
             other,

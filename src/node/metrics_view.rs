@@ -103,6 +103,8 @@ pub fn data_plane(state_dir: &Path, out: &mut String) -> Result<()> {
         }
     }
     PLUGIN_CALLS.render(out);
+    crate::metrics::collect_commands(state_dir);
+    crate::metrics::render_commands(out);
     gauge_header(
         out,
         "knit_cluster_sync_seconds",
