@@ -40,6 +40,8 @@ impl Docker {
                 "--docker-plugin",
                 "--docker-plugin-socket",
                 plugin_sock.to_str().unwrap(),
+                "--docker-host",
+                &format!("{}/docker.sock", dir.display()),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -174,6 +176,8 @@ fn docker_networks_on_knit() {
         "web",
         "--name",
         "web1",
+        "--network-alias",
+        "www",
         "-p",
         "8080:80",
         "bb:1",
@@ -215,6 +219,20 @@ fn docker_networks_on_knit() {
     assert!(d.http_from("c2", &ip1).contains("hello-docker"));
     let ns = d.ok(&["exec", "c2", "nslookup", "web1"]);
     assert!(ns.contains(&ip1), "{ns}");
+    // knit's DNS on the gateway knows the containers by name and alias too (the daemon
+    // asks dockerd which container each endpoint is).
+    for name in ["web1", "www"] {
+        let mut last = String::new();
+        for _ in 0..50 {
+            let o = d.run(&["exec", "c2", "nslookup", name, "10.93.0.1"]);
+            last = String::from_utf8_lossy(&o.stdout).into_owned();
+            if last.contains(&ip1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(last.contains(&ip1), "{name} via knit DNS: {last}");
+    }
 
     // The published port, from outside the node.
     let got = http_get(w.outside(), &format!("{NODE_UPLINK4}:8080"), "/").unwrap();

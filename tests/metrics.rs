@@ -55,8 +55,17 @@ fn data_plane_metrics_and_only_get_metrics() {
     assert_eq!(metric(&before, "knit_service_backends{service=\"web\"}"), 1);
     assert!(before.contains("knit_build_info{version=\""), "{before}");
     // Commands run before the scrape, counted by the daemon from their log.
-    assert_eq!(metric(&before, "knit_command_seconds_count{command=\"attach\"}"), 2);
-    assert_eq!(metric(&before, "knit_command_seconds_count{command=\"network create\"}"), 1);
+    assert_eq!(
+        metric(&before, "knit_command_seconds_count{command=\"attach\"}"),
+        2
+    );
+    assert_eq!(
+        metric(
+            &before,
+            "knit_command_seconds_count{command=\"network create\"}"
+        ),
+        1
+    );
     assert!(
         before.contains("knit_dns_forward_seconds_bucket{le=\"0.0025\"}"),
         "{before}"
@@ -69,8 +78,14 @@ fn data_plane_metrics_and_only_get_metrics() {
     w.ok(&["detach", "m", &b]);
     let after = get("/metrics");
     assert!(metric(&after, key) > metric(&before, key), "{after}");
-    assert_eq!(metric(&after, "knit_command_seconds_count{command=\"attach\"}"), 2);
-    assert_eq!(metric(&after, "knit_command_seconds_count{command=\"detach\"}"), 1);
+    assert_eq!(
+        metric(&after, "knit_command_seconds_count{command=\"attach\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&after, "knit_command_seconds_count{command=\"detach\"}"),
+        1
+    );
 
     let other = get("/");
     assert!(other.starts_with("HTTP/1.0 404"), "{other}");

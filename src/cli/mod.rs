@@ -148,6 +148,10 @@ pub struct DaemonCli {
     /// Where the Docker plugin listens (Docker finds plugin `knit` there).
     #[arg(long, default_value = crate::docker::DEFAULT_SOCKET)]
     pub docker_plugin_socket: PathBuf,
+    /// dockerd's API socket, asked for the names of containers on knit networks (for
+    /// knit's DNS).
+    #[arg(long, default_value = crate::docker::names::DEFAULT_DOCKER_HOST)]
+    pub docker_host: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -561,7 +565,11 @@ pub fn run(mut cli: Cli) -> Result<i32> {
         },
         Command::Daemon(d) => {
             if d.docker_plugin {
-                crate::docker::spawn(cli.state_dir.clone(), &d.docker_plugin_socket)?;
+                crate::docker::spawn(
+                    cli.state_dir.clone(),
+                    &d.docker_plugin_socket,
+                    d.docker_host.clone(),
+                )?;
             }
             crate::node::agent::spawn(cli.state_dir.clone());
             crate::dns::run(crate::dns::Config {

@@ -152,7 +152,7 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
             gateways.push(plain_ip("--gateway", &d.gateway)?.to_string());
         }
     }
-    let mut spec = NetworkSpec::new(&NetworkRequest {
+    let spec = NetworkSpec::new(&NetworkRequest {
         name: &name,
         driver: Driver::Bridge,
         bridge: None,
@@ -162,8 +162,8 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
         masquerade,
         mtu,
     })?;
-    // Docker's embedded DNS (127.0.0.11) answers containers' names on user networks.
-    spec.dns = false;
+    // knit's DNS serves the containers' names on the gateway (see `names`), beside
+    // Docker's embedded DNS.
     Ok(spec)
 }
 
@@ -379,6 +379,13 @@ pub fn join(dir: &Path, body: &[u8]) -> Result<Value> {
         out["GatewayIPv6"] = json!("");
     }
     Ok(out)
+}
+
+/// (Docker's network ID, the knit network, the endpoint ID) of a Join request.
+pub fn joined(dir: &Path, body: &[u8]) -> Option<(String, String, String)> {
+    let req: Ids = serde_json::from_slice(body).ok()?;
+    let ep: EndpointRecord = state::load(dir, "endpoints", &req.endpoint_id).ok()??;
+    Some((req.network_id, ep.network, req.endpoint_id))
 }
 
 /// DeleteEndpoint: the attachment and the veth go (Docker has moved the link back to

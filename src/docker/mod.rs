@@ -8,6 +8,7 @@
 pub mod driver;
 mod http;
 pub mod ipam;
+pub mod names;
 pub mod state;
 
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/knit.sock";
 
 /// Binds the socket and serves it from a thread of its own. A bind failure is returned
 /// (the daemon refuses to start half-configured).
-pub fn spawn(state_dir: PathBuf, socket: &Path) -> Result<()> {
+pub fn spawn(state_dir: PathBuf, socket: &Path, docker_host: PathBuf) -> Result<()> {
     let listener = bind(socket)?;
     std::thread::Builder::new()
         .name("docker-plugin".into())
@@ -28,9 +29,10 @@ pub fn spawn(state_dir: PathBuf, socket: &Path) -> Result<()> {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let dir = state_dir.clone();
+                let host = docker_host.clone();
                 let _ = std::thread::Builder::new()
                     .name("docker-conn".into())
-                    .spawn(move || serve(&dir, conn));
+                    .spawn(move || serve(&dir, &host, conn));
             }
         })
         .map_err(|e| Error::io("starting the Docker plugin thread", e))?;
@@ -66,7 +68,7 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     UnixListener::bind(socket).map_err(|e| Error::io(format!("binding {}", socket.display()), e))
 }
 
-fn serve(dir: &Path, conn: UnixStream) {
+fn serve(dir: &Path, docker_host: &Path, conn: UnixStream) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -75,7 +77,7 @@ fn serve(dir: &Path, conn: UnixStream) {
         let (status, body) = if req.method != "POST" {
             (405, json!({"Err": format!("{} is not POST", req.method)}))
         } else {
-            answer(dir, &req.path, &req.body)
+            answer(dir, docker_host, &req.path, &req.body)
         };
         if http::write_response(&mut out, status, &body.to_string()).is_err() {
             return;
@@ -85,7 +87,7 @@ fn serve(dir: &Path, conn: UnixStream) {
 
 /// One call: (HTTP status, JSON body). Failures are 500 with `{"Err": ...}`, which
 /// Docker reads for both the network and the IPAM interface.
-pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
+pub fn answer(dir: &Path, docker_host: &Path, path: &str, body: &[u8]) -> (u16, Value) {
     let call = path.trim_start_matches('/');
     let started = std::time::Instant::now();
     let result = match call {
@@ -108,7 +110,17 @@ pub fn answer(dir: &Path, path: &str, body: &[u8]) -> (u16, Value) {
         "NetworkDriver.DeleteNetwork" => driver::delete_network(dir, body),
         "NetworkDriver.CreateEndpoint" => driver::create_endpoint(dir, body),
         "NetworkDriver.DeleteEndpoint" => driver::delete_endpoint(dir, body),
-        "NetworkDriver.Join" => driver::join(dir, body),
+        "NetworkDriver.Join" => driver::join(dir, body).inspect(|_| {
+            if let Some((nid, network, eid)) = driver::joined(dir, body) {
+                names::spawn_lookup(
+                    dir.to_path_buf(),
+                    docker_host.to_path_buf(),
+                    nid,
+                    network,
+                    eid,
+                );
+            }
+        }),
         "NetworkDriver.EndpointOperInfo" => driver::no_op(body).map(|_| json!({"Value": {}})),
         "NetworkDriver.Leave"
         | "NetworkDriver.ProgramExternalConnectivity"

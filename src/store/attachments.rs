@@ -347,6 +347,16 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces an attachment's DNS names (a runtime told them after the attach).
+    pub fn set_aliases(&mut self, att_id: i64, aliases: &[String]) -> Result<()> {
+        let v = (!aliases.is_empty()).then(|| serde_json::to_string(aliases).unwrap_or_default());
+        self.conn.execute(
+            "UPDATE attachments SET aliases = ?2 WHERE id = ?1",
+            params![att_id, v],
+        )?;
+        Ok(())
+    }
+
     /// Records the identity of the namespace an attachment was built in.
     pub fn set_netns_id(&mut self, att_id: i64, id: &str) -> Result<()> {
         self.conn.execute(

@@ -22,7 +22,7 @@ fn network_spec_from_docker_create() {
     assert_eq!(s.subnets.len(), 2);
     assert_eq!(s.subnets[0].gateway.to_string(), "10.30.30.1");
     assert_eq!(s.subnets[1].gateway.to_string(), "fd00:30::1");
-    assert!(s.masquerade && !s.internal && !s.dns);
+    assert!(s.masquerade && !s.internal && s.dns);
 
     let req = create(json!({
         "NetworkID": NID,
@@ -92,30 +92,57 @@ fn handoff_names_fit_and_ids_are_checked() {
 #[test]
 fn plugin_calls_answer_in_dockers_shapes() {
     let dir = std::env::temp_dir().join(format!("knit-docker-unit-{}", std::process::id()));
-    let (code, v) = super::super::answer(&dir, "/Plugin.Activate", b"");
+    let (code, v) = super::super::answer(&dir, Path::new("/nonexistent"), "/Plugin.Activate", b"");
     assert_eq!(
         (code, v),
         (200, json!({"Implements": ["NetworkDriver", "IpamDriver"]}))
     );
-    let (code, v) = super::super::answer(&dir, "/NetworkDriver.GetCapabilities", b"");
+    let (code, v) = super::super::answer(
+        &dir,
+        Path::new("/nonexistent"),
+        "/NetworkDriver.GetCapabilities",
+        b"",
+    );
     assert_eq!(code, 200);
     assert_eq!(v["Scope"], "local");
-    let (code, v) = super::super::answer(&dir, "/NetworkDriver.Bogus", b"{}");
+    let (code, v) = super::super::answer(
+        &dir,
+        Path::new("/nonexistent"),
+        "/NetworkDriver.Bogus",
+        b"{}",
+    );
     assert_eq!(code, 404);
     assert!(v["Err"].as_str().unwrap().contains("Bogus"));
     // Unknown endpoints and networks: deleting them is no error (Docker cleans up after
     // restarts with IDs the driver may not know).
     let ids = json!({"NetworkID": NID, "EndpointID": NID}).to_string();
     assert_eq!(
-        super::super::answer(&dir, "/NetworkDriver.DeleteEndpoint", ids.as_bytes()).0,
+        super::super::answer(
+            &dir,
+            Path::new("/nonexistent"),
+            "/NetworkDriver.DeleteEndpoint",
+            ids.as_bytes()
+        )
+        .0,
         200
     );
     assert_eq!(
-        super::super::answer(&dir, "/NetworkDriver.DeleteNetwork", ids.as_bytes()).0,
+        super::super::answer(
+            &dir,
+            Path::new("/nonexistent"),
+            "/NetworkDriver.DeleteNetwork",
+            ids.as_bytes()
+        )
+        .0,
         200
     );
     // A join for an endpoint never created is an error naming it.
-    let (code, v) = super::super::answer(&dir, "/NetworkDriver.Join", ids.as_bytes());
+    let (code, v) = super::super::answer(
+        &dir,
+        Path::new("/nonexistent"),
+        "/NetworkDriver.Join",
+        ids.as_bytes(),
+    );
     assert_eq!(code, 500);
     assert!(v["Err"].as_str().unwrap().contains(NID), "{v}");
     let _ = std::fs::remove_dir_all(&dir);
