@@ -68,6 +68,21 @@ fn listing_options_aliases_prune_and_exit_codes() {
         .trim(),
         "s2"
     );
+    w.ok(&["policy", "allow", "b1", "--from", "app=x", "--to", "app=y"]);
+    w.ok(&[
+        "policy", "allow", "b1", "--from", "app=x", "--to", "app=z", "--port", "80",
+    ]);
+    let ids = w.ok(&["policy", "ls", "-q"]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    assert_eq!(
+        w.ok(&["policy", "ls", "-q", "--filter", "port=80"])
+            .lines()
+            .count(),
+        1
+    );
+    for id in ids.lines() {
+        w.ok(&["policy", "rm", id]);
+    }
     w.ok(&["service", "rm", "s1"]);
     w.ok(&["service", "rm", "s2"]);
 

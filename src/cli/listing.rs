@@ -32,11 +32,29 @@ fn text(v: &Value) -> String {
         Value::Null => String::new(),
         Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
         Value::Object(o) => {
-            // A subnet-like object shows its main field.
-            ["subnet", "name", "address"]
-                .iter()
-                .find_map(|k| o.get(*k).map(text))
-                .unwrap_or_else(|| v.to_string())
+            // Objects show as the CLI writes them: a subnet or name by its main field, a
+            // port range as N or N-M, a selector by its value, labels as k=v,...
+            if let (Some(lo), Some(hi)) = (o.get("lo"), o.get("hi")) {
+                return if lo == hi {
+                    text(lo)
+                } else {
+                    format!("{}-{}", text(lo), text(hi))
+                };
+            }
+            if let (Some(_), Some(value)) = (o.get("kind"), o.get("value")) {
+                return text(value);
+            }
+            if let Some(main) = ["subnet", "name", "address"].iter().find_map(|k| o.get(*k)) {
+                return text(main);
+            }
+            if o.values().all(Value::is_string) {
+                return o
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", text(v)))
+                    .collect::<Vec<_>>()
+                    .join(",");
+            }
+            v.to_string()
         }
         other => other.to_string(),
     }
@@ -199,6 +217,18 @@ mod tests {
                 .to_string()
                 .contains("KEY=VALUE")
         );
+    }
+
+    #[test]
+    fn objects_render_as_the_cli_writes_them() {
+        let port = json!({"proto": "tcp", "lo": 80, "hi": 90});
+        assert_eq!(text(&port), "80-90");
+        assert_eq!(text(&json!({"proto": "tcp", "lo": 80, "hi": 80})), "80");
+        assert_eq!(
+            text(&json!({"kind": "labels", "value": {"app": "x", "tier": "db"}})),
+            "app=x,tier=db"
+        );
+        assert_eq!(text(&json!({"kind": "sandbox", "value": "web"})), "web");
     }
 
     #[test]

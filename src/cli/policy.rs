@@ -45,7 +45,8 @@ pub enum PolicyCmd {
     },
     /// Defaults (with the packets they dropped) and every rule (with its ID and the
     /// packets it allowed).
-    Ls,
+    #[command(visible_alias = "list")]
+    Ls(super::listing::ListOpts),
     /// Remove one rule.
     Rm {
         /// The rule's ID (from `knit policy ls`).
@@ -69,7 +70,7 @@ pub enum PolicyCmd {
 impl PolicyCmd {
     /// Whether the command changes the node (for `knit_command_seconds`).
     pub fn changes(&self) -> bool {
-        !matches!(self, PolicyCmd::Ls)
+        !matches!(self, PolicyCmd::Ls(_))
     }
 }
 
@@ -159,9 +160,14 @@ pub fn run(cmd: PolicyCmd, state_dir: &Path, json: bool) -> Result<i32> {
                 );
             }
         }
-        PolicyCmd::Ls => {
+        PolicyCmd::Ls(opts) => {
             let node = Node::open(state_dir, false)?;
-            let report = crate::node::policy_report::report(&node)?;
+            let mut report = crate::node::policy_report::report(&node)?;
+            // -q, --filter and --format work on the rules (-q: their IDs).
+            let Some(rules) = opts.apply(std::mem::take(&mut report.rules), "id")? else {
+                return Ok(0);
+            };
+            report.rules = rules;
             if json {
                 print_json(&report);
             } else {
