@@ -260,3 +260,47 @@ fn detach_removes_the_entries_of_the_detached_address_only() {
         Some("s2")
     );
 }
+
+/// `knit inspect --flows`: the sandbox's connections from the node's conntrack, with the
+/// NAT, TCP state and timeout, filtered by port and protocol.
+#[test]
+fn inspect_shows_a_sandboxs_flows() {
+    let mut w = World::new().with_outside();
+    w.ok(&["network", "create", "fl", "--subnet", "10.57.0.0/24"]);
+    let a = w.sandbox("a");
+    w.ok(&["attach", "fl", &a, "-p", "8080:80"]);
+    let _srv = echo_server(&a, "0.0.0.0:80", "a");
+    let (mut conn, hello) = tcp_open(w.outside(), &format!("{NODE_UPLINK4}:8080"));
+    assert!(hello.starts_with("a saw"), "{hello}");
+    assert_eq!(tcp_echo(&mut conn, "ping").unwrap(), "ping");
+    let v = w.json(&["inspect", &a, "--flows"]);
+    let flows = v["flows"].as_array().unwrap();
+    let f = flows
+        .iter()
+        .find(|f| {
+            f["original"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{NODE_UPLINK4}:8080"))
+        })
+        .unwrap_or_else(|| panic!("no flow to the published port: {flows:?}"));
+    assert_eq!(f["proto"], "tcp");
+    assert_eq!(f["nat"], "dnat");
+    assert_eq!(f["state"], "ESTABLISHED");
+    assert!(f["reply"].as_str().unwrap().starts_with("10.57.0."), "{f}");
+    assert!(f["timeout_s"].as_u64().unwrap() > 0);
+    let none = w.json(&["inspect", &a, "--flows", "--port", "9999"]);
+    assert!(none["flows"].as_array().unwrap().is_empty());
+    let none = w.json(&["inspect", &a, "--flows", "--proto", "udp"]);
+    assert!(none["flows"].as_array().unwrap().is_empty());
+    let text = w.ok(&["inspect", &a, "--flows"]);
+    assert!(
+        text.contains("flows (node conntrack)") && text.contains("[dnat] ESTABLISHED"),
+        "{text}"
+    );
+    assert!(
+        w.fail(&["inspect", &a, "--flows", "--proto", "gre"])
+            .contains("--proto")
+    );
+    drop(conn);
+}

@@ -72,6 +72,15 @@ pub enum Command {
     Inspect {
         /// The sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME).
         sandbox: String,
+        /// Also its connections, from the node's conntrack (tuples, NAT, state, timeout).
+        #[arg(long)]
+        flows: bool,
+        /// With --flows: only flows with this port (either side, before or after NAT).
+        #[arg(long, requires = "flows")]
+        port: Option<u16>,
+        /// With --flows: only tcp, udp, icmp or sctp.
+        #[arg(long, requires = "flows")]
+        proto: Option<String>,
     },
     /// L4 load balancing: a virtual IP:port spread over backends.
     #[command(subcommand)]
@@ -490,10 +499,33 @@ pub fn run(mut cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Inspect { sandbox } => {
+        Command::Inspect {
+            sandbox,
+            flows,
+            port,
+            proto,
+        } => {
             let sandbox = SandboxRef::parse(&sandbox)?;
             let node = open(false)?;
-            let v = node.inspect_sandbox(&sandbox)?;
+            let mut v = node.inspect_sandbox(&sandbox)?;
+            if flows {
+                let proto = match proto.as_deref() {
+                    None => None,
+                    Some("tcp") => Some(6),
+                    Some("udp") => Some(17),
+                    Some("icmp") => Some(1),
+                    Some("sctp") => Some(132),
+                    Some(p) => {
+                        return Err(Error::invalid(
+                            "--proto",
+                            p,
+                            "expected tcp, udp, icmp or sctp",
+                        ));
+                    }
+                };
+                let f = crate::node::flows::FlowFilter { port, proto };
+                v.flows = Some(node.sandbox_flows(&sandbox, &f)?);
+            }
             if v.attachments.is_empty() && v.inside.is_none() {
                 return Err(Error::not_found("sandbox", sandbox.key()));
             }

@@ -70,6 +70,33 @@ pub fn print_inspect(v: &SandboxView) {
         }
         None => println!("inside the sandbox: namespace not found"),
     }
+    if let Some(flows) = &v.flows {
+        let lines: Vec<String> = flows
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} | reply {}{}{}{}",
+                    f.proto,
+                    f.original,
+                    f.reply,
+                    if f.nat.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", f.nat)
+                    },
+                    if f.state.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", f.state)
+                    },
+                    f.timeout_s
+                        .map(|t| format!(" {t}s left"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        section("flows (node conntrack)", &lines);
+    }
     println!("on the node:");
     let hl: Vec<String> = v
         .host_links

@@ -51,12 +51,55 @@ pub struct Entry {
     /// The attributes that name exactly this entry to IPCTNL_MSG_CT_DELETE, copied from the
     /// dump: CTA_TUPLE_ORIG, CTA_ZONE (if any) and CTA_ID.
     key: Vec<u8>,
+    /// What `knit inspect --flows` shows (the netlink dump has them; /proc parsing not).
+    pub info: FlowInfo,
+}
+
+/// A flow's state as conntrack keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Seconds until the entry expires.
+    pub timeout: Option<u32>,
+    /// TCP's state in conntrack (`TCP_CONNTRACK_*`).
+    pub tcp_state: Option<u8>,
+    /// `IPS_*` status bits.
+    pub status: u32,
+}
+
+impl FlowInfo {
+    /// Conntrack's name of the TCP state, as `conntrack -L` prints it.
+    pub fn tcp_state_name(&self) -> Option<&'static str> {
+        const NAMES: [&str; 10] = [
+            "NONE",
+            "SYN_SENT",
+            "SYN_RECV",
+            "ESTABLISHED",
+            "FIN_WAIT",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "TIME_WAIT",
+            "CLOSE",
+            "SYN_SENT2",
+        ];
+        self.tcp_state
+            .and_then(|s| NAMES.get(usize::from(s)).copied())
+    }
+
+    /// Replies were seen and the flow is kept under pressure (`IPS_ASSURED`).
+    pub fn assured(&self) -> bool {
+        self.status & (1 << 2) != 0
+    }
 }
 
 impl Entry {
     /// Whether the original destination was rewritten (DNAT: a published port, a service).
     pub fn dnatted(&self) -> bool {
         self.reply.src != self.orig.dst || self.reply.sport != self.orig.dport
+    }
+
+    /// Whether the original source was rewritten (SNAT, masquerade).
+    pub fn snatted(&self) -> bool {
+        self.reply.dst != self.orig.src || self.reply.dport != self.orig.sport
     }
 }
 

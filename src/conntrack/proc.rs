@@ -133,5 +133,6 @@ pub(super) fn parse_proc_line(line: &str) -> Option<Entry> {
         reply,
         family,
         key,
+        info: Default::default(),
     })
 }

@@ -163,6 +163,7 @@ fn entry(o: Tuple, r: Tuple) -> Entry {
         reply: r,
         family: AF_INET,
         key: vec![],
+        info: Default::default(),
     }
 }
 

@@ -21,7 +21,12 @@ pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
 
 pub(super) const CTA_TUPLE_ORIG: u16 = 1;
 pub(super) const CTA_TUPLE_REPLY: u16 = 2;
+pub(super) const CTA_STATUS: u16 = 3;
+pub(super) const CTA_PROTOINFO: u16 = 4;
+pub(super) const CTA_TIMEOUT: u16 = 7;
 pub(super) const CTA_ID: u16 = 12;
+pub(super) const CTA_PROTOINFO_TCP: u16 = 1;
+pub(super) const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 pub(super) const CTA_ZONE: u16 = 18;
 pub(super) const CTA_TUPLE_IP: u16 = 1;
 pub(super) const CTA_TUPLE_PROTO: u16 = 2;
@@ -116,10 +121,28 @@ pub(super) fn parse_entry(payload: &[u8], keep: &dyn Fn(&Entry) -> bool) -> Opti
     let family = *payload.first()?;
     let body = payload.get(4..)?;
     let (mut orig, mut reply) = (None, None);
+    let mut info = super::FlowInfo::default();
+    let be32 = |p: &[u8]| {
+        p.get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
     for (kind, p, _) in attrs(body) {
         match kind {
             CTA_TUPLE_ORIG => orig = parse_tuple(p),
             CTA_TUPLE_REPLY => reply = parse_tuple(p),
+            CTA_STATUS => info.status = be32(p).unwrap_or(0),
+            CTA_TIMEOUT => info.timeout = be32(p),
+            CTA_PROTOINFO => {
+                for (k, tcp, _) in attrs(p) {
+                    if k == CTA_PROTOINFO_TCP {
+                        for (k2, st, _) in attrs(tcp) {
+                            if k2 == CTA_PROTOINFO_TCP_STATE {
+                                info.tcp_state = st.first().copied();
+                            }
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -128,6 +151,7 @@ pub(super) fn parse_entry(payload: &[u8], keep: &dyn Fn(&Entry) -> bool) -> Opti
         reply: reply?,
         family,
         key: vec![],
+        info,
     };
     if !keep(&e) {
         return None;

@@ -111,6 +111,9 @@ pub struct SandboxView {
     /// cluster network, or etcd unreachable: `cluster_error` says why).
     pub cluster_peers: Option<Vec<crate::node::cluster_report::PeerReport>>,
     pub cluster_error: Option<String>,
+    /// With `--flows`: its connections as the node's conntrack has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flows: Option<Vec<crate::node::flows::FlowView>>,
 }
 
 /// An attachment with its addresses as the sandbox has them: a ptp sandbox holds a /32
@@ -286,6 +289,7 @@ impl Node {
             (None, None)
         };
         Ok(SandboxView {
+            flows: None,
             cluster_peers,
             cluster_error,
             sandbox: sandbox.key(),

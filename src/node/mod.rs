@@ -8,6 +8,7 @@ pub mod cluster;
 mod cluster_endpoints;
 pub mod cluster_report;
 mod cluster_services;
+pub mod flows;
 pub mod inspect;
 pub mod metrics_view;
 pub mod network;
