@@ -22,6 +22,10 @@ macro_rules! say {
 mod cluster;
 mod demo;
 mod demo_cluster;
+mod graph;
+mod output;
+pub(crate) use output::{join, print_json, table};
+use output::{port_text, print_attachment};
 pub mod listing;
 mod network;
 mod policy;
@@ -108,6 +112,13 @@ pub enum Command {
     /// This node in a cluster: join, leave, list the nodes.
     #[command(subcommand)]
     Node(cluster::NodeCmd),
+    /// The node's topology drawn: networks, sandboxes with addresses and published ports,
+    /// services with backends, policy rules, cluster peers.
+    Graph {
+        /// svg (drawn by knit), dot (for graphviz) or json (the model).
+        #[arg(long, default_value = "svg")]
+        format: String,
+    },
     /// Shell completions on stdout (e.g. `knit completions bash >
     /// /usr/share/bash-completion/completions/knit`).
     Completions {
@@ -214,88 +225,6 @@ pub struct AttachCli {
     /// key=value label that policies select (repeatable).
     #[arg(long = "label")]
     pub labels: Vec<String>,
-}
-
-pub(crate) fn print_json<T: Serialize>(v: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    );
-}
-
-pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
-}
-
-pub(crate) fn join<T: ToString>(v: &[T]) -> String {
-    if v.is_empty() {
-        "-".into()
-    } else {
-        v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
-    }
-}
-
-fn port_text(a: &Attachment) -> Vec<String> {
-    a.ports
-        .iter()
-        .map(|p| {
-            let h = p
-                .host_ip
-                .map(|h| {
-                    if h.is_ipv6() {
-                        format!("[{h}]:")
-                    } else {
-                        format!("{h}:")
-                    }
-                })
-                .unwrap_or_default();
-            format!(
-                "{h}{}->{}:{}/{}",
-                p.host_port, p.container_ip, p.container_port, p.proto
-            )
-        })
-        .collect()
-}
-
-fn print_attachment(a: &Attachment, existed: bool, json: bool) {
-    if json {
-        print_json(a);
-        return;
-    }
-    let verb = if existed {
-        "already attached"
-    } else {
-        "attached"
-    };
-    println!(
-        "{verb} {} to {}: {} {} mac {} (host {})",
-        a.sandbox,
-        a.network,
-        a.ifname,
-        join(&a.ips),
-        a.mac,
-        a.host_ifname
-    );
-    for p in port_text(a) {
-        println!("  published {p}");
-    }
 }
 
 fn parse_ips(raw: &[String]) -> Result<Vec<IpAddr>> {
@@ -574,6 +503,23 @@ pub fn run(mut cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
+        Command::Graph { format } => {
+            let node = open(false)?;
+            let g = node.graph()?;
+            match format.as_str() {
+                "json" => print_json(&g),
+                "dot" => print!("{}", graph::dot(&g)),
+                "svg" => print!("{}", graph::svg(&g)),
+                other => {
+                    return Err(Error::invalid(
+                        "--format",
+                        other,
+                        "expected svg, dot or json",
+                    ));
+                }
+            }
+            Ok(0)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "knit", &mut std::io::stdout());

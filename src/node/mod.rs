@@ -9,6 +9,7 @@ mod cluster_endpoints;
 pub mod cluster_report;
 mod cluster_services;
 pub mod flows;
+pub mod graph;
 pub mod inspect;
 pub mod metrics_view;
 pub mod network;
