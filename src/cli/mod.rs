@@ -112,6 +112,15 @@ pub enum Command {
     /// This node in a cluster: join, leave, list the nodes.
     #[command(subcommand)]
     Node(cluster::NodeCmd),
+    /// Why can't SRC reach DST? Walks the path step by step (route, links, forwarding,
+    /// foreign firewall policies, the listener) and names the first broken step and its
+    /// fix. Changes nothing. Exit status 0: every step fine; 2: a step is broken.
+    Doctor {
+        /// The source sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME).
+        src: String,
+        /// A sandbox or an address, optionally :PORT[/tcp|udp].
+        dst: String,
+    },
     /// The node's topology drawn: networks, sandboxes with addresses and published ports,
     /// services with backends, policy rules, cluster peers.
     Graph {
@@ -503,6 +512,23 @@ pub fn run(mut cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
+        Command::Doctor { src, dst } => {
+            let node = open(false)?;
+            let d = node.doctor(&src, &dst)?;
+            if cli.json {
+                print_json(&d);
+            } else {
+                let mut fixed = false;
+                for s in &d.steps {
+                    println!("{} {}: {}", if s.ok { "✓" } else { "✗" }, s.step, s.detail);
+                    if let (Some(f), false) = (&s.fix, fixed) {
+                        println!("    fix: {f}");
+                        fixed = true;
+                    }
+                }
+            }
+            Ok(if d.healthy { 0 } else { 2 })
+        }
         Command::Graph { format } => {
             let node = open(false)?;
             let g = node.graph()?;

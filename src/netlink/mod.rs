@@ -158,6 +158,14 @@ impl Netlink {
         }
     }
 
+    /// One request and its replies (for the submodules' queries).
+    pub(crate) fn exchange_public(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.exchange(msg, 0)
+    }
+
     fn request(
         &mut self,
         msg: RouteNetlinkMessage,

@@ -101,3 +101,32 @@ impl Route {
         s
     }
 }
+
+impl super::Netlink {
+    /// The route the kernel picks for `dst` (RTM_GETROUTE, as `ip route get`): None when
+    /// it has none (unreachable).
+    pub fn route_to(&mut self, dst: IpAddr) -> crate::error::Result<Option<Route>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(&dst);
+        msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        msg.attributes.push(RouteAttribute::Destination(match dst {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+        match self.exchange_public(netlink_packet_route::RouteNetlinkMessage::GetRoute(msg)) {
+            Ok(replies) => Ok(replies.iter().find_map(|m| match m {
+                netlink_packet_route::RouteNetlinkMessage::NewRoute(r) => Route::from_message(r),
+                _ => None,
+            })),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(crate::error::Error::io(format!("route get {dst}"), e)),
+        }
+    }
+}

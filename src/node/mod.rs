@@ -8,6 +8,7 @@ pub mod cluster;
 mod cluster_endpoints;
 pub mod cluster_report;
 mod cluster_services;
+pub mod doctor;
 pub mod flows;
 pub mod graph;
 pub mod inspect;

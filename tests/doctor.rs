@@ -1,0 +1,169 @@
+//! `knit doctor`: breaks the lab one way at a time and checks that doctor names the step
+//! and the fix; on healthy paths every step is ✓ (no false alarms).
+
+mod common;
+use common::*;
+
+struct Lab {
+    w: World,
+    a: String,
+    b: String,
+}
+
+fn lab() -> Lab {
+    let mut w = World::new().with_outside();
+    w.ok(&["network", "create", "dn", "--subnet", "10.63.0.0/24"]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    w.ok(&["attach", "dn", &a]);
+    w.ok(&["attach", "dn", &b]);
+    Lab { w, a, b }
+}
+
+/// (exit status, the JSON diagnosis).
+fn doctor(l: &Lab, dst: &str) -> (i32, serde_json::Value) {
+    let o = l.w.run(&["--json", "doctor", &l.a, dst]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    (o.status.code().unwrap_or(-1), v)
+}
+
+fn broken_step(v: &serde_json::Value) -> (String, String, String) {
+    let s = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ok"] == false)
+        .unwrap_or_else(|| panic!("no broken step: {v}"));
+    (
+        s["step"].as_str().unwrap().into(),
+        s["detail"].as_str().unwrap().into(),
+        s["fix"].as_str().unwrap_or_default().into(),
+    )
+}
+
+#[test]
+fn healthy_paths_are_all_green() {
+    let l = lab();
+    let _srv = tcp_server(&l.b, "0.0.0.0:80", "b");
+    let (code, v) = doctor(&l, &format!("{}:80", l.b));
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["ok"] == true)
+    );
+    assert!(v["steps"].to_string().contains("listener"));
+    assert!(tcp_get(&l.a, &format!("{}:80", l.w.ip_of("dn", &l.b, 4))).is_ok());
+    let (code, v) = doctor(&l, OUTSIDE4);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["steps"].to_string().contains("node forwarding"));
+    assert!(ping(&l.a, OUTSIDE4));
+    // The text form: a ✓ line per step.
+    let text = l.w.ok(&["doctor", &l.a, OUTSIDE4]);
+    assert!(text.lines().all(|t| t.starts_with('✓')), "{text}");
+}
+
+#[test]
+fn each_breakage_is_named_with_its_fix() {
+    let l = lab();
+    let _srv = tcp_server(&l.b, "0.0.0.0:80", "b");
+
+    // Nothing listening on the asked port.
+    let (code, v) = doctor(&l, &format!("{}:81", l.b));
+    assert_eq!(code, 2);
+    let (step, detail, _) = broken_step(&v);
+    assert_eq!(step, "listener");
+    assert!(detail.contains("81/tcp"), "{detail}");
+
+    // A foreign table dropping forwarded packets (iptables-nft's FORWARD policy drop).
+    sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &l.w.node,
+        "nft",
+        "add table ip filter",
+    ]);
+    sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &l.w.node,
+        "nft",
+        "add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
+    ]);
+    let (code, v) = doctor(&l, OUTSIDE4);
+    assert_eq!(code, 2);
+    let (step, detail, fix) = broken_step(&v);
+    assert_eq!(step, "firewall (forward)");
+    assert!(
+        detail.contains("table ip filter, chain FORWARD"),
+        "{detail}"
+    );
+    assert!(fix.contains("policy to accept"), "{fix}");
+    assert!(!ping(&l.a, OUTSIDE4), "the lab really is broken");
+    sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &l.w.node,
+        "nft",
+        "delete table ip filter",
+    ]);
+
+    // Forwarding off on the node.
+    sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &l.w.node,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=0",
+    ]);
+    let (code, v) = doctor(&l, OUTSIDE4);
+    assert_eq!(code, 2);
+    let (step, _, fix) = broken_step(&v);
+    assert_eq!(step, "node forwarding");
+    assert!(fix.contains("net.ipv4.ip_forward=1"), "{fix}");
+    sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &l.w.node,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+
+    // The node end of the source's veth down.
+    let host = l.w.json(&["network", "inspect", "dn"])["attachments"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    l.w.node_ip(&["link", "set", &host, "down"]);
+    let (code, v) = doctor(&l, &format!("{}:80", l.b));
+    assert_eq!(code, 2);
+    let (step, detail, fix) = broken_step(&v);
+    assert_eq!(step, "source interface");
+    assert!(
+        detail.contains(&host) && fix.contains(&host),
+        "{detail} / {fix}"
+    );
+    l.w.node_ip(&["link", "set", &host, "up"]);
+
+    // No default route in the source.
+    sh_ok(&["ip", "-n", &l.a, "route", "del", "default"]);
+    let (code, v) = doctor(&l, OUTSIDE4);
+    assert_eq!(code, 2);
+    let (step, detail, fix) = broken_step(&v);
+    assert_eq!(step, "route in source");
+    assert!(detail.contains("unreachable"), "{detail}");
+    assert!(fix.contains("default route"), "{fix}");
+
+    // Bad input is exit 1, not a diagnosis.
+    assert_eq!(doctor(&l, &format!("{}:99999", l.b)).0, 1);
+    assert_eq!(doctor(&l, "nosuchsandbox").0, 3);
+}
