@@ -67,7 +67,7 @@ fn healthy_paths_are_all_green() {
 
 #[test]
 fn each_breakage_is_named_with_its_fix() {
-    let l = lab();
+    let mut l = lab();
     let _srv = tcp_server(&l.b, "0.0.0.0:80", "b");
 
     // Nothing listening on the asked port.
@@ -162,6 +162,28 @@ fn each_breakage_is_named_with_its_fix() {
     assert_eq!(step, "route in source");
     assert!(detail.contains("unreachable"), "{detail}");
     assert!(fix.contains("default route"), "{fix}");
+
+    // A sandbox on another knit network: isolation, not a green path.
+    sh_ok(&[
+        "ip",
+        "-n",
+        &l.a,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.63.0.1",
+    ]);
+    l.w.ok(&["network", "create", "other", "--subnet", "10.64.0.0/24"]);
+    let c = l.w.sandbox("c");
+    l.w.ok(&["attach", "other", &c]);
+    let (code, v) = doctor(&l, &c);
+    assert_eq!(code, 2, "{v}");
+    let (step, _, fix) = broken_step(&v);
+    assert_eq!(step, "isolation");
+    assert!(fix.contains("knit attach other"), "{fix}");
+    assert!(!ping(&l.a, &l.w.ip_of("other", &c, 4)), "isolated indeed");
+    l.w.ok(&["sandbox", "rm", &c]);
 
     // Bad input is exit 1, not a diagnosis.
     assert_eq!(doctor(&l, &format!("{}:99999", l.b)).0, 1);

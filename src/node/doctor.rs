@@ -301,6 +301,18 @@ impl Node {
         let same_bridge = dst_att
             .as_ref()
             .is_some_and(|d| d.network_id == att.network_id);
+        // knit isolates its networks from each other: a sandbox on another knit network is
+        // reached only through a network both are on (or a published port).
+        if let (Some(d), Some(k)) = (&dst_att, &target.sandbox)
+            && !src_atts.iter().any(|s| s.network_id == d.network_id)
+        {
+            steps.push(broken(
+                "isolation",
+                format!("{src} and {k} share no knit network, and knit isolates networks from each other"),
+                format!("attach {src} to {} (`knit attach {} {src}`), or publish the port on {k} and use the node's address", d.network, d.network),
+            ));
+            return done(steps);
+        }
         if !same_bridge {
             let key = if target.ip.is_ipv4() {
                 "net.ipv4.ip_forward"
