@@ -189,3 +189,75 @@ fn each_breakage_is_named_with_its_fix() {
     assert_eq!(doctor(&l, &format!("{}:99999", l.b)).0, 1);
     assert_eq!(doctor(&l, "nosuchsandbox").0, 3);
 }
+
+/// A knit policy deny is named with the network and the rule that would allow the flow;
+/// once that rule exists the path is green again, and packets agree.
+#[test]
+fn a_policy_deny_names_the_missing_rule() {
+    let mut w = World::new();
+    w.ok(&["network", "create", "pn", "--subnet", "10.65.0.0/24"]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    w.ok(&["attach", "pn", &a, "--label", "app=client"]);
+    w.ok(&["attach", "pn", &b, "--label", "app=db"]);
+    let _srv = tcp_server(&b, "0.0.0.0:5432", "db");
+    let b_ip = w.ip_of("pn", &b, 4);
+    w.ok(&["policy", "default", "pn", "deny"]);
+    let o = w.run(&["--json", "doctor", &a, &format!("{b}:5432")]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ok"] == false)
+        .unwrap();
+    assert_eq!(s["step"], "policy");
+    assert!(
+        s["detail"].as_str().unwrap().contains("network pn denies"),
+        "{s}"
+    );
+    assert_eq!(
+        s["fix"],
+        format!("knit policy allow pn --from {a} --to {b} --port 5432/tcp")
+    );
+    assert!(
+        tcp_get(&a, &format!("{b_ip}:5432")).is_err(),
+        "denied indeed"
+    );
+    // A rule for another port does not count; the right one does.
+    w.ok(&[
+        "policy",
+        "allow",
+        "pn",
+        "--from",
+        "app=client",
+        "--to",
+        "app=db",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(
+        w.run(&["doctor", &a, &format!("{b}:5432")]).status.code(),
+        Some(2)
+    );
+    w.ok(&[
+        "policy",
+        "allow",
+        "pn",
+        "--from",
+        "app=client",
+        "--to",
+        "app=db",
+        "--port",
+        "5432",
+    ]);
+    let o = w.run(&["doctor", &a, &format!("{b}:5432")]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(tcp_get(&a, &format!("{b_ip}:5432")).is_ok());
+}

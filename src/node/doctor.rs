@@ -313,6 +313,34 @@ impl Node {
             ));
             return done(steps);
         }
+        // knit's policy, by its recorded rules.
+        let nets = self.store.networks()?;
+        let src_net = nets.iter().find(|n| n.id == att.network_id);
+        let dst_net = dst_att
+            .as_ref()
+            .and_then(|d| nets.iter().find(|n| n.id == d.network_id));
+        let src_ip = att
+            .ips
+            .iter()
+            .map(|i| i.addr())
+            .find(|a| a.is_ipv4() == target.ip.is_ipv4())
+            .unwrap_or(target.ip);
+        if let Some(src_net) = src_net {
+            let flow = super::doctor_policy::Flow {
+                src: att,
+                src_ip,
+                dst: dst_att.as_ref(),
+                dst_ip: target.ip,
+                port: target.port,
+            };
+            match super::doctor_policy::verdict(&flow, src_net, dst_net, &self.store.rules()?) {
+                Ok(d) => steps.push(ok("policy", d)),
+                Err((cause, fix)) => {
+                    steps.push(broken("policy", cause, fix));
+                    return done(steps);
+                }
+            }
+        }
         if !same_bridge {
             let key = if target.ip.is_ipv4() {
                 "net.ipv4.ip_forward"
