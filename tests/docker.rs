@@ -145,6 +145,9 @@ impl Drop for Docker {
         }
         let _ = self.dockerd.kill();
         let _ = self.dockerd.wait();
+        // Container shims outlive a killed dockerd: found by their containerd's socket.
+        let shims = format!("{}/exec/containerd", self.dir.display());
+        let _ = Command::new("pkill").args(["-9", "-f", &shims]).status();
         let _ = self.knitd.kill();
         let _ = self.knitd.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
