@@ -77,6 +77,26 @@ fn each_breakage_is_named_with_its_fix() {
     assert_eq!(step, "listener");
     assert!(detail.contains("81/tcp"), "{detail}");
 
+    // A smaller MTU on the way: full-size DF packets are dropped.
+    sh_ok(&["ip", "-n", &l.b, "link", "set", "eth0", "mtu", "1400"]);
+    let (code, v) = doctor(&l, &format!("{}:80", l.b));
+    assert_eq!(code, 2);
+    let (step, detail, _) = broken_step(&v);
+    assert_eq!(step, "path MTU");
+    assert!(
+        detail.contains(&format!("eth0 in {}", l.b)) && detail.contains("1400"),
+        "{detail}"
+    );
+    let b_ip = l.w.ip_of("dn", &l.b, 4);
+    let big = sh(&[
+        "ip", "netns", "exec", &l.a, "ping", "-c1", "-W1", "-M", "do", "-s", "1472", &b_ip,
+    ]);
+    assert!(
+        !big.status.success(),
+        "a 1500-byte DF ping really is dropped"
+    );
+    sh_ok(&["ip", "-n", &l.b, "link", "set", "eth0", "mtu", "1500"]);
+
     // A foreign table dropping forwarded packets (iptables-nft's FORWARD policy drop).
     sh_ok(&[
         "ip",

@@ -383,9 +383,8 @@ impl Node {
                     return done(steps);
                 }
                 Ok(dns) => {
-                    let up = Netlink::open_in(&dns)?
-                        .link_by_name(&d.ifname)?
-                        .is_some_and(|l| l.up);
+                    let dst_link = Netlink::open_in(&dns)?.link_by_name(&d.ifname)?;
+                    let up = dst_link.as_ref().is_some_and(|l| l.up);
                     if !up {
                         steps.push(broken(
                             "destination interface",
@@ -395,6 +394,38 @@ impl Node {
                         return done(steps);
                     }
                     steps.push(ok("destination interface", format!("{} up", d.ifname)));
+                    // Path MTU: every link on the way takes the source's full-size packets
+                    // (a smaller one drops them when DF is set, as TCP's always are).
+                    let src_mtu = oif.mtu.unwrap_or(1500);
+                    let mut on_path: Vec<(String, Option<u32>)> = vec![];
+                    for name in [
+                        Some(att.host_ifname.clone()),
+                        src_net.and_then(|n| n.bridge.clone()),
+                        Some(d.host_ifname.clone()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if let Some(l) = nl.link_by_name(&name)? {
+                            on_path.push((format!("{name} (node)"), l.mtu));
+                        }
+                    }
+                    if let Some(l) = &dst_link {
+                        on_path.push((format!("{} in {}", l.name, d.sandbox), l.mtu));
+                    }
+                    if let Some((link, mtu)) = on_path
+                        .iter()
+                        .filter_map(|(n, m)| m.map(|m| (n, m)))
+                        .find(|(_, m)| *m < src_mtu)
+                    {
+                        steps.push(broken(
+                            "path MTU",
+                            format!("{link} has MTU {mtu}, smaller than {src}'s {src_mtu}: full-size packets with DF set (all TCP) are dropped"),
+                            format!("give {link} MTU {src_mtu} again (`ip link set ... mtu {src_mtu}`), or lower it for the whole network with `knit network create --mtu`"),
+                        ));
+                        return done(steps);
+                    }
+                    steps.push(ok("path MTU", format!("{src_mtu} all the way")));
                     if let Some((port, proto)) = target.port {
                         let p = if proto == 17 { "udp" } else { "tcp" };
                         if listening(&dns, port, proto)? {
