@@ -48,6 +48,13 @@ impl Docker {
             .spawn()
             .unwrap();
         eventually("knit's plugin socket", || plugin_sock.exists());
+        // Only root may talk to the root daemon's plugin API.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&plugin_sock)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         // Docker finds plugins in /run/docker/plugins: in dockerd's own mount namespace
         // that is the test's directory, so the host's /run/docker stays as it was.
         std::fs::create_dir_all("/run/docker").unwrap();

@@ -41,6 +41,15 @@ fn broken_step(v: &serde_json::Value) -> (String, String, String) {
     )
 }
 
+/// Runs doctor, expects exit 2 with `step` the first broken one; gives its detail and fix.
+fn expect_broken(l: &Lab, dst: &str, step: &str) -> (String, String) {
+    let (code, v) = doctor(l, dst);
+    assert_eq!(code, 2, "{v}");
+    let (got, detail, fix) = broken_step(&v);
+    assert_eq!(got, step, "{v}");
+    (detail, fix)
+}
+
 #[test]
 fn healthy_paths_are_all_green() {
     let l = lab();
@@ -71,18 +80,12 @@ fn each_breakage_is_named_with_its_fix() {
     let _srv = tcp_server(&l.b, "0.0.0.0:80", "b");
 
     // Nothing listening on the asked port.
-    let (code, v) = doctor(&l, &format!("{}:81", l.b));
-    assert_eq!(code, 2);
-    let (step, detail, _) = broken_step(&v);
-    assert_eq!(step, "listener");
+    let (detail, _) = expect_broken(&l, &format!("{}:81", l.b), "listener");
     assert!(detail.contains("81/tcp"), "{detail}");
 
     // A smaller MTU on the way: full-size DF packets are dropped.
     sh_ok(&["ip", "-n", &l.b, "link", "set", "eth0", "mtu", "1400"]);
-    let (code, v) = doctor(&l, &format!("{}:80", l.b));
-    assert_eq!(code, 2);
-    let (step, detail, _) = broken_step(&v);
-    assert_eq!(step, "path MTU");
+    let (detail, _) = expect_broken(&l, &format!("{}:80", l.b), "path MTU");
     assert!(
         detail.contains(&format!("eth0 in {}", l.b)) && detail.contains("1400"),
         "{detail}"
@@ -114,10 +117,7 @@ fn each_breakage_is_named_with_its_fix() {
         "nft",
         "add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
     ]);
-    let (code, v) = doctor(&l, OUTSIDE4);
-    assert_eq!(code, 2);
-    let (step, detail, fix) = broken_step(&v);
-    assert_eq!(step, "firewall (forward)");
+    let (detail, fix) = expect_broken(&l, OUTSIDE4, "firewall (forward)");
     assert!(
         detail.contains("table ip filter, chain FORWARD"),
         "{detail}"
@@ -143,10 +143,7 @@ fn each_breakage_is_named_with_its_fix() {
         "-qw",
         "net.ipv4.ip_forward=0",
     ]);
-    let (code, v) = doctor(&l, OUTSIDE4);
-    assert_eq!(code, 2);
-    let (step, _, fix) = broken_step(&v);
-    assert_eq!(step, "node forwarding");
+    let (_, fix) = expect_broken(&l, OUTSIDE4, "node forwarding");
     assert!(fix.contains("net.ipv4.ip_forward=1"), "{fix}");
     sh_ok(&[
         "ip",
@@ -164,10 +161,7 @@ fn each_breakage_is_named_with_its_fix() {
         .unwrap()
         .to_string();
     l.w.node_ip(&["link", "set", &host, "down"]);
-    let (code, v) = doctor(&l, &format!("{}:80", l.b));
-    assert_eq!(code, 2);
-    let (step, detail, fix) = broken_step(&v);
-    assert_eq!(step, "source interface");
+    let (detail, fix) = expect_broken(&l, &format!("{}:80", l.b), "source interface");
     assert!(
         detail.contains(&host) && fix.contains(&host),
         "{detail} / {fix}"
@@ -176,10 +170,7 @@ fn each_breakage_is_named_with_its_fix() {
 
     // No default route in the source.
     sh_ok(&["ip", "-n", &l.a, "route", "del", "default"]);
-    let (code, v) = doctor(&l, OUTSIDE4);
-    assert_eq!(code, 2);
-    let (step, detail, fix) = broken_step(&v);
-    assert_eq!(step, "route in source");
+    let (detail, fix) = expect_broken(&l, OUTSIDE4, "route in source");
     assert!(detail.contains("unreachable"), "{detail}");
     assert!(fix.contains("default route"), "{fix}");
 
@@ -197,10 +188,7 @@ fn each_breakage_is_named_with_its_fix() {
     l.w.ok(&["network", "create", "other", "--subnet", "10.64.0.0/24"]);
     let c = l.w.sandbox("c");
     l.w.ok(&["attach", "other", &c]);
-    let (code, v) = doctor(&l, &c);
-    assert_eq!(code, 2, "{v}");
-    let (step, _, fix) = broken_step(&v);
-    assert_eq!(step, "isolation");
+    let (_, fix) = expect_broken(&l, &c, "isolation");
     assert!(fix.contains("knit attach other"), "{fix}");
     assert!(!ping(&l.a, &l.w.ip_of("other", &c, 4)), "isolated indeed");
     l.w.ok(&["sandbox", "rm", &c]);
@@ -246,32 +234,25 @@ fn a_policy_deny_names_the_missing_rule() {
         "denied indeed"
     );
     // A rule for another port does not count; the right one does.
-    w.ok(&[
-        "policy",
-        "allow",
-        "pn",
-        "--from",
-        "app=client",
-        "--to",
-        "app=db",
-        "--port",
-        "80",
-    ]);
+    let allow = |port: &str| {
+        w.ok(&[
+            "policy",
+            "allow",
+            "pn",
+            "--from",
+            "app=client",
+            "--to",
+            "app=db",
+            "--port",
+            port,
+        ])
+    };
+    allow("80");
     assert_eq!(
         w.run(&["doctor", &a, &format!("{b}:5432")]).status.code(),
         Some(2)
     );
-    w.ok(&[
-        "policy",
-        "allow",
-        "pn",
-        "--from",
-        "app=client",
-        "--to",
-        "app=db",
-        "--port",
-        "5432",
-    ]);
+    allow("5432");
     let o = w.run(&["doctor", &a, &format!("{b}:5432")]);
     assert_eq!(
         o.status.code(),

@@ -117,13 +117,19 @@ pub(super) fn check(what: &str, ok: bool, detail: &str) -> Result<()> {
     }
 }
 
-/// A tiny HTTP server on a thread inside `ns`; answers with who it saw.
-fn http_server(ns: &str, port: u16, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
-    let ns = Netns::open(netns::named_path(ns))?;
+/// A TCP server on a thread inside named namespace `ns` on `port`, handing each
+/// connection (and its peer) to `reply`, until `stop` (the demos' servers).
+pub(super) fn serve_in(
+    ns: &str,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    reply: impl Fn(std::net::TcpStream, std::net::SocketAddr) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>> {
+    let netns = Netns::open(netns::named_path(ns))?;
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         // SAFETY: setns on this dedicated thread only.
-        if unsafe { libc::setns(ns.fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        if unsafe { libc::setns(netns.fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             let _ = tx.send(false);
             return;
         }
@@ -135,26 +141,31 @@ fn http_server(ns: &str, port: u16, stop: Arc<AtomicBool>) -> Result<std::thread
         let _ = tx.send(true);
         while !stop.load(Ordering::Relaxed) {
             match l.accept() {
-                Ok((mut s, peer)) => {
-                    let _ = s.set_nonblocking(false);
-                    let mut buf = [0u8; 512];
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                    let _ = s.read(&mut buf);
-                    let body = format!("hello from web, you are {}\n", peer.ip());
-                    let _ = write!(
-                        s,
-                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                }
+                Ok((s, peer)) => reply(s, peer),
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     });
     match rx.recv_timeout(Duration::from_secs(5)) {
         Ok(true) => Ok(handle),
-        _ => Err(Error::Conflict("web server did not start".into())),
+        _ => Err(Error::Conflict(format!("server in {ns} did not start"))),
     }
+}
+
+/// A tiny HTTP server on a thread inside `ns`; answers with who it saw.
+fn http_server(ns: &str, port: u16, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    serve_in(ns, port, stop, |mut s, peer| {
+        let _ = s.set_nonblocking(false);
+        let mut buf = [0u8; 512];
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = s.read(&mut buf);
+        let body = format!("hello from web, you are {}\n", peer.ip());
+        let _ = write!(
+            s,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    })
 }
 
 /// An HTTP GET from inside `ns`; returns the body.

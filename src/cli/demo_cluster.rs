@@ -14,8 +14,7 @@ use crate::model::Mac;
 use crate::netlink::{Netlink, Route, VethRequest};
 use crate::netns::{self, Netns};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -198,34 +197,11 @@ fn build_node(lab: &Lab, node: &str, seg: u8, host: u8) -> Result<()> {
 
 /// A TCP server in `ns` answering "NAME" and who it saw, until the lab stops.
 fn server(ns: &str, port: u16, name: &str, stop: Arc<AtomicBool>) -> Result<()> {
-    let netns = Netns::open(netns::named_path(ns))?;
     let name = name.to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // SAFETY: setns on this dedicated thread only.
-        if unsafe { libc::setns(netns.fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            let _ = tx.send(false);
-            return;
-        }
-        let Ok(l) = TcpListener::bind(("0.0.0.0", port)) else {
-            let _ = tx.send(false);
-            return;
-        };
-        let _ = l.set_nonblocking(true);
-        let _ = tx.send(true);
-        while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut s, peer)) => {
-                    let _ = write!(s, "{name} (saw {})", peer.ip());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(5)) {
-        Ok(true) => Ok(()),
-        _ => Err(Error::Conflict(format!("server in {ns} did not start"))),
-    }
+    super::demo::serve_in(ns, port, stop, move |mut s, peer| {
+        let _ = write!(s, "{name} (saw {})", peer.ip());
+    })
+    .map(|_| ())
 }
 
 fn get(ns: &str, addr: &str) -> Result<String> {

@@ -65,7 +65,13 @@ fn bind(socket: &Path) -> Result<UnixListener> {
         std::fs::remove_file(socket)
             .map_err(|e| Error::io(format!("removing stale {}", socket.display()), e))?;
     }
-    UnixListener::bind(socket).map_err(|e| Error::io(format!("binding {}", socket.display()), e))
+    let l = UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("binding {}", socket.display()), e))?;
+    // The daemon acts as root on what arrives here: only root (dockerd) may connect.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod {}", socket.display()), e))?;
+    Ok(l)
 }
 
 fn serve(dir: &Path, docker_host: &Path, conn: UnixStream) {

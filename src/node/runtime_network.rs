@@ -59,20 +59,6 @@ impl Node {
         }
     }
 
-    /// Removes a network of `origin` if nothing is attached to it (a runtime's last
-    /// container left it). Returns whether it went. Networks made with the CLI, or of
-    /// another runtime, are never touched.
-    pub fn remove_runtime_network_if_unused(&mut self, name: &str, origin: &str) -> Result<bool> {
-        let _guard = Lock::take_file(&self.state_dir, "network.lock", true)?;
-        match self.store.find_network(name)? {
-            Some(n) if self.unused_runtime_network(&n, origin)? => {
-                self.remove_unused(&n)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
     /// A network knit created for a runtime that no attachment uses any more.
     fn unused_runtime_network(&self, n: &Network, origin: &str) -> Result<bool> {
         Ok(n.origin == origin && self.store.attachments_of_network(n.id)?.is_empty())
