@@ -180,6 +180,18 @@ fn start_time(pid: i64) -> Option<i64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The file `knit daemon` holds an exclusive lock on while it serves a state dir.
+pub const DAEMON_LOCK: &str = "daemon.lock";
+
+/// Is a daemon serving this state dir? (It holds an exclusive lock on DAEMON_LOCK.)
+pub fn daemon_running(state_dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(state_dir.join(DAEMON_LOCK)) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; released when `f` drops.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

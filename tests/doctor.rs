@@ -2,22 +2,30 @@
 //! and the fix; on healthy paths every step is ✓ (no false alarms).
 
 mod common;
+use common::dns_client::{Daemon, start_daemon};
 use common::*;
 
-struct Lab {
-    w: World,
-    a: String,
-    b: String,
+pub struct Lab {
+    pub w: World,
+    pub a: String,
+    pub b: String,
+    _dns: Daemon,
 }
 
-fn lab() -> Lab {
+/// a and b on one network with knit's DNS (a daemon running), and an outside host.
+pub fn lab() -> Lab {
     let mut w = World::new().with_outside();
     w.ok(&["network", "create", "dn", "--subnet", "10.63.0.0/24"]);
     let a = w.sandbox("a");
     let b = w.sandbox("b");
     w.ok(&["attach", "dn", &a]);
     w.ok(&["attach", "dn", &b]);
-    Lab { w, a, b }
+    let resolv = w.state.with_extension("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {OUTSIDE4}\n")).unwrap();
+    let dns = start_daemon(&w, resolv.to_str().unwrap(), None);
+    let l = Lab { w, a, b, _dns: dns };
+    eventually("knit DNS answers", || doctor(&l, &l.b).0 == 0);
+    l
 }
 
 /// (exit status, the JSON diagnosis).
@@ -64,6 +72,12 @@ fn healthy_paths_are_all_green() {
             .all(|s| s["ok"] == true)
     );
     assert!(v["steps"].to_string().contains("listener"));
+    assert!(
+        v["steps"]
+            .to_string()
+            .contains(&format!("resolves {}", l.b)),
+        "the dns step: {v}"
+    );
     assert!(tcp_get(&l.a, &format!("{}:80", l.w.ip_of("dn", &l.b, 4))).is_ok());
     let (code, v) = doctor(&l, OUTSIDE4);
     assert_eq!(code, 0, "{v}");
@@ -188,8 +202,14 @@ fn each_breakage_is_named_with_its_fix() {
     l.w.ok(&["network", "create", "other", "--subnet", "10.64.0.0/24"]);
     let c = l.w.sandbox("c");
     l.w.ok(&["attach", "other", &c]);
-    let (_, fix) = expect_broken(&l, &c, "isolation");
+    let c_ip = l.w.ip_of("other", &c, 4);
+    let (_, fix) = expect_broken(&l, &c_ip, "isolation");
     assert!(fix.contains("knit attach other"), "{fix}");
+    // By name, the source would not even resolve it: knit DNS shows a sandbox only the
+    // names on its own networks.
+    let (detail, fix) = expect_broken(&l, &c, "dns");
+    assert!(detail.contains("shares none"), "{detail}");
+    assert_eq!(fix, format!("knit attach other {}", l.a));
     assert!(!ping(&l.a, &l.w.ip_of("other", &c, 4)), "isolated indeed");
     l.w.ok(&["sandbox", "rm", &c]);
 
@@ -211,7 +231,7 @@ fn a_policy_deny_names_the_missing_rule() {
     let _srv = tcp_server(&b, "0.0.0.0:5432", "db");
     let b_ip = w.ip_of("pn", &b, 4);
     w.ok(&["policy", "default", "pn", "deny"]);
-    let o = w.run(&["--json", "doctor", &a, &format!("{b}:5432")]);
+    let o = w.run(&["--json", "doctor", &a, &format!("{b_ip}:5432")]);
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let s = v["steps"]
@@ -249,11 +269,13 @@ fn a_policy_deny_names_the_missing_rule() {
     };
     allow("80");
     assert_eq!(
-        w.run(&["doctor", &a, &format!("{b}:5432")]).status.code(),
+        w.run(&["doctor", &a, &format!("{b_ip}:5432")])
+            .status
+            .code(),
         Some(2)
     );
     allow("5432");
-    let o = w.run(&["doctor", &a, &format!("{b}:5432")]);
+    let o = w.run(&["doctor", &a, &format!("{b_ip}:5432")]);
     assert_eq!(
         o.status.code(),
         Some(0),

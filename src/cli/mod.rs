@@ -112,13 +112,17 @@ pub enum Command {
     /// This node in a cluster: join, leave, list the nodes.
     #[command(subcommand)]
     Node(cluster::NodeCmd),
-    /// Why can't SRC reach DST? Walks the path step by step (route, links, forwarding,
-    /// foreign firewall policies, the listener) and names the first broken step and its
-    /// fix. Changes nothing. Exit status 0: every step fine; 2: a step is broken.
+    /// Why can't SRC reach DST? Walks the path step by step, asking the kernel (route,
+    /// neighbour entries, links, forwarding, rp_filter, every foreign firewall chain on the
+    /// way, DNAT of published ports and services, masquerade, conntrack, policy, DNS, the
+    /// way back, path MTU, the listener) and names the first broken step and its fix.
+    /// Changes nothing. Exit status 0: every step fine; 2: a step is broken; 1: bad input.
     Doctor {
-        /// The source sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME).
+        /// A sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME), `node`, or the address
+        /// of a host outside the node.
         src: String,
-        /// A sandbox or an address, optionally :PORT[/tcp|udp].
+        /// A sandbox, `node` (a published port or node port with :PORT), a service (NAME or
+        /// VIP) or any address; optionally :PORT[/tcp|udp].
         dst: String,
     },
     /// The node's topology drawn: networks, sandboxes with addresses and published ports,

@@ -21,14 +21,14 @@ use server::Shared;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub const DAEMON_LOCK: &str = "daemon.lock";
+pub use crate::lock::DAEMON_LOCK;
 
 pub struct Config {
     pub state_dir: PathBuf,
@@ -129,14 +129,7 @@ pub fn load(store: &Store) -> Result<(Records, HashMap<i64, String>)> {
     Ok((Records::build(views, hosts).with_subnets(others), bridges))
 }
 
-/// Is a daemon serving this state dir? (It holds an exclusive lock on DAEMON_LOCK.)
-pub fn daemon_running(state_dir: &Path) -> bool {
-    let Ok(f) = std::fs::File::open(state_dir.join(DAEMON_LOCK)) else {
-        return false;
-    };
-    // SAFETY: flock on a descriptor we own; released when `f` drops.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
-}
+pub use crate::lock::daemon_running;
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = socket2::Socket::new(

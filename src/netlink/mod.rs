@@ -5,7 +5,7 @@
 mod overlay;
 mod route;
 pub use overlay::{ClusterRoute, Fdb, VxlanRequest, checksum_offload_broken, disable_tx_checksum};
-pub use route::Route;
+pub use route::{Lookup, Route};
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::Mac;

@@ -102,20 +102,41 @@ impl Route {
     }
 }
 
+/// What `ip route get` answers.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub route: Route,
+    pub prefsrc: Option<IpAddr>,
+    /// The destination is one of the namespace's own addresses.
+    pub local: bool,
+}
+
 impl super::Netlink {
     /// The route the kernel picks for `dst` (RTM_GETROUTE, as `ip route get`): None when
     /// it has none (unreachable).
     pub fn route_to(&mut self, dst: IpAddr) -> crate::error::Result<Option<Route>> {
+        Ok(self.route_get(dst)?.map(|l| l.route))
+    }
+
+    /// `ip route get DST`: the route, its preferred source address, and whether DST is one
+    /// of this namespace's own addresses. None when unreachable.
+    pub fn route_get(&mut self, dst: IpAddr) -> crate::error::Result<Option<Lookup>> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family_of(&dst);
         msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
-        msg.attributes.push(RouteAttribute::Destination(match dst {
-            IpAddr::V4(a) => RouteAddress::Inet(a),
-            IpAddr::V6(a) => RouteAddress::Inet6(a),
-        }));
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         match self.exchange_public(netlink_packet_route::RouteNetlinkMessage::GetRoute(msg)) {
             Ok(replies) => Ok(replies.iter().find_map(|m| match m {
-                netlink_packet_route::RouteNetlinkMessage::NewRoute(r) => Route::from_message(r),
+                netlink_packet_route::RouteNetlinkMessage::NewRoute(r) => Some(Lookup {
+                    route: Route::from_message(r)?,
+                    prefsrc: r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::PrefSource(RouteAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+                        RouteAttribute::PrefSource(RouteAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+                        _ => None,
+                    }),
+                    local: r.header.kind == RouteType::Local,
+                }),
                 _ => None,
             })),
             Err(e)
@@ -127,6 +148,51 @@ impl super::Netlink {
                 Ok(None)
             }
             Err(e) => Err(crate::error::Error::io(format!("route get {dst}"), e)),
+        }
+    }
+
+    /// Whether `ip` is an address of this namespace.
+    pub fn is_local(&mut self, ip: IpAddr) -> crate::error::Result<bool> {
+        Ok(self.route_get(ip)?.is_some_and(|l| l.local))
+    }
+
+    /// Whether the node would route a packet from `src` arriving on link `iif` to `dst`
+    /// (RTM_GETROUTE with RTA_IIF, as `ip route get DST from SRC iif DEV`): the kernel runs
+    /// its input path, forwarding switch and reverse-path filter included. Err(errno) is
+    /// its refusal (EXDEV: rp_filter, EHOSTUNREACH/ENETUNREACH: no route).
+    pub fn route_input(
+        &mut self,
+        dst: IpAddr,
+        src: IpAddr,
+        iif: u32,
+    ) -> crate::error::Result<std::result::Result<Route, i32>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(&dst);
+        let full = if dst.is_ipv4() { 32 } else { 128 };
+        msg.header.destination_prefix_length = full;
+        msg.header.source_prefix_length = full;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        msg.attributes
+            .push(RouteAttribute::Source(RouteAddress::from(src)));
+        msg.attributes.push(RouteAttribute::Iif(iif));
+        match self.exchange_public(netlink_packet_route::RouteNetlinkMessage::GetRoute(msg)) {
+            Ok(replies) => Ok(replies
+                .iter()
+                .find_map(|m| match m {
+                    netlink_packet_route::RouteNetlinkMessage::NewRoute(r) => {
+                        Route::from_message(r)
+                    }
+                    _ => None,
+                })
+                .ok_or(libc::EHOSTUNREACH)),
+            Err(e) => match e.raw_os_error() {
+                Some(errno) if errno != libc::EPERM => Ok(Err(errno)),
+                _ => Err(crate::error::Error::io(
+                    format!("route get {dst} from {src} iif {iif}"),
+                    e,
+                )),
+            },
         }
     }
 }

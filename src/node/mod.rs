@@ -9,7 +9,6 @@ mod cluster_endpoints;
 pub mod cluster_report;
 mod cluster_services;
 pub mod doctor;
-mod doctor_policy;
 pub mod flows;
 pub mod graph;
 pub mod inspect;

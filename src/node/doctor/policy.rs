@@ -36,7 +36,7 @@ fn port_ok(rule: &Rule, port: Option<(u16, u8)>) -> bool {
 
 /// The flow as doctor sees it.
 pub struct Flow<'a> {
-    pub src: &'a Attachment,
+    pub src: Option<&'a Attachment>,
     pub src_ip: IpAddr,
     pub dst: Option<&'a Attachment>,
     pub dst_ip: IpAddr,
@@ -46,7 +46,7 @@ pub struct Flow<'a> {
 /// Ok(description) when policy lets the flow through; Err((cause, fix)) when it does not.
 pub fn verdict(
     f: &Flow,
-    src_net: &Network,
+    src_net: Option<&Network>,
     dst_net: Option<&Network>,
     rules: &[Rule],
 ) -> Result<String, (String, String)> {
@@ -55,7 +55,7 @@ pub fn verdict(
             r.network_id == net.id
                 && r.spec.dir == dir
                 && r.spec.action == Action::Allow
-                && matches(&r.spec.from, Some(f.src), f.src_ip)
+                && matches(&r.spec.from, f.src, f.src_ip)
                 && matches(&r.spec.to, f.dst, f.dst_ip)
                 && port_ok(r, f.port)
         })
@@ -74,21 +74,23 @@ pub fn verdict(
         .unwrap_or_default();
     let side = |a: Option<&Attachment>, ip: IpAddr| a.map_or(ip.to_string(), |a| a.sandbox.clone());
     let mut said = vec![];
-    if src_net.egress == Default::Deny
-        || isolated(src_net, Direction::Egress, Some(f.src), f.src_ip)
+    let src_name = side(f.src, f.src_ip);
+    if let (Some(src_net), Some(src)) = (src_net, f.src)
+        && (src_net.egress == Default::Deny
+            || isolated(src_net, Direction::Egress, Some(src), f.src_ip))
     {
         if !allowed(src_net, Direction::Egress) {
             return Err((
                 format!(
                     "network {} denies new connections from its sandboxes by default (egress), and no rule allows {} -> {}",
                     src_net.name,
-                    f.src.sandbox,
+                    src.sandbox,
                     side(f.dst, f.dst_ip)
                 ),
                 format!(
                     "knit policy allow {} --egress --from {} --to {}{port}",
                     src_net.name,
-                    f.src.sandbox,
+                    src.sandbox,
                     side(f.dst, f.dst_ip)
                 ),
             ));
@@ -102,11 +104,11 @@ pub fn verdict(
             return Err((
                 format!(
                     "network {} denies new connections to its sandboxes by default (ingress), and no rule allows {} -> {}",
-                    net.name, f.src.sandbox, d.sandbox
+                    net.name, src_name, d.sandbox
                 ),
                 format!(
                     "knit policy allow {} --from {} --to {}{port}",
-                    net.name, f.src.sandbox, d.sandbox
+                    net.name, src_name, d.sandbox
                 ),
             ));
         }
