@@ -115,69 +115,78 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         "raw_prerouting",
         Some("type filter hook prerouting priority raw; policy accept;"),
         &[
-            "iifname @as_ports jump antispoof",
-            "ip daddr @dns4 udp dport 53 notrack",
-            "ip6 daddr @dns6 udp dport 53 notrack",
+            "iifname @as_ports jump antispoof comment \"anti-spoofing of sandbox ports\"",
+            "ip daddr @dns4 udp dport 53 notrack comment \"knit DNS, untracked\"",
+            "ip6 daddr @dns6 udp dport 53 notrack comment \"knit DNS, untracked\"",
         ],
     ),
     (
         "raw_output",
         Some("type filter hook output priority raw; policy accept;"),
         &[
-            "ip saddr @dns4 udp sport 53 notrack",
-            "ip6 saddr @dns6 udp sport 53 notrack",
+            "ip saddr @dns4 udp sport 53 notrack comment \"knit DNS, untracked\"",
+            "ip6 saddr @dns6 udp sport 53 notrack comment \"knit DNS, untracked\"",
         ],
     ),
     (
         "services",
         None,
         &[
-            "ip daddr . meta l4proto . th dport vmap @svc4",
-            "ip6 daddr . meta l4proto . th dport vmap @svc6",
-            "meta nfproto ipv4 jump svc_data4",
-            "meta nfproto ipv6 jump svc_data6",
-            "fib daddr type local jump nodeports",
+            "ip daddr . meta l4proto . th dport vmap @svc4 comment \"services: VIP to its service\"",
+            "ip6 daddr . meta l4proto . th dport vmap @svc6 comment \"services: VIP to its service\"",
+            "meta nfproto ipv4 jump svc_data4 comment \"services: VIP to its backends\"",
+            "meta nfproto ipv6 jump svc_data6 comment \"services: VIP to its backends\"",
+            "fib daddr type local jump nodeports comment \"services: node ports\"",
         ],
     ),
     // A service without backends refuses at once instead of letting clients time out.
     (
         "svc_refuse",
         None,
-        &["meta l4proto tcp reject with tcp reset", "reject"],
+        &[
+            "meta l4proto tcp reject with tcp reset comment \"service without backends: refused\"",
+            "reject comment \"service without backends: refused\"",
+        ],
     ),
     (
         "svc_check",
         None,
         &[
-            "ip daddr . meta l4proto . th dport @svc_none4 goto svc_refuse",
-            "ip6 daddr . meta l4proto . th dport @svc_none6 goto svc_refuse",
-            "fib daddr type local meta l4proto . th dport @np_none goto svc_refuse",
+            "ip daddr . meta l4proto . th dport @svc_none4 goto svc_refuse comment \"service without backends\"",
+            "ip6 daddr . meta l4proto . th dport @svc_none6 goto svc_refuse comment \"service without backends\"",
+            "fib daddr type local meta l4proto . th dport @np_none goto svc_refuse comment \"node port of a service without backends\"",
         ],
     ),
     (
         "publish",
         None,
         &[
-            "dnat ip to ip daddr . meta l4proto . th dport map @pub4",
-            "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @pub4any",
-            "dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6",
-            "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @pub6any",
+            "dnat ip to ip daddr . meta l4proto . th dport map @pub4 comment \"published port: DNAT\"",
+            "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @pub4any comment \"published port: DNAT\"",
+            "dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6 comment \"published port: DNAT\"",
+            "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @pub6any comment \"published port: DNAT\"",
         ],
     ),
     (
         "prerouting",
         Some("type nat hook prerouting priority dstnat; policy accept;"),
-        &["jump services", "fib daddr type local jump publish"],
+        &[
+            "jump services comment \"services\"",
+            "fib daddr type local jump publish comment \"published ports\"",
+        ],
     ),
     (
         "output",
         Some("type nat hook output priority -100; policy accept;"),
-        &["jump services", "fib daddr type local jump publish"],
+        &[
+            "jump services comment \"services\"",
+            "fib daddr type local jump publish comment \"published ports\"",
+        ],
     ),
     (
         "filter_output",
         Some("type filter hook output priority filter; policy accept;"),
-        &["ct state new jump svc_check"],
+        &["ct state new jump svc_check comment \"services without backends\""],
     ),
     (
         "postrouting",
@@ -185,30 +194,30 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         &[
             // Hairpin: a sandbox reached a published port; the answer must come back
             // through the node, so the node stands in as the source.
-            "ct status dnat ip saddr @nets4 masquerade",
-            "ct status dnat ip6 saddr @nets6 masquerade",
+            "ct status dnat ip saddr @nets4 masquerade comment \"hairpin: a knit network reached a published port or service\"",
+            "ct status dnat ip6 saddr @nets6 masquerade comment \"hairpin: a knit network reached a published port or service\"",
             // Published on 127.0.0.1: loopback sources cannot leave the node.
-            "ct status dnat ip saddr 127.0.0.0/8 masquerade",
-            "ip saddr @masq4 ip daddr != @nets4 masquerade",
-            "ip6 saddr @masq6 ip6 daddr != @nets6 masquerade",
+            "ct status dnat ip saddr 127.0.0.0/8 masquerade comment \"published on 127.0.0.1\"",
+            "ip saddr @masq4 ip daddr != @nets4 masquerade comment \"masquerade: knit networks going out\"",
+            "ip6 saddr @masq6 ip6 daddr != @nets6 masquerade comment \"masquerade: knit networks going out\"",
         ],
     ),
     (
         "forward",
         Some("type filter hook forward priority filter; policy accept;"),
         &[
-            "ct state established,related accept",
-            "ct state new jump svc_check",
+            "ct state established,related accept comment \"stateful: replies and related packets\"",
+            "ct state new jump svc_check comment \"services without backends\"",
             // Policy: new connections from a network's sandboxes pass its egress chain,
             // those to its sandboxes (also through a service or a published port: the
             // address here is already the backend's) its ingress chain.
-            "iifname vmap @egr_from",
-            "oifname vmap @pol_out",
+            "iifname vmap @egr_from comment \"policy: egress of a network\"",
+            "oifname vmap @pol_out comment \"policy: ingress of a network\"",
             // Published ports and services are reachable from every network, like from
             // outside.
-            "ct status dnat accept",
-            "iifname vmap @fwd_in",
-            "oifname vmap @fwd_out",
+            "ct status dnat accept comment \"published ports and services pass network isolation\"",
+            "iifname vmap @fwd_in comment \"isolation: traffic from a knit network\"",
+            "oifname vmap @fwd_out comment \"isolation: internal networks\"",
         ],
     ),
     (
@@ -218,12 +227,12 @@ const BASE_CHAINS: &[(&str, Option<&str>, &[&str])] = &[
         // sandboxes address the node's loopback services directly.
         &[
             // VXLAN only from cluster peers: anything else to the port is a spoof.
-            "udp dport @cl_vxlan ip saddr != @cl_peers4 drop",
-            "udp dport @cl_vxlan ip6 saddr != @cl_peers6 drop",
-            "iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop",
-            "ct state new jump svc_check",
+            "udp dport @cl_vxlan ip saddr != @cl_peers4 drop comment \"cluster: VXLAN only from peers\"",
+            "udp dport @cl_vxlan ip6 saddr != @cl_peers6 drop comment \"cluster: VXLAN only from peers\"",
+            "iifname @knit_ifs ip daddr 127.0.0.0/8 ct direction original drop comment \"sandboxes never reach the node's loopback\"",
+            "ct state new jump svc_check comment \"services without backends\"",
             // Egress to the node itself (DNS to knit's resolver is untracked, not new).
-            "ct state { new, untracked } iifname vmap @egr_from",
+            "ct state { new, untracked } iifname vmap @egr_from comment \"policy: egress to the node\"",
         ],
     ),
 ];
@@ -381,24 +390,30 @@ impl Batch {
             }
             self.push(Cmd::AddRule {
                 chain: out.clone(),
-                rule: format!("oifname @{set} accept"),
+                rule: format!(
+                    "oifname @{set} accept comment \"network {}: same network\"",
+                    n.id
+                ),
             });
             self.push(Cmd::AddRule {
                 chain: out.clone(),
-                rule: "oifname @knit_ifs drop".into(),
+                rule: format!("oifname @knit_ifs drop comment \"network {}: isolated from other knit networks\"", n.id),
             });
             if n.internal {
                 self.push(Cmd::AddRule {
                     chain: out.clone(),
-                    rule: "drop".into(),
+                    rule: format!("drop comment \"network {}: internal\"", n.id),
                 });
                 self.push(Cmd::AddRule {
                     chain: inn.clone(),
-                    rule: format!("iifname @{set} accept"),
+                    rule: format!(
+                        "iifname @{set} accept comment \"network {}: same network\"",
+                        n.id
+                    ),
                 });
                 self.push(Cmd::AddRule {
                     chain: inn.clone(),
-                    rule: "drop".into(),
+                    rule: format!("drop comment \"network {}: internal\"", n.id),
                 });
             }
         }

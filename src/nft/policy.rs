@@ -261,7 +261,14 @@ impl PolicyChains {
             }
             out.push(s.lookup());
         }
-        out.push("counter drop".into());
+        let what = match dir {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        };
+        out.push(format!(
+            "counter drop comment \"policy of network {}: no allow rule matches ({what})\"",
+            self.net_id
+        ));
         out
     }
 }
@@ -357,7 +364,7 @@ pub fn chain_drops(chain: &str) -> u64 {
         return 0;
     };
     text.lines()
-        .find(|l| l.trim_end().ends_with("drop") && l.contains("counter packets"))
+        .find(|l| l.contains(" drop") && l.contains("counter packets"))
         .and_then(packets_after_counter)
         .unwrap_or(0)
 }
