@@ -26,6 +26,7 @@ mod graph;
 mod output;
 pub(crate) use output::{join, print_json, table};
 use output::{port_text, print_attachment};
+mod explain;
 pub mod listing;
 mod network;
 mod policy;
@@ -117,21 +118,17 @@ pub enum Command {
     /// way, DNAT of published ports and services, masquerade, conntrack, policy, DNS, the
     /// way back, path MTU, the listener) and names the first broken step and its fix.
     /// Changes nothing. Exit status 0: every step fine; 2: a step is broken; 1: bad input.
-    Doctor {
-        /// A sandbox (NAME, /PATH, pid:PID, cni:CONTAINERID/IFNAME), `node`, or the address
-        /// of a host outside the node.
-        src: String,
-        /// A sandbox, `node` (a published port or node port with :PORT), a service (NAME or
-        /// VIP) or any address; optionally :PORT[/tcp|udp].
-        dst: String,
-    },
+    Doctor(explain::DoctorArgs),
+    /// Sends one real probe from SRC to DST (TCP SYN, UDP datagram, or ICMP echo without a
+    /// port) with nftables tracing on for that flow only, and prints the hooks, tables,
+    /// chains and rules it crossed in every namespace on the way, with verdicts, NAT and
+    /// the knit object behind each knit rule; then where it was delivered or dropped. The
+    /// trace rules are removed afterwards. Exit status 0: delivered; 2: refused, dropped
+    /// or unanswered.
+    Trace(explain::TraceArgs),
     /// The node's topology drawn: networks, sandboxes with addresses and published ports,
     /// services with backends, policy rules, cluster peers.
-    Graph {
-        /// svg (drawn by knit), dot (for graphviz) or json (the model).
-        #[arg(long, default_value = "svg")]
-        format: String,
-    },
+    Graph(explain::GraphArgs),
     /// Shell completions on stdout (e.g. `knit completions bash >
     /// /usr/share/bash-completion/completions/knit`).
     Completions {
@@ -516,40 +513,9 @@ pub fn run(mut cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
-        Command::Doctor { src, dst } => {
-            let node = open(false)?;
-            let d = node.doctor(&src, &dst)?;
-            if cli.json {
-                print_json(&d);
-            } else {
-                let mut fixed = false;
-                for s in &d.steps {
-                    println!("{} {}: {}", if s.ok { "✓" } else { "✗" }, s.step, s.detail);
-                    if let (Some(f), false) = (&s.fix, fixed) {
-                        println!("    fix: {f}");
-                        fixed = true;
-                    }
-                }
-            }
-            Ok(if d.healthy { 0 } else { 2 })
-        }
-        Command::Graph { format } => {
-            let node = open(false)?;
-            let g = node.graph()?;
-            match format.as_str() {
-                "json" => print_json(&g),
-                "dot" => print!("{}", graph::dot(&g)),
-                "svg" => print!("{}", graph::svg(&g)),
-                other => {
-                    return Err(Error::invalid(
-                        "--format",
-                        other,
-                        "expected svg, dot or json",
-                    ));
-                }
-            }
-            Ok(0)
-        }
+        Command::Doctor(a) => explain::doctor(&open(false)?, &a, cli.json),
+        Command::Trace(a) => explain::trace(&open(false)?, &a, cli.json),
+        Command::Graph(a) => explain::graph(&open(false)?, &a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "knit", &mut std::io::stdout());

@@ -11,6 +11,7 @@ type CtxFree = unsafe extern "C" fn(*mut c_void);
 type Buffer = unsafe extern "C" fn(*mut c_void) -> c_int;
 type GetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+type SetFlags = unsafe extern "C" fn(*mut c_void, u32);
 
 struct Lib {
     _lib: libloading::Library,
@@ -21,6 +22,7 @@ struct Lib {
     get_output: GetBuffer,
     get_error: GetBuffer,
     run: RunCmd,
+    set_output_flags: SetFlags,
 }
 
 fn load() -> std::result::Result<Lib, String> {
@@ -42,6 +44,7 @@ fn load() -> std::result::Result<Lib, String> {
             get_output: sym!(b"nft_ctx_get_output_buffer\0"),
             get_error: sym!(b"nft_ctx_get_error_buffer\0"),
             run: sym!(b"nft_run_cmd_from_buffer\0"),
+            set_output_flags: sym!(b"nft_ctx_output_set_flags\0"),
             _lib: lib,
         })
     }
@@ -111,6 +114,17 @@ impl Session {
             }
             Ok(out)
         }
+    }
+}
+
+/// `NFT_CTX_OUTPUT_HANDLE`: listings show each object's handle (`# handle N`).
+pub const OUTPUT_HANDLE: u32 = 1 << 3;
+
+impl Session {
+    /// Sets libnftables' output flags (e.g. `OUTPUT_HANDLE`) for later listings.
+    pub fn output_flags(&mut self, flags: u32) {
+        // SAFETY: ctx is valid; the call only stores the flags.
+        unsafe { (self.lib.set_output_flags)(self.ctx, flags) }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod libnft;
 pub mod policy;
 pub mod service;
 pub mod socket;
+pub mod trace;
 pub mod wire;
 
 pub use apply::*;

@@ -365,7 +365,7 @@ pub(super) fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
 }
 
 /// The payload of the first top-level attribute `kind` in `attrs`.
-pub(super) fn raw_attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
+pub(crate) fn raw_attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
     let mut off = 0;
     while off + 4 <= attrs.len() {
         let len = u16::from_ne_bytes([attrs[off], attrs[off + 1]]) as usize;

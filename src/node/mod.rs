@@ -20,6 +20,7 @@ pub mod reconcile;
 mod runtime_network;
 pub mod sandbox;
 pub mod services;
+pub mod trace;
 mod tunnel;
 
 use crate::error::{Error, Result};

@@ -130,7 +130,7 @@ impl Node {
             .find(|a| a.ips.iter().any(|i| i.addr() == ip)))
     }
 
-    pub(super) fn source(&self, raw: &str, r: &mut Report) -> Walk<Source> {
+    pub(in crate::node) fn source(&self, raw: &str, r: &mut Report) -> Walk<Source> {
         if raw == "node" {
             r.pass("source", "the node namespace");
             return Ok(Source::Node);
@@ -189,7 +189,12 @@ impl Node {
         Ok(out)
     }
 
-    pub(super) fn destination(&self, raw: &str, src: &Source, r: &mut Report) -> Walk<Dest> {
+    pub(in crate::node) fn destination(
+        &self,
+        raw: &str,
+        src: &Source,
+        r: &mut Report,
+    ) -> Walk<Dest> {
         let (host, port) = split(raw)?;
         let near: &[Attachment] = match src {
             Source::Sandbox { atts, .. } => atts,
@@ -323,11 +328,19 @@ impl Node {
             svc.vip.proto.as_str()
         );
         let Some((att, bip, bport)) = backends.first().cloned() else {
-            return Err(r.fail(
-                "service",
-                format!("{shown} has no backends: knit refuses its connections at once (TCP reset / ICMP unreachable)"),
-                format!("knit service backend add {} SANDBOX:PORT", svc.name),
-            ));
+            // No backend: knit refuses at once (doctor says so; trace shows the refusal).
+            let proto = port.map_or(proto_number(svc.vip.proto), |p| p.1);
+            r.pass("service", format!("{shown}: no backends"));
+            return Ok(Dest {
+                ip,
+                port,
+                via: Via::Service(svc),
+                end: End::Node,
+                final_ip: ip,
+                final_port: Some((port.map_or(0, |p| p.0), proto)),
+                by_name: None,
+                backends: vec![],
+            });
         };
         let list: Vec<String> = backends
             .iter()

@@ -10,11 +10,11 @@
 //! published port or node port), a service name or VIP, or any address.
 
 mod arrive;
-mod ends;
+pub(in crate::node) mod ends;
 mod firewall;
 mod hops;
 mod names;
-mod policy;
+pub(in crate::node) mod policy;
 
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
@@ -104,6 +104,14 @@ impl Node {
     fn walk(&self, src_raw: &str, dst_raw: &str, r: &mut Report) -> Walk {
         let src = self.source(src_raw, r)?;
         let dst = self.destination(dst_raw, &src, r)?;
+        if let (Via::Service(svc), true) = (&dst.via, dst.backends.is_empty()) {
+            r.steps.pop();
+            return Err(r.fail(
+                "service",
+                format!("service {} ({}) has no backends: knit refuses its connections at once (TCP reset / ICMP unreachable)", svc.name, svc.vip),
+                format!("knit service backend add {} SANDBOX:PORT", svc.name),
+            ));
+        }
         let nets = self.store.networks()?;
         let mut nl = Netlink::open()?;
         let leg = match &src {

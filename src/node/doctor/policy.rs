@@ -120,3 +120,39 @@ pub fn verdict(
         said.join("; ")
     })
 }
+
+/// The allow rule of network `net_id` in direction `dir` that lets this flow through (the
+/// one `knit trace` names when a policy chain returned).
+pub fn allowing_rule<'a>(
+    f: &Flow,
+    rules: &'a [Rule],
+    net_id: i64,
+    dir: Direction,
+) -> Option<&'a Rule> {
+    rules.iter().find(|r| {
+        r.network_id == net_id
+            && r.spec.dir == dir
+            && r.spec.action == Action::Allow
+            && matches(&r.spec.from, f.src, f.src_ip)
+            && matches(&r.spec.to, f.dst, f.dst_ip)
+            && port_ok(r, f.port)
+    })
+}
+
+/// A rule as `knit policy allow` would be written for it.
+pub fn rule_text(r: &Rule) -> String {
+    let dir = match r.spec.dir {
+        Direction::Ingress => "",
+        Direction::Egress => " --egress",
+    };
+    let port = r
+        .spec
+        .port
+        .as_ref()
+        .map(|p| format!(" --port {p}"))
+        .unwrap_or_default();
+    format!(
+        "rule {}: knit policy allow {}{dir} --from {} --to {}{port}",
+        r.id, r.network, r.spec.from, r.spec.to
+    )
+}
