@@ -242,15 +242,35 @@ pub fn parse(file: &str, text: &str) -> Result<RawTopology> {
 /// A YAML error as `FILE:LINE:COLUMN: message` (the message without serde_yaml's own
 /// " at line L column C" suffix, which would say the place twice).
 fn yaml_error(file: &str, e: &serde_yaml::Error) -> Error {
-    let mut reason = e.to_string();
-    if let Some(i) = reason.rfind(" at line ") {
-        reason.truncate(i);
-    }
+    let reason = strip_marks(&e.to_string());
     let at = match e.location() {
         Some(l) => format!("{file}:{}:{}", l.line(), l.column()),
         None => file.to_string(),
     };
     Error::InFile { at, reason }
+}
+
+/// The message without its " at line L column C" places (libyaml's messages carry two:
+/// the problem's and its context's).
+fn strip_marks(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after = &rest[i + " at line ".len()..];
+        let n = digits(after);
+        match after[n..].strip_prefix(" column ") {
+            Some(col) if n > 0 => rest = &col[digits(col)..],
+            // Not a place after all: keep the text.
+            _ => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -289,8 +309,12 @@ mod tests {
             "{e}"
         );
         let e = err("name: x\nsandboxes:\n  s:\n  s:\n");
-        assert!(e.starts_with("t.yaml:2:"), "{e}");
+        assert!(e.starts_with("t.yaml:3:3: sandboxes: "), "{e}");
         assert!(e.contains("\"s\" is given twice"), "{e}");
+        assert_eq!(
+            strip_marks("did not find ',' at line 3 column 1, while parsing at line 2 column 11"),
+            "did not find ',', while parsing"
+        );
         let e = err("name: x\nnetworks: [a\n");
         assert!(e.starts_with("t.yaml:"), "{e}");
         assert!(!e.contains(" at line "), "{e}");

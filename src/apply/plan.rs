@@ -216,13 +216,21 @@ pub fn plan(want: &Topology, have: &Current) -> Result<Plan> {
                 notes.push(format!("{} is attached to {} already and used as it is (not by this topology: destroy leaves it)", w.sandbox, w.network));
             }
         } else if have.owns(Kind::Attachment, &w.key()) {
+            // Attached again as it was where the file leaves it open: same address,
+            // interface and MAC, so peers and DNS see the same sandbox.
+            let mut again = w.clone();
+            if again.ips.is_empty() {
+                again.ips = h.ips.clone();
+            }
+            again.ifname = again.ifname.or_else(|| h.ifname.clone());
+            again.mac = again.mac.or(h.mac);
             let why = diff.join("; ");
             p.detach.push(Step::Detach {
                 att: h.clone(),
                 why: Some(format!("{why}: attached again below")),
             });
             p.attach.push(Step::Attach {
-                att: w.clone(),
+                att: again,
                 why: Some(why),
             });
         } else {

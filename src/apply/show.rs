@@ -100,8 +100,11 @@ impl std::fmt::Display for Step {
             _ => '~',
         };
         write!(f, "{sign} {} {}", v.kind, v.name)?;
-        if !v.detail.is_empty() {
-            write!(f, ": {}", v.detail)?;
+        match v.detail.as_str() {
+            "" => {}
+            // Only the reason: "+ attachment a on n (its network is replaced)".
+            d if d.starts_with('(') => write!(f, " {d}")?,
+            d => write!(f, ": {d}")?,
         }
         Ok(())
     }
