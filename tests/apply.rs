@@ -100,7 +100,7 @@ fn apply_twice(w: &World, file: &str) -> String {
 /// Destroys, checks nothing is left (store and kernel), destroys again (nothing to do).
 fn destroy_all(w: &World, file: &str, names: &Names) {
     let out = w.ok(&["destroy", file]);
-    assert!(out.contains("applied"), "{out}");
+    assert!(out.contains("step(s) removed"), "{out}");
     for full in names.0.values() {
         assert!(
             !std::path::Path::new(&format!("/run/netns/{full}")).exists(),
@@ -353,14 +353,40 @@ fn a_failure_half_way_is_undone() {
     assert_eq!(w.attachments("side"), 1);
     assert!(w.ok(&["destroy", &f]).contains("nothing to do"));
     // Fixed, the file applies.
-    let fixed = write_text(
-        &w,
-        "clash.yaml",
-        &serde_yaml::to_string(&v)
-            .unwrap()
-            .replace("7000:80", "7001:80"),
-    );
+    let yaml = serde_yaml::to_string(&v).unwrap();
+    let fixed = write_text(&w, "clash.yaml", &yaml.replace("7000:80", "7001:80"));
     apply_twice(&w, &fixed);
+    let before = w.json(&["network", "inspect", "lab"])["attachments"].clone();
+
+    // Undoing removals: a is relabelled and b gets the taken port too, so both are
+    // detached, a attached again, and b's attach fails: b is attached back as it was
+    // (its old port, address and MAC) and a with its old labels.
+    let mut v2: Value = serde_yaml::from_str(&yaml.replace("7000:80", "7001:80")).unwrap();
+    v2["sandboxes"][n["a"].as_str()]["networks"] =
+        serde_yaml::from_str("{lab: {labels: {tier: front}}}").unwrap();
+    v2["sandboxes"][n["b"].as_str()]["networks"]["lab"]["ports"] =
+        serde_yaml::from_str("[\"7001:80\", \"7000:80\"]").unwrap();
+    let f2 = write(&w, "clash2.yaml", &v2);
+    let err = w.fail(&["apply", &f2]);
+    assert!(err.contains("step 4/4"), "{err}");
+    assert!(
+        err.contains("the 3 step(s) done before it were undone"),
+        "{err}"
+    );
+    let after = w.json(&["network", "inspect", "lab"])["attachments"].clone();
+    let key = |a: &serde_json::Value| {
+        ["sandbox", "ips", "mac", "ifname", "ports", "labels"]
+            .iter()
+            .map(|k| a[k].to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut b: Vec<String> = before.as_array().unwrap().iter().map(key).collect();
+    let mut a: Vec<String> = after.as_array().unwrap().iter().map(key).collect();
+    b.sort();
+    a.sort();
+    assert_eq!(a, b, "the undone apply did not restore the attachments");
+    assert!(w.ok(&["apply", &fixed]).contains("nothing to do"));
     w.ok(&["destroy", &fixed]);
 }
 

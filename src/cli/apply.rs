@@ -30,7 +30,7 @@ pub fn apply(a: ApplyCli, state_dir: &Path, json: bool) -> Result<i32> {
     let known = exec::known(&node)?;
     let want = load(&a.file, Some(&known))?;
     let plan = exec::apply(&mut node, &want, a.dry_run)?;
-    report(&plan, a.dry_run, json);
+    report(&plan, a.dry_run, json, "applied");
     Ok(0)
 }
 
@@ -39,11 +39,11 @@ pub fn destroy(a: ApplyCli, state_dir: &Path, json: bool) -> Result<i32> {
     let name = load(&a.file, None)?.name;
     let mut node = Node::open(state_dir, false)?;
     let plan = exec::apply(&mut node, &Topology::empty(&name), a.dry_run)?;
-    report(&plan, a.dry_run, json);
+    report(&plan, a.dry_run, json, "removed");
     Ok(0)
 }
 
-fn report(plan: &Plan, dry_run: bool, json: bool) {
+fn report(plan: &Plan, dry_run: bool, json: bool, done: &str) {
     if json {
         let steps: Vec<_> = plan.steps.iter().map(|s| s.view()).collect();
         print_json(&serde_json::json!({
@@ -69,7 +69,7 @@ fn report(plan: &Plan, dry_run: bool, json: bool) {
             if dry_run {
                 "planned (dry run: nothing changed)"
             } else {
-                "applied"
+                done
             }
         );
     }
