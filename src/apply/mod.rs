@@ -10,7 +10,8 @@
 //! - `validate`: the parsed file checked with the model's own validators into a
 //!   [`Topology`];
 //! - `plan`: the diff between a [`Topology`] and what the store holds (and what the
-//!   topology created before), as ordered steps;
+//!   topology created before), as ordered steps; `compare` says how two objects differ,
+//!   `show` prints steps (lines, JSON);
 //! - `exec`: the store snapshot the plan is made against, and the steps run through the
 //!   same `Node` operations the CLI uses, recording ownership and undoing a failed run.
 

@@ -40,16 +40,4 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
     }
-
-    /// The topology that owns an object, if any (an object belongs to one topology).
-    pub fn owner_of(&self, kind: &str, key: &str) -> Result<Option<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT topology FROM topology_objects WHERE kind = ?1 AND key = ?2")?;
-        let mut rows = stmt.query(params![kind, key])?;
-        Ok(match rows.next()? {
-            Some(r) => Some(r.get(0)?),
-            None => None,
-        })
-    }
 }
