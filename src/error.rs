@@ -32,6 +32,19 @@ pub enum Error {
     Nft { msg: String, errno: Option<i32> },
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// Bad input at a place in a file (`knit apply`): `at` is `FILE:LINE:COLUMN` (or just
+    /// `FILE` when no place is known), the form editors and compilers use, so the place
+    /// can be jumped to.
+    #[error("{at}: {reason}")]
+    InFile { at: String, reason: String },
+    /// One step of a longer operation (`knit apply`) failed: `context` says which step and
+    /// what was undone; the exit status is the cause's.
+    #[error("{context}: {source}")]
+    Step {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -50,10 +63,11 @@ pub mod exit {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Invalid { .. } => exit::INVALID,
+            Error::Invalid { .. } | Error::InFile { .. } => exit::INVALID,
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::Exists { .. } | Error::Conflict(_) | Error::Exhausted { .. } => exit::CONFLICT,
             Error::Io { .. } | Error::Nft { .. } | Error::Store(_) => exit::SYSTEM,
+            Error::Step { source, .. } => source.exit_code(),
         }
     }
 
@@ -93,6 +107,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.raw_os_error(),
             Error::Nft { errno, .. } => *errno,
+            Error::Step { source, .. } => source.errno(),
             _ => None,
         }
     }

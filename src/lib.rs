@@ -12,10 +12,13 @@
 //! - `node`: the one home of `Node` - every command as request, validated plan, one store
 //!   transaction, netlink, one nft transaction, record;
 //! - `dns`, `resolv`: the DNS daemon and sandboxes' resolv.conf;
+//! - `apply`: declarative topologies (a YAML file diffed against the store, run through
+//!   `node`);
 //! - `cni`, `netavark`, `docker`, `cli`: the faces (the CNI plugin, the netavark plugin of
 //!   podman 5, Docker's remote network driver, and the command line with its reports and
 //!   the demo).
 
+pub mod apply;
 pub mod cli;
 pub mod cluster;
 pub mod cni;

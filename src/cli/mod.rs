@@ -19,6 +19,7 @@ macro_rules! say {
     }};
 }
 
+mod apply;
 mod cluster;
 mod demo;
 mod demo_cluster;
@@ -93,6 +94,11 @@ pub enum Command {
     /// Who may open connections to a network's sandboxes.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Make the node match a topology file (YAML): create what is missing, change what
+    /// differs, remove what an earlier apply of it created that it no longer declares.
+    Apply(apply::ApplyCli),
+    /// Remove what a topology file's applies created (a second destroy does nothing).
+    Destroy(apply::ApplyCli),
     /// Re-apply all kernel state from the store.
     Reconcile,
     /// Fold the store's write-ahead log into the database (knit runs this itself).
@@ -156,6 +162,8 @@ impl Command {
             Command::Policy(c) if c.changes() => "policy",
             Command::Node(c) if c.changes() => "node",
             Command::Reconcile => "reconcile",
+            Command::Apply(a) if a.changes() => "apply",
+            Command::Destroy(a) if a.changes() => "destroy",
             _ => return None,
         })
     }
@@ -271,11 +279,7 @@ pub fn run(mut cli: Cli) -> Result<i32> {
         Command::Sandbox(SandboxCmd::Add { name }) => {
             crate::model::validate_name("sandbox", &name)?;
             let mut node = open(false)?;
-            let created = netns::create_named(&name, crate::netlink::bring_up_loopback)?;
-            // Only a namespace knit created is knit's to delete later.
-            if created {
-                node.store.add_sandbox(&name)?;
-            }
+            let created = node.add_sandbox(&name)?;
             if cli.json {
                 print_json(
                     &serde_json::json!({"sandbox": name, "created": created, "netns": netns::named_path(&name)}),
@@ -501,6 +505,8 @@ pub fn run(mut cli: Cli) -> Result<i32> {
         }
         Command::Service(c) => service::run(c, &cli.state_dir, cli.json),
         Command::Policy(c) => policy::run(c, &cli.state_dir, cli.json),
+        Command::Apply(a) => apply::apply(a, &cli.state_dir, cli.json),
+        Command::Destroy(a) => apply::destroy(a, &cli.state_dir, cli.json),
         Command::Node(c) => cluster::run(c, &cli.state_dir, cli.json),
         Command::StoreMaintenance => {
             // Folding never creates a database: one that vanished since the command that

@@ -52,10 +52,11 @@ impl CniError {
 impl From<Error> for CniError {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::Invalid { .. } => INVALID_CONFIG,
+            Error::Invalid { .. } | Error::InFile { .. } => INVALID_CONFIG,
             Error::NotFound { .. } => INVALID_CONFIG,
             Error::Exists { .. } | Error::Conflict(_) | Error::Exhausted { .. } => CONFLICT,
-            Error::Io { .. } | Error::Nft { .. } => IO_FAILURE,
+            // A step of `knit apply`; the CNI plugin never runs one.
+            Error::Io { .. } | Error::Nft { .. } | Error::Step { .. } => IO_FAILURE,
             Error::Store(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(
                     f.code,

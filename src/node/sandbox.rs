@@ -15,6 +15,18 @@ pub struct SandboxRemoved {
 }
 
 impl Node {
+    /// `knit sandbox add NAME`: creates the named namespace (with `lo` up) and records it
+    /// as knit's. Returns false if a namespace of that name existed already: it is not
+    /// knit's to delete later, so it is not recorded.
+    pub fn add_sandbox(&mut self, name: &str) -> Result<bool> {
+        crate::model::validate_name("sandbox", name)?;
+        let created = crate::netns::create_named(name, crate::netlink::bring_up_loopback)?;
+        if created {
+            self.store.add_sandbox(name)?;
+        }
+        Ok(created)
+    }
+
     /// `knit sandbox rm NAME`: detaches the sandbox from every network and deletes its
     /// namespace if knit created it. A namespace knit did not create (`ip netns add`, a
     /// runtime's) is only detached; the node's own is never touched.

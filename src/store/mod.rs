@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 pub(super) const QUICK_PROBES: u128 = 16;
 mod attachments;
@@ -29,6 +29,7 @@ mod schema;
 mod services;
 #[cfg(test)]
 mod tests;
+mod topologies;
 mod wal;
 pub use cluster::{ClusterLink, Membership};
 pub use policies::{Atom, GroupKey};

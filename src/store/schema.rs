@@ -230,6 +230,20 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
         // Version 8: the identity of each attachment's namespace (see Attachment).
         tx.execute_batch("ALTER TABLE attachments ADD COLUMN netns_id TEXT;")?;
     }
+    if version < 9 {
+        // Version 9: what each declarative topology (`knit apply`) created, so a later
+        // apply removes what its file no longer declares and `knit destroy` removes only
+        // what the topology made. `kind` is network, sandbox, attachment, service or rule;
+        // `key` names the object (see store::topologies).
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS topology_objects (
+                 topology TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 PRIMARY KEY (topology, kind, key)
+             );",
+        )?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
