@@ -85,7 +85,11 @@ pub fn graph(node: &Node, a: &GraphArgs) -> Result<i32> {
 
 /// A trace as text: one block per namespace the packet passed, its hops in order.
 pub fn text(t: &Trace) -> String {
-    let mut out = format!("trace {} from {} ({})\n", t.probe, t.source, t.destination);
+    let mut out = format!("trace {} from {}", t.probe, t.source);
+    if !t.probe.ends_with(&t.destination) {
+        out += &format!(" ({})", t.destination);
+    }
+    out.push('\n');
     for p in &t.passes {
         out += &format!("\n{} [{}]: {}\n", p.namespace, p.direction, p.packet);
         if let Some(n) = &p.nat {

@@ -138,7 +138,10 @@ impl Node {
         if let Ok(ip) = raw.parse::<IpAddr>() {
             match self.owner_of(ip)? {
                 Some(a) => return self.source(&a.sandbox, r),
-                None => return Ok(Source::Outside(ip)),
+                None => {
+                    r.pass("source", format!("{ip}, a host outside the node"));
+                    return Ok(Source::Outside(ip));
+                }
             }
         }
         let sref = SandboxRef::parse(raw)?;

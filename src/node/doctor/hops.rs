@@ -221,10 +221,7 @@ impl Node {
         };
         let name = link.as_ref().map_or("?".into(), |l| l.name.clone());
         if let Source::Outside(ip) = src {
-            r.pass(
-                "source",
-                format!("{ip}, outside: reaches the node through {name}"),
-            );
+            r.pass("arrival", format!("{ip} reaches the node through {name}"));
         } else {
             r.pass("route on node", format!("{} dev {name}", dst.ip));
         }

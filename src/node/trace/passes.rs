@@ -118,15 +118,17 @@ pub fn build(
         let mut hops = vec![];
         let mut hook = String::new();
         let mut seen = first;
+        let mut pending: Option<String> = None;
         for e in &g.2 {
             let fam = family_name(e.family);
             if let Some(h) = listings[place].hook(fam, &e.table, &e.chain) {
                 hook = h.to_uppercase();
             }
-            let change = match (seen, e.headers) {
-                (Some(a), Some(b)) => nat(&a, &b),
-                _ => None,
-            };
+            // Carried to the next hop shown: the events that carry headers are often
+            // the ones skipped below.
+            if let (Some(a), Some(b)) = (seen, e.headers) {
+                pending = pending.or(nat(&a, &b));
+            }
             if e.headers.is_some() {
                 seen = e.headers;
             }
@@ -165,7 +167,7 @@ pub fn build(
                 rule: rule.map(|r| r.0),
                 verdict,
                 knit,
-                nat: change,
+                nat: pending.take(),
             });
         }
         last_seen = seen.or(last_seen);
@@ -188,7 +190,23 @@ pub fn build(
             hops,
         });
     }
-    passes
+    // One packet can show up as two traces in one namespace (bridge hooks, then the IP
+    // hooks it is handed to): one block.
+    let mut merged: Vec<Pass> = vec![];
+    for p in passes {
+        match merged.last_mut() {
+            Some(m) if m.namespace == p.namespace && m.direction == p.direction => {
+                let mut hops = p.hops;
+                // NAT between the two traces belongs to the first hop after it.
+                if let Some(first) = hops.first_mut() {
+                    first.nat = first.nat.take().or(p.nat);
+                }
+                m.hops.extend(hops);
+            }
+            _ => merged.push(p),
+        }
+    }
+    merged
 }
 
 fn dropped(h: &Hop) -> bool {
