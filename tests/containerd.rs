@@ -112,9 +112,13 @@ state = "{d}/state"
             .spawn()
             .unwrap();
         let c = Containerd { dir, sock, child };
-        eventually("containerd's socket", || Path::new(&c.sock).exists());
+        eventually_within(
+            "containerd's socket",
+            std::time::Duration::from_secs(60),
+            || Path::new(&c.sock).exists(),
+        );
         let image = build_image(&c.dir);
-        eventually("image imported", || {
+        eventually_within("image imported", std::time::Duration::from_secs(60), || {
             Command::new("ctr")
                 .args([
                     "-a",

@@ -47,7 +47,11 @@ impl Docker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        eventually("knit's plugin socket", || plugin_sock.exists());
+        eventually_within(
+            "knit's plugin socket",
+            std::time::Duration::from_secs(60),
+            || plugin_sock.exists(),
+        );
         // Only root may talk to the root daemon's plugin API.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&plugin_sock)
@@ -81,7 +85,11 @@ impl Docker {
             dockerd,
             knitd,
         };
-        eventually("dockerd answering", || d.run(&["version"]).status.success());
+        eventually_within(
+            "dockerd answering",
+            std::time::Duration::from_secs(60),
+            || d.run(&["version"]).status.success(),
+        );
         d.ok(&["import", d.dir.join("rootfs.tar").to_str().unwrap(), "bb:1"]);
         d
     }

@@ -215,7 +215,9 @@ fn each_breakage_is_named_with_its_fix() {
 
     // Bad input is exit 1, not a diagnosis.
     assert_eq!(doctor(&l, &format!("{}:99999", l.b)).0, 1);
-    assert_eq!(doctor(&l, "nosuchsandbox").0, 3);
+    assert_eq!(doctor(&l, "nosuchsandbox").0, 1);
+    let o = l.w.run(&["doctor", "nosuchsandbox", &l.b]);
+    assert_eq!(o.status.code(), Some(1), "an unknown source is bad input");
 }
 
 /// A knit policy deny is named with the network and the rule that would allow the flow;

@@ -333,3 +333,72 @@ fn a_stale_conntrack_entry_is_named() {
     assert!(detail.contains("10.71.0.99"), "{detail}");
     assert!(fix.starts_with("conntrack -D -p udp"), "{fix}");
 }
+
+#[test]
+fn loopback_listeners_and_same_bridge_traffic_in_the_ip_hooks() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "sb",
+        "--subnet",
+        "10.74.0.0/24",
+        "--no-dns",
+    ]);
+    let a = w.sandbox("a");
+    let b = w.sandbox("b");
+    w.ok(&["attach", "sb", &a, "--label", "app=client"]);
+    w.ok(&["attach", "sb", &b, "--label", "app=web"]);
+    let b_ip = w.ip_of("sb", &b, 4);
+    let dst = format!("{b_ip}:80");
+
+    // A server bound to 127.0.0.1 only does not serve the network.
+    let lo = tcp_server(&b, "127.0.0.1:80", "lo");
+    let (detail, _) = broken(&w, &a, &dst, "listener");
+    assert!(detail.contains("bound to 127.0.0.1 only"), "{detail}");
+    assert!(tcp_get(&a, &dst).is_err());
+    drop(lo);
+    let _srv = tcp_server(&b, "0.0.0.0:80", "b");
+
+    // With policy on the network knit hands bridged frames to the IP hooks, where a
+    // foreign FORWARD policy drop catches them too.
+    w.ok(&["policy", "default", "sb", "deny"]);
+    w.ok(&[
+        "policy",
+        "allow",
+        "sb",
+        "--from",
+        "app=client",
+        "--to",
+        "app=web",
+        "--port",
+        "80",
+    ]);
+    healthy(&w, &a, &dst);
+    assert_eq!(who(tcp_get(&a, &dst)), "b");
+    let br_netfilter = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &w.node,
+        "cat",
+        "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    ])
+    .status
+    .success();
+    if !br_netfilter {
+        eprintln!("br_netfilter is not loaded: bridged frames never reach the IP hooks here");
+        return;
+    }
+    nft_in(&w.node, "add table ip filter");
+    nft_in(
+        &w.node,
+        "add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
+    );
+    let (detail, _) = broken(&w, &a, &dst, "firewall (forward)");
+    assert!(
+        detail.contains("table ip filter, chain FORWARD"),
+        "{detail}"
+    );
+    assert!(tcp_get(&a, &dst).is_err(), "dropped indeed");
+}

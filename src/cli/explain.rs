@@ -36,7 +36,15 @@ pub struct GraphArgs {
 }
 
 pub fn doctor(node: &Node, a: &DoctorArgs, json: bool) -> Result<i32> {
-    let d = node.doctor(&a.src, &a.dst)?;
+    // Exit 2 means "a step is broken": doctor's own failures (bad input, a name nobody
+    // has) are 1, whatever their kind.
+    let d = match node.doctor(&a.src, &a.dst) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("knit: error: {e}");
+            return Ok(1);
+        }
+    };
     if json {
         print_json(&d);
     } else {

@@ -12,6 +12,9 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+/// Tables `knit trace` adds for the time of one trace are `knit_trace_PID`.
+pub const TABLE_PREFIX: &str = "knit_trace_";
+
 /// The nf_tables trace multicast group.
 const NFNLGRP_NFTRACE: u32 = 9;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;

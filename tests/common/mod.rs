@@ -554,8 +554,14 @@ pub fn sorted_elements(listing: &str) -> String {
 }
 
 /// Waits until `f` holds (kernel state such as neighbour entries settles asynchronously).
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), f)
+}
+
+/// `eventually` with a limit of its own: daemons (containerd, dockerd) start in seconds,
+/// more while the rest of the suite runs beside them.
+pub fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
             return;

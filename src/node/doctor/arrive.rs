@@ -9,6 +9,7 @@ use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::node::Node;
 use crate::store::Network;
+use std::net::IpAddr;
 
 impl Node {
     /// Arriving: the destination's link, its way back, the path MTU, a listener.
@@ -25,7 +26,7 @@ impl Node {
             End::Node => {
                 if let Some((port, proto)) = dst.final_port {
                     let here = Netns::current()?;
-                    if listening(&here, port, proto)? {
+                    if listening(&here, dst.final_ip, port, proto)? == Listen::Yes {
                         r.pass(
                             "listener",
                             format!(
@@ -37,7 +38,7 @@ impl Node {
                         return Err(r.fail(
                             "listener",
                             format!("nothing listens on {port}/{} on the node: the connection would be refused", proto_name(proto)),
-                            "start the service on the node (`ss -lntu` lists listeners), or publish a sandbox's port there (`knit attach NETWORK SANDBOX --port HOST:CONTAINER`)",
+                            "start the service on the node (`ss -lntu` lists listeners), or publish a sandbox's port there (`knit attach NETWORK SANDBOX --publish HOST:CONTAINER`)",
                         ));
                     }
                 }
@@ -149,27 +150,36 @@ impl Node {
         let Some((_, proto)) = dst.final_port else {
             return Ok(());
         };
-        let targets: Vec<(String, String, u16)> = if dst.backends.is_empty() {
+        let targets: Vec<(String, String, IpAddr, u16)> = if dst.backends.is_empty() {
             vec![(
                 d.sandbox.clone(),
                 d.netns_path.clone(),
+                dst.final_ip,
                 dst.final_port.map_or(0, |p| p.0),
             )]
         } else {
             dst.backends
                 .iter()
-                .filter_map(|(a, _, p)| {
+                .filter_map(|(a, ip, p)| {
                     a.as_ref()
-                        .map(|a| (a.sandbox.clone(), a.netns_path.clone(), *p))
+                        .map(|a| (a.sandbox.clone(), a.netns_path.clone(), *ip, *p))
                 })
                 .collect()
         };
         let p = proto_name(proto);
         let mut missing = vec![];
-        for (name, path, port) in &targets {
+        for (name, path, ip, port) in &targets {
             let ns = Netns::open(path)?;
-            if !listening(&ns, *port, proto)? {
-                missing.push(format!("{port}/{p} in {name}"));
+            match listening(&ns, *ip, *port, proto)? {
+                Listen::Yes => {}
+                Listen::No => missing.push(format!("{port}/{p} in {name}")),
+                Listen::OnlyOn(addrs) => {
+                    let on: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                    missing.push(format!(
+                        "{port}/{p} in {name} for {ip} (it is bound to {} only)",
+                        on.join(", ")
+                    ));
+                }
             }
         }
         if let Some(first) = missing.first() {
@@ -191,7 +201,7 @@ impl Node {
                 "something listens on {}",
                 targets
                     .iter()
-                    .map(|(n, _, port)| format!("{port}/{p} in {n}"))
+                    .map(|(n, _, _, port)| format!("{port}/{p} in {n}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -200,29 +210,90 @@ impl Node {
     }
 }
 
-/// Whether something in `ns` listens on `port` (`/proc/net/tcp*` or `udp*`).
-pub fn listening(ns: &Netns, port: u16, proto: u8) -> crate::error::Result<bool> {
-    ns.run(move || {
+/// What listens on a port, as seen from a client of `ip`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Bound to `ip` or to every address.
+    Yes,
+    /// Bound only to other addresses (e.g. 127.0.0.1): connections to `ip` are refused.
+    OnlyOn(Vec<IpAddr>),
+    No,
+}
+
+/// The address in a `/proc/net/{tcp,udp}{,6}` column (`0100007F:0050`): hex, each 32-bit
+/// word in the kernel's (little-endian) byte order.
+fn proc_addr(hex: &str) -> Option<(IpAddr, u16)> {
+    let (a, p) = hex.split_once(':')?;
+    let port = u16::from_str_radix(p, 16).ok()?;
+    let words: Option<Vec<u32>> = (0..a.len() / 8)
+        .map(|i| u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect();
+    let bytes: Vec<u8> = words?.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some((ip, port))
+}
+
+/// Whether something in `ns` listens on `port` for clients of `ip` (`/proc/net/tcp*` or
+/// `udp*`; TCP in state LISTEN, UDP bound).
+pub fn listening(ns: &Netns, ip: IpAddr, port: u16, proto: u8) -> crate::error::Result<Listen> {
+    let bound: Vec<IpAddr> = ns.run(move || {
         let files: &[&str] = if proto == 17 {
             &["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"]
         } else {
             &["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
         };
-        files.iter().any(|f| {
-            std::fs::read_to_string(f)
-                .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .any(|l| {
-                    let cols: Vec<&str> = l.split_whitespace().collect();
-                    let local_port = cols
-                        .get(1)
-                        .and_then(|a| a.rsplit(':').next())
-                        .and_then(|p| u16::from_str_radix(p, 16).ok());
-                    // TCP: state 0A is LISTEN; UDP sockets are bound (state 07).
-                    let state_ok = proto == 17 || cols.get(3) == Some(&"0A");
-                    local_port == Some(port) && state_ok
-                })
-        })
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| {
+                        let cols: Vec<&str> = l.split_whitespace().collect();
+                        let (addr, local_port) = proc_addr(cols.get(1)?)?;
+                        // TCP: state 0A is LISTEN; UDP sockets are bound (state 07).
+                        let state_ok = proto == 17 || cols.get(3) == Some(&"0A");
+                        (local_port == port && state_ok).then_some(addr)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    })?;
+    let mapped = |a: &IpAddr| match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*a),
+        _ => *a,
+    };
+    Ok(if bound.is_empty() {
+        Listen::No
+    } else if bound.iter().any(|a| a.is_unspecified() || mapped(a) == ip) {
+        Listen::Yes
+    } else {
+        Listen::OnlyOn(bound)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_addr;
+
+    #[test]
+    fn proc_net_addresses_decode() {
+        assert_eq!(
+            proc_addr("0100007F:0050"),
+            Some(("127.0.0.1".parse().unwrap(), 80))
+        );
+        assert_eq!(
+            proc_addr("00000000000000000000000000000000:1F90"),
+            Some(("::".parse().unwrap(), 8080))
+        );
+        assert_eq!(
+            proc_addr("B80D0120000000000000000001000000:0035"),
+            Some(("2001:db8::1".parse().unwrap(), 53))
+        );
+    }
 }

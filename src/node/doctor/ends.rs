@@ -68,13 +68,25 @@ fn proto_number(p: Proto) -> u8 {
     }
 }
 
-/// `HOST[:PORT[/tcp|udp]]` → (host, port).
-fn split(raw: &str) -> crate::error::Result<(&str, Option<(u16, u8)>)> {
-    let (host, port) = match raw.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-            (h.trim_matches(['[', ']']), Some(p))
+/// `HOST[:PORT[/tcp|udp]]` → (host, port); IPv6 as `[ADDR]:PORT`, or bare without a port.
+pub(in crate::node) fn split(raw: &str) -> crate::error::Result<(&str, Option<(u16, u8)>)> {
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(Error::invalid("DST", raw, "expected [IPV6]:PORT")),
+            },
+            None => return Err(Error::invalid("DST", raw, "expected [IPV6]:PORT")),
         }
-        _ => (raw, None),
+    } else if raw.matches(':').count() > 1 {
+        // A bare IPv6 address: a port needs the brackets.
+        (raw, None)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        }
     };
     let Some(p) = port else {
         return Ok((host, None));
@@ -122,7 +134,7 @@ fn pick_ip(
 
 impl Node {
     /// The attachment holding `ip`, if a knit sandbox has it.
-    fn owner_of(&self, ip: IpAddr) -> crate::error::Result<Option<Attachment>> {
+    pub(in crate::node) fn owner_of(&self, ip: IpAddr) -> crate::error::Result<Option<Attachment>> {
         Ok(self
             .store
             .all_attachments()?
@@ -152,10 +164,14 @@ impl Node {
             .map(|a| a.netns_path.clone())
             .unwrap_or_else(|| sref.path());
         let Ok(ns) = Netns::open(&path) else {
+            if atts.is_empty() {
+                // Neither knit nor the kernel knows the name: bad input, not a broken path.
+                return Err(Error::not_found("sandbox or namespace", raw).into());
+            }
             return Err(r.fail(
                 "source",
-                format!("{raw}: no network namespace at {path}"),
-                format!("create it (`knit sandbox add {raw}`) and attach it (`knit attach NETWORK {raw}`)"),
+                format!("{raw}: its network namespace {path} is gone"),
+                "knit reconcile (it forgets attachments of namespaces that are gone), then attach the sandbox again",
             ));
         };
         if atts.is_empty() {
@@ -399,5 +415,23 @@ impl Node {
                     "node",
                 )))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn destinations_split_into_host_and_port() {
+        assert_eq!(split("web").unwrap(), ("web", None));
+        assert_eq!(split("web:80").unwrap(), ("web", Some((80, 6))));
+        assert_eq!(split("node:53/udp").unwrap(), ("node", Some((53, 17))));
+        assert_eq!(split("fd00::1").unwrap(), ("fd00::1", None));
+        assert_eq!(split("[fd00::1]").unwrap(), ("fd00::1", None));
+        assert_eq!(split("[fd00::1]:443").unwrap(), ("fd00::1", Some((443, 6))));
+        assert!(split("web:0").is_err());
+        assert!(split("web:80/icmp").is_err());
+        assert!(split("[fd00::1]443").is_err());
     }
 }

@@ -64,8 +64,13 @@ fn chains(listing: &str) -> Vec<Chain> {
     out
 }
 
+/// knit's tables (`inet knit`, `bridge knit`) and those of a trace running now: their
+/// verdicts are knit's own step, not a foreign firewall.
 fn knits(table: &str) -> bool {
-    table == "inet knit" || table == "bridge knit" || table.contains(" knit_trace")
+    let mut w = table.split_whitespace();
+    let (family, name) = (w.next().unwrap_or_default(), w.next().unwrap_or_default());
+    matches!(family, "inet" | "bridge")
+        && (name == crate::nft::batch::TABLE || name.starts_with(crate::nft::trace::TABLE_PREFIX))
 }
 
 /// Whether a table of this family sees the packet (`bridged`: it crosses a bridge between
@@ -107,9 +112,34 @@ fn proto_matches(pat: &str, proto: u8) -> Option<bool> {
     Some(n == proto)
 }
 
-/// What a rule does to the packet: Some(true) accept, Some(false) drop, None when it does
-/// not match or cannot be evaluated.
-fn rule_verdict(rule: &str, p: &Packet) -> Option<bool> {
+/// What a rule does to the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Accept,
+    Drop,
+    Jump(String),
+    Goto(String),
+    Return,
+    /// The rule's matches do not all hold.
+    NoMatch,
+    /// A match or statement this reader does not evaluate (sets, maps, marks, ...).
+    Unknown,
+}
+
+/// One match of a rule.
+enum Key {
+    Iif,
+    Oif,
+    /// `ip saddr` (v4) / `ip6 saddr`.
+    Saddr(bool),
+    Daddr(bool),
+    L4proto,
+    /// `tcp dport` (6), `udp dport` (17), `th dport` (any).
+    Dport(Option<u8>),
+    CtState,
+}
+
+fn rule_outcome(rule: &str, p: &Packet) -> Outcome {
     // A comment may hold any words: cut it off.
     let rule = rule.split(" comment \"").next().unwrap_or(rule);
     let t: Vec<&str> = rule
@@ -118,49 +148,54 @@ fn rule_verdict(rule: &str, p: &Packet) -> Option<bool> {
         .filter(|w| !w.is_empty())
         .collect();
     let at = |i: usize| t.get(i).copied();
+    let v4 = p.daddr.or(p.saddr).is_none_or(|a| a.is_ipv4());
     let mut i = 0;
     while let Some(w) = at(i) {
-        match w {
-            "counter" => {
-                i += if at(i + 1) == Some("packets") { 5 } else { 1 };
+        match (w, at(i + 1)) {
+            ("counter", next) => {
+                i += if next == Some("packets") { 5 } else { 1 };
                 continue;
             }
-            "accept" => return Some(true),
-            "drop" | "reject" => return Some(false),
+            ("accept", _) => return Outcome::Accept,
+            ("drop", _) | ("reject", _) => return Outcome::Drop,
+            ("return", _) => return Outcome::Return,
+            ("jump", Some(c)) => return Outcome::Jump(c.to_string()),
+            ("goto", Some(c)) => return Outcome::Goto(c.to_string()),
             _ => {}
         }
-        let key = match (w, at(i + 1)) {
-            ("iifname" | "oifname", _) => {
-                i += 1;
-                w.to_string()
+        let (key, width) = match (w, at(i + 1)) {
+            ("iifname" | "oifname", _) | ("meta", Some("iifname" | "oifname")) => {
+                let name = if w == "meta" {
+                    at(i + 1).unwrap_or_default()
+                } else {
+                    w
+                };
+                let k = if name == "iifname" {
+                    Key::Iif
+                } else {
+                    Key::Oif
+                };
+                (k, if w == "meta" { 2 } else { 1 })
             }
-            ("ip" | "ip6", Some(f @ ("saddr" | "daddr"))) => {
-                i += 2;
-                f.to_string()
+            ("ip", Some("saddr")) => (Key::Saddr(true), 2),
+            ("ip", Some("daddr")) => (Key::Daddr(true), 2),
+            ("ip6", Some("saddr")) => (Key::Saddr(false), 2),
+            ("ip6", Some("daddr")) => (Key::Daddr(false), 2),
+            ("meta", Some("l4proto")) | ("ip", Some("protocol")) | ("ip6", Some("nexthdr")) => {
+                (Key::L4proto, 2)
             }
-            ("meta", Some(f @ ("l4proto" | "iifname" | "oifname"))) => {
-                i += 2;
-                f.to_string()
-            }
-            ("ip", Some("protocol")) | ("ip6", Some("nexthdr")) => {
-                i += 2;
-                "l4proto".into()
-            }
-            ("tcp" | "udp" | "th", Some("dport")) => {
-                i += 2;
-                format!("{w} dport")
-            }
-            ("ct", Some("state")) => {
-                i += 2;
-                "ct state".into()
-            }
-            _ => return None,
+            ("tcp", Some("dport")) => (Key::Dport(Some(6)), 2),
+            ("udp", Some("dport")) => (Key::Dport(Some(17)), 2),
+            ("th", Some("dport")) => (Key::Dport(None), 2),
+            ("ct", Some("state")) => (Key::CtState, 2),
+            _ => return Outcome::Unknown,
         };
+        i += width;
         let negate = at(i) == Some("!=");
         if negate {
             i += 1;
         }
-        // One value, or a set `{ a, b }`.
+        // One value, or a set `{ a, b }`; a named set (`@x`) is not evaluated.
         let mut values = vec![];
         if at(i) == Some("{") {
             i += 1;
@@ -172,7 +207,10 @@ fn rule_verdict(rule: &str, p: &Packet) -> Option<bool> {
                 values.push(v);
             }
         } else {
-            values.push(at(i)?);
+            match at(i) {
+                Some(v) if !v.starts_with('@') => values.push(v),
+                _ => return Outcome::Unknown,
+            }
             i += 1;
         }
         let any = |f: &dyn Fn(&str) -> Option<bool>| -> Option<bool> {
@@ -182,29 +220,80 @@ fn rule_verdict(rule: &str, p: &Packet) -> Option<bool> {
             }
             Some(hit)
         };
-        let hit = match key.as_str() {
-            "iifname" => any(&|v| iface_matches(v, p.iif.as_deref()))?,
-            "oifname" => any(&|v| iface_matches(v, p.oif.as_deref()))?,
-            "saddr" => any(&|v| addr_matches(v, p.saddr))?,
-            "daddr" => any(&|v| addr_matches(v, p.daddr))?,
-            "l4proto" => any(&|v| proto_matches(v, p.proto))?,
-            "ct state" => values.iter().any(|v| v.split(',').any(|s| s == "new")),
-            _ => {
-                let proto_ok = match key.split(' ').next() {
-                    Some("tcp") => p.proto == 6,
-                    Some("udp") => p.proto == 17,
-                    _ => true,
-                };
-                let port = p.dport?;
-                proto_ok
-                    && any(&|v| {
-                        let (lo, hi) = v.split_once('-').unwrap_or((v, v));
-                        Some(lo.parse::<u16>().ok()? <= port && port <= hi.parse::<u16>().ok()?)
-                    })?
-            }
+        // A match on another family or protocol never holds, negated or not: `ip saddr !=
+        // X` says nothing of an IPv6 packet, `tcp dport != 22` nothing of UDP.
+        let applies = match key {
+            Key::Saddr(f) | Key::Daddr(f) => f == v4,
+            Key::Dport(Some(proto)) => proto == p.proto,
+            Key::Dport(None) => matches!(p.proto, 6 | 17 | 132),
+            _ => true,
         };
-        if hit == negate {
-            return None;
+        if !applies {
+            return Outcome::NoMatch;
+        }
+        let hit = match key {
+            Key::Iif => any(&|v| iface_matches(v, p.iif.as_deref())),
+            Key::Oif => any(&|v| iface_matches(v, p.oif.as_deref())),
+            Key::Saddr(_) => any(&|v| addr_matches(v, p.saddr)),
+            Key::Daddr(_) => any(&|v| addr_matches(v, p.daddr)),
+            Key::L4proto => any(&|v| proto_matches(v, p.proto)),
+            Key::CtState => Some(values.iter().any(|v| v.split(',').any(|s| s == "new"))),
+            Key::Dport(_) => p.dport.and_then(|port| {
+                any(&|v| {
+                    let (lo, hi) = v.split_once('-').unwrap_or((v, v));
+                    Some(lo.parse::<u16>().ok()? <= port && port <= hi.parse::<u16>().ok()?)
+                })
+            }),
+        };
+        match hit {
+            None => return Outcome::Unknown,
+            Some(h) if h == negate => return Outcome::NoMatch,
+            Some(_) => {}
+        }
+    }
+    // Matches and no verdict (e.g. a counter): on to the next rule.
+    Outcome::NoMatch
+}
+
+/// What a chain does to the packet, following jumps and gotos inside its table: Some
+/// (accept?, the deciding rule) or None when it runs out (back to the caller).
+fn chain_verdict(
+    all: &[Chain],
+    c: &Chain,
+    p: &Packet,
+    depth: usize,
+    unknown: &mut usize,
+) -> Option<(bool, String)> {
+    if depth > 16 {
+        *unknown += 1;
+        return None;
+    }
+    let target = |name: &str| all.iter().find(|x| x.table == c.table && x.name == name);
+    for r in &c.rules {
+        match rule_outcome(r, p) {
+            Outcome::Accept => return Some((true, r.clone())),
+            Outcome::Drop => return Some((false, r.clone())),
+            Outcome::Return => return None,
+            Outcome::NoMatch => {}
+            Outcome::Unknown => *unknown += 1,
+            Outcome::Jump(t) => match target(&t) {
+                Some(t) => {
+                    if let Some(v) = chain_verdict(all, t, p, depth + 1, unknown) {
+                        return Some(v);
+                    }
+                }
+                None => *unknown += 1,
+            },
+            // A goto does not come back: its end is the end of this chain.
+            Outcome::Goto(t) => {
+                return match target(&t) {
+                    Some(t) => chain_verdict(all, t, p, depth + 1, unknown),
+                    None => {
+                        *unknown += 1;
+                        None
+                    }
+                };
+            }
         }
     }
     None
@@ -214,28 +303,32 @@ fn rule_verdict(rule: &str, p: &Packet) -> Option<bool> {
 /// policy that drops it.
 pub fn foreign_drop(listing: &str, hook: &str, bridged: bool, p: &Packet) -> Option<String> {
     let v4 = p.daddr.or(p.saddr).is_none_or(|a| a.is_ipv4());
-    for c in chains(listing) {
+    let all = chains(listing);
+    for c in &all {
         if knits(&c.table) || c.hook.as_deref() != Some(hook) || !family_sees(&c.table, v4, bridged)
         {
             continue;
         }
-        let mut verdict = None;
-        for r in &c.rules {
-            if let Some(v) = rule_verdict(r, p) {
-                verdict = Some((v, r.clone()));
-                break;
-            }
-        }
+        let mut unknown = 0;
+        let verdict = chain_verdict(&all, c, p, 0, &mut unknown);
+        // Rules it could not read may accept (or drop) the packet first: say so.
+        let caveat = if unknown > 0 {
+            format!(
+                " ({unknown} rule(s) on the way match on sets, maps or marks doctor does not evaluate)"
+            )
+        } else {
+            String::new()
+        };
         match verdict {
             Some((false, rule)) => {
                 return Some(format!(
-                    "table {}, chain {} drops it (rule `{rule}`)",
+                    "table {}, chain {} drops it (rule `{rule}`){caveat}",
                     c.table, c.name
                 ));
             }
             None if c.policy_drop => {
                 return Some(format!(
-                    "table {}, chain {} drops it by default (policy drop) and no rule there accepts it",
+                    "table {}, chain {} drops it by default (policy drop) and no rule there accepts it{caveat}",
                     c.table, c.name
                 ));
             }
@@ -299,7 +392,8 @@ mod tests {
         }
     }
 
-    const FILTER: &str = "table inet knit {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\ntable ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tRULE\n\t}\n}\n";
+    // `jump ALLOW` reaches an accepting chain, `jump DOCKER-USER` one that returns.
+    const FILTER: &str = "table inet knit {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\ntable ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tRULE\n\t}\n\tchain ALLOW {\n\t\tiifname \"kb1\" accept\n\t}\n\tchain DOCKER-USER {\n\t\treturn\n\t}\n}\n";
 
     #[test]
     fn drop_policies_of_foreign_tables_are_found_and_knits_are_not() {

@@ -263,8 +263,18 @@ impl Node {
         let to_node = matches!(dst.end, End::Node);
         let from_node = leg.iif.is_none();
         if !leg.routed {
-            // Two ports of one bridge: only bridge-family chains see the frame.
-            return self.foreign_hook(r, &listing, "forward", true, leg, dst, None);
+            // Two ports of one bridge: bridge-family chains see the frame, and the IP
+            // hooks too when br_netfilter hands bridged frames to them (knit turns that on
+            // for a bridge whose network has policy; Docker for every bridge).
+            self.foreign_hook(r, &listing, "forward", true, leg, dst, None)?;
+            if let Some(br) = &leg.iif
+                && bridged_to_ip(nl, &br.name, v4)?
+            {
+                for hook in ["prerouting", "forward", "postrouting"] {
+                    self.foreign_hook(r, &listing, hook, false, leg, dst, Some(br.name.clone()))?;
+                }
+            }
+            return Ok(());
         }
         if !to_node && !from_node {
             let key = if v4 {
@@ -308,8 +318,7 @@ impl Node {
                     }
                     // A martian source: EXDEV from the reverse-path check, EINVAL once
                     // the kernel logged it as martian.
-                    Err(errno @ (libc::EXDEV | libc::EINVAL)) if rp_drops(nl, src, iif)? => {
-                        let _ = errno;
+                    Err(libc::EXDEV | libc::EINVAL) if rp_drops(nl, src, iif)? => {
                         let back = back_link(nl, src)?;
                         let rp = rp_filter(&iif.name);
                         return Err(r.fail(
@@ -393,7 +402,11 @@ impl Node {
                 dst.final_port.map(|p| p.0)
             },
         };
-        let step = format!("firewall ({hook})");
+        let step = if bridged {
+            format!("firewall (bridge {hook})")
+        } else {
+            format!("firewall ({hook})")
+        };
         if let Some(d) = firewall::foreign_drop(listing, hook, bridged, &p) {
             let fix = if bridged {
                 "accept the traffic in that chain or set its policy to accept; knit never edits tables it did not create".to_string()
@@ -485,6 +498,22 @@ impl Node {
         r.pass("conntrack", "no stale entry for this flow");
         Ok(())
     }
+}
+
+/// Whether frames bridged by `bridge` also cross the IP hooks: br_netfilter is loaded and
+/// asked to, node-wide (its sysctls, per namespace) or for this bridge.
+fn bridged_to_ip(nl: &mut Netlink, bridge: &str, v4: bool) -> crate::error::Result<bool> {
+    let key = if v4 {
+        "net.bridge.bridge-nf-call-iptables"
+    } else {
+        "net.bridge.bridge-nf-call-ip6tables"
+    };
+    let Some(global) = crate::sysctl::read(key) else {
+        // No br_netfilter: bridged frames never reach the IP hooks.
+        return Ok(false);
+    };
+    let (own4, own6) = nl.bridge_nf_call(bridge)?;
+    Ok(global == "1" || if v4 { own4 } else { own6 })
 }
 
 /// The node link the node routes `src` back through.

@@ -4,7 +4,9 @@
 //! switch and input route with its reverse-path filter, every foreign firewall chain on the
 //! hooks the packet crosses, the DNAT of a published port or service, masquerade, conntrack
 //! entries in the way, the way back, the path MTU, a listener at the destination) and says
-//! which step breaks it, why, and what fixes it. It changes nothing.
+//! which step breaks it, why, and what fixes it. It changes nothing (the one packet it
+//! sends, a DNS query from the source, leaves only the neighbour and conntrack entries any
+//! query would).
 //!
 //! SRC: a sandbox, `node`, or an outside address. DST: a sandbox, `node[:PORT]` (a
 //! published port or node port), a service name or VIP, or any address.

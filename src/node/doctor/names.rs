@@ -106,6 +106,18 @@ impl Node {
         match ask(ns, server, name, v4)? {
             Reply::Addrs(a) => {
                 let shown: Vec<String> = a.iter().map(|i| i.to_string()).collect();
+                if !a
+                    .iter()
+                    .any(|ip| target.ips.iter().any(|t| t.addr() == *ip))
+                {
+                    let has: Vec<String> =
+                        target.ips.iter().map(|i| i.addr().to_string()).collect();
+                    return Err(r.fail(
+                        "dns",
+                        format!("knit DNS answers {name} with {}, but {name} has {}: the answer is stale", shown.join(", "), has.join(", ")),
+                        "restart `knit daemon` (it rereads the store), then `knit reconcile`",
+                    ));
+                }
                 r.pass(
                     "dns",
                     format!(

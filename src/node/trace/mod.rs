@@ -88,19 +88,13 @@ impl Node {
             return Ok((Netns::current()?, vec![]));
         }
         let name = match raw.parse::<std::net::IpAddr>() {
-            Ok(ip) => self
-                .store
-                .all_attachments()?
-                .into_iter()
-                .find(|a| a.ips.iter().any(|i| i.addr() == ip))
-                .map(|a| a.sandbox)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "SRC",
-                        raw,
-                        "knit sends the probe from a namespace: name a sandbox, a network namespace or `node`",
-                    )
-                })?,
+            Ok(ip) => self.owner_of(ip)?.map(|a| a.sandbox).ok_or_else(|| {
+                Error::invalid(
+                    "SRC",
+                    raw,
+                    "knit sends the probe from a namespace: name a sandbox, a network namespace or `node`",
+                )
+            })?,
             Err(_) => raw.to_string(),
         };
         let sref = SandboxRef::parse(&name)?;
@@ -114,6 +108,14 @@ impl Node {
     }
 
     pub fn trace(&self, src: &str, dst_raw: &str, limit: Duration) -> Result<Trace> {
+        // Termination signals wait while the trace tables exist: keep that short.
+        if limit > Duration::from_secs(10) || limit.is_zero() {
+            return Err(Error::invalid(
+                "--timeout-ms",
+                limit.as_millis(),
+                "between 1 and 10000",
+            ));
+        }
         let (src_ns, src_atts) = self.trace_source(src)?;
         let node_ns = Netns::current()?;
         let from_node = src_ns.id()? == node_ns.id()?;
@@ -125,7 +127,7 @@ impl Node {
         } else if src_atts.is_empty() {
             // An outside host: its address towards the node, by its own routing.
             let mut nl = crate::netlink::Netlink::open_in(&src_ns)?;
-            let host = dst_raw.rsplit_once(':').map_or(dst_raw, |(h, _)| h);
+            let (host, port) = crate::node::doctor::ends::split(dst_raw)?;
             if host == "node" {
                 let ip = node_address_from(&mut nl)?.ok_or_else(|| {
                     Error::invalid(
@@ -134,11 +136,18 @@ impl Node {
                         "the source has no route to any of the node's addresses",
                     )
                 })?;
-                dst_owned = dst_raw.replacen("node", &ip.to_string(), 1);
+                let proto = match port {
+                    Some((_, 17)) => "/udp",
+                    _ => "",
+                };
+                dst_owned = match (ip, port) {
+                    (std::net::IpAddr::V6(v6), Some((p, _))) => format!("[{v6}]:{p}{proto}"),
+                    (ip, Some((p, _))) => format!("{ip}:{p}{proto}"),
+                    (ip, None) => ip.to_string(),
+                };
             }
-            let probe_ip = dst_owned
-                .rsplit_once(':')
-                .map_or(dst_owned.as_str(), |(h, _)| h)
+            let probe_ip = crate::node::doctor::ends::split(&dst_owned)?
+                .0
                 .parse()
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             let own = nl.route_get(probe_ip)?.and_then(|l| l.prefsrc);

@@ -78,7 +78,18 @@ pub fn build(
 ) -> Vec<Pass> {
     // One group per (namespace, packet), in the order they first showed up.
     let mut groups: Vec<(usize, u32, Vec<&Event>)> = vec![];
-    for (i, e) in events {
+    // Only the probe and its answer: other packets marked for tracing (a user's own
+    // trace rules, another trace running) are not part of this one.
+    let ours = |h: &Headers| h.sport == probe.tag || h.dport == probe.tag;
+    let foreign: std::collections::HashSet<(usize, u32)> = events
+        .iter()
+        .filter(|(_, e)| e.headers.is_some_and(|h| !ours(&h)))
+        .map(|(i, e)| (*i, e.id))
+        .collect();
+    for (i, e) in events
+        .iter()
+        .filter(|(i, e)| !foreign.contains(&(*i, e.id)))
+    {
         match groups.iter_mut().find(|g| g.0 == *i && g.1 == e.id) {
             Some(g) => g.2.push(e),
             None => groups.push((*i, e.id, vec![e])),
@@ -138,7 +149,10 @@ pub fn build(
             let entered = e.kind == EvKind::Rule
                 && e.handle.is_none()
                 && e.verdict == Some(crate::nft::trace::Verdict::Continue);
-            if e.table.starts_with("knit_trace_") || entered || e.kind == EvKind::Return {
+            if e.table.starts_with(crate::nft::trace::TABLE_PREFIX)
+                || entered
+                || e.kind == EvKind::Return
+            {
                 continue;
             }
             let rule = match (e.kind, e.handle) {
@@ -245,6 +259,16 @@ pub fn outcome(o: &Outcome, passes: &[Pass], dst: &Dest, labels: &[String]) -> (
             ("delivered".into(), format!("{reached} answered"))
         }
         Outcome::Refused => {
+            // A firewall's `reject` refuses too (a reset or port unreachable of its own).
+            for p in &probe_passes {
+                if let Some(h) = p
+                    .hops
+                    .iter()
+                    .find(|h| dropped(h) && h.chain != "svc_refuse")
+                {
+                    return ("refused".into(), format!("rejected {}", at(p, h)));
+                }
+            }
             let knit = passes
                 .iter()
                 .flat_map(|p| p.hops.iter())

@@ -90,7 +90,8 @@ fn tcp(p: &Probe, limit: Duration) -> io::Result<(Outcome, Held)> {
     let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.bind(&unspecified(p.dst.is_ipv4(), p.tag).into())?;
-    // One SYN only: no retransmission inside the limit muddles the trace.
+    // Non-blocking: the wait below is ours (trace's limit stays under TCP's first
+    // retransmission, 1 s, so one SYN is traced, not two).
     s.set_nonblocking(true)?;
     match s.connect(&dst.into()) {
         Ok(()) => return Ok((Outcome::Answered, Held(Some(s)))),

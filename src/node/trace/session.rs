@@ -17,8 +17,10 @@ pub struct Place {
     pub node: bool,
 }
 
+use crate::nft::trace::TABLE_PREFIX as PREFIX;
+
 fn table_name(pid: u32) -> String {
-    format!("knit_trace_{pid}")
+    format!("{PREFIX}{pid}")
 }
 
 /// The rules that mark the probe (source port or echo id `tag`) and its answer.
@@ -72,16 +74,22 @@ fn in_ns(ns: &Netns, script: String) -> Result<String> {
     ns.run(move || crate::nft::libnft::run(&script))?
 }
 
-/// `delete table` commands for trace tables of PIDs that are gone.
+/// Whether a process `pid` that is a knit runs (a trace table of any other PID is left
+/// over: its trace was killed outright, or its PID since went to another program).
+fn knit_runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "knit")
+}
+
+/// `delete table` commands for trace tables whose knit is gone.
 fn stale_tables(listing: &str) -> Vec<String> {
     listing
         .lines()
         .filter_map(|l| {
             let mut w = l.trim().strip_prefix("table ")?.split_whitespace();
             let (family, name) = (w.next()?, w.next()?);
-            let pid: u32 = name.strip_prefix("knit_trace_")?.parse().ok()?;
-            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-            (!alive).then(|| format!("delete table {family} {name}"))
+            let pid = name.strip_prefix(PREFIX)?;
+            let ours = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+            (ours && !knit_runs(pid)).then(|| format!("delete table {family} {name}"))
         })
         .collect()
 }
@@ -159,15 +167,19 @@ impl Drop for Session<'_> {
         let name = table_name(self.pid);
         for i in self.installed.drain(..) {
             let place = &self.places[i];
-            let mut script = format!("delete table inet {name}");
-            if place.node {
-                script += &format!("\ndelete table bridge {name}");
-            }
-            if let Err(e) = in_ns(&place.ns, script) {
-                tracing::warn!(
-                    "trace: could not remove table {name} in {}: {e}",
-                    place.label
-                );
+            // One transaction each: a table already gone must not keep the other.
+            let families: &[&str] = if place.node {
+                &["inet", "bridge"]
+            } else {
+                &["inet"]
+            };
+            for family in families {
+                if let Err(e) = in_ns(&place.ns, format!("delete table {family} {name}")) {
+                    tracing::warn!(
+                        "trace: could not remove table {family} {name} in {}: {e}",
+                        place.label
+                    );
+                }
             }
         }
     }
