@@ -220,8 +220,17 @@ mod tests {
     fn only_tables_of_dead_traces_are_stale() {
         let me = std::process::id();
         let l = format!(
-            "table inet knit\ntable inet knit_trace_{me}\ntable bridge knit_trace_4194399\ntable ip filter\n"
+            "table inet knit\ntable inet knit_trace_{me}\ntable bridge knit_trace_4194399\ntable ip filter\ntable inet knit_trace_+5\ntable inet knit_trace_1\n"
         );
-        assert_eq!(stale_tables(&l), ["delete table bridge knit_trace_4194399"]);
+        // This test's own PID runs the test binary, not knit: its table counts as left
+        // over; PID 1 is init, not knit; `+5` is not a PID and not knit's name.
+        assert_eq!(
+            stale_tables(&l),
+            [
+                format!("delete table inet knit_trace_{me}"),
+                "delete table bridge knit_trace_4194399".into(),
+                "delete table inet knit_trace_1".into(),
+            ]
+        );
     }
 }
