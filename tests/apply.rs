@@ -317,6 +317,66 @@ fn what_the_topology_did_not_create_is_left_alone() {
     assert!(w.ok(&["destroy", &f]).contains("nothing to do"));
 }
 
+/// Objects of the topology that were touched by hand since: a sandbox attached to another
+/// network, a rule added to its network, a network removed and made again under its name.
+/// destroy refuses (conflict, nothing changed) or leaves the hand-made object alone.
+#[test]
+fn what_was_changed_by_hand_since_is_not_taken_away() {
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "other",
+        "--subnet",
+        "10.177.1.0/24",
+        "--no-dns",
+    ]);
+    let text = "name: handled\nnetworks:\n  hn:\n    subnet: 10.177.0.0/24\nsandboxes:\n  s:\n    networks: [hn]\n";
+    let (v, n) = prefixed(&mut w, serde_yaml::from_str(text).unwrap());
+    let f = write(&w, "handled.yaml", &v);
+    apply_twice(&w, &f);
+    let s = n["s"].clone();
+
+    // The topology's sandbox, attached by hand to another network: destroy must not
+    // detach that.
+    w.ok(&["attach", "other", &s]);
+    let o = w.run(&["destroy", &f]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outside the topology"));
+    assert_eq!(w.attachments("hn"), 1, "nothing changed");
+    w.ok(&["detach", "other", &s]);
+
+    // A rule added by hand to the topology's network.
+    let rule = w.json(&["policy", "allow", "hn", "--from", "10.0.0.0/8", "--to", &s]);
+    let id = rule["id"]
+        .as_i64()
+        .or(rule["rule"]["id"].as_i64())
+        .unwrap_or_else(|| panic!("{rule}"));
+    let o = w.run(&["destroy", &f]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("policy rule"));
+    w.ok(&["policy", "rm", &id.to_string()]);
+
+    // The network removed and made again by hand, under the same name: not the
+    // topology's any more.
+    w.ok(&["detach", "hn", &s]);
+    w.ok(&["network", "rm", "hn"]);
+    w.ok(&["network", "create", "hn", "--subnet", "10.177.2.0/24"]);
+    w.ok(&["destroy", &f]);
+    let nets = w.ok(&["network", "ls"]);
+    assert!(nets.contains("hn"), "the hand-made network stays: {nets}");
+}
+
 #[test]
 fn a_failure_half_way_is_undone() {
     let mut w = World::new();

@@ -107,10 +107,17 @@ pub fn snapshot(node: &Node, want: &Topology) -> Result<Current> {
             spec: r.spec,
         });
     }
-    for (kind, key) in s.owned(&want.name)? {
+    for (kind, key, ident) in s.owned(&want.name)? {
         // A kind this knit does not know (a newer one wrote it) is left alone.
-        if let Some(k) = Kind::parse(&kind) {
-            cur.owned.insert((k, key));
+        let Some(k) = Kind::parse(&kind) else {
+            continue;
+        };
+        let now = ident_of(node, k, &key)?;
+        match (ident, now) {
+            (Some(was), Some(now)) if was != now => cur.remade.push((k, key)),
+            _ => {
+                cur.owned.insert((k, key));
+            }
         }
     }
     let names: BTreeSet<&String> = want
@@ -131,9 +138,54 @@ pub fn snapshot(node: &Node, want: &Topology) -> Result<Current> {
     Ok(cur)
 }
 
-/// Ownership records of objects that are gone (removed by hand since): forgotten, so a
-/// later object of the same name made by someone else is not taken for the topology's.
+/// The identity of the object `key` of kind `k` as it exists now (None: it does not).
+/// Row ids alone are reused (SQLite hands a deleted last id out again): networks and
+/// attachments add the MAC drawn at random when they were made.
+fn ident_of(node: &Node, k: Kind, key: &str) -> Result<Option<String>> {
+    let s = &node.store;
+    Ok(match k {
+        Kind::Network => s
+            .find_network(key)?
+            .map(|n| format!("{}/{}", n.id, n.bridge_mac)),
+        Kind::Sandbox => crate::netns::Netns::open(crate::netns::named_path(key))
+            .and_then(|ns| ns.id())
+            .ok()
+            .map(|(dev, ino)| format!("{dev}:{ino}")),
+        Kind::Attachment => match key.split_once('/') {
+            Some((net, sbx)) => match s.find_network(net)? {
+                Some(n) => s
+                    .attachment(n.id, sbx)?
+                    .map(|a| format!("{}/{}", a.id, a.mac)),
+                None => None,
+            },
+            None => None,
+        },
+        Kind::Service => s
+            .services()?
+            .into_iter()
+            .find(|x| x.name == key)
+            .map(|x| x.id.to_string()),
+        Kind::Rule => s
+            .rules()?
+            .into_iter()
+            .find(|r| {
+                RuleDecl {
+                    network: r.network.clone(),
+                    spec: r.spec.clone(),
+                }
+                .key()
+                    == key
+            })
+            .map(|r| r.id.to_string()),
+    })
+}
+
+/// Ownership records of objects that are gone (removed by hand since), or gone and made
+/// again by someone else: forgotten, so that object is not taken for the topology's.
 pub fn prune_stale(node: &mut Node, topology: &str, cur: &mut Current) -> Result<()> {
+    for (k, key) in std::mem::take(&mut cur.remade) {
+        node.store.disown(topology, k.as_str(), &key)?;
+    }
     let stale: Vec<(Kind, String)> = cur
         .owned
         .iter()
@@ -227,9 +279,23 @@ fn do_step(node: &mut Node, topology: &str, step: &Step) -> Result<bool> {
         (Some((k, key, true)), Ok(false) | Err(_)) | (Some((k, key, false)), Ok(_)) => {
             node.store.disown(topology, k.as_str(), key)?;
         }
+        (Some((k, key, true)), Ok(true)) => {
+            if let Some(id) = ident_of(node, *k, key)? {
+                node.store.set_ident(topology, k.as_str(), key, &id)?;
+            }
+        }
         _ => {}
     }
     r
+}
+
+/// The sandbox's resolv.conf follows its networks, as after `knit attach`; the step itself
+/// is done either way, so a failure here is only worth a warning (failing the step would
+/// leave a made object out of the record).
+fn sync_resolv(node: &Node, sandbox: &str) {
+    if let Err(e) = crate::resolv::sync(&node.store, sandbox) {
+        tracing::warn!("resolv.conf of {sandbox} not updated: {e}");
+    }
 }
 
 /// Whether an error says the object is not there (a removal then has nothing to do).
@@ -253,7 +319,7 @@ fn op(node: &mut Node, step: &Step) -> Result<bool> {
         Step::AddSandbox(s) => node.add_sandbox(s),
         Step::RemoveSandbox(s) => {
             let r = gone(node.remove_sandbox(s).map(|_| true));
-            crate::resolv::sync(&node.store, s)?;
+            sync_resolv(node, s);
             r
         }
         Step::Attach { att, .. } => {
@@ -270,13 +336,13 @@ fn op(node: &mut Node, step: &Step) -> Result<bool> {
                 aliases: &att.aliases,
                 labels: &att.labels,
             })?;
-            crate::resolv::sync(&node.store, &att.sandbox)?;
+            sync_resolv(node, &att.sandbox);
             Ok(!done.existed)
         }
         Step::Detach { att, .. } => {
             let sandbox = SandboxRef::parse(&att.sandbox)?;
             let r = gone(node.detach(&att.network, &sandbox).map(|a| a.is_some()));
-            crate::resolv::sync(&node.store, &att.sandbox)?;
+            sync_resolv(node, &att.sandbox);
             r
         }
         Step::CreateService { svc, .. } => {

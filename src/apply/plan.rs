@@ -31,6 +31,9 @@ pub struct Current {
     pub rules: Vec<RuleDecl>,
     /// The topology's ownership record: (kind, key).
     pub owned: BTreeSet<(Kind, String)>,
+    /// Records whose object was removed and made again by someone else since (another
+    /// identity under the same name): not the topology's any more.
+    pub remade: Vec<(Kind, String)>,
 }
 
 impl Current {
@@ -183,6 +186,17 @@ pub fn plan(want: &Topology, have: &Current) -> Result<Plan> {
         }
     }
 
+    // ... and its policy rules: a rule added by hand is not the topology's to drop.
+    for h in &have.rules {
+        if replaced.contains(&h.network) && !have.owns(Kind::Rule, &h.key()) {
+            return Err(Error::Conflict(format!(
+                "network {:?} was created by topology {t:?} and must be replaced or removed, but a policy rule on it was added outside the topology ({}); remove it first",
+                h.network,
+                h.spec.dir.as_str()
+            )));
+        }
+    }
+
     // Sandboxes.
     for s in &want.sandboxes {
         if !have.sandboxes.contains(s) {
@@ -193,6 +207,18 @@ pub fn plan(want: &Topology, have: &Current) -> Result<Plan> {
     }
     for (kind, s) in &have.owned {
         if *kind == Kind::Sandbox && !want.sandboxes.contains(s) && have.sandboxes.contains(s) {
+            // Removing a sandbox detaches it from every network: all must be the
+            // topology's attachments.
+            if let Some(h) = have
+                .attachments
+                .iter()
+                .find(|h| h.sandbox == *s && !have.owns(Kind::Attachment, &h.key()))
+            {
+                return Err(Error::Conflict(format!(
+                    "sandbox {s:?} was created by topology {t:?} and must be removed, but it was attached to network {:?} outside the topology; detach it first",
+                    h.network
+                )));
+            }
             p.remove_sbx.push(Step::RemoveSandbox(s.clone()));
         }
     }

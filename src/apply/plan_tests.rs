@@ -45,6 +45,7 @@ fn applied(t: &Topology, owned: bool) -> Current {
         services: t.services.clone(),
         rules: t.rules.clone(),
         owned: BTreeSet::new(),
+        remade: vec![],
     };
     for (i, a) in c.attachments.iter_mut().enumerate() {
         if a.ips.is_empty() {
@@ -292,4 +293,33 @@ fn inverses_pair_up() {
         to: Default::Deny,
     };
     assert_eq!(d.inverse().inverse(), d);
+}
+
+#[test]
+fn what_was_added_by_hand_to_owned_objects_blocks_their_removal() {
+    let t = topo(
+        "name: t\nnetworks:\n  n:\n    subnet: 10.170.0.0/24\nsandboxes:\n  s:\n    networks: [n]\n",
+    );
+    let mut c = applied(&t, true);
+    // The topology's sandbox, attached by hand to another network.
+    c.attachments.push(AttDecl {
+        network: "elsewhere".into(),
+        ..c.attachments[0].clone()
+    });
+    let e = plan(&Topology::empty("t"), &c).unwrap_err().to_string();
+    assert!(
+        e.contains("attached to network \"elsewhere\" outside the topology"),
+        "{e}"
+    );
+    // A rule added by hand to the topology's network.
+    let mut c = applied(&t, true);
+    let hand: Topology = topo(
+        "name: h\nnetworks:\n  n:\n    subnet: 10.170.0.0/24\npolicies:\n  - network: n\n    from: 10.0.0.0/8\n    to: s\n",
+    );
+    c.rules = hand.rules.clone();
+    let e = plan(&Topology::empty("t"), &c).unwrap_err().to_string();
+    assert!(
+        e.contains("policy rule on it was added outside the topology"),
+        "{e}"
+    );
 }

@@ -240,6 +240,7 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
                  topology TEXT NOT NULL,
                  kind TEXT NOT NULL,
                  key TEXT NOT NULL,
+                 ident TEXT,
                  PRIMARY KEY (topology, kind, key)
              );",
         )?;
