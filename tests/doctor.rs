@@ -182,6 +182,15 @@ fn each_breakage_is_named_with_its_fix() {
     );
     l.w.node_ip(&["link", "set", &host, "up"]);
 
+    // The other end: the destination's interface down.
+    sh_ok(&["ip", "-n", &l.b, "link", "set", "eth0", "down"]);
+    let (detail, fix) = expect_broken(&l, &format!("{b_ip}:80"), "destination interface");
+    assert!(detail.contains(&format!("eth0 in {}", l.b)), "{detail}");
+    assert_eq!(fix, format!("ip -n {} link set eth0 up", l.b));
+    assert!(tcp_get(&l.a, &format!("{b_ip}:80")).is_err());
+    sh_ok(&["ip", "-n", &l.b, "link", "set", "eth0", "up"]);
+    sh_ok(&["ip", "-n", &l.b, "route", "add", "default", "via", "10.63.0.1"]);
+
     // No default route in the source.
     sh_ok(&["ip", "-n", &l.a, "route", "del", "default"]);
     let (detail, fix) = expect_broken(&l, OUTSIDE4, "route in source");

@@ -232,7 +232,10 @@ impl Node {
             .map_err(|e| Error::io("send the probe", e))?;
         let events = crate::nft::trace::collect(
             &mut listeners,
-            Duration::from_millis(300),
+            // The kernel sends trace events as the packets pass: by the time the probe's
+            // answer (or its time limit) is in, they are queued; a short quiet spell
+            // catches the last ones.
+            Duration::from_millis(100),
             Instant::now() + Duration::from_secs(2),
         );
         let mut listings = vec![];
