@@ -189,7 +189,16 @@ fn each_breakage_is_named_with_its_fix() {
     assert_eq!(fix, format!("ip -n {} link set eth0 up", l.b));
     assert!(tcp_get(&l.a, &format!("{b_ip}:80")).is_err());
     sh_ok(&["ip", "-n", &l.b, "link", "set", "eth0", "up"]);
-    sh_ok(&["ip", "-n", &l.b, "route", "add", "default", "via", "10.63.0.1"]);
+    sh_ok(&[
+        "ip",
+        "-n",
+        &l.b,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.63.0.1",
+    ]);
 
     // No default route in the source.
     sh_ok(&["ip", "-n", &l.a, "route", "del", "default"]);

@@ -298,14 +298,7 @@ impl Node {
             (Some(iif), Some(src)) if v4 && src.is_ipv4() => {
                 match nl.route_input(dst.final_ip, src, iif.index)? {
                     Ok(route) => {
-                        oif_name = match route.oif {
-                            Some(i) => nl
-                                .links()?
-                                .into_iter()
-                                .find(|l| l.index == i)
-                                .map(|l| l.name),
-                            None => None,
-                        };
+                        oif_name = link_name(nl, route.oif)?;
                         r.pass(
                             "route on node",
                             format!(
@@ -338,14 +331,7 @@ impl Node {
             }
             _ => match nl.route_to(dst.final_ip)? {
                 Some(route) => {
-                    oif_name = match route.oif {
-                        Some(i) => nl
-                            .links()?
-                            .into_iter()
-                            .find(|l| l.index == i)
-                            .map(|l| l.name),
-                        None => None,
-                    };
+                    oif_name = link_name(nl, route.oif)?;
                 }
                 None => {
                     return Err(r.fail(
@@ -516,17 +502,22 @@ fn bridged_to_ip(nl: &mut Netlink, bridge: &str, v4: bool) -> crate::error::Resu
     Ok(global == "1" || if v4 { own4 } else { own6 })
 }
 
+/// The name of link `index` (of a route's output interface), if it has one.
+fn link_name(nl: &mut Netlink, index: Option<u32>) -> crate::error::Result<Option<String>> {
+    let Some(i) = index else {
+        return Ok(None);
+    };
+    Ok(nl
+        .links()?
+        .into_iter()
+        .find(|l| l.index == i)
+        .map(|l| l.name))
+}
+
 /// The node link the node routes `src` back through.
 fn back_link(nl: &mut Netlink, src: IpAddr) -> crate::error::Result<String> {
     let oif = nl.route_to(src)?.and_then(|b| b.oif);
-    Ok(match oif {
-        Some(i) => nl
-            .links()?
-            .into_iter()
-            .find(|l| l.index == i)
-            .map_or(format!("link {i}"), |l| l.name),
-        None => "nowhere".into(),
-    })
+    Ok(link_name(nl, oif)?.unwrap_or_else(|| "nowhere".into()))
 }
 
 /// Whether strict reverse-path filtering on `iif` drops packets from `src`: the route
