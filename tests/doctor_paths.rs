@@ -230,6 +230,31 @@ fn wrong_neighbour_entries_and_strict_rp_filter() {
     healthy(&w, &a, &b_ip);
     assert!(ping(&a, &b_ip));
 
+    // b's bridge port no longer forwarding (STP state set by hand).
+    let b_port = w.json(&["network", "inspect", "nb"])["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["sandbox"] == b.as_str())
+        .unwrap()["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sh_ok(&[
+        "ip", "netns", "exec", &w.node, "bridge", "link", "set", "dev", &b_port, "state", "0",
+    ]);
+    let (detail, fix) = broken(&w, &a, &b_ip, "destination interface");
+    assert!(detail.contains("state disabled"), "{detail}");
+    assert!(
+        fix.starts_with(&format!("bridge link set dev {b_port} state 3")),
+        "{fix}"
+    );
+    assert!(!ping(&a, &b_ip), "the bridge drops it");
+    sh_ok(&[
+        "ip", "netns", "exec", &w.node, "bridge", "link", "set", "dev", &b_port, "state", "3",
+    ]);
+    healthy(&w, &a, &b_ip);
+
     // Strict rp_filter and a route on the node that sends a's address elsewhere.
     healthy(&w, &a, OUTSIDE4);
     let sysctl = |v: &str| {

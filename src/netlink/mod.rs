@@ -2,6 +2,7 @@
 //! request at a time, typed messages from netlink-packet-route. A short-lived CLI or CNI
 //! process pays no async runtime start-up, and every kernel change here is one message.
 
+mod bridge;
 mod overlay;
 mod route;
 pub use overlay::{ClusterRoute, Fdb, VxlanRequest, checksum_offload_broken, disable_tx_checksum};
@@ -355,39 +356,6 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewLink(msg), 0, || {
             format!("set netfilter calls on bridge {index}")
         })
-    }
-
-    /// Whether bridge `name` hands bridged IPv4 and IPv6 frames to the IP netfilter hooks
-    /// (its own nf_call_iptables / ip6tables; br_netfilter's sysctls are read by callers).
-    pub fn bridge_nf_call(&mut self, name: &str) -> Result<(bool, bool)> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        let replies = self
-            .exchange(RouteNetlinkMessage::GetLink(msg), 0)
-            .op(|| format!("look up bridge {name}"))?;
-        let (mut v4, mut v6) = (false, false);
-        for m in &replies {
-            let RouteNetlinkMessage::NewLink(l) = m else {
-                continue;
-            };
-            for a in &l.attributes {
-                let LinkAttribute::LinkInfo(infos) = a else {
-                    continue;
-                };
-                for i in infos {
-                    if let LinkInfo::Data(InfoData::Bridge(opts)) = i {
-                        for o in opts {
-                            match o {
-                                InfoBridge::NfCallIpTables(on) => v4 = *on,
-                                InfoBridge::NfCallIp6Tables(on) => v6 = *on,
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok((v4, v6))
     }
 
     pub fn set_promisc(&mut self, index: u32) -> Result<()> {

@@ -77,10 +77,13 @@ impl Node {
                     ),
                 ));
             }
-            _ => r.pass(
-                "destination interface",
-                format!("{} up in {}", d.ifname, d.sandbox),
-            ),
+            _ => {
+                super::hops::bridge_port_step(r, nl, &d.host_ifname, "destination interface")?;
+                r.pass(
+                    "destination interface",
+                    format!("{} up in {}", d.ifname, d.sandbox),
+                )
+            }
         }
         // The way back: a translated flow from a knit sandbox comes from the node (hairpin
         // masquerade), anything else from its own address.

@@ -175,6 +175,7 @@ impl Node {
                 ));
             }
         };
+        bridge_port_step(r, nl, &node_end.name, "source interface")?;
         r.pass(
             "source interface",
             format!("{} up, node end {} up", oif.name, node_end.name),
@@ -500,6 +501,19 @@ fn bridged_to_ip(nl: &mut Netlink, bridge: &str, v4: bool) -> crate::error::Resu
     };
     let (own4, own6) = nl.bridge_nf_call(bridge)?;
     Ok(global == "1" || if v4 { own4 } else { own6 })
+}
+
+/// A bridge port that does not forward (its STP state set to disabled or blocking by hand
+/// or by STP) drops every frame, with both its ends up.
+pub(super) fn bridge_port_step(r: &mut Report, nl: &mut Netlink, port: &str, step: &str) -> Walk {
+    match nl.bridge_port_state(port)? {
+        Some(state) if state != "forwarding" => Err(r.fail(
+            step,
+            format!("bridge port {port} is in state {state}: the bridge drops every frame it receives or would send there"),
+            format!("bridge link set dev {port} state 3 (forwarding; knit's bridges run no STP)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The name of link `index` (of a route's output interface), if it has one.
