@@ -80,6 +80,20 @@ impl Netns {
         Ok((m.dev(), m.ino()))
     }
 
+    /// Moves the calling thread into this namespace for good: for a command that works on
+    /// another node namespace than its own (`knit graph --node-ns`), before it starts any
+    /// thread (threads started later inherit it).
+    pub fn enter(&self) -> Result<()> {
+        // SAFETY: the descriptor is a valid nsfs file owned by self.
+        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(Error::io(
+                format!("enter network namespace {}", self.path.display()),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let fd = self.file.as_raw_fd();

@@ -163,3 +163,37 @@ fn fifty_sandboxes_are_all_drawn() {
         .unwrap();
     assert!(height > 50 * 40, "{height}");
 }
+
+/// The kernel side of the picture: a node end taken down shows as such, and `--node-ns`
+/// reads a lab's node namespace from outside it (the same model as from inside).
+#[test]
+fn link_state_and_node_ns() {
+    let mut w = World::new();
+    w.ok(&["network", "create", "gl", "--subnet", "10.60.0.0/24"]);
+    let s = w.sandbox("s");
+    w.ok(&["attach", "gl", &s]);
+    let host = w.json(&["network", "inspect", "gl"])["attachments"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = |g: &serde_json::Value| g["sandboxes"][0]["interfaces"][0]["link"].clone();
+    assert_eq!(link(&w.json(&["graph", "--format", "json"])), "up");
+    w.node_ip(&["link", "set", &host, "down"]);
+    let inside = w.json(&["graph", "--format", "json"]);
+    assert_eq!(link(&inside), "down");
+    assert!(
+        w.ok(&["graph", "--format", "svg"])
+            .contains("[node end down]")
+    );
+    // From this test's own namespace, which has no such link: --node-ns reads the node's.
+    let node_ns = format!("/run/netns/{}", w.node);
+    let o = std::process::Command::new(KNIT)
+        .arg("--state-dir")
+        .arg(&w.state)
+        .args(["--json", "graph", "--format", "json", "--node-ns", &node_ns])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let outside: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(outside, inside);
+}

@@ -33,6 +33,18 @@ pub struct GraphArgs {
     /// svg (drawn by knit), dot (for graphviz) or json (the model).
     #[arg(long, default_value = "svg")]
     pub format: String,
+    /// The node's network namespace, when it is not this command's own (e.g.
+    /// /run/netns/NODE of a lab): links and addresses are read there.
+    #[arg(long)]
+    pub node_ns: Option<std::path::PathBuf>,
+}
+
+/// `--node-ns`: this command's thread moves there before anything reads the kernel.
+pub fn enter_node_ns(a: &GraphArgs) -> Result<()> {
+    match &a.node_ns {
+        Some(p) => crate::netns::Netns::open(p)?.enter(),
+        None => Ok(()),
+    }
 }
 
 pub fn doctor(node: &Node, a: &DoctorArgs, json: bool) -> Result<i32> {

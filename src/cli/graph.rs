@@ -25,8 +25,13 @@ fn dot_str(s: &str) -> String {
 fn sandbox_lines(s: &GraphSandbox) -> Vec<String> {
     let mut out = vec![s.name.clone()];
     for i in &s.interfaces {
+        let link = if i.link == "up" {
+            String::new()
+        } else {
+            format!(" [node end {}]", i.link)
+        };
         out.push(format!(
-            "{} {} ({})",
+            "{} {} ({}){link}",
             i.ifname,
             i.addresses.join(" "),
             i.network

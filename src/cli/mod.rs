@@ -521,7 +521,10 @@ pub fn run(mut cli: Cli) -> Result<i32> {
         Command::NftKeeper => crate::nft::keeper::run_keeper(),
         Command::Doctor(a) => explain::doctor(&open(false)?, &a, cli.json),
         Command::Trace(a) => explain::trace(&open(false)?, &a, cli.json),
-        Command::Graph(a) => explain::graph(&open(false)?, &a),
+        Command::Graph(a) => {
+            explain::enter_node_ns(&a)?;
+            explain::graph(&open(false)?, &a)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "knit", &mut std::io::stdout());

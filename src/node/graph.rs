@@ -44,6 +44,9 @@ pub struct GraphInterface {
     pub ifname: String,
     /// The veth end on the node.
     pub host_ifname: String,
+    /// That end as the kernel has it now: up, down or missing (read in the node
+    /// namespace, so the picture shows a link someone took down).
+    pub link: String,
     pub mac: String,
     pub addresses: Vec<String>,
     /// `[HOSTIP:]HOSTPORT -> PORT/PROTO`.
@@ -91,6 +94,7 @@ impl Node {
             })
             .collect();
         let mut sandboxes: Vec<GraphSandbox> = vec![];
+        let mut nl = crate::netlink::Netlink::open()?;
         for a in self.store.all_attachments()? {
             let Some(net) = nets.iter().find(|n| n.id == a.network_id) else {
                 continue;
@@ -100,6 +104,12 @@ impl Node {
                 network: a.network.clone(),
                 ifname: a.ifname.clone(),
                 host_ifname: a.host_ifname.clone(),
+                link: match nl.link_by_name(&a.host_ifname)? {
+                    Some(l) if l.up => "up",
+                    Some(_) => "down",
+                    None => "missing",
+                }
+                .into(),
                 mac: a.mac.clone(),
                 addresses: a.ips.iter().map(|i| i.to_string()).collect(),
                 published: a
