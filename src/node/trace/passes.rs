@@ -12,6 +12,11 @@ use crate::nft::trace::{Event, Headers, Kind as EvKind, family_name};
 use crate::node::doctor::ends::{Dest, End};
 use std::collections::HashMap;
 
+/// `IP:PORT`, with brackets around IPv6.
+fn sock(ip: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
 fn show(h: &Headers) -> String {
     match h.proto {
         6 | 17 => {
@@ -22,7 +27,11 @@ fn show(h: &Headers) -> String {
                 (6, 0x02, _) => " SYN",
                 _ => "",
             };
-            format!("{p} {}:{} → {}:{}{flags}", h.src, h.sport, h.dst, h.dport)
+            format!(
+                "{p} {} → {}{flags}",
+                sock(h.src, h.sport),
+                sock(h.dst, h.dport)
+            )
         }
         1 | 58 => {
             let what = if matches!(h.flags, 8 | 128) {
@@ -41,14 +50,16 @@ fn nat(before: &Headers, after: &Headers) -> Option<String> {
     let mut out = vec![];
     if (before.dst, before.dport) != (after.dst, after.dport) {
         out.push(format!(
-            "destination {}:{} → {}:{}",
-            before.dst, before.dport, after.dst, after.dport
+            "destination {} → {}",
+            sock(before.dst, before.dport),
+            sock(after.dst, after.dport)
         ));
     }
     if (before.src, before.sport) != (after.src, after.sport) {
         out.push(format!(
-            "source {}:{} → {}:{}",
-            before.src, before.sport, after.src, after.sport
+            "source {} → {}",
+            sock(before.src, before.sport),
+            sock(after.src, after.sport)
         ));
     }
     (!out.is_empty()).then(|| out.join(", "))
