@@ -28,6 +28,7 @@ pub mod dns;
 pub mod docker;
 pub mod driver;
 pub mod error;
+pub mod ingress;
 pub mod ipam;
 pub mod lock;
 pub mod log;
