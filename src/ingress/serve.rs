@@ -30,6 +30,8 @@ pub struct Config {
 
 /// How long requests in flight get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(30);
+/// How long a changed routes file must stay the same before it is loaded.
+const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -172,6 +174,12 @@ async fn watch_routes(proxy: Arc<Proxy>, path: PathBuf, mut last: String, every:
             }
         };
         if text == last {
+            continue;
+        }
+        // A file written in place (not renamed over) can be caught half written: take it
+        // only once two reads a moment apart agree.
+        tokio::time::sleep(SETTLE).await;
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
             continue;
         }
         match Table::load(&text) {
