@@ -14,9 +14,9 @@
 //! - `dns`, `resolv`: the DNS daemon and sandboxes' resolv.conf;
 //! - `apply`: declarative topologies (a YAML file diffed against the store, run through
 //!   `node`);
-//! - `cni`, `netavark`, `docker`, `cli`: the faces (the CNI plugin, the netavark plugin of
-//!   podman 5, Docker's remote network driver, and the command line with its reports and
-//!   the demo).
+//! - `cni`, `netavark`, `docker`, `ingress`, `cli`: the faces (the CNI plugin, the netavark
+//!   plugin of podman 5, Docker's remote network driver, the HTTP ingress with Skipper's
+//!   routes, and the command line with its reports and the demo).
 
 pub mod apply;
 pub mod cli;
@@ -28,6 +28,7 @@ pub mod dns;
 pub mod docker;
 pub mod driver;
 pub mod error;
+pub mod ingress;
 pub mod ipam;
 pub mod lock;
 pub mod log;

@@ -24,11 +24,13 @@ fn main() {
     // A closed stdout (`knit ... | head -1`) must not turn a command that did its work into
     // a panic: Rust ignores SIGPIPE, so printing fails with EPIPE and `println!` panics.
     // Commands print after they acted: restore the default so the process ends quietly,
-    // as other CLI tools do. The demo and the daemon keep ignoring it (the demo must get
-    // to its cleanup; the daemon must keep serving).
+    // as other CLI tools do. The demo, the daemon and the ingress keep ignoring it (the demo must get
+    // to its cleanup; the daemon and the ingress must keep serving).
     if !matches!(
         cli.command,
-        knit::cli::Command::Demo { .. } | knit::cli::Command::Daemon(_)
+        knit::cli::Command::Demo { .. }
+            | knit::cli::Command::Daemon(_)
+            | knit::cli::Command::Ingress(_)
     ) {
         // SAFETY: setting a signal disposition to its default before any threads start.
         unsafe {

@@ -24,6 +24,7 @@ mod cluster;
 mod demo;
 mod demo_cluster;
 mod graph;
+mod ingress;
 mod output;
 pub(crate) use output::{join, print_json, table};
 use output::{port_text, print_attachment};
@@ -132,6 +133,9 @@ pub enum Command {
     /// trace rules are removed afterwards. Exit status 0: delivered; 2: refused, dropped
     /// or unanswered.
     Trace(explain::TraceArgs),
+    /// An HTTP router (Skipper's eskip routes) in front of sandboxes and services.
+    #[command(subcommand)]
+    Ingress(ingress::IngressCmd),
     /// The node's topology drawn: networks, sandboxes with addresses and published ports,
     /// services with backends, policy rules, cluster peers.
     Graph(explain::GraphArgs),
@@ -508,6 +512,7 @@ pub fn run(mut cli: Cli) -> Result<i32> {
         Command::Apply(a) => apply::apply(a, &cli.state_dir, cli.json),
         Command::Destroy(a) => apply::destroy(a, &cli.state_dir, cli.json),
         Command::Node(c) => cluster::run(c, &cli.state_dir, cli.json),
+        Command::Ingress(c) => ingress::run(c, &cli.state_dir, cli.json),
         Command::StoreMaintenance => {
             // Folding never creates a database: one that vanished since the command that
             // spawned this is a lost store, for the next command to report.

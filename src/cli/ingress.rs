@@ -1,0 +1,98 @@
+//! `knit ingress ...`: check a routes file, or serve it.
+
+use super::print_json;
+use crate::error::{Error, Result};
+use crate::ingress::eskip;
+use crate::ingress::route;
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum IngressCmd {
+    /// Parse and validate a routes file (eskip) without serving it: prints the route ids.
+    /// Exit status 1: a syntax or argument error (FILE:LINE:COL: message); 3: it parses
+    /// but uses predicates, filters or backends knit does not implement (listed).
+    Check {
+        /// The routes file.
+        file: PathBuf,
+    },
+    /// Serve HTTP: route requests by the routes file to backends (HTTP URLs, knit
+    /// services and sandboxes). The file is watched and reloaded on change; a file that
+    /// does not load is refused whole and the old routes stay. SIGTERM stops accepting,
+    /// lets in-flight requests finish, then exits.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where to listen, ADDR:PORT (e.g. 0.0.0.0:8080 or [::]:8080).
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// The routes file (eskip).
+    #[arg(long)]
+    pub routes: PathBuf,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9911).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// How often the routes file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub reload_ms: u64,
+}
+
+pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
+    match cmd {
+        IngressCmd::Check { file } => check(&file, json),
+        IngressCmd::Serve(a) => crate::ingress::serve::run(crate::ingress::serve::Config {
+            listen: a.listen,
+            routes: a.routes,
+            metrics: a.metrics,
+            state_dir: state_dir.to_path_buf(),
+            reload: std::time::Duration::from_millis(a.reload_ms.max(50)),
+        }),
+    }
+}
+
+fn check(file: &Path, json: bool) -> Result<i32> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    let f = file.display();
+    let parsed = match eskip::parse(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{f}:{e}");
+            return Ok(crate::error::exit::INVALID);
+        }
+    };
+    let (invalid, unsupported) = match route::compile(&parsed) {
+        Ok(_) => (vec![], vec![]),
+        Err(p) => (p.invalid, p.unsupported),
+    };
+    if !invalid.is_empty() {
+        for e in &invalid {
+            eprintln!("{f}:{e}");
+        }
+        return Ok(crate::error::exit::INVALID);
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "file": file,
+            "routes": parsed,
+            "unsupported": unsupported,
+        }));
+    } else {
+        for r in &parsed {
+            println!("{}", if r.id.is_empty() { "(unnamed)" } else { &r.id });
+        }
+        for u in &unsupported {
+            eprintln!(
+                "{f}:{}:{}: route {}: {} {} is not implemented by knit",
+                u.line, u.col, u.route, u.kind, u.name
+            );
+        }
+    }
+    Ok(if unsupported.is_empty() {
+        0
+    } else {
+        crate::error::exit::NOT_FOUND
+    })
+}

@@ -1,0 +1,24 @@
+//! `knit ingress`: an HTTP router in front of knit's sandboxes and services, configured
+//! with Skipper's route language (eskip). It sits beside `cni` and `docker` (a face of
+//! knit) and reads the store only to resolve `knit://` backends.
+//!
+//! - `eskip`: the route language's lexer and parser (text to `eskip::Route`s);
+//! - `args`, `predicate`, `filter`, `route`: eskip routes compiled and checked (unknown
+//!   names are reported, not syntax errors);
+//! - `tree`, `table`: the path tree and the route table that matches requests;
+//! - `lb`, `resolve`, `proxy`, `metrics`, `serve`: the proxy (hyper/tokio): balancers,
+//!   `knit://` endpoints from the store, one request's way, Prometheus figures, and the
+//!   listener with reload and graceful shutdown.
+
+mod args;
+pub mod eskip;
+pub mod filter;
+mod lb;
+mod metrics;
+pub mod predicate;
+mod proxy;
+mod resolve;
+pub mod route;
+pub mod serve;
+pub mod table;
+mod tree;

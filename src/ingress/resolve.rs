@@ -1,0 +1,87 @@
+//! `knit://` backends resolved through the store: a service to its VIP and port (the
+//! node's nftables spread it over the service's backends), a sandbox to its first address
+//! on a knit network (IPv4 first). Re-read periodically, so attaching, detaching and
+//! service changes reach the ingress without a reload.
+
+use super::route::Target;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+pub struct Resolver {
+    state_dir: PathBuf,
+    known: RwLock<HashMap<Target, Vec<String>>>,
+}
+
+impl Resolver {
+    pub fn new(state_dir: PathBuf) -> Resolver {
+        Resolver {
+            state_dir,
+            known: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoints (`HOST:PORT`) of a target now; empty when a knit target does not
+    /// resolve (no such service, sandbox not attached).
+    pub fn endpoints(&self, t: &Target) -> Vec<String> {
+        match t {
+            Target::Http(authority) => vec![authority.clone()],
+            _ => self
+                .known
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(t)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Reads the store once for every knit target in `targets`. A store that cannot be
+    /// read leaves the last answers in place (and says why).
+    pub fn refresh<'a>(&self, targets: impl Iterator<Item = &'a Target>) {
+        let wanted: Vec<&Target> = targets.filter(|t| !matches!(t, Target::Http(_))).collect();
+        if wanted.is_empty() {
+            return;
+        }
+        // A node where knit never ran has nothing to resolve (and opening would create a
+        // store).
+        if Store::is_blank(&self.state_dir) {
+            tracing::warn!(state_dir = %self.state_dir.display(), "no knit store: knit:// backends do not resolve");
+            return;
+        }
+        let store = match Store::open(&self.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "knit:// backends: the store cannot be read; keeping the last addresses");
+                return;
+            }
+        };
+        let mut fresh = HashMap::new();
+        for t in wanted {
+            let eps = match t {
+                Target::Service(name) => store
+                    .service(name)
+                    .map(|s| vec![SocketAddr::new(s.vip.ip, s.vip.port).to_string()])
+                    .unwrap_or_default(),
+                Target::Sandbox(name, port) => {
+                    let mut ips: Vec<std::net::IpAddr> = store
+                        .attachments_of_sandbox(name)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|a| a.state.in_kernel())
+                        .flat_map(|a| a.ips.into_iter().map(|n| n.addr()))
+                        .collect();
+                    ips.sort_by_key(|ip| ip.is_ipv6());
+                    ips.first()
+                        .map(|ip| vec![SocketAddr::new(*ip, *port).to_string()])
+                        .unwrap_or_default()
+                }
+                Target::Http(_) => continue,
+            };
+            fresh.insert(t.clone(), eps);
+        }
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+}

@@ -1,0 +1,240 @@
+//! `knit ingress serve`: the listener (HTTP/1.1 and h2c), the routes file watched and
+//! reloaded without a restart (a file that does not load is refused whole and the old
+//! table stays), `knit://` endpoints re-read from the store, the metrics endpoint, and
+//! graceful shutdown on SIGTERM or SIGINT (stop accepting, let requests in flight
+//! finish, then exit).
+
+use super::proxy::{self, Live, Proxy};
+use super::resolve::Resolver;
+use super::route::{Backend, Target};
+use super::table::{LoadError, Table};
+use crate::error::{Error, Result};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub struct Config {
+    pub listen: SocketAddr,
+    pub routes: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    /// How often the routes file is looked at.
+    pub reload: Duration,
+}
+
+/// How long requests in flight get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(30);
+/// How long a changed routes file must stay the same before it is loaded.
+const SETTLE: Duration = Duration::from_millis(50);
+/// How often `knit://` endpoints are re-read from the store.
+const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+fn load_file(path: &Path) -> Result<(String, Table)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let table = Table::load(&text).map_err(|e| match e {
+        LoadError::Syntax(p) => Error::InFile {
+            at: format!("{}:{}:{}", path.display(), p.line, p.col),
+            reason: p.message,
+        },
+        other => Error::InFile {
+            at: path.display().to_string(),
+            reason: other.to_string(),
+        },
+    })?;
+    Ok((text, table))
+}
+
+fn knit_targets(table: &Table) -> Vec<Target> {
+    table
+        .routes
+        .iter()
+        .filter_map(|r| match &r.backend {
+            Backend::Lb { targets, .. } => Some(targets),
+            _ => None,
+        })
+        .flatten()
+        .filter(|t| !matches!(t, Target::Http(_)))
+        .cloned()
+        .collect()
+}
+
+pub fn run(cfg: Config) -> Result<i32> {
+    let (text, table) = load_file(&cfg.routes)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    rt.block_on(serve(cfg, text, table))
+}
+
+async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
+    let resolver = Arc::new(Resolver::new(cfg.state_dir.clone()));
+    let targets = knit_targets(&table);
+    resolver.refresh(targets.iter());
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector);
+    let n = table.routes.len();
+    let proxy = Arc::new(Proxy {
+        live: RwLock::new(Arc::new(Live::new(table))),
+        client,
+        resolver: resolver.clone(),
+        in_flight: Default::default(),
+        metrics: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::io(format!("listening on {}", cfg.listen), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    tracing::info!(listen = %local, routes = n, file = %cfg.routes.display(), "ingress serving");
+    // Scripts and tests wait for this line: the socket is bound from here on.
+    let _ = writeln!(std::io::stdout(), "listening on {local} ({n} routes)");
+    let _ = std::io::stdout().flush();
+
+    tokio::spawn(watch_routes(
+        proxy.clone(),
+        cfg.routes.clone(),
+        text,
+        cfg.reload,
+    ));
+    tokio::spawn(refresh_endpoints(proxy.clone()));
+    if let Some(addr) = cfg.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("metrics listener on {addr}"), e))?;
+        tokio::spawn(serve_metrics(proxy.clone(), l));
+    }
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("SIGTERM handler", e))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::io("SIGINT handler", e))?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let p = proxy.clone();
+                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {DRAIN:?}; exiting anyway");
+    }
+    Ok(0)
+}
+
+/// Polls the routes file; a changed text that loads replaces the table (requests in
+/// flight keep the old one), one that does not is logged and ignored.
+async fn watch_routes(proxy: Arc<Proxy>, path: PathBuf, mut last: String, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        // A routes file is small: reading it inline costs less than a thread hop.
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "routes file unreadable; keeping the current routes");
+                continue;
+            }
+        };
+        if text == last {
+            continue;
+        }
+        // A file written in place (not renamed over) can be caught half written: take it
+        // only once two reads a moment apart agree.
+        tokio::time::sleep(SETTLE).await;
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            continue;
+        }
+        match Table::load(&text) {
+            Ok(table) => {
+                let targets = knit_targets(&table);
+                let r = proxy.resolver.clone();
+                let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
+                let n = table.routes.len();
+                proxy.swap(Live::new(table));
+                tracing::info!(file = %path.display(), routes = n, "routes reloaded");
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "routes file refused; keeping the current routes");
+            }
+        }
+        last = text;
+    }
+}
+
+/// Re-reads the `knit://` endpoints of the current table from the store.
+async fn refresh_endpoints(proxy: Arc<Proxy>) {
+    loop {
+        tokio::time::sleep(RESOLVE_EVERY).await;
+        let targets = knit_targets(&proxy.current().table);
+        if targets.is_empty() {
+            continue;
+        }
+        let r = proxy.resolver.clone();
+        let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
+    }
+}
+
+async fn serve_metrics(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |_req| {
+                let body = p.metrics.render();
+                async move {
+                    let mut r =
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,78 @@
+//! The route table: compiled routes and the path tree over them. A lookup walks the tree
+//! (most specific path first) and, at each candidate, checks the route's other predicates;
+//! among routes on the same path the one with the higher priority (more predicates, plus
+//! `Weight`) is tried first, and equal ones in file order.
+
+use super::eskip::{self, ParseError};
+use super::predicate::Req;
+use super::route::{self, Problems, Route};
+use super::tree::Tree;
+use std::fmt;
+
+pub struct Table {
+    pub routes: Vec<Route>,
+    tree: Tree,
+}
+
+/// Why a routes text was refused.
+#[derive(Debug)]
+pub enum LoadError {
+    Syntax(ParseError),
+    Problems(Problems),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Syntax(e) => write!(f, "{e}"),
+            LoadError::Problems(p) => {
+                let mut lines: Vec<String> = p.invalid.iter().map(|e| e.to_string()).collect();
+                lines.extend(p.unsupported.iter().map(|u| {
+                    format!(
+                        "{}:{}: route {}: {} {} is not implemented by knit",
+                        u.line, u.col, u.route, u.kind, u.name
+                    )
+                }));
+                write!(f, "{}", lines.join("; "))
+            }
+        }
+    }
+}
+
+impl Table {
+    pub fn new(routes: Vec<Route>) -> Table {
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        // Stable: equal priorities keep file order.
+        order.sort_by(|&a, &b| routes[b].priority.total_cmp(&routes[a].priority));
+        let mut tree = Tree::default();
+        for i in order {
+            tree.insert(&routes[i].path, i);
+        }
+        Table { routes, tree }
+    }
+
+    /// Parses and compiles a routes text; any error refuses it whole.
+    pub fn load(text: &str) -> Result<Table, LoadError> {
+        let parsed = eskip::parse(text).map_err(LoadError::Syntax)?;
+        let routes = route::compile(&parsed).map_err(LoadError::Problems)?;
+        Ok(Table::new(routes))
+    }
+
+    /// The route for a request. `roll` draws numbers in [0, 1) for `Traffic`.
+    pub fn lookup(&self, req: &Req, roll: &mut dyn FnMut() -> f64) -> Option<&Route> {
+        self.routes.get(self.lookup_index(req, roll)?)
+    }
+
+    /// The same, as the route's index in `routes`.
+    pub fn lookup_index(&self, req: &Req, roll: &mut dyn FnMut() -> f64) -> Option<usize> {
+        self.tree.lookup(req.path, &mut |i| {
+            self.routes[i]
+                .predicates
+                .iter()
+                .all(|p| p.matches(req, &mut *roll))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
