@@ -59,6 +59,11 @@ impl Lab {
 
     /// Runs this same binary as `knit` inside the node namespace and echoes the command.
     fn knit(&self, args: &[&str]) -> Result<String> {
+        self.knit_expecting(args, 0)
+    }
+
+    /// `knit` that must exit with `code` (doctor and trace say 2 for a broken path).
+    fn knit_expecting(&self, args: &[&str], code: i32) -> Result<String> {
         say!("  $ knit {}", args.join(" "));
         let exe = std::env::current_exe().op(|| "find own executable".into())?;
         let out = command_in(&self.node(), &exe)?
@@ -71,7 +76,7 @@ impl Lab {
         for l in stdout.lines() {
             say!("    {l}");
         }
-        if !out.status.success() {
+        if out.status.code() != Some(code) {
             return Err(Error::Conflict(format!(
                 "knit {} failed: {}",
                 args.join(" "),
@@ -324,8 +329,9 @@ pub fn run() -> Result<i32> {
     };
     let mut lab = lab;
     say!("knit demo: the seeds' lab — a node with an uplink to an outside host, a bridge network");
-    say!("with two sandboxes, NAT, a web server published on the node and behind a service, and");
-    say!("a default-deny policy. Nothing outside the throwaway namespaces below is touched.\n");
+    say!("with two sandboxes, NAT, a web server published on the node and behind a service, a");
+    say!("default-deny policy, and doctor and trace explaining it. Nothing outside the throwaway");
+    say!("namespaces below is touched.\n");
     say!("1. the world: node and outside namespaces, joined by an uplink veth");
     for short in ["node", "out"] {
         let n = lab.name(short);
@@ -462,6 +468,27 @@ pub fn run() -> Result<i32> {
             "",
         )?;
         lab.knit(&["policy", "ls"])?;
+
+        say!("\n  the network explains itself: why can't web ping client?");
+        let why = lab.knit_expecting(&["doctor", &web, "10.88.0.3"], 2)?;
+        check(
+            "doctor names the broken step (policy) and the rule that fixes it",
+            why.contains("✗ policy")
+                && why.contains(&format!("knit policy allow lab --from {web} --to {client}")),
+            "",
+        )?;
+        let way = lab.knit_expecting(&["trace", &web, "10.88.0.3"], 2)?;
+        check(
+            "trace follows one real ping to the rule that drops it (network lab's policy)",
+            way.contains("dropped: in node, FORWARD") && way.contains("policy of network lab"),
+            "",
+        )?;
+        let ok = lab.knit(&["doctor", &client, "10.88.0.2:80"])?;
+        check(
+            "and the allowed path is green end to end",
+            ok.lines().all(|l| !l.starts_with('✗')),
+            "",
+        )?;
         Ok(())
     })();
     stop.store(true, Ordering::Relaxed);
