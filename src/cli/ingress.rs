@@ -37,6 +37,31 @@ pub struct ServeArgs {
     /// How often the routes file is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub reload_ms: u64,
+    /// Backend connect timeout, ms (a route's connectTimeout("…") overrides it).
+    #[arg(long, default_value_t = 5000)]
+    pub connect_timeout_ms: u64,
+    /// How long a backend may take to send response headers, ms; 0: no limit (a
+    /// route's backendTimeout("…") overrides it).
+    #[arg(long, default_value_t = 60000)]
+    pub response_header_timeout_ms: u64,
+    /// The longest pause in a backend's response body, ms; 0: no limit (a route's
+    /// idleTimeout("…") overrides it).
+    #[arg(long, default_value_t = 0)]
+    pub idle_timeout_ms: u64,
+    /// A client must send a request's head within this many ms, else its connection is
+    /// closed (slowloris).
+    #[arg(long, default_value_t = 10000)]
+    pub header_read_timeout_ms: u64,
+    /// Request heads larger than this many bytes are refused with 431 (at least 8192).
+    #[arg(long, default_value_t = 65536)]
+    pub max_header_bytes: usize,
+    /// Passive health: an endpoint failing this many times in a row leaves the rotation
+    /// (0: never).
+    #[arg(long, default_value_t = 3)]
+    pub eject_after: u32,
+    /// ... for this many ms.
+    #[arg(long, default_value_t = 10000)]
+    pub eject_ms: u64,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
@@ -47,9 +72,21 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
             routes: a.routes,
             metrics: a.metrics,
             state_dir: state_dir.to_path_buf(),
-            reload: std::time::Duration::from_millis(a.reload_ms.max(50)),
+            reload: ms(a.reload_ms.max(50)),
+            connect_timeout: ms(a.connect_timeout_ms.max(1)),
+            response_header_timeout: (a.response_header_timeout_ms > 0)
+                .then(|| ms(a.response_header_timeout_ms)),
+            idle_timeout: (a.idle_timeout_ms > 0).then(|| ms(a.idle_timeout_ms)),
+            header_read_timeout: ms(a.header_read_timeout_ms.max(1)),
+            max_header_bytes: a.max_header_bytes.max(8192),
+            eject_after: a.eject_after,
+            eject_for: ms(a.eject_ms),
         }),
     }
+}
+
+fn ms(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n)
 }
 
 fn check(file: &Path, json: bool) -> Result<i32> {

@@ -7,6 +7,7 @@ use super::eskip::Term;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub enum Filter {
@@ -28,6 +29,38 @@ pub enum Filter {
     InlineContent(Bytes, HeaderValue),
     /// Drops the query; with "true", its parameters become `X-Query-Param-NAME` headers.
     StripQuery(bool),
+    /// Skipper's `backendTimeout`: the backend's response headers must come within this
+    /// (else 504).
+    BackendTimeout(Duration),
+    /// knit's `connectTimeout`: the TCP connect to an endpoint (else the next endpoint, for
+    /// a retryable request, or 504).
+    ConnectTimeout(Duration),
+    /// knit's `idleTimeout`: the longest pause in the backend's response body before the
+    /// response is cut off.
+    IdleTimeout(Duration),
+}
+
+/// A route's timeouts, from its timeout filters (the last of each kind wins).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub header: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+impl Timeouts {
+    pub fn of(filters: &[Filter]) -> Timeouts {
+        let mut t = Timeouts::default();
+        for f in filters {
+            match f {
+                Filter::BackendTimeout(d) => t.header = Some(*d),
+                Filter::ConnectTimeout(d) => t.connect = Some(*d),
+                Filter::IdleTimeout(d) => t.idle = Some(*d),
+                _ => {}
+            }
+        }
+        t
+    }
 }
 
 /// The filters knit implements.
@@ -44,6 +77,9 @@ pub const NAMES: &[&str] = &[
     "status",
     "inlineContent",
     "stripQuery",
+    "backendTimeout",
+    "connectTimeout",
+    "idleTimeout",
 ];
 
 impl Filter {
@@ -122,6 +158,18 @@ impl Filter {
                     args::string(t, 0)? == "true"
                 };
                 Filter::StripQuery(keep)
+            }
+            "backendTimeout" | "connectTimeout" | "idleTimeout" => {
+                args::count(t, 1, 1)?;
+                let d = args::duration(t, 0)?;
+                if d.is_zero() {
+                    return args::fail(t, "a timeout of zero");
+                }
+                match t.name.as_str() {
+                    "backendTimeout" => Filter::BackendTimeout(d),
+                    "connectTimeout" => Filter::ConnectTimeout(d),
+                    _ => Filter::IdleTimeout(d),
+                }
             }
             _ => return Ok(None),
         }))
@@ -202,7 +250,10 @@ pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Ser
             Filter::SetResponseHeader(..)
             | Filter::AppendResponseHeader(..)
             | Filter::DropResponseHeader(_)
-            | Filter::Status(_) => {}
+            | Filter::Status(_)
+            | Filter::BackendTimeout(_)
+            | Filter::ConnectTimeout(_)
+            | Filter::IdleTimeout(_) => {}
         }
     }
     (filters.len(), None)

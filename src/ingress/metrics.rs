@@ -19,6 +19,7 @@ pub struct Metrics {
     routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
     backend_errors: Mutex<BTreeMap<String, u64>>,
     pub in_flight: AtomicI64,
+    retries: AtomicU64,
 }
 
 impl Metrics {
@@ -48,7 +49,13 @@ impl Metrics {
         *m.entry(endpoint.to_string()).or_default() += 1;
     }
 
-    pub fn render(&self) -> String {
+    /// A request sent again to another endpoint after a connect failure.
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// The figures; `ejected`: the endpoints passive health keeps out of the rotation.
+    pub fn render(&self, ejected: &[String]) -> String {
         let mut out = String::new();
         let routes = self
             .routes
@@ -111,6 +118,30 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "knit_ingress_backend_errors_total{{endpoint=\"{}\"}} {n}",
+                escape(e)
+            );
+        }
+        gauge_header(
+            &mut out,
+            "knit_ingress_retries_total",
+            "Requests sent again to another endpoint after a connect failure.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "knit_ingress_retries_total {}",
+            self.retries.load(Relaxed)
+        );
+        gauge_header(
+            &mut out,
+            "knit_ingress_endpoint_ejected",
+            "Endpoints out of the rotation after failing in a row (passive health).",
+            "gauge",
+        );
+        for e in ejected {
+            let _ = writeln!(
+                out,
+                "knit_ingress_endpoint_ejected{{endpoint=\"{}\"}} 1",
                 escape(e)
             );
         }

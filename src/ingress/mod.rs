@@ -11,8 +11,11 @@
 //!   listener with reload and graceful shutdown.
 
 mod args;
+mod body;
 pub mod eskip;
 pub mod filter;
+mod forward;
+mod health;
 mod lb;
 mod metrics;
 pub mod predicate;

@@ -3,27 +3,22 @@
 //! route's balancer over a keep-alive connection pool; the response goes back through
 //! the filters' response side.
 
-use super::filter::{self, Outgoing};
-use super::lb::{self, Balancer, InFlight};
-use super::metrics::Metrics;
+use super::body::{Body, full, plain};
+use super::filter::{self, Outgoing, Timeouts};
+use super::forward::{self, Upstream};
+use super::lb::{self, Balancer};
 use super::predicate::Req;
 use super::resolve::Resolver;
 use super::route::Backend;
 use super::table::Table;
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// `<loopback>` routes may send a request around this many times before it is refused
 /// (a loop in the routes must not spin forever).
@@ -52,10 +47,8 @@ impl Live {
 
 pub struct Proxy {
     pub live: RwLock<Arc<Live>>,
-    pub client: Client<HttpConnector, Incoming>,
     pub resolver: Arc<Resolver>,
-    pub in_flight: InFlight,
-    pub metrics: Metrics,
+    pub up: Upstream,
 }
 
 impl Proxy {
@@ -68,50 +61,6 @@ impl Proxy {
     }
 }
 
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
-
-fn plain(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(full(format!("{msg}\n")));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// Headers of one hop only (RFC 9110 7.6.1): never forwarded either way.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
-    }
-}
-
 /// Serves one request; never fails (errors become 4xx/5xx responses).
 pub async fn handle(
     proxy: Arc<Proxy>,
@@ -119,12 +68,13 @@ pub async fn handle(
     remote: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    proxy.metrics.in_flight.fetch_add(1, Relaxed);
+    proxy.up.metrics.in_flight.fetch_add(1, Relaxed);
     let live = proxy.current();
     let (route, mut resp) = route_request(&proxy, &live, req, remote).await;
-    proxy.metrics.in_flight.fetch_sub(1, Relaxed);
+    proxy.up.metrics.in_flight.fetch_sub(1, Relaxed);
     let id = route.map_or("(none)", |i| live.table.routes[i].id.as_str());
     proxy
+        .up
         .metrics
         .observe(id, resp.status().as_u16(), started.elapsed());
     resp.headers_mut().remove(header::CONNECTION);
@@ -207,12 +157,19 @@ async fn route_request(
                     }
                     .source()
                     .to_string();
-                    let e = live.balancers[i].pick(&endpoints, &key, &proxy.in_flight);
-                    let endpoint = &endpoints[e];
-                    let _load = proxy.in_flight.start(endpoint);
                     let headers = std::mem::take(&mut out.headers);
-                    break 'routing forward(
-                        proxy, &parts, &out, headers, body, &host, remote, endpoint,
+                    break 'routing forward::forward(
+                        &proxy.up,
+                        &live.balancers[i],
+                        Timeouts::of(&route.filters),
+                        &parts,
+                        &out,
+                        headers,
+                        body,
+                        &host,
+                        remote,
+                        &endpoints,
+                        &key,
                     )
                     .await;
                 }
@@ -240,72 +197,4 @@ async fn route_request(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     (last, resp)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    proxy: &Proxy,
-    parts: &http::request::Parts,
-    out: &Outgoing,
-    mut headers: HeaderMap,
-    body: Incoming,
-    host: &str,
-    remote: SocketAddr,
-    endpoint: &str,
-) -> Response<Body> {
-    strip_hop_by_hop(&mut headers);
-    let client_ip = remote.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
-    };
-    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name, v);
-        }
-    };
-    set(&mut headers, "x-forwarded-for", &xff);
-    set(&mut headers, "x-forwarded-proto", "http");
-    if !host.is_empty() && !headers.contains_key("x-forwarded-host") {
-        set(&mut headers, "x-forwarded-host", host);
-    }
-    // As Skipper: the backend sees its own host; the client's is in X-Forwarded-Host.
-    set(&mut headers, "host", endpoint);
-    let uri = match &out.query {
-        Some(q) => format!("http://{endpoint}{}?{q}", out.path),
-        None => format!("http://{endpoint}{}", out.path),
-    };
-    let mut breq = match Request::builder()
-        .method(parts.method.clone())
-        .uri(&uri)
-        .version(http::Version::HTTP_11)
-        .body(body)
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot build the backend request {uri:?}: {e}"),
-            );
-        }
-    };
-    *breq.headers_mut() = headers;
-    match proxy.client.request(breq).await {
-        Ok(resp) => {
-            let (mut p, b) = resp.into_parts();
-            strip_hop_by_hop(&mut p.headers);
-            // The client's protocol, not the backend's (an HTTP/1.0 backend must not make
-            // the answer to an HTTP/1.1 client a 1.0 one).
-            p.version = parts.version;
-            Response::from_parts(p, b.boxed())
-        }
-        Err(e) => {
-            proxy.metrics.backend_error(endpoint);
-            tracing::warn!(endpoint, error = %e, "backend request failed");
-            plain(
-                StatusCode::BAD_GATEWAY,
-                &format!("backend {endpoint} failed"),
-            )
-        }
-    }
 }

@@ -4,15 +4,15 @@
 //! graceful shutdown on SIGTERM or SIGINT (stop accepting, let requests in flight
 //! finish, then exit).
 
+use super::forward::{Clients, Defaults, Upstream};
+use super::health::Health;
 use super::proxy::{self, Live, Proxy};
 use super::resolve::Resolver;
 use super::route::{Backend, Target};
 use super::table::{LoadError, Table};
 use crate::error::{Error, Result};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,19 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How often the routes file is looked at.
     pub reload: Duration,
+    /// Backend timeouts where a route sets none: connect, response headers, pauses in
+    /// the response body.
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// A client must send a request's whole head within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request head larger than this is refused with 431 (at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Passive health: this many failures in a row take an endpoint out (0: never) ...
+    pub eject_after: u32,
+    /// ... for this long.
+    pub eject_for: Duration,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -78,20 +91,21 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     let resolver = Arc::new(Resolver::new(cfg.state_dir.clone()));
     let targets = knit_targets(&table);
     resolver.refresh(targets.iter());
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(connector);
+    let clients = Clients::new(Defaults {
+        connect: cfg.connect_timeout,
+        header: cfg.response_header_timeout,
+        idle: cfg.idle_timeout,
+    });
     let n = table.routes.len();
     let proxy = Arc::new(Proxy {
         live: RwLock::new(Arc::new(Live::new(table))),
-        client,
         resolver: resolver.clone(),
-        in_flight: Default::default(),
-        metrics: Default::default(),
+        up: Upstream {
+            clients,
+            health: Health::new(cfg.eject_after, cfg.eject_for),
+            in_flight: Default::default(),
+            metrics: Default::default(),
+        },
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -119,7 +133,18 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     }
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper answers a head over max_buf_size with 431 and closes a connection whose head
+    // is not complete within header_read_timeout; neither touches other connections.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -221,7 +246,7 @@ async fn serve_metrics(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
         let p = proxy.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
-                let body = p.metrics.render();
+                let body = p.up.metrics.render(&p.up.health.ejected());
                 async move {
                     let mut r =
                         http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));

@@ -69,6 +69,18 @@ fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool) {
         if request_line.contains(" /slow") {
             std::thread::sleep(Duration::from_secs(1));
         }
+        if request_line.contains(" /stall") {
+            // Half the body, a pause of a second, the rest.
+            let body = "0123456789".repeat(10);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body.as_bytes()[..50]);
+            std::thread::sleep(Duration::from_secs(1));
+            if s.write_all(&body.as_bytes()[50..]).is_err() {
+                return;
+            }
+            continue;
+        }
         let mut body = format!("{name}\n{request_line}\n");
         for h in &headers {
             body.push_str(h);
@@ -147,12 +159,18 @@ pub fn routes_file(w: &World, text: &str) -> std::path::PathBuf {
 }
 
 pub fn ingress(w: &World, text: &str) -> Ingress {
+    ingress_with(w, text, &[])
+}
+
+/// `ingress` with more `serve` options.
+pub fn ingress_with(w: &World, text: &str, extra: &[&str]) -> Ingress {
     let routes = routes_file(w, text);
     let log = routes.with_extension("log");
     let mut child = w
         .cmd(&["ingress", "serve", "--listen", LISTEN, "--routes"])
         .arg(&routes)
         .args(["--reload-ms", "100", "--metrics", "127.0.0.1:9911"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -278,4 +296,22 @@ pub fn counts(who: &[String]) -> BTreeMap<String, usize> {
         *m.entry(w.clone()).or_insert(0) += 1;
     }
     m
+}
+
+/// Sends raw bytes, reads the answer to EOF (from the current namespace).
+pub fn raw(addr: &str, bytes: &[u8]) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).map_err(|e| e.to_string())?;
+    let mut out = vec![];
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The ingress's metrics text (from inside the node namespace).
+pub fn metrics(w: &World) -> String {
+    in_ns(&w.node, || {
+        raw("127.0.0.1:9911", b"GET /metrics HTTP/1.0\r\n\r\n").expect("metrics")
+    })
 }

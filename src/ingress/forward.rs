@@ -1,0 +1,316 @@
+//! A request's way to a backend endpoint: the forwarding headers, the endpoint picked by
+//! the route's balancer among those passive health keeps in the rotation, the route's
+//! timeouts (connect, response headers, pauses in the response body), and retries of
+//! idempotent requests without a body on another endpoint when a connect fails.
+
+use super::body::{Body, BoxError, empty, plain};
+use super::filter::{Outgoing, Timeouts};
+use super::health::Health;
+use super::lb::Balancer;
+use super::lb::InFlight;
+use super::metrics::Metrics;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// At most this many endpoints are tried for one request.
+const MAX_ATTEMPTS: usize = 3;
+
+/// The server-wide timeouts, used where a route sets none.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub connect: Duration,
+    pub header: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+/// Keep-alive pools to the backends, one per connect timeout in use (hyper's connector
+/// has one connect timeout; routes rarely use more than a few).
+pub struct Clients {
+    pub defaults: Defaults,
+    by_connect: Mutex<HashMap<Duration, Client<HttpConnector, Body>>>,
+}
+
+impl Clients {
+    pub fn new(defaults: Defaults) -> Clients {
+        Clients {
+            defaults,
+            by_connect: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, connect: Option<Duration>) -> Client<HttpConnector, Body> {
+        let d = connect.unwrap_or(self.defaults.connect);
+        // A poisoned map is still a valid map (a panic elsewhere mid-insert).
+        let mut m = self.by_connect.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(d)
+            .or_insert_with(|| {
+                let mut c = HttpConnector::new();
+                c.set_nodelay(true);
+                c.set_connect_timeout(Some(d));
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .build(c)
+            })
+            .clone()
+    }
+}
+
+/// What requests to backends share: the pools, passive health, the load per endpoint and
+/// the figures.
+pub struct Upstream {
+    pub clients: Clients,
+    pub health: Health,
+    pub in_flight: InFlight,
+    pub metrics: Metrics,
+}
+
+/// Headers of one hop only (RFC 9110 7.6.1): never forwarded either way.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+fn set(h: &mut HeaderMap, name: &'static str, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(name, v);
+    }
+}
+
+/// X-Forwarded-For grows by the peer; -Proto and -Host say what the client asked.
+pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, proto: &str) {
+    let client_ip = remote.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip,
+    };
+    set(h, "x-forwarded-for", &xff);
+    set(h, "x-forwarded-proto", proto);
+    if !host.is_empty() && !h.contains_key("x-forwarded-host") {
+        set(h, "x-forwarded-host", host);
+    }
+}
+
+/// RFC 9110 9.2.2.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether an error (or one of its causes) is a timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// One request to the backend: `endpoints` is not empty.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    proxy: &Upstream,
+    balancer: &Balancer,
+    timeouts: Timeouts,
+    parts: &http::request::Parts,
+    out: &Outgoing,
+    mut headers: HeaderMap,
+    body: Incoming,
+    host: &str,
+    remote: SocketAddr,
+    endpoints: &[String],
+    key: &str,
+) -> Response<Body> {
+    strip_hop_by_hop(&mut headers);
+    forwarding_headers(&mut headers, host, remote, "http");
+    let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
+    let mut body = Some(body.map_err(BoxError::from).boxed());
+    let usable = proxy.health.usable(endpoints);
+    let first = balancer.pick(&usable, key, &proxy.in_flight);
+    let attempts = if retryable {
+        usable.len().min(MAX_ATTEMPTS)
+    } else {
+        1
+    };
+    let client = proxy.clients.get(timeouts.connect);
+    let header_timeout = timeouts.header.or(proxy.clients.defaults.header);
+    let idle = timeouts.idle.or(proxy.clients.defaults.idle);
+    let path_query = match &out.query {
+        Some(q) => format!("{}?{q}", out.path),
+        None => out.path.clone(),
+    };
+    for n in 0..attempts {
+        let endpoint = &usable[(first + n) % usable.len()];
+        let uri = format!("http://{endpoint}{path_query}");
+        let mut h = headers.clone();
+        // As Skipper: the backend sees its own host; the client's is in X-Forwarded-Host.
+        set(&mut h, "host", endpoint);
+        let b = body.take().unwrap_or_else(empty);
+        let mut breq = match Request::builder()
+            .method(parts.method.clone())
+            .uri(&uri)
+            .version(http::Version::HTTP_11)
+            .body(b)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot build the backend request {uri:?}: {e}"),
+                );
+            }
+        };
+        *breq.headers_mut() = h;
+        let _load = proxy.in_flight.start(endpoint);
+        let call = client.request(breq);
+        let result = match header_timeout {
+            Some(d) => tokio::time::timeout(d, call).await.map_err(|_| ()),
+            None => Ok(call.await),
+        };
+        match result {
+            Ok(Ok(resp)) => {
+                proxy.health.success(endpoint);
+                let (mut p, b) = resp.into_parts();
+                strip_hop_by_hop(&mut p.headers);
+                // The client's protocol, not the backend's (an HTTP/1.0 backend must not
+                // make the answer to an HTTP/1.1 client a 1.0 one).
+                p.version = parts.version;
+                let b = b.map_err(BoxError::from);
+                let b = match idle {
+                    Some(d) => IdleBody::new(b.boxed(), d).boxed(),
+                    None => b.boxed(),
+                };
+                return Response::from_parts(p, b);
+            }
+            Ok(Err(e)) => {
+                proxy.metrics.backend_error(endpoint);
+                proxy.health.failure(endpoint);
+                let timeout = timed_out(&e);
+                tracing::warn!(endpoint, error = %e, connect = e.is_connect(), "backend request failed");
+                if e.is_connect() && n + 1 < attempts {
+                    proxy.metrics.retry();
+                    continue;
+                }
+                return if timeout {
+                    plain(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &format!("backend {endpoint}: connect timed out"),
+                    )
+                } else {
+                    plain(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("backend {endpoint} failed"),
+                    )
+                };
+            }
+            Err(()) => {
+                proxy.metrics.backend_error(endpoint);
+                proxy.health.failure(endpoint);
+                tracing::warn!(endpoint, "backend gave no response headers in time");
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("backend {endpoint}: no response in time"),
+                );
+            }
+        }
+    }
+    plain(StatusCode::BAD_GATEWAY, "no backend endpoint answered")
+}
+
+/// A response body that fails when the backend pauses longer than `idle` between frames
+/// (the client's connection is then cut, as the body cannot be completed).
+pub struct IdleBody {
+    inner: Body,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBody {
+    pub fn new(inner: Body, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl hyper::body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.sleep.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::warn!(
+                        idle_ms = this.idle.as_millis() as u64,
+                        "backend body paused too long; response cut"
+                    );
+                    Poll::Ready(Some(Err("the backend's response paused too long".into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
