@@ -6,6 +6,8 @@
 //! the ingress process is killed by its guard, the namespaces by the World.
 
 mod common;
+#[path = "ingress/filters.rs"]
+mod filters;
 #[path = "ingress/robust.rs"]
 mod robust;
 #[path = "ingress/support.rs"]

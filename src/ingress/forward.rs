@@ -4,16 +4,17 @@
 //! idempotent requests without a body on another endpoint when a connect fails.
 
 use super::body::{Body, BoxError, empty, plain};
-use super::filter::{Outgoing, Timeouts};
+use super::filter::Timeouts;
 use super::health::Health;
 use super::lb::Balancer;
 use super::lb::InFlight;
 use super::metrics::Metrics;
+use super::run::Outgoing;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -158,7 +159,7 @@ pub async fn forward(
     parts: &http::request::Parts,
     out: &Outgoing,
     mut headers: HeaderMap,
-    body: Incoming,
+    body: Body,
     host: &str,
     remote: SocketAddr,
     endpoints: &[String],
@@ -167,7 +168,7 @@ pub async fn forward(
     strip_hop_by_hop(&mut headers);
     forwarding_headers(&mut headers, host, remote, "http");
     let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
-    let mut body = Some(body.map_err(BoxError::from).boxed());
+    let mut body = Some(body);
     let usable = proxy.health.usable(endpoints);
     let first = balancer.pick(&usable, key, &proxy.in_flight);
     let attempts = if retryable {
@@ -258,6 +259,56 @@ pub async fn forward(
         }
     }
     plain(StatusCode::BAD_GATEWAY, "no backend endpoint answered")
+}
+
+/// How long a `tee` copy may take before it is dropped.
+const SHADOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends a copy of the request to `endpoint` in the background; its answer is read and
+/// dropped, its failures only logged.
+pub fn shadow(
+    up: &Upstream,
+    endpoint: &str,
+    parts: &http::request::Parts,
+    out: &Outgoing,
+    host: &str,
+    body: Bytes,
+) {
+    let mut headers = out.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    forwarding_headers(&mut headers, host, SocketAddr::new(out.remote, 0), "http");
+    set(&mut headers, "host", endpoint);
+    let uri = match &out.query {
+        Some(q) => format!("http://{endpoint}{}?{q}", out.path),
+        None => format!("http://{endpoint}{}", out.path),
+    };
+    let req = Request::builder()
+        .method(parts.method.clone())
+        .uri(&uri)
+        .body(super::body::full(body));
+    let mut req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(uri, error = %e, "tee: cannot build the copy");
+            return;
+        }
+    };
+    *req.headers_mut() = headers;
+    let client = up.clients.get(None);
+    let endpoint = endpoint.to_string();
+    tokio::spawn(async move {
+        let sent = async {
+            let resp = client.request(req).await?;
+            // Read the answer so the connection goes back to the pool.
+            let _ = resp.into_body().collect().await;
+            Ok::<_, hyper_util::client::legacy::Error>(())
+        };
+        match tokio::time::timeout(SHADOW_TIMEOUT, sent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(endpoint, error = %e, "tee copy failed"),
+            Err(_) => tracing::warn!(endpoint, "tee copy timed out"),
+        }
+    });
 }
 
 /// A response body that fails when the backend pauses longer than `idle` between frames

@@ -11,17 +11,21 @@
 //!   listener with reload and graceful shutdown.
 
 mod args;
+mod bodies;
 mod body;
 pub mod eskip;
 pub mod filter;
 mod forward;
 mod health;
+mod htpasswd;
 mod lb;
 mod metrics;
 pub mod predicate;
 mod proxy;
+mod ratelimit;
 mod resolve;
 pub mod route;
+mod run;
 pub mod serve;
 pub mod table;
 mod tree;

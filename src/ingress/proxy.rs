@@ -3,18 +3,22 @@
 //! route's balancer over a keep-alive connection pool; the response goes back through
 //! the filters' response side.
 
-use super::body::{Body, full, plain};
-use super::filter::{self, Outgoing, Timeouts};
+use super::bodies::{Captured, Compressed, Encoding, Throttled};
+use super::body::{Body, BoxError, empty, full, plain};
+use super::filter::Timeouts;
 use super::forward::{self, Upstream};
 use super::lb::{self, Balancer};
 use super::predicate::Req;
 use super::resolve::Resolver;
 use super::route::Backend;
+use super::run::{self, Effects, Outgoing};
 use super::table::Table;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
@@ -96,11 +100,21 @@ async fn route_request(
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_string();
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let mut out = Outgoing {
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(String::from),
         headers: std::mem::take(&mut parts.headers),
+        remote: remote.ip(),
+        user: None,
     };
+    let mut body: Body = body.map_err(BoxError::from).boxed();
+    let mut captured = None;
     // (route, how many of its filters ran), for the response side.
     let mut chain: Vec<(usize, usize)> = vec![];
     let mut cookie: Option<String> = None;
@@ -125,7 +139,7 @@ async fn route_request(
                 cookie = Some(format!("{name}={value}; Path=/"));
             }
             last = Some(i);
-            let (ran, served) = filter::run_request(&route.filters, &mut out);
+            let (ran, served) = run::run_request(&route.filters, &mut out);
             chain.push((i, ran));
             if let Some(s) = served {
                 let mut r = Response::new(full(s.body));
@@ -157,6 +171,19 @@ async fn route_request(
                     }
                     .source()
                     .to_string();
+                    let effects = Effects::of(
+                        chain
+                            .iter()
+                            .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
+                    );
+                    if let Some(n) = effects.audit {
+                        let (c, kept) = Captured::new(body, n);
+                        body = c.boxed();
+                        captured = Some(kept);
+                    }
+                    if !effects.tee.is_empty() {
+                        body = tee(&proxy.up, &effects.tee, &parts, &out, &host, body).await;
+                    }
                     let headers = std::mem::take(&mut out.headers);
                     break 'routing forward::forward(
                         &proxy.up,
@@ -182,12 +209,52 @@ async fn route_request(
     };
     let (mut status, mut headers) = (resp.status(), std::mem::take(resp.headers_mut()));
     for (i, ran) in chain.iter().rev() {
-        filter::run_response(
+        run::run_response(
             &live.table.routes[*i].filters,
             *ran,
             &mut status,
             &mut headers,
+            origin.as_ref(),
         );
+    }
+    let effects = Effects::of(
+        chain
+            .iter()
+            .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
+    );
+    if !effects.latency.is_zero() {
+        tokio::time::sleep(effects.latency).await;
+    }
+    if let Some((level, types)) = &effects.compress
+        && let Some(enc) = compressible(&parts.method, status, &headers, types, accept.as_deref())
+    {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.name()),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        let b = std::mem::replace(resp.body_mut(), empty());
+        *resp.body_mut() = Compressed::new(b, enc, *level).boxed();
+    }
+    if let Some(rate) = effects.bandwidth {
+        let b = std::mem::replace(resp.body_mut(), empty());
+        *resp.body_mut() = Throttled::new(b, rate).boxed();
+    }
+    if effects.audit.is_some() {
+        let kept = captured.map(|k| k.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let line = serde_json::json!({
+            "audit": last.map(|i| live.table.routes[i].id.as_str()),
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query().unwrap_or(""),
+            "remote": remote.ip().to_string(),
+            "user": out.user,
+            "status": status.as_u16(),
+            "requestBody": kept.map(|k| String::from_utf8_lossy(&k).into_owned()),
+        });
+        // One line per request; a closed stderr must not fail the request.
+        let _ = writeln!(std::io::stderr(), "{line}");
     }
     if let Some(c) = cookie
         && let Ok(v) = HeaderValue::from_str(&c)
@@ -197,4 +264,62 @@ async fn route_request(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     (last, resp)
+}
+
+/// The encoding to compress a response with, if it should be: the client accepts one, the
+/// content type is listed, and it is not already encoded (nor bodiless).
+fn compressible(
+    method: &http::Method,
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    types: &[String],
+    accept: Option<&str>,
+) -> Option<Encoding> {
+    if method == http::Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || headers.contains_key(header::CONTENT_ENCODING)
+    {
+        return None;
+    }
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !types.iter().any(|t| t.eq_ignore_ascii_case(mime)) {
+        return None;
+    }
+    Encoding::accepted(accept?)
+}
+
+/// The largest request body copied for `tee` (larger or unsized ones are not copied).
+const TEE_MAX: u64 = 1 << 20;
+
+/// Sends copies of the request to the `tee` endpoints (answers ignored); returns the body
+/// for the real backend (read whole when copied).
+async fn tee(
+    up: &Upstream,
+    to: &[String],
+    parts: &http::request::Parts,
+    out: &Outgoing,
+    host: &str,
+    body: Body,
+) -> Body {
+    let size = hyper::body::Body::size_hint(&body).exact();
+    let bytes = match size {
+        Some(n) if n <= TEE_MAX => match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the request body for tee failed");
+                return empty();
+            }
+        },
+        _ => {
+            tracing::warn!("tee: request body too large or of unknown size; not copied");
+            return body;
+        }
+    };
+    for endpoint in to {
+        forward::shadow(up, endpoint, parts, out, host, bytes.clone());
+    }
+    full(bytes)
 }

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub const LISTEN: &str = "127.0.0.1:8000";
@@ -20,6 +20,8 @@ pub struct Backend {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub connections: Arc<AtomicUsize>,
+    /// Each request's line and body, as received.
+    pub requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Backend {
@@ -31,7 +33,7 @@ impl Drop for Backend {
     }
 }
 
-fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool) {
+fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool, log: &Mutex<Vec<String>>) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = Vec::new();
     loop {
@@ -65,6 +67,10 @@ fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool) {
                 Err(_) => return,
             }
         }
+        let req_body = String::from_utf8_lossy(&buf[..len]).into_owned();
+        log.lock()
+            .unwrap()
+            .push(format!("{request_line}\n{req_body}"));
         buf.drain(..len);
         if request_line.contains(" /slow") {
             std::thread::sleep(Duration::from_secs(1));
@@ -104,8 +110,9 @@ pub fn backend(ns: &str, addr: &str, name: &str) -> Backend {
     let name = name.to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(vec![]));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop2, conns2) = (stop.clone(), connections.clone());
+    let (stop2, conns2, log2) = (stop.clone(), connections.clone(), requests.clone());
     let thread = std::thread::spawn(move || {
         // SAFETY: setns on this thread only.
         assert_eq!(
@@ -120,8 +127,8 @@ pub fn backend(ns: &str, addr: &str, name: &str) -> Backend {
                 Ok((s, _)) => {
                     conns2.fetch_add(1, Ordering::SeqCst);
                     let _ = s.set_nonblocking(false);
-                    let (name, stop) = (name.clone(), stop2.clone());
-                    std::thread::spawn(move || handle_conn(s, &name, &stop));
+                    let (name, stop, log) = (name.clone(), stop2.clone(), log2.clone());
+                    std::thread::spawn(move || handle_conn(s, &name, &stop, &log));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -134,6 +141,7 @@ pub fn backend(ns: &str, addr: &str, name: &str) -> Backend {
         stop,
         thread: Some(thread),
         connections,
+        requests,
     }
 }
 
@@ -300,13 +308,18 @@ pub fn counts(who: &[String]) -> BTreeMap<String, usize> {
 
 /// Sends raw bytes, reads the answer to EOF (from the current namespace).
 pub fn raw(addr: &str, bytes: &[u8]) -> Result<String, String> {
+    raw_bytes(addr, bytes).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// `raw`, the answer as bytes.
+pub fn raw_bytes(addr: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(bytes).map_err(|e| e.to_string())?;
     let mut out = vec![];
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(out)
 }
 
 /// The ingress's metrics text (from inside the node namespace).
