@@ -8,6 +8,8 @@
 mod common;
 #[path = "ingress/filters.rs"]
 mod filters;
+#[path = "ingress/protocols.rs"]
+mod protocols;
 #[path = "ingress/robust.rs"]
 mod robust;
 #[path = "ingress/support.rs"]

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// ... for this many ms.
     #[arg(long, default_value_t = 10000)]
     pub eject_ms: u64,
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to every backend; without it only
+    /// to backends written h2c://HOST:PORT.
+    #[arg(long)]
+    pub backend_http2: bool,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
@@ -81,6 +85,7 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
             max_header_bytes: a.max_header_bytes.max(8192),
             eject_after: a.eject_after,
             eject_for: ms(a.eject_ms),
+            backend_http2: a.backend_http2,
         }),
     }
 }

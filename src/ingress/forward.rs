@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -34,13 +34,22 @@ pub struct Defaults {
     pub connect: Duration,
     pub header: Option<Duration>,
     pub idle: Option<Duration>,
+    /// Speak HTTP/2 (h2c, prior knowledge) to every backend, not only `h2c://` ones.
+    pub http2: bool,
+}
+
+/// A client's request to switch protocols (a websocket): the Upgrade header it sent and
+/// its side of the connection once the backend agrees.
+pub struct Upgrade {
+    pub protocol: HeaderValue,
+    pub client: hyper::upgrade::OnUpgrade,
 }
 
 /// Keep-alive pools to the backends, one per connect timeout in use (hyper's connector
 /// has one connect timeout; routes rarely use more than a few).
 pub struct Clients {
     pub defaults: Defaults,
-    by_connect: Mutex<HashMap<Duration, Client<HttpConnector, Body>>>,
+    by_connect: Mutex<HashMap<(Duration, bool), Client<HttpConnector, Body>>>,
 }
 
 impl Clients {
@@ -51,11 +60,12 @@ impl Clients {
         }
     }
 
-    fn get(&self, connect: Option<Duration>) -> Client<HttpConnector, Body> {
+    /// The pool for this connect timeout and protocol (`h2`: HTTP/2 without TLS).
+    fn get(&self, connect: Option<Duration>, h2: bool) -> Client<HttpConnector, Body> {
         let d = connect.unwrap_or(self.defaults.connect);
         // A poisoned map is still a valid map (a panic elsewhere mid-insert).
         let mut m = self.by_connect.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(d)
+        m.entry((d, h2))
             .or_insert_with(|| {
                 let mut c = HttpConnector::new();
                 c.set_nodelay(true);
@@ -63,9 +73,18 @@ impl Clients {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(90))
                     .pool_max_idle_per_host(256)
+                    .http2_only(h2)
                     .build(c)
             })
             .clone()
+    }
+
+    /// An endpoint's authority and whether it is spoken to in HTTP/2.
+    fn split<'a>(&self, endpoint: &'a str) -> (&'a str, bool) {
+        match endpoint.strip_prefix("h2c://") {
+            Some(a) => (a, true),
+            None => (endpoint, self.defaults.http2),
+        }
     }
 }
 
@@ -164,9 +183,14 @@ pub async fn forward(
     remote: SocketAddr,
     endpoints: &[String],
     key: &str,
+    mut upgrade: Option<Upgrade>,
 ) -> Response<Body> {
     strip_hop_by_hop(&mut headers);
     forwarding_headers(&mut headers, host, remote, "http");
+    if let Some(u) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u.protocol.clone());
+    }
     let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let usable = proxy.health.usable(endpoints);
@@ -176,7 +200,6 @@ pub async fn forward(
     } else {
         1
     };
-    let client = proxy.clients.get(timeouts.connect);
     let header_timeout = timeouts.header.or(proxy.clients.defaults.header);
     let idle = timeouts.idle.or(proxy.clients.defaults.idle);
     let path_query = match &out.query {
@@ -185,15 +208,22 @@ pub async fn forward(
     };
     for n in 0..attempts {
         let endpoint = &usable[(first + n) % usable.len()];
-        let uri = format!("http://{endpoint}{path_query}");
+        let (authority, h2) = proxy.clients.split(endpoint);
+        let client = proxy.clients.get(timeouts.connect, h2);
+        let uri = format!("http://{authority}{path_query}");
         let mut h = headers.clone();
         // As Skipper: the backend sees its own host; the client's is in X-Forwarded-Host.
-        set(&mut h, "host", endpoint);
+        set(&mut h, "host", authority);
         let b = body.take().unwrap_or_else(empty);
+        let version = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
         let mut breq = match Request::builder()
             .method(parts.method.clone())
             .uri(&uri)
-            .version(http::Version::HTTP_11)
+            .version(version)
             .body(b)
         {
             Ok(r) => r,
@@ -212,10 +242,25 @@ pub async fn forward(
             None => Ok(call.await),
         };
         match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
                 proxy.health.success(endpoint);
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let upgraded = match upgrade.take() {
+                    Some(u) if switching => {
+                        let backend = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(splice(u.client, backend, endpoint.clone()));
+                        true
+                    }
+                    _ => false,
+                };
                 let (mut p, b) = resp.into_parts();
+                let protocol = p.headers.get(header::UPGRADE).cloned();
                 strip_hop_by_hop(&mut p.headers);
+                if upgraded && let Some(proto) = protocol {
+                    p.headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    p.headers.insert(header::UPGRADE, proto);
+                }
                 // The client's protocol, not the backend's (an HTTP/1.0 backend must not
                 // make the answer to an HTTP/1.1 client a 1.0 one).
                 p.version = parts.version;
@@ -261,6 +306,23 @@ pub async fn forward(
     plain(StatusCode::BAD_GATEWAY, "no backend endpoint answered")
 }
 
+/// Once both sides have switched protocols, copies bytes both ways until either ends.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    endpoint: String,
+) {
+    match tokio::try_join!(client, backend) {
+        Ok((c, b)) => {
+            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                tracing::debug!(endpoint, error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::warn!(endpoint, error = %e, "protocol switch failed"),
+    }
+}
+
 /// How long a `tee` copy may take before it is dropped.
 const SHADOW_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -277,10 +339,11 @@ pub fn shadow(
     let mut headers = out.headers.clone();
     strip_hop_by_hop(&mut headers);
     forwarding_headers(&mut headers, host, SocketAddr::new(out.remote, 0), "http");
-    set(&mut headers, "host", endpoint);
+    let (authority, h2) = up.clients.split(endpoint);
+    set(&mut headers, "host", authority);
     let uri = match &out.query {
-        Some(q) => format!("http://{endpoint}{}?{q}", out.path),
-        None => format!("http://{endpoint}{}", out.path),
+        Some(q) => format!("http://{authority}{}?{q}", out.path),
+        None => format!("http://{authority}{}", out.path),
     };
     let req = Request::builder()
         .method(parts.method.clone())
@@ -294,7 +357,7 @@ pub fn shadow(
         }
     };
     *req.headers_mut() = headers;
-    let client = up.clients.get(None);
+    let client = up.clients.get(None, h2);
     let endpoint = endpoint.to_string();
     tokio::spawn(async move {
         let sent = async {

@@ -39,6 +39,8 @@ pub struct Config {
     pub eject_after: u32,
     /// ... for this long.
     pub eject_for: Duration,
+    /// HTTP/2 (h2c) to every backend.
+    pub backend_http2: bool,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -95,6 +97,7 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
         connect: cfg.connect_timeout,
         header: cfg.response_header_timeout,
         idle: cfg.idle_timeout,
+        http2: cfg.backend_http2,
     });
     let n = table.routes.len();
     let proxy = Arc::new(Proxy {
