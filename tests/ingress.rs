@@ -8,6 +8,8 @@
 mod common;
 #[path = "ingress/filters.rs"]
 mod filters;
+#[path = "ingress/observe.rs"]
+mod observe;
 #[path = "ingress/protocols.rs"]
 mod protocols;
 #[path = "ingress/robust.rs"]

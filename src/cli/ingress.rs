@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// to backends written h2c://HOST:PORT.
     #[arg(long)]
     pub backend_http2: bool,
+    /// Write one JSON line per request to this file (appended), or `-` for standard
+    /// output.
+    #[arg(long, value_name = "FILE|-")]
+    pub access_log: Option<String>,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
@@ -86,6 +90,7 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
             eject_after: a.eject_after,
             eject_for: ms(a.eject_ms),
             backend_http2: a.backend_http2,
+            access_log: a.access_log,
         }),
     }
 }

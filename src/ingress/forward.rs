@@ -147,6 +147,10 @@ pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, pro
     }
 }
 
+/// Which endpoint answered (in the response's extensions, for the access log).
+#[derive(Debug, Clone)]
+pub struct Endpoint(pub String);
+
 /// RFC 9110 9.2.2.
 fn idempotent(m: &Method) -> bool {
     matches!(
@@ -236,6 +240,7 @@ pub async fn forward(
         };
         *breq.headers_mut() = h;
         let _load = proxy.in_flight.start(endpoint);
+        let sent = std::time::Instant::now();
         let call = client.request(breq);
         let result = match header_timeout {
             Some(d) => tokio::time::timeout(d, call).await.map_err(|_| ()),
@@ -244,6 +249,9 @@ pub async fn forward(
         match result {
             Ok(Ok(mut resp)) => {
                 proxy.health.success(endpoint);
+                proxy
+                    .metrics
+                    .observe_backend(endpoint, resp.status().as_u16(), sent.elapsed());
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let upgraded = match upgrade.take() {
                     Some(u) if switching => {
@@ -269,7 +277,9 @@ pub async fn forward(
                     Some(d) => IdleBody::new(b.boxed(), d).boxed(),
                     None => b.boxed(),
                 };
-                return Response::from_parts(p, b);
+                let mut r = Response::from_parts(p, b);
+                r.extensions_mut().insert(Endpoint(endpoint.clone()));
+                return r;
             }
             Ok(Err(e)) => {
                 proxy.metrics.backend_error(endpoint);

@@ -10,6 +10,7 @@
 //!   `knit://` endpoints from the store, one request's way, Prometheus figures, and the
 //!   listener with reload and graceful shutdown.
 
+mod accesslog;
 mod args;
 mod bodies;
 mod body;

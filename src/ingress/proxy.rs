@@ -3,6 +3,7 @@
 //! route's balancer over a keep-alive connection pool; the response goes back through
 //! the filters' response side.
 
+use super::accesslog::{AccessLog, Entry, Logged, now_rfc3339};
 use super::bodies::{Captured, Compressed, Encoding, Throttled};
 use super::body::{Body, BoxError, empty, full, plain};
 use super::filter::Timeouts;
@@ -53,6 +54,7 @@ pub struct Proxy {
     pub live: RwLock<Arc<Live>>,
     pub resolver: Arc<Resolver>,
     pub up: Upstream,
+    pub access: Option<Arc<AccessLog>>,
 }
 
 impl Proxy {
@@ -74,6 +76,31 @@ pub async fn handle(
     let started = Instant::now();
     proxy.up.metrics.in_flight.fetch_add(1, Relaxed);
     let live = proxy.current();
+    let entry = proxy.access.as_ref().map(|_| {
+        let h = req.headers();
+        let text =
+            |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+        Entry {
+            time: now_rfc3339(),
+            remote: remote.ip().to_string(),
+            method: req.method().to_string(),
+            host: text(header::HOST)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_default(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string()),
+            proto: format!("{:?}", req.version()),
+            status: 0,
+            bytes: 0,
+            duration_ms: 0.0,
+            route: None,
+            endpoint: None,
+            user_agent: text(header::USER_AGENT),
+            complete: false,
+        }
+    });
     let (route, mut resp) = route_request(&proxy, &live, req, remote).await;
     proxy.up.metrics.in_flight.fetch_sub(1, Relaxed);
     let id = route.map_or("(none)", |i| live.table.routes[i].id.as_str());
@@ -83,6 +110,16 @@ pub async fn handle(
         .observe(id, resp.status().as_u16(), started.elapsed());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().remove(header::CONNECTION);
+    }
+    if let (Some(log), Some(mut e)) = (&proxy.access, entry) {
+        e.status = resp.status().as_u16();
+        e.route = route.map(|i| live.table.routes[i].id.clone());
+        e.endpoint = resp
+            .extensions()
+            .get::<forward::Endpoint>()
+            .map(|x| x.0.clone());
+        let b = std::mem::replace(resp.body_mut(), empty());
+        *resp.body_mut() = Logged::new(b, log.clone(), e, started).boxed();
     }
     Ok(resp)
 }

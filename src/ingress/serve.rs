@@ -4,6 +4,7 @@
 //! graceful shutdown on SIGTERM or SIGINT (stop accepting, let requests in flight
 //! finish, then exit).
 
+use super::accesslog::AccessLog;
 use super::forward::{Clients, Defaults, Upstream};
 use super::health::Health;
 use super::proxy::{self, Live, Proxy};
@@ -41,6 +42,8 @@ pub struct Config {
     pub eject_for: Duration,
     /// HTTP/2 (h2c) to every backend.
     pub backend_http2: bool,
+    /// Where the access log goes: a file, or `-` for standard output.
+    pub access_log: Option<String>,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -99,8 +102,13 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
         idle: cfg.idle_timeout,
         http2: cfg.backend_http2,
     });
+    let access = match &cfg.access_log {
+        Some(spec) => Some(Arc::new(AccessLog::open(spec)?)),
+        None => None,
+    };
     let n = table.routes.len();
     let proxy = Arc::new(Proxy {
+        access,
         live: RwLock::new(Arc::new(Live::new(table))),
         resolver: resolver.clone(),
         up: Upstream {
@@ -249,7 +257,9 @@ async fn serve_metrics(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
         let p = proxy.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
-                let body = p.up.metrics.render(&p.up.health.ejected());
+                let body =
+                    p.up.metrics
+                        .render(&p.up.health.ejected(), &p.up.in_flight.all());
                 async move {
                     let mut r =
                         http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
