@@ -14,6 +14,8 @@ mod observe;
 mod protocols;
 #[path = "ingress/robust.rs"]
 mod robust;
+#[path = "ingress/stored.rs"]
+mod stored;
 #[path = "ingress/support.rs"]
 mod support;
 use common::*;

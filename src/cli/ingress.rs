@@ -21,6 +21,35 @@ pub enum IngressCmd {
     /// does not load is refused whole and the old routes stay. SIGTERM stops accepting,
     /// lets in-flight requests finish, then exits.
     Serve(ServeArgs),
+    /// Routes kept in knit's store, served beside the routes file by every `knit ingress
+    /// serve` of this state directory (a stored route replaces a file route of the same
+    /// id); a running one picks changes up without a restart.
+    #[command(subcommand)]
+    Route(RouteCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouteCmd {
+    /// Add a route: its id, and the route in eskip without the id, e.g.
+    /// 'Path("/api") -> setPath("/") -> "http://10.0.0.2:8080"'. Exit status 1: it does not
+    /// parse or has a bad argument; 3: it uses something knit does not implement; 4: the
+    /// id exists (--replace replaces it).
+    Add {
+        /// The route's id (letters, digits and _).
+        id: String,
+        /// The route in eskip, without its id.
+        route: String,
+        /// Replace a stored route of this id.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a stored route (exit status 3 if there is none of that id).
+    Rm {
+        /// The route's id.
+        id: String,
+    },
+    /// List the stored routes, as eskip (--json: as data).
+    Ls,
 }
 
 #[derive(Args, Debug)]
@@ -28,9 +57,9 @@ pub struct ServeArgs {
     /// Where to listen, ADDR:PORT (e.g. 0.0.0.0:8080 or [::]:8080).
     #[arg(long)]
     pub listen: std::net::SocketAddr,
-    /// The routes file (eskip).
+    /// The routes file (eskip); without one, only the routes kept in the store.
     #[arg(long)]
-    pub routes: PathBuf,
+    pub routes: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9911).
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
@@ -75,6 +104,7 @@ pub struct ServeArgs {
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
     match cmd {
         IngressCmd::Check { file } => check(&file, json),
+        IngressCmd::Route(c) => route_cmd(c, state_dir, json),
         IngressCmd::Serve(a) => crate::ingress::serve::run(crate::ingress::serve::Config {
             listen: a.listen,
             routes: a.routes,
@@ -92,6 +122,84 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
             backend_http2: a.backend_http2,
             access_log: a.access_log,
         }),
+    }
+}
+
+fn route_cmd(cmd: RouteCmd, state_dir: &Path, json: bool) -> Result<i32> {
+    match cmd {
+        RouteCmd::Add { id, route, replace } => {
+            let text = route.trim().trim_end_matches(';').trim().to_string();
+            let parsed = match eskip::parse(&format!("{id}: {text};")) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("route {id}: {e}");
+                    return Ok(crate::error::exit::INVALID);
+                }
+            };
+            if parsed.len() != 1 || parsed[0].id != id {
+                return Err(Error::Invalid {
+                    field: "route",
+                    value: route,
+                    reason:
+                        "expected one route without its id (and an id of letters, digits and _)"
+                            .into(),
+                });
+            }
+            if let Err(p) = route::compile(&parsed) {
+                for e in &p.invalid {
+                    eprintln!("route {id}: {e}");
+                }
+                for u in &p.unsupported {
+                    eprintln!(
+                        "route {id}: {} {} is not implemented by knit",
+                        u.kind, u.name
+                    );
+                }
+                return Ok(if p.invalid.is_empty() {
+                    crate::error::exit::NOT_FOUND
+                } else {
+                    crate::error::exit::INVALID
+                });
+            }
+            let mut store = crate::store::Store::open(state_dir)?;
+            if !store.put_ingress_route(&id, &text, replace)? {
+                return Err(Error::Exists {
+                    kind: "ingress route",
+                    name: id,
+                });
+            }
+            println!("{id}");
+            Ok(0)
+        }
+        RouteCmd::Rm { id } => {
+            let mut store = crate::store::Store::open(state_dir)?;
+            if !store.remove_ingress_route(&id)? {
+                return Err(Error::NotFound {
+                    kind: "ingress route",
+                    name: id,
+                });
+            }
+            Ok(0)
+        }
+        RouteCmd::Ls => {
+            let routes = if crate::store::Store::is_blank(state_dir) {
+                vec![]
+            } else {
+                crate::store::Store::open(state_dir)?.ingress_routes()?
+            };
+            if json {
+                let v: Vec<_> = routes
+                    .iter()
+                    .map(|(id, r)| serde_json::json!({"id": id, "route": r}))
+                    .collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                for (id, r) in &routes {
+                    println!("{id}: {r};");
+                }
+            }
+            Ok(0)
+        }
     }
 }
 

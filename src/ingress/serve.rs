@@ -12,6 +12,7 @@ use super::resolve::Resolver;
 use super::route::{Backend, Target};
 use super::table::{LoadError, Table};
 use crate::error::{Error, Result};
+use crate::store::Store;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io::Write;
@@ -22,7 +23,8 @@ use std::time::Duration;
 
 pub struct Config {
     pub listen: SocketAddr,
-    pub routes: PathBuf,
+    /// The routes file (eskip), if any; merged with the routes kept in the store.
+    pub routes: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
     pub state_dir: PathBuf,
     /// How often the routes file is looked at.
@@ -53,20 +55,41 @@ const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
-fn load_file(path: &Path) -> Result<(String, Table)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let table = Table::load(&text).map_err(|e| match e {
+/// The routes as written: the routes file's text (empty without one) and the routes kept
+/// in the store.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Sources {
+    file: String,
+    stored: Vec<(String, String)>,
+}
+
+/// The store's routes; none where knit never ran (opening would create a store).
+fn stored_routes(state_dir: &Path) -> Result<Vec<(String, String)>> {
+    if Store::is_blank(state_dir) {
+        return Ok(vec![]);
+    }
+    Store::open(state_dir)?.ingress_routes()
+}
+
+fn load(path: Option<&Path>, state_dir: &Path) -> Result<(Sources, Table)> {
+    let file = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| Error::io(format!("reading {}", p.display()), e))?,
+        None => String::new(),
+    };
+    let stored = stored_routes(state_dir)?;
+    let shown = path.map_or("(no routes file)".to_string(), |p| p.display().to_string());
+    let table = Table::load_merged(&file, &stored).map_err(|e| match e {
         LoadError::Syntax(p) => Error::InFile {
-            at: format!("{}:{}:{}", path.display(), p.line, p.col),
+            at: format!("{shown}:{}:{}", p.line, p.col),
             reason: p.message,
         },
         other => Error::InFile {
-            at: path.display().to_string(),
+            at: shown.clone(),
             reason: other.to_string(),
         },
     })?;
-    Ok((text, table))
+    Ok((Sources { file, stored }, table))
 }
 
 fn knit_targets(table: &Table) -> Vec<Target> {
@@ -84,7 +107,7 @@ fn knit_targets(table: &Table) -> Vec<Target> {
 }
 
 pub fn run(cfg: Config) -> Result<i32> {
-    let (text, table) = load_file(&cfg.routes)?;
+    let (text, table) = load(cfg.routes.as_deref(), &cfg.state_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +115,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     rt.block_on(serve(cfg, text, table))
 }
 
-async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
+async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     let resolver = Arc::new(Resolver::new(cfg.state_dir.clone()));
     let targets = knit_targets(&table);
     resolver.refresh(targets.iter());
@@ -124,7 +147,7 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
-    tracing::info!(listen = %local, routes = n, file = %cfg.routes.display(), "ingress serving");
+    tracing::info!(listen = %local, routes = n, file = ?cfg.routes, "ingress serving");
     // Scripts and tests wait for this line: the socket is bound from here on.
     let _ = writeln!(std::io::stdout(), "listening on {local} ({n} routes)");
     let _ = std::io::stdout().flush();
@@ -132,6 +155,7 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     tokio::spawn(watch_routes(
         proxy.clone(),
         cfg.routes.clone(),
+        cfg.state_dir.clone(),
         text,
         cfg.reload,
     ));
@@ -196,42 +220,64 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     Ok(0)
 }
 
-/// Polls the routes file; a changed text that loads replaces the table (requests in
-/// flight keep the old one), one that does not is logged and ignored.
-async fn watch_routes(proxy: Arc<Proxy>, path: PathBuf, mut last: String, every: Duration) {
+/// Polls the routes file and the store's routes; a change that loads replaces the table
+/// (requests in flight keep the old one), one that does not is logged and ignored.
+async fn watch_routes(
+    proxy: Arc<Proxy>,
+    path: Option<PathBuf>,
+    state_dir: PathBuf,
+    mut last: Sources,
+    every: Duration,
+) {
+    let read_file = |p: &Option<PathBuf>| match p {
+        // A routes file is small: reading it inline costs less than a thread hop.
+        Some(p) => std::fs::read_to_string(p),
+        None => Ok(String::new()),
+    };
     loop {
         tokio::time::sleep(every).await;
-        // A routes file is small: reading it inline costs less than a thread hop.
-        let text = match std::fs::read_to_string(&path) {
+        let file = match read_file(&path) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "routes file unreadable; keeping the current routes");
+                tracing::warn!(file = ?path, error = %e, "routes file unreadable; keeping the current routes");
                 continue;
             }
         };
-        if text == last {
+        let dir = state_dir.clone();
+        let stored = match tokio::task::spawn_blocking(move || stored_routes(&dir)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the store's routes cannot be read; keeping the current routes");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now = Sources { file, stored };
+        if now == last {
             continue;
         }
         // A file written in place (not renamed over) can be caught half written: take it
         // only once two reads a moment apart agree.
-        tokio::time::sleep(SETTLE).await;
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            continue;
+        if now.file != last.file {
+            tokio::time::sleep(SETTLE).await;
+            if read_file(&path).ok().as_deref() != Some(now.file.as_str()) {
+                continue;
+            }
         }
-        match Table::load(&text) {
+        match Table::load_merged(&now.file, &now.stored) {
             Ok(table) => {
                 let targets = knit_targets(&table);
                 let r = proxy.resolver.clone();
                 let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
                 let n = table.routes.len();
                 proxy.swap(Live::new(table));
-                tracing::info!(file = %path.display(), routes = n, "routes reloaded");
+                tracing::info!(file = ?path, stored = now.stored.len(), routes = n, "routes reloaded");
             }
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "routes file refused; keeping the current routes");
+                tracing::error!(file = ?path, error = %e, "routes refused; keeping the current routes");
             }
         }
-        last = text;
+        last = now;
     }
 }
 
