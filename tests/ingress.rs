@@ -18,6 +18,8 @@ mod robust;
 mod stored;
 #[path = "ingress/support.rs"]
 mod support;
+#[path = "ingress/tls.rs"]
+mod tls;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;

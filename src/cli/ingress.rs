@@ -99,6 +99,13 @@ pub struct ServeArgs {
     /// output.
     #[arg(long, value_name = "FILE|-")]
     pub access_log: Option<String>,
+    /// Serve HTTPS: the certificate chain (PEM); needs --tls-key. HTTP/2 and HTTP/1.1 are
+    /// offered by ALPN.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
@@ -121,6 +128,8 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
             eject_for: ms(a.eject_ms),
             backend_http2: a.backend_http2,
             access_log: a.access_log,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
         }),
     }
 }

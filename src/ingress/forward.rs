@@ -190,7 +190,7 @@ pub async fn forward(
     mut upgrade: Option<Upgrade>,
 ) -> Response<Body> {
     strip_hop_by_hop(&mut headers);
-    forwarding_headers(&mut headers, host, remote, "http");
+    forwarding_headers(&mut headers, host, remote, out.proto);
     if let Some(u) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u.protocol.clone());
@@ -348,7 +348,12 @@ pub fn shadow(
 ) {
     let mut headers = out.headers.clone();
     strip_hop_by_hop(&mut headers);
-    forwarding_headers(&mut headers, host, SocketAddr::new(out.remote, 0), "http");
+    forwarding_headers(
+        &mut headers,
+        host,
+        SocketAddr::new(out.remote, 0),
+        out.proto,
+    );
     let (authority, h2) = up.clients.split(endpoint);
     set(&mut headers, "host", authority);
     let uri = match &out.query {

@@ -29,4 +29,5 @@ pub mod route;
 mod run;
 pub mod serve;
 pub mod table;
+mod tls;
 mod tree;

@@ -72,6 +72,7 @@ pub async fn handle(
     proxy: Arc<Proxy>,
     req: Request<Incoming>,
     remote: SocketAddr,
+    tls: bool,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     proxy.up.metrics.in_flight.fetch_add(1, Relaxed);
@@ -101,7 +102,7 @@ pub async fn handle(
             complete: false,
         }
     });
-    let (route, mut resp) = route_request(&proxy, &live, req, remote).await;
+    let (route, mut resp) = route_request(&proxy, &live, req, remote, tls).await;
     proxy.up.metrics.in_flight.fetch_sub(1, Relaxed);
     let id = route.map_or("(none)", |i| live.table.routes[i].id.as_str());
     proxy
@@ -130,6 +131,7 @@ async fn route_request(
     live: &Live,
     req: Request<Incoming>,
     remote: SocketAddr,
+    tls: bool,
 ) -> (Option<usize>, Response<Body>) {
     let (mut parts, body) = req.into_parts();
     let host = parts
@@ -152,6 +154,7 @@ async fn route_request(
         headers: std::mem::take(&mut parts.headers),
         remote: remote.ip(),
         user: None,
+        proto: if tls { "https" } else { "http" },
     };
     let mut body: Body = body.map_err(BoxError::from).boxed();
     let mut captured = None;

@@ -19,6 +19,8 @@ pub struct Outgoing {
     pub remote: IpAddr,
     /// The user a `basicAuth` let in.
     pub user: Option<String>,
+    /// The client's scheme (X-Forwarded-Proto): "http" or "https".
+    pub proto: &'static str,
 }
 
 impl Outgoing {

@@ -46,6 +46,9 @@ pub struct Config {
     pub backend_http2: bool,
     /// Where the access log goes: a file, or `-` for standard output.
     pub access_log: Option<String>,
+    /// TLS: the certificate chain and key (PEM); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -167,6 +170,10 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         tokio::spawn(serve_metrics(proxy.clone(), l));
     }
 
+    let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(super::tls::acceptor(c, k)?),
+        _ => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper answers a head over max_buf_size with 431 and closes a connection whose head
@@ -198,11 +205,28 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
                 };
                 let _ = stream.set_nodelay(true);
                 let p = proxy.clone();
-                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn.into_owned());
+                let tls = acceptor.is_some();
+                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, tls));
+                let watcher = graceful.watcher();
+                let (builder, acceptor) = (builder.clone(), acceptor.clone());
+                let handshake = cfg.header_read_timeout;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let Some(acceptor) = acceptor else {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                        return;
+                    };
+                    // A handshake gets as long as a request head (slowloris over TLS).
+                    let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
                 });
             }
             _ = term.recv() => break,

@@ -1,0 +1,136 @@
+//! `knit ingress serve --tls-cert --tls-key`: HTTPS with a certificate made by the test
+//! (rcgen), HTTP/1.1 and HTTP/2 chosen by ALPN, X-Forwarded-Proto https; a key that does
+//! not fit the certificate is refused at start.
+
+use super::common::*;
+use super::lab;
+use super::support::*;
+use http_body_util::BodyExt;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+
+/// One GET over TLS from the node namespace, offering `alpn`: (negotiated ALPN, status,
+/// version, body).
+fn tls_get(
+    w: &World,
+    root: CertificateDer<'static>,
+    alpn: &'static [u8],
+) -> Result<(Vec<u8>, u16, http::Version, String), String> {
+    in_ns(&w.node, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(root).map_err(|e| e.to_string())?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            cfg.alpn_protocols = vec![alpn.to_vec()];
+            let tcp = tokio::net::TcpStream::connect(LISTEN)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = ServerName::try_from("shop.example").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let negotiated = tls.get_ref().1.alpn_protocol().unwrap_or(b"").to_vec();
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let req = |uri: &str| {
+                http::Request::get(uri)
+                    .header("host", "shop.example")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap()
+            };
+            let resp = if negotiated == b"h2" {
+                let (mut s, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                s.send_request(req("https://shop.example/secure"))
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                let (mut s, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                s.send_request(req("/secure"))
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            let (status, version) = (resp.status().as_u16(), resp.version());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            Ok((
+                negotiated,
+                status,
+                version,
+                String::from_utf8_lossy(&body).into_owned(),
+            ))
+        })
+    })
+}
+
+#[test]
+fn https_with_http1_and_http2_by_alpn() {
+    let (l, _servers, b0, _b1) = lab();
+    let w = &l.w;
+    let ip = w.ip_of("n", &b0, 4);
+    let ck = rcgen::generate_simple_self_signed(vec!["shop.example".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("{}-tls", w.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let root = ck.cert.der().clone();
+
+    let _g = ingress_with(
+        w,
+        &format!("all: * -> \"http://{ip}:8080\";"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let (alpn, status, version, body) = tls_get(w, root.clone(), b"http/1.1").unwrap();
+    assert_eq!(alpn, b"http/1.1");
+    assert_eq!((status, version), (200, http::Version::HTTP_11));
+    assert!(body.starts_with("b0\nGET /secure HTTP/1.1"), "{body}");
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    let (alpn, status, version, body) = tls_get(w, root.clone(), b"h2").unwrap();
+    assert_eq!(alpn, b"h2");
+    assert_eq!((status, version), (200, http::Version::HTTP_2));
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+
+    // Cleartext to the TLS port is not served; TLS clients still are.
+    let plain = in_ns(&w.node, || request(LISTEN, "GET", "/", &[]));
+    assert!(plain.is_err(), "{plain:?}");
+    assert_eq!(tls_get(w, root, b"http/1.1").unwrap().1, 200);
+
+    // A key that is not the certificate's: refused at start.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let wrong = dir.join("wrong.pem");
+    std::fs::write(&wrong, other.serialize_pem()).unwrap();
+    let routes = routes_file(w, "a: * -> <shunt>;");
+    let o = w
+        .cmd(&["ingress", "serve", "--listen", "127.0.0.1:8001", "--routes"])
+        .arg(&routes)
+        .args(["--tls-cert", cert.to_str().unwrap(), "--tls-key"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not fit the certificate"),
+        "{o:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
