@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM); needs --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Verify https:// backends against these CAs (PEM) instead of the system's bundle.
+    #[arg(long)]
+    pub backend_ca: Option<PathBuf>,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
@@ -130,6 +133,7 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
             access_log: a.access_log,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
+            backend_ca: a.backend_ca,
         }),
     }
 }

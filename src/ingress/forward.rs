@@ -3,6 +3,7 @@
 //! timeouts (connect, response headers, pauses in the response body), and retries of
 //! idempotent requests without a body on another endpoint when a connect fails.
 
+use super::backtls::HttpsConnector;
 use super::body::{Body, BoxError, empty, plain};
 use super::filter::Timeouts;
 use super::health::Health;
@@ -15,8 +16,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio_rustls::TlsConnector;
 
 /// At most this many endpoints are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
@@ -45,47 +47,90 @@ pub struct Upgrade {
     pub client: hyper::upgrade::OnUpgrade,
 }
 
-/// Keep-alive pools to the backends, one per connect timeout in use (hyper's connector
-/// has one connect timeout; routes rarely use more than a few).
+/// How an endpoint is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge).
+    H2c,
+    /// TLS; HTTP/2 or HTTP/1.1 as ALPN decides.
+    Tls,
+}
+
+/// Keep-alive pools to the backends, one per connect timeout and protocol in use (hyper's
+/// connector has one connect timeout; routes rarely use more than a few).
 pub struct Clients {
     pub defaults: Defaults,
-    by_connect: Mutex<HashMap<(Duration, bool), Client<HttpConnector, Body>>>,
+    tls: TlsConnector,
+    plain: Mutex<HashMap<(Duration, bool), Client<HttpConnector, Body>>>,
+    secure: Mutex<HashMap<Duration, Client<HttpsConnector, Body>>>,
+}
+
+fn http_connector(connect: Duration) -> HttpConnector {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(connect));
+    c
+}
+
+fn builder() -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256);
+    b
 }
 
 impl Clients {
-    pub fn new(defaults: Defaults) -> Clients {
+    pub fn new(defaults: Defaults, tls: TlsConnector) -> Clients {
         Clients {
             defaults,
-            by_connect: Mutex::new(HashMap::new()),
+            tls,
+            plain: Mutex::new(HashMap::new()),
+            secure: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The pool for this connect timeout and protocol (`h2`: HTTP/2 without TLS).
-    fn get(&self, connect: Option<Duration>, h2: bool) -> Client<HttpConnector, Body> {
+    /// Sends a request (its URI absolute) over the pool for this connect timeout and
+    /// protocol.
+    fn send(&self, connect: Option<Duration>, proto: Proto, req: Request<Body>) -> ResponseFuture {
         let d = connect.unwrap_or(self.defaults.connect);
-        // A poisoned map is still a valid map (a panic elsewhere mid-insert).
-        let mut m = self.by_connect.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((d, h2))
-            .or_insert_with(|| {
-                let mut c = HttpConnector::new();
-                c.set_nodelay(true);
-                c.set_connect_timeout(Some(d));
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
-                    .http2_only(h2)
-                    .build(c)
-            })
-            .clone()
+        if proto == Proto::Tls {
+            // A poisoned map is still a valid map (a panic elsewhere mid-insert).
+            let mut m = self.secure.lock().unwrap_or_else(|p| p.into_inner());
+            let client = m.entry(d).or_insert_with(|| {
+                let mut http = http_connector(d);
+                http.enforce_http(false);
+                builder().build(HttpsConnector {
+                    http,
+                    tls: self.tls.clone(),
+                })
+            });
+            return client.request(req);
+        }
+        let h2 = proto == Proto::H2c;
+        let mut m = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+        let client = m
+            .entry((d, h2))
+            .or_insert_with(|| builder().http2_only(h2).build(http_connector(d)));
+        client.request(req)
     }
 
-    /// An endpoint's authority and whether it is spoken to in HTTP/2.
-    fn split<'a>(&self, endpoint: &'a str) -> (&'a str, bool) {
-        match endpoint.strip_prefix("h2c://") {
-            Some(a) => (a, true),
-            None => (endpoint, self.defaults.http2),
+    /// An endpoint's authority and how it is spoken to.
+    fn split<'a>(&self, endpoint: &'a str) -> (&'a str, Proto) {
+        if let Some(a) = endpoint.strip_prefix("h2c://") {
+            (a, Proto::H2c)
+        } else if let Some(a) = endpoint.strip_prefix("https://") {
+            (a, Proto::Tls)
+        } else if self.defaults.http2 {
+            (endpoint, Proto::H2c)
+        } else {
+            (endpoint, Proto::Http1)
         }
     }
+}
+
+fn scheme(p: Proto) -> &'static str {
+    if p == Proto::Tls { "https" } else { "http" }
 }
 
 /// What requests to backends share: the pools, passive health, the load per endpoint and
@@ -212,14 +257,13 @@ pub async fn forward(
     };
     for n in 0..attempts {
         let endpoint = &usable[(first + n) % usable.len()];
-        let (authority, h2) = proxy.clients.split(endpoint);
-        let client = proxy.clients.get(timeouts.connect, h2);
-        let uri = format!("http://{authority}{path_query}");
+        let (authority, proto) = proxy.clients.split(endpoint);
+        let uri = format!("{}://{authority}{path_query}", scheme(proto));
         let mut h = headers.clone();
         // As Skipper: the backend sees its own host; the client's is in X-Forwarded-Host.
         set(&mut h, "host", authority);
         let b = body.take().unwrap_or_else(empty);
-        let version = if h2 {
+        let version = if proto == Proto::H2c {
             http::Version::HTTP_2
         } else {
             http::Version::HTTP_11
@@ -241,7 +285,7 @@ pub async fn forward(
         *breq.headers_mut() = h;
         let _load = proxy.in_flight.start(endpoint);
         let sent = std::time::Instant::now();
-        let call = client.request(breq);
+        let call = proxy.clients.send(timeouts.connect, proto, breq);
         let result = match header_timeout {
             Some(d) => tokio::time::timeout(d, call).await.map_err(|_| ()),
             None => Ok(call.await),
@@ -354,11 +398,11 @@ pub fn shadow(
         SocketAddr::new(out.remote, 0),
         out.proto,
     );
-    let (authority, h2) = up.clients.split(endpoint);
+    let (authority, proto) = up.clients.split(endpoint);
     set(&mut headers, "host", authority);
     let uri = match &out.query {
-        Some(q) => format!("http://{authority}{}?{q}", out.path),
-        None => format!("http://{authority}{}", out.path),
+        Some(q) => format!("{}://{authority}{}?{q}", scheme(proto), out.path),
+        None => format!("{}://{authority}{}", scheme(proto), out.path),
     };
     let req = Request::builder()
         .method(parts.method.clone())
@@ -372,11 +416,11 @@ pub fn shadow(
         }
     };
     *req.headers_mut() = headers;
-    let client = up.clients.get(None, h2);
+    let call = up.clients.send(None, proto, req);
     let endpoint = endpoint.to_string();
     tokio::spawn(async move {
         let sent = async {
-            let resp = client.request(req).await?;
+            let resp = call.await?;
             // Read the answer so the connection goes back to the pool.
             let _ = resp.into_body().collect().await;
             Ok::<_, hyper_util::client::legacy::Error>(())

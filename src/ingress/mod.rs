@@ -8,14 +8,16 @@
 //! - `tree`, `table`: the path tree and the route table that matches requests;
 //! - `run`, `ratelimit`, `htpasswd`, `bodies`: the filters at work on a request, their
 //!   limiter and password files, and the bodies they wrap (compression, pacing, capture);
-//! - `lb`, `health`, `resolve`, `forward`: balancers, passive health, `knit://` endpoints
-//!   from the store, and the way to a backend (timeouts, retries, upgrades, h2c, tee);
+//! - `lb`, `health`, `resolve`, `forward`, `backtls`: balancers, passive health, `knit://`
+//!   endpoints from the store, and the way to a backend (timeouts, retries, upgrades, h2c,
+//!   TLS, tee);
 //! - `body`, `proxy`, `accesslog`, `metrics`, `tls`, `serve`: one request's way through
 //!   the routes, the access log, Prometheus figures, TLS, and the listener with reload and
 //!   graceful shutdown.
 
 mod accesslog;
 mod args;
+mod backtls;
 mod bodies;
 mod body;
 pub mod eskip;

@@ -83,7 +83,7 @@ pub enum Algorithm {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// `http://HOST:PORT` (port 80 if not given) as `HOST:PORT`; `h2c://HOST:PORT` (HTTP/2
-    /// without TLS to the backend) as written.
+    /// without TLS to the backend) and `https://HOST:PORT` (443) with their scheme.
     Http(String),
     /// `knit://service/NAME`: the service's VIP and port.
     Service(String),
@@ -157,16 +157,17 @@ fn target(url: &str) -> Result<Target, String> {
             .map_err(|_| format!("{url:?}: {port:?} is not a port"))?;
         return Ok(Target::Sandbox(name.to_string(), port));
     }
-    let (rest, scheme) = match url.strip_prefix("h2c://") {
-        Some(rest) => (rest, "h2c://"),
-        None => (
-            url.strip_prefix("http://").ok_or_else(|| {
-                format!(
-                    "{url:?}: only http://, h2c://, knit://service/ and knit://sandbox/ backends are implemented"
-                )
-            })?,
-            "",
-        ),
+    let (rest, scheme, default_port) = if let Some(rest) = url.strip_prefix("h2c://") {
+        (rest, "h2c://", 80)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, "https://", 443)
+    } else {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!(
+                "{url:?}: only http://, https://, h2c://, knit://service/ and knit://sandbox/ backends are implemented"
+            )
+        })?;
+        (rest, "", 80)
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if !(path.is_empty() || path == "/") {
@@ -190,7 +191,7 @@ fn target(url: &str) -> Result<Target, String> {
     Ok(Target::Http(if has_port {
         format!("{scheme}{authority}")
     } else {
-        format!("{scheme}{authority}:80")
+        format!("{scheme}{authority}:{default_port}")
     }))
 }
 

@@ -49,6 +49,8 @@ pub struct Config {
     /// TLS: the certificate chain and key (PEM); both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The CAs (PEM) `https://` backends are verified against; the system's without it.
+    pub backend_ca: Option<PathBuf>,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -122,12 +124,16 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     let resolver = Arc::new(Resolver::new(cfg.state_dir.clone()));
     let targets = knit_targets(&table);
     resolver.refresh(targets.iter());
-    let clients = Clients::new(Defaults {
-        connect: cfg.connect_timeout,
-        header: cfg.response_header_timeout,
-        idle: cfg.idle_timeout,
-        http2: cfg.backend_http2,
-    });
+    let backend_tls = super::backtls::connector(cfg.backend_ca.as_deref())?;
+    let clients = Clients::new(
+        Defaults {
+            connect: cfg.connect_timeout,
+            header: cfg.response_header_timeout,
+            idle: cfg.idle_timeout,
+            http2: cfg.backend_http2,
+        },
+        backend_tls,
+    );
     let access = match &cfg.access_log {
         Some(spec) => Some(Arc::new(AccessLog::open(spec)?)),
         None => None,

@@ -134,3 +134,95 @@ fn https_with_http1_and_http2_by_alpn() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTPS server on a thread in `ns` offering `alpn`: answers "tlsb", the request's
+/// version. Runs until the test process ends.
+fn tls_backend(ns: &str, addr: &str, ck: &rcgen::CertifiedKey<rcgen::KeyPair>, alpn: &[&[u8]]) {
+    let (ns, addr) = (
+        ns.to_string(),
+        addr.parse::<std::net::SocketAddr>().unwrap(),
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET,) },
+            0
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tx.send(()).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                        let body = format!("tlsb\n{:?}\n", req.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+                });
+            }
+        });
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn https_backends_are_verified_against_the_given_ca() {
+    let (l, _servers, b0, _b1) = lab();
+    let w = &l.w;
+    let ip = w.ip_of("n", &b0, 4);
+    // The backend's certificate names its address; it is its own CA.
+    let ck = rcgen::generate_simple_self_signed(vec![ip.clone()]).unwrap();
+    tls_backend(l.ns("b0"), "0.0.0.0:8443", &ck, &[b"h2", b"http/1.1"]);
+    tls_backend(l.ns("b0"), "0.0.0.0:8444", &ck, &[b"http/1.1"]);
+    let ca = std::env::temp_dir().join(format!("{}-ca.pem", w.prefix));
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let routes = format!(
+        "h2: Path(\"/h2\") -> \"https://{ip}:8443\";\nh1: Path(\"/h1\") -> \"https://{ip}:8444\";"
+    );
+    let g = ingress_with(w, &routes, &["--backend-ca", ca.to_str().unwrap()]);
+    // ALPN decides: HTTP/2 where the backend offers it, else HTTP/1.1.
+    let r = get(w, "/h2", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "tlsb\nHTTP/2.0\n"),
+        "{r:?}"
+    );
+    let r = get(w, "/h1", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "tlsb\nHTTP/1.1\n"),
+        "{r:?}"
+    );
+    drop(g);
+    // Without the CA the backend's certificate is not trusted: 502.
+    let _g = ingress(w, &routes);
+    assert_eq!(get(w, "/h2", &[]).status, 502);
+    let _ = std::fs::remove_file(&ca);
+}
