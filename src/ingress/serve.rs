@@ -177,7 +177,11 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     }
 
     let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(super::tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => {
+            let (acceptor, certs) = super::tls::acceptor(c, k)?;
+            tokio::spawn(certs.watch(cfg.reload));
+            Some(acceptor)
+        }
         _ => None,
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

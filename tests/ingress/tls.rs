@@ -77,6 +77,45 @@ fn tls_get(
     })
 }
 
+/// The certificate the ingress shows in a handshake (trusting `roots`).
+fn peer_cert(w: &World, roots: Vec<CertificateDer<'static>>) -> Result<Vec<u8>, String> {
+    in_ns(&w.node, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut store = rustls::RootCertStore::empty();
+            for r in roots {
+                store.add(r).map_err(|e| e.to_string())?;
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(store)
+                .with_no_client_auth();
+            let tcp = tokio::net::TcpStream::connect(LISTEN)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = ServerName::try_from("shop.example").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+            Ok(certs.first().map(|c| c.to_vec()).unwrap_or_default())
+        })
+    })
+}
+
+/// Writes a file aside and renames it over, as deploy tools do.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 #[test]
 fn https_with_http1_and_http2_by_alpn() {
     let (l, _servers, b0, _b1) = lab();
@@ -113,7 +152,24 @@ fn https_with_http1_and_http2_by_alpn() {
     // Cleartext to the TLS port is not served; TLS clients still are.
     let plain = in_ns(&w.node, || request(LISTEN, "GET", "/", &[]));
     assert!(plain.is_err(), "{plain:?}");
-    assert_eq!(tls_get(w, root, b"http/1.1").unwrap().1, 200);
+    assert_eq!(tls_get(w, root.clone(), b"http/1.1").unwrap().1, 200);
+
+    // A new certificate and key in the files serve new handshakes without a restart; a
+    // pair that does not fit is refused and the current one stays.
+    let ck2 = rcgen::generate_simple_self_signed(vec!["shop.example".to_string()]).unwrap();
+    let roots = vec![root.clone(), ck2.cert.der().clone()];
+    assert_eq!(peer_cert(w, roots.clone()).unwrap(), root.to_vec());
+    replace(&key, &ck2.signing_key.serialize_pem());
+    replace(&cert, &ck2.cert.pem());
+    eventually_within(
+        "the new certificate",
+        std::time::Duration::from_secs(5),
+        || peer_cert(w, roots.clone()).is_ok_and(|c| c == ck2.cert.der().to_vec()),
+    );
+    replace(&cert, &ck.cert.pem());
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(peer_cert(w, roots).unwrap(), ck2.cert.der().to_vec());
+    replace(&cert, &ck2.cert.pem());
 
     // A key that is not the certificate's: refused at start.
     let other = rcgen::KeyPair::generate().unwrap();
