@@ -59,9 +59,9 @@ pub enum Filter {
     /// `auditLog([N])`: one JSON line per request on stderr with the first N (1024) bytes
     /// of the request body.
     AuditLog(usize),
-    /// `tee("http://host:port")`: a copy of the request goes there too; its answer is
-    /// ignored.
-    Tee(String),
+    /// `tee("http://host:port"[, regexp, replacement])`: a copy of the request goes there
+    /// too (its path rewritten as modPath would), its answer ignored.
+    Tee(String, Option<(Regex, String)>),
     /// `latency(ms | "120ms")`: the response is held back this long.
     Latency(Duration),
     /// `bandwidth(kb/s)`: the response body flows at most this fast (KiB per second).
@@ -332,9 +332,17 @@ impl Filter {
                 Filter::AuditLog(n)
             }
             "tee" => {
-                args::count(t, 1, 1)?;
+                if t.args.len() == 2 {
+                    return args::fail(t, "takes 1 or 3 arguments (url[, regexp, replacement])");
+                }
+                args::count(t, 1, 3)?;
                 let url = args::string(t, 0)?;
-                Filter::Tee(http_authority(t, &url)?)
+                let rewrite = if t.args.len() == 3 {
+                    Some((args::regex(t, 1)?, args::string(t, 2)?))
+                } else {
+                    None
+                };
+                Filter::Tee(http_authority(t, &url)?, rewrite)
             }
             "latency" => {
                 args::count(t, 1, 1)?;

@@ -385,6 +385,7 @@ const SHADOW_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn shadow(
     up: &Upstream,
     endpoint: &str,
+    rewrite: Option<&(regex::Regex, String)>,
     parts: &http::request::Parts,
     out: &Outgoing,
     host: &str,
@@ -400,9 +401,13 @@ pub fn shadow(
     );
     let (authority, proto) = up.clients.split(endpoint);
     set(&mut headers, "host", authority);
+    let path = match rewrite {
+        Some((re, with)) => re.replace_all(&out.path, with.as_str()).into_owned(),
+        None => out.path.clone(),
+    };
     let uri = match &out.query {
-        Some(q) => format!("{}://{authority}{}?{q}", scheme(proto), out.path),
-        None => format!("{}://{authority}{}", scheme(proto), out.path),
+        Some(q) => format!("{}://{authority}{path}?{q}", scheme(proto)),
+        None => format!("{}://{authority}{path}", scheme(proto)),
     };
     let req = Request::builder()
         .method(parts.method.clone())

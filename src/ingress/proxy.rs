@@ -225,7 +225,10 @@ async fn route_request(
                         captured = Some(kept);
                     }
                     if !effects.tee.is_empty() {
-                        body = tee(&proxy.up, &effects.tee, &parts, &out, &host, body).await;
+                        match tee(&proxy.up, &effects.tee, &parts, &out, &host, body).await {
+                            Ok(b) => body = b,
+                            Err(r) => break 'routing r,
+                        }
                     }
                     let headers = std::mem::take(&mut out.headers);
                     break 'routing forward::forward(
@@ -357,31 +360,43 @@ fn compressible(
 const TEE_MAX: u64 = 1 << 20;
 
 /// Sends copies of the request to the `tee` endpoints (answers ignored); returns the body
-/// for the real backend (read whole when copied).
+/// for the real backend (read whole when copied), or the answer when the client's body
+/// could not be read.
 async fn tee(
     up: &Upstream,
-    to: &[String],
+    to: &[(String, Option<(regex::Regex, String)>)],
     parts: &http::request::Parts,
     out: &Outgoing,
     host: &str,
     body: Body,
-) -> Body {
+) -> Result<Body, Response<Body>> {
     let size = hyper::body::Body::size_hint(&body).exact();
     let bytes = match size {
         Some(n) if n <= TEE_MAX => match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the request body for tee failed");
-                return empty();
+                return Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ));
             }
         },
         _ => {
             tracing::warn!("tee: request body too large or of unknown size; not copied");
-            return body;
+            return Ok(body);
         }
     };
-    for endpoint in to {
-        forward::shadow(up, endpoint, parts, out, host, bytes.clone());
+    for (endpoint, rewrite) in to {
+        forward::shadow(
+            up,
+            endpoint,
+            rewrite.as_ref(),
+            parts,
+            out,
+            host,
+            bytes.clone(),
+        );
     }
-    full(bytes)
+    Ok(full(bytes))
 }

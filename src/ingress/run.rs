@@ -165,7 +165,7 @@ pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Ser
             | Filter::Compress(..)
             | Filter::CorsOrigin(_)
             | Filter::AuditLog(_)
-            | Filter::Tee(_)
+            | Filter::Tee(..)
             | Filter::Latency(_)
             | Filter::Bandwidth(_) => {}
         }
@@ -221,8 +221,8 @@ pub struct Effects {
     pub bandwidth: Option<f64>,
     /// auditLog(): how many body bytes to log.
     pub audit: Option<usize>,
-    /// tee(): where copies go.
-    pub tee: Vec<String>,
+    /// tee(): where copies go, and how their path is rewritten.
+    pub tee: Vec<(String, Option<(regex::Regex, String)>)>,
 }
 
 impl Effects {
@@ -239,7 +239,7 @@ impl Effects {
                         e.bandwidth = Some(e.bandwidth.map_or(bps, |b| b.min(bps)));
                     }
                     Filter::AuditLog(n) => e.audit = Some(*n),
-                    Filter::Tee(to) => e.tee.push(to.clone()),
+                    Filter::Tee(to, rewrite) => e.tee.push((to.clone(), rewrite.clone())),
                     _ => {}
                 }
             }

@@ -148,6 +148,7 @@ json: Path("/json") -> compress(9, "application/json") -> "http://{ip}:8080";
 audit: Path("/audit") -> auditLog(5) -> "http://{ip}:8080";
 tee: Path("/tee") -> tee("http://{ip}:8081") -> "http://{ip}:8080";
 teedead: Path("/teedead") -> tee("http://{ip}:9") -> "http://{ip}:8080";
+teepath: Path("/teepath") -> tee("http://{ip}:8081", "^/teepath", "/copied") -> "http://{ip}:8080";
 "#
     );
     let g = ingress(w, &routes);
@@ -223,6 +224,17 @@ teedead: Path("/teedead") -> tee("http://{ip}:9") -> "http://{ip}:8080";
             .unwrap()
             .iter()
             .any(|r| r == "POST /tee HTTP/1.1\nping")
+    });
+    // The copy's path rewritten (Skipper's three-argument form); the original's is not.
+    let r = get(w, "/teepath?q=1", &[]);
+    assert!(r.body.starts_with("b0\nGET /teepath?q=1 "), "{r:?}");
+    eventually_within("the rewritten copy", Duration::from_secs(3), || {
+        shadow
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r == "GET /copied?q=1 HTTP/1.1\n")
     });
     // A dead shadow does not hurt the request.
     let r = get(w, "/teedead", &[]);
