@@ -93,6 +93,40 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// A request's line until its response exists: if the request is dropped first (the
+/// client went away while it waited), the line is written with status 499, as nginx does.
+pub struct Pending {
+    log: Arc<AccessLog>,
+    entry: Option<Entry>,
+    started: Instant,
+}
+
+impl Pending {
+    pub fn new(log: Arc<AccessLog>, entry: Entry, started: Instant) -> Pending {
+        Pending {
+            log,
+            entry: Some(entry),
+            started,
+        }
+    }
+
+    /// The line, to be completed with the response.
+    pub fn take(mut self) -> Option<(Arc<AccessLog>, Entry)> {
+        self.entry.take().map(|e| (self.log.clone(), e))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.status = 499;
+            e.complete = false;
+            e.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            self.log.write(&e);
+        }
+    }
+}
+
 /// A response body that writes its request's line when it ends or is dropped.
 pub struct Logged {
     inner: Body,

@@ -3,7 +3,7 @@
 //! route's balancer over a keep-alive connection pool; the response goes back through
 //! the filters' response side.
 
-use super::accesslog::{AccessLog, Entry, Logged, now_rfc3339};
+use super::accesslog::{AccessLog, Entry, Logged, Pending, now_rfc3339};
 use super::bodies::{Captured, Compressed, Encoding, Throttled};
 use super::body::{Body, BoxError, empty, full, plain};
 use super::filter::Timeouts;
@@ -67,6 +67,22 @@ impl Proxy {
     }
 }
 
+/// One request in the in-flight gauge while it lives.
+struct Counted<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a std::sync::atomic::AtomicI64) -> Counted<'a> {
+        gauge.fetch_add(1, Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Serves one request; never fails (errors become 4xx/5xx responses).
 pub async fn handle(
     proxy: Arc<Proxy>,
@@ -75,13 +91,14 @@ pub async fn handle(
     tls: bool,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    proxy.up.metrics.in_flight.fetch_add(1, Relaxed);
+    // Counted down on drop: also when the client goes away and hyper drops this future.
+    let counted = Counted::new(&proxy.up.metrics.in_flight);
     let live = proxy.current();
-    let entry = proxy.access.as_ref().map(|_| {
+    let entry = proxy.access.as_ref().map(|log| {
         let h = req.headers();
         let text =
             |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
-        Entry {
+        let entry = Entry {
             time: now_rfc3339(),
             remote: remote.ip().to_string(),
             method: req.method().to_string(),
@@ -100,10 +117,11 @@ pub async fn handle(
             endpoint: None,
             user_agent: text(header::USER_AGENT),
             complete: false,
-        }
+        };
+        Pending::new(log.clone(), entry, started)
     });
     let (route, mut resp) = route_request(&proxy, &live, req, remote, tls).await;
-    proxy.up.metrics.in_flight.fetch_sub(1, Relaxed);
+    drop(counted);
     let id = route.map_or("(none)", |i| live.table.routes[i].id.as_str());
     proxy
         .up
@@ -112,7 +130,7 @@ pub async fn handle(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().remove(header::CONNECTION);
     }
-    if let (Some(log), Some(mut e)) = (&proxy.access, entry) {
+    if let Some((log, mut e)) = entry.and_then(Pending::take) {
         e.status = resp.status().as_u16();
         e.route = route.map(|i| live.table.routes[i].id.clone());
         e.endpoint = resp
@@ -120,7 +138,7 @@ pub async fn handle(
             .get::<forward::Endpoint>()
             .map(|x| x.0.clone());
         let b = std::mem::replace(resp.body_mut(), empty());
-        *resp.body_mut() = Logged::new(b, log.clone(), e, started).boxed();
+        *resp.body_mut() = Logged::new(b, log, e, started).boxed();
     }
     Ok(resp)
 }

@@ -96,15 +96,25 @@ gone: Path("/gone") -> "http://{ip}:9";
         &format!("knit_ingress_backend_errors_total{{endpoint=\"{ip}:9\"}} 1"),
     );
 
+    // A client that goes away mid-request leaves the gauge too.
+    in_ns(&w.node, || {
+        let mut s = std::net::TcpStream::connect(LISTEN).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    eventually_within("in flight back to 0", Duration::from_secs(3), || {
+        metrics(w).lines().any(|l| l == "knit_ingress_in_flight 0")
+    });
+
     // The access log: a line per request, with what was sent.
     let mut lines: Vec<serde_json::Value> = vec![];
-    eventually_within("10 access log lines", Duration::from_secs(3), || {
+    eventually_within("11 access log lines", Duration::from_secs(3), || {
         lines = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))
             .collect();
-        lines.len() == 10
+        lines.len() == 11
     });
     let api: Vec<&serde_json::Value> = lines.iter().filter(|v| v["route"] == "api").collect();
     assert_eq!(api.len(), 5);
@@ -136,8 +146,24 @@ gone: Path("/gone") -> "http://{ip}:9";
     );
     assert!(tea["endpoint"].is_null());
     assert_eq!(find("gone".into())["status"], 502);
-    assert_eq!(find(serde_json::Value::Null)["status"], 404);
-    let slow = find("slow".into());
-    assert!(slow["duration_ms"].as_f64().unwrap() >= 1000.0, "{slow}");
+    let unrouted: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["route"].is_null())
+        .filter_map(|v| v["status"].as_u64())
+        .collect();
+    assert_eq!(unrouted.len(), 2, "{lines:?}");
+    assert!(unrouted.contains(&404), "{unrouted:?}");
+    let slow: Vec<&serde_json::Value> = lines.iter().filter(|v| v["route"] == "slow").collect();
+    assert_eq!(slow.len(), 1);
+    assert!(
+        slow[0]["duration_ms"].as_f64().unwrap() >= 1000.0 && slow[0]["complete"] == true,
+        "{slow:?}"
+    );
+    // The client that went away before the answer: 499, as nginx logs it (no route: the
+    // request ended while it waited).
+    let gone: Vec<&serde_json::Value> = lines.iter().filter(|v| v["status"] == 499).collect();
+    assert_eq!(gone.len(), 1, "{lines:?}");
+    assert_eq!(gone[0]["uri"], "/slow");
+    assert_eq!(gone[0]["complete"], false);
     let _ = std::fs::remove_file(&log);
 }
