@@ -169,7 +169,7 @@ fn slowloris_and_oversized_heads_are_refused_while_others_are_served() {
         slowest = slowest.max(took);
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    assert!(slowest < Duration::from_millis(1000), "{slowest:?}");
     // A head over 16 KiB: 431, and the next client is served.
     let big = "b".repeat(32 * 1024);
     let r = in_ns(&w.node, move || {
