@@ -16,12 +16,16 @@ fn demo_proves_the_lab_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    assert_eq!(stdout.matches("[ok]").count(), 13, "{stdout}");
+    assert_eq!(stdout.matches("[ok]").count(), 18, "{stdout}");
     for step in [
         "service VIP",
         "node port",
         "can no longer reach",
         "allowed: client",
+        "a tenth reach v2",
+        "rewritten to /items",
+        "get 429",
+        "v2 ejected",
     ] {
         assert!(stdout.contains(step), "missing {step:?}: {stdout}");
     }

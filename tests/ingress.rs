@@ -6,8 +6,20 @@
 //! the ingress process is killed by its guard, the namespaces by the World.
 
 mod common;
+#[path = "ingress/filters.rs"]
+mod filters;
+#[path = "ingress/observe.rs"]
+mod observe;
+#[path = "ingress/protocols.rs"]
+mod protocols;
+#[path = "ingress/robust.rs"]
+mod robust;
+#[path = "ingress/stored.rs"]
+mod stored;
 #[path = "ingress/support.rs"]
 mod support;
+#[path = "ingress/tls.rs"]
+mod tls;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[path = "demo_ingress.rs"]
+mod ingress_act;
+
 /// Processes a demo started, killed if it is interrupted.
 pub(super) static CHILDREN: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
 
@@ -425,6 +428,8 @@ pub fn run() -> Result<i32> {
             body.contains("hello from web"),
             &body,
         )?;
+
+        ingress_act::act(&mut lab, &web)?;
 
         say!("\n  policy: default deny on the network, then allow what is needed");
         lab.knit(&["policy", "default", "lab", "deny"])?;

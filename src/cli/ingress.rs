@@ -21,6 +21,35 @@ pub enum IngressCmd {
     /// does not load is refused whole and the old routes stay. SIGTERM stops accepting,
     /// lets in-flight requests finish, then exits.
     Serve(ServeArgs),
+    /// Routes kept in knit's store, served beside the routes file by every `knit ingress
+    /// serve` of this state directory (a stored route replaces a file route of the same
+    /// id); a running one picks changes up without a restart.
+    #[command(subcommand)]
+    Route(RouteCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouteCmd {
+    /// Add a route: its id, and the route in eskip without the id, e.g.
+    /// 'Path("/api") -> setPath("/") -> "http://10.0.0.2:8080"'. Exit status 1: it does not
+    /// parse or has a bad argument; 3: it uses something knit does not implement; 4: the
+    /// id exists (--replace replaces it).
+    Add {
+        /// The route's id (letters, digits and _).
+        id: String,
+        /// The route in eskip, without its id.
+        route: String,
+        /// Replace a stored route of this id.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a stored route (exit status 3 if there is none of that id).
+    Rm {
+        /// The route's id.
+        id: String,
+    },
+    /// List the stored routes, as eskip (--json: as data).
+    Ls,
 }
 
 #[derive(Args, Debug)]
@@ -28,28 +57,167 @@ pub struct ServeArgs {
     /// Where to listen, ADDR:PORT (e.g. 0.0.0.0:8080 or [::]:8080).
     #[arg(long)]
     pub listen: std::net::SocketAddr,
-    /// The routes file (eskip).
+    /// The routes file (eskip); without one, only the routes kept in the store.
     #[arg(long)]
-    pub routes: PathBuf,
+    pub routes: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9911).
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
     /// How often the routes file is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub reload_ms: u64,
+    /// Backend connect timeout, ms (a route's connectTimeout("…") overrides it).
+    #[arg(long, default_value_t = 5000)]
+    pub connect_timeout_ms: u64,
+    /// How long a backend may take to send response headers, ms; 0: no limit (a
+    /// route's backendTimeout("…") overrides it).
+    #[arg(long, default_value_t = 60000)]
+    pub response_header_timeout_ms: u64,
+    /// The longest pause in a backend's response body, ms; 0: no limit (a route's
+    /// idleTimeout("…") overrides it).
+    #[arg(long, default_value_t = 0)]
+    pub idle_timeout_ms: u64,
+    /// A client must send a request's head within this many ms, else its connection is
+    /// closed (slowloris).
+    #[arg(long, default_value_t = 10000)]
+    pub header_read_timeout_ms: u64,
+    /// Request heads larger than this many bytes are refused with 431 (at least 8192).
+    #[arg(long, default_value_t = 65536)]
+    pub max_header_bytes: usize,
+    /// Passive health: an endpoint failing this many times in a row leaves the rotation
+    /// (0: never).
+    #[arg(long, default_value_t = 3)]
+    pub eject_after: u32,
+    /// ... for this many ms.
+    #[arg(long, default_value_t = 10000)]
+    pub eject_ms: u64,
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to every backend; without it only
+    /// to backends written h2c://HOST:PORT.
+    #[arg(long)]
+    pub backend_http2: bool,
+    /// Write one JSON line per request to this file (appended), or `-` for standard
+    /// output.
+    #[arg(long, value_name = "FILE|-")]
+    pub access_log: Option<String>,
+    /// Serve HTTPS: the certificate chain (PEM); needs --tls-key. HTTP/2 and HTTP/1.1 are
+    /// offered by ALPN.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify https:// backends against these CAs (PEM) instead of the system's bundle.
+    #[arg(long)]
+    pub backend_ca: Option<PathBuf>,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
     match cmd {
         IngressCmd::Check { file } => check(&file, json),
+        IngressCmd::Route(c) => route_cmd(c, state_dir, json),
         IngressCmd::Serve(a) => crate::ingress::serve::run(crate::ingress::serve::Config {
             listen: a.listen,
             routes: a.routes,
             metrics: a.metrics,
             state_dir: state_dir.to_path_buf(),
-            reload: std::time::Duration::from_millis(a.reload_ms.max(50)),
+            reload: ms(a.reload_ms.max(50)),
+            connect_timeout: ms(a.connect_timeout_ms.max(1)),
+            response_header_timeout: (a.response_header_timeout_ms > 0)
+                .then(|| ms(a.response_header_timeout_ms)),
+            idle_timeout: (a.idle_timeout_ms > 0).then(|| ms(a.idle_timeout_ms)),
+            header_read_timeout: ms(a.header_read_timeout_ms.max(1)),
+            max_header_bytes: a.max_header_bytes.max(8192),
+            eject_after: a.eject_after,
+            eject_for: ms(a.eject_ms),
+            backend_http2: a.backend_http2,
+            access_log: a.access_log,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            backend_ca: a.backend_ca,
         }),
     }
+}
+
+fn route_cmd(cmd: RouteCmd, state_dir: &Path, json: bool) -> Result<i32> {
+    match cmd {
+        RouteCmd::Add { id, route, replace } => {
+            let text = route.trim().trim_end_matches(';').trim().to_string();
+            let parsed = match eskip::parse(&format!("{id}: {text};")) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("route {id}: {e}");
+                    return Ok(crate::error::exit::INVALID);
+                }
+            };
+            if parsed.len() != 1 || parsed[0].id != id {
+                return Err(Error::Invalid {
+                    field: "route",
+                    value: route,
+                    reason:
+                        "expected one route without its id (and an id of letters, digits and _)"
+                            .into(),
+                });
+            }
+            if let Err(p) = route::compile(&parsed) {
+                for e in &p.invalid {
+                    eprintln!("route {id}: {e}");
+                }
+                for u in &p.unsupported {
+                    eprintln!(
+                        "route {id}: {} {} is not implemented by knit",
+                        u.kind, u.name
+                    );
+                }
+                return Ok(if p.invalid.is_empty() {
+                    crate::error::exit::NOT_FOUND
+                } else {
+                    crate::error::exit::INVALID
+                });
+            }
+            let mut store = crate::store::Store::open(state_dir)?;
+            if !store.put_ingress_route(&id, &text, replace)? {
+                return Err(Error::Exists {
+                    kind: "ingress route",
+                    name: id,
+                });
+            }
+            println!("{id}");
+            Ok(0)
+        }
+        RouteCmd::Rm { id } => {
+            let mut store = crate::store::Store::open(state_dir)?;
+            if !store.remove_ingress_route(&id)? {
+                return Err(Error::NotFound {
+                    kind: "ingress route",
+                    name: id,
+                });
+            }
+            Ok(0)
+        }
+        RouteCmd::Ls => {
+            let routes = if crate::store::Store::is_blank(state_dir) {
+                vec![]
+            } else {
+                crate::store::Store::open(state_dir)?.ingress_routes()?
+            };
+            if json {
+                let v: Vec<_> = routes
+                    .iter()
+                    .map(|(id, r)| serde_json::json!({"id": id, "route": r}))
+                    .collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                for (id, r) in &routes {
+                    println!("{id}: {r};");
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn ms(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n)
 }
 
 fn check(file: &Path, json: bool) -> Result<i32> {

@@ -103,3 +103,59 @@ pub fn header_value(t: &Term, i: usize) -> Result<http::HeaderValue, ArgError> {
     http::HeaderValue::from_str(&s)
         .or_else(|_| fail(t, format!("{s:?} is not a valid header value")))
 }
+
+/// A Go-style duration (`"10s"`, `"150ms"`, `"1m30s"`, `"1.5s"`, `"500us"`), as Skipper's
+/// timeout filters take them.
+pub fn duration(t: &Term, i: usize) -> Result<std::time::Duration, ArgError> {
+    let s = string(t, i)?;
+    parse_duration(&s).or_else(|why| fail(t, format!("{s:?} is not a duration: {why}")))
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty".into());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or("a number without a unit (ns, us, ms, s, m, h)")?;
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("{:?} is not a number", &rest[..num_end]))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => return Err(format!("unknown unit {u:?}")),
+        };
+        total += n * secs;
+        rest = &rest[unit_end..];
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -3,10 +3,14 @@
 //! request side ran), as Skipper does.
 
 use super::args::{self, ArgError};
-use super::eskip::Term;
+use super::eskip::{Arg, Term};
+use super::htpasswd::Htpasswd;
+use super::ratelimit::Limiter;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub enum Filter {
@@ -28,6 +32,76 @@ pub enum Filter {
     InlineContent(Bytes, HeaderValue),
     /// Drops the query; with "true", its parameters become `X-Query-Param-NAME` headers.
     StripQuery(bool),
+    /// Skipper's `backendTimeout`: the backend's response headers must come within this
+    /// (else 504).
+    BackendTimeout(Duration),
+    /// knit's `connectTimeout`: the TCP connect to an endpoint (else the next endpoint, for
+    /// a retryable request, or 504).
+    ConnectTimeout(Duration),
+    /// knit's `idleTimeout`: the longest pause in the backend's response body before the
+    /// response is cut off.
+    IdleTimeout(Duration),
+    /// `ratelimit(N, "1m"[, status])`: N requests per window for the whole route; others
+    /// get 429 (or the status) with Retry-After.
+    Ratelimit(Arc<Limiter>, StatusCode),
+    /// `clientRatelimit(N, "1m"[, "Header,..."])`: N per window per client (the first
+    /// X-Forwarded-For address, else the peer; or the named headers' values).
+    ClientRatelimit(Arc<Limiter>, Vec<HeaderName>),
+    /// `basicAuth("/path/htpasswd"[, "realm"])`: 401 unless the Authorization header holds
+    /// a user and password of the file.
+    BasicAuth(Arc<Htpasswd>, HeaderValue),
+    /// `compress([level,] ["mime/type", ...])`: gzip or deflate the response when the
+    /// client accepts it and the content type is listed (Skipper's defaults if none are).
+    Compress(u32, Vec<String>),
+    /// `corsOrigin(["https://a.example", ...])`: Access-Control-Allow-Origin is `*` with no
+    /// list, else the request's Origin when it is listed.
+    CorsOrigin(Vec<String>),
+    /// `auditLog([N])`: one JSON line per request on stderr with the first N (1024) bytes
+    /// of the request body.
+    AuditLog(usize),
+    /// `tee("http://host:port"[, regexp, replacement])`: a copy of the request goes there
+    /// too (its path rewritten as modPath would), its answer ignored.
+    Tee(String, Option<(Regex, String)>),
+    /// `latency(ms | "120ms")`: the response is held back this long.
+    Latency(Duration),
+    /// `bandwidth(kb/s)`: the response body flows at most this fast (KiB per second).
+    Bandwidth(f64),
+}
+
+/// Skipper's compress() default content types.
+pub const COMPRESS_TYPES: &[&str] = &[
+    "text/plain",
+    "text/html",
+    "application/json",
+    "application/javascript",
+    "application/x-javascript",
+    "text/javascript",
+    "text/css",
+    "image/svg+xml",
+    "application/octet-stream",
+];
+
+/// A route's timeouts, from its timeout filters (the last of each kind wins).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub header: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+impl Timeouts {
+    pub fn of(filters: &[Filter]) -> Timeouts {
+        let mut t = Timeouts::default();
+        for f in filters {
+            match f {
+                Filter::BackendTimeout(d) => t.header = Some(*d),
+                Filter::ConnectTimeout(d) => t.connect = Some(*d),
+                Filter::IdleTimeout(d) => t.idle = Some(*d),
+                _ => {}
+            }
+        }
+        t
+    }
 }
 
 /// The filters knit implements.
@@ -44,7 +118,57 @@ pub const NAMES: &[&str] = &[
     "status",
     "inlineContent",
     "stripQuery",
+    "backendTimeout",
+    "connectTimeout",
+    "idleTimeout",
+    "ratelimit",
+    "clientRatelimit",
+    "basicAuth",
+    "compress",
+    "corsOrigin",
+    "auditLog",
+    "tee",
+    "latency",
+    "bandwidth",
 ];
+
+/// A count argument: a whole number of at least 1.
+fn positive(t: &Term, i: usize) -> Result<usize, ArgError> {
+    let n = args::number(t, i)?;
+    if n.fract() != 0.0 || !(1.0..=1e12).contains(&n) {
+        return args::fail(t, format!("argument {}: {n} is not a count", i + 1));
+    }
+    Ok(n as usize)
+}
+
+fn rate_window(t: &Term) -> Result<Arc<Limiter>, ArgError> {
+    let max = positive(t, 0)?;
+    let window = args::duration(t, 1)?;
+    if window.is_zero() {
+        return args::fail(t, "a window of zero");
+    }
+    Ok(Arc::new(Limiter::new(max, window)))
+}
+
+/// `http://HOST:PORT` (port 80 if not given), no path: the authority.
+fn http_authority(t: &Term, url: &str) -> Result<String, ArgError> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return args::fail(t, format!("{url:?}: only http:// URLs"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return args::fail(t, format!("{url:?}: expected http://HOST[:PORT]"));
+    }
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    Ok(if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    })
+}
 
 impl Filter {
     /// Compiles a term; Ok(None) if knit does not implement the name.
@@ -123,143 +247,120 @@ impl Filter {
                 };
                 Filter::StripQuery(keep)
             }
-            _ => return Ok(None),
-        }))
-    }
-}
-
-/// The request as the filters change it, before it goes to the backend.
-pub struct Outgoing {
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-}
-
-/// A response a filter made itself (the backend is not called).
-pub struct Served {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// Runs the request side of the filters in order. Returns how many ran (a filter that
-/// answers itself stops the chain) and the answer if one did.
-pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Served>) {
-    for (i, f) in filters.iter().enumerate() {
-        match f {
-            Filter::SetRequestHeader(n, v) => {
-                out.headers.insert(n.clone(), v.clone());
+            "backendTimeout" | "connectTimeout" | "idleTimeout" => {
+                args::count(t, 1, 1)?;
+                let d = args::duration(t, 0)?;
+                if d.is_zero() {
+                    return args::fail(t, "a timeout of zero");
+                }
+                match t.name.as_str() {
+                    "backendTimeout" => Filter::BackendTimeout(d),
+                    "connectTimeout" => Filter::ConnectTimeout(d),
+                    _ => Filter::IdleTimeout(d),
+                }
             }
-            Filter::AppendRequestHeader(n, v) => {
-                out.headers.append(n.clone(), v.clone());
+            "ratelimit" => {
+                args::count(t, 2, 3)?;
+                let status = if t.args.len() == 3 {
+                    args::status(t, 2)?
+                } else {
+                    StatusCode::TOO_MANY_REQUESTS
+                };
+                Filter::Ratelimit(rate_window(t)?, status)
             }
-            Filter::DropRequestHeader(n) => {
-                out.headers.remove(n);
+            "clientRatelimit" => {
+                args::count(t, 2, 3)?;
+                let headers = if t.args.len() == 3 {
+                    let list = args::string(t, 2)?;
+                    list.split(',')
+                        .map(|h| {
+                            HeaderName::from_bytes(h.trim().as_bytes())
+                                .or_else(|_| args::fail(t, format!("{h:?} is not a header name")))
+                        })
+                        .collect::<Result<_, _>>()?
+                } else {
+                    vec![]
+                };
+                Filter::ClientRatelimit(rate_window(t)?, headers)
             }
-            Filter::ModPath(re, with) => {
-                out.path = re.replace_all(&out.path, with.as_str()).into_owned();
+            "basicAuth" => {
+                args::count(t, 1, 2)?;
+                let file = args::string(t, 0)?;
+                let realm = if t.args.len() == 2 {
+                    args::string(t, 1)?
+                } else {
+                    "Basic Realm".to_string()
+                };
+                let h =
+                    Htpasswd::read(std::path::Path::new(&file)).or_else(|e| args::fail(t, e))?;
+                let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
+                    .or_else(|_| args::fail(t, format!("{realm:?} cannot be a realm")))?;
+                Filter::BasicAuth(Arc::new(h), challenge)
             }
-            Filter::SetPath(p) => out.path = p.clone(),
-            Filter::StripQuery(keep) => {
-                if let Some(q) = out.query.take()
-                    && *keep
-                {
-                    for (k, v) in q
-                        .split('&')
-                        .filter(|p| !p.is_empty())
-                        .map(|p| p.split_once('=').unwrap_or((p, "")))
-                    {
-                        let name = HeaderName::from_bytes(format!("x-query-param-{k}").as_bytes());
-                        if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
-                            out.headers.append(n, v);
+            "compress" => {
+                let mut level = 6;
+                let mut types = vec![];
+                for (i, a) in t.args.iter().enumerate() {
+                    match a {
+                        Arg::Number(_) if i == 0 => {
+                            let n = args::number(t, 0)?;
+                            if n.fract() != 0.0 || !(0.0..=9.0).contains(&n) {
+                                return args::fail(t, format!("level {n} is not 0-9"));
+                            }
+                            level = n as u32;
                         }
+                        _ => types.push(args::string(t, i)?),
                     }
                 }
-            }
-            Filter::RedirectTo(code, url) => {
-                let location = redirect_location(url, &out.path, out.query.as_deref());
-                let mut headers = HeaderMap::new();
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    headers.insert(http::header::LOCATION, v);
+                if types.is_empty() {
+                    types = COMPRESS_TYPES.iter().map(|s| s.to_string()).collect();
                 }
-                let served = Served {
-                    status: *code,
-                    headers,
-                    body: Bytes::new(),
+                Filter::Compress(level, types)
+            }
+            "corsOrigin" => Filter::CorsOrigin(
+                (0..t.args.len())
+                    .map(|i| args::string(t, i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            "auditLog" => {
+                args::count(t, 0, 1)?;
+                let n = if t.args.is_empty() {
+                    1024
+                } else {
+                    positive(t, 0)?
                 };
-                return (i + 1, Some(served));
+                Filter::AuditLog(n)
             }
-            Filter::InlineContent(body, ct) => {
-                let mut headers = HeaderMap::new();
-                headers.insert(http::header::CONTENT_TYPE, ct.clone());
-                let served = Served {
-                    status: StatusCode::OK,
-                    headers,
-                    body: body.clone(),
+            "tee" => {
+                if t.args.len() == 2 {
+                    return args::fail(t, "takes 1 or 3 arguments (url[, regexp, replacement])");
+                }
+                args::count(t, 1, 3)?;
+                let url = args::string(t, 0)?;
+                let rewrite = if t.args.len() == 3 {
+                    Some((args::regex(t, 1)?, args::string(t, 2)?))
+                } else {
+                    None
                 };
-                return (i + 1, Some(served));
+                Filter::Tee(http_authority(t, &url)?, rewrite)
             }
-            Filter::SetResponseHeader(..)
-            | Filter::AppendResponseHeader(..)
-            | Filter::DropResponseHeader(_)
-            | Filter::Status(_) => {}
-        }
-    }
-    (filters.len(), None)
-}
-
-/// Runs the response side of the first `ran` filters, last first.
-pub fn run_response(
-    filters: &[Filter],
-    ran: usize,
-    status: &mut StatusCode,
-    headers: &mut HeaderMap,
-) {
-    for f in filters[..ran.min(filters.len())].iter().rev() {
-        match f {
-            Filter::SetResponseHeader(n, v) => {
-                headers.insert(n.clone(), v.clone());
+            "latency" => {
+                args::count(t, 1, 1)?;
+                let d = match t.args.first() {
+                    Some(Arg::Number(ms)) if *ms >= 0.0 => Duration::from_secs_f64(ms / 1000.0),
+                    _ => args::duration(t, 0)?,
+                };
+                Filter::Latency(d)
             }
-            Filter::AppendResponseHeader(n, v) => {
-                headers.append(n.clone(), v.clone());
+            "bandwidth" => {
+                args::count(t, 1, 1)?;
+                let kbps = args::number(t, 0)?;
+                if kbps.is_nan() || kbps <= 0.0 {
+                    return args::fail(t, format!("{kbps} kb/s is not a bandwidth"));
+                }
+                Filter::Bandwidth(kbps)
             }
-            Filter::DropResponseHeader(n) => {
-                headers.remove(n);
-            }
-            Filter::Status(s) => *status = *s,
-            _ => {}
-        }
-    }
-}
-
-/// redirectTo's Location: the URL's own path if it has one, else the request's path and
-/// query after the URL's scheme and host.
-fn redirect_location(url: &str, path: &str, query: Option<&str>) -> String {
-    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let has_path = url[after_scheme..].contains('/');
-    if has_path {
-        return url.to_string();
-    }
-    match query {
-        Some(q) => format!("{url}{path}?{q}"),
-        None => format!("{url}{path}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_locations() {
-        assert_eq!(
-            redirect_location("https://a.org", "/x", Some("q=1")),
-            "https://a.org/x?q=1"
-        );
-        assert_eq!(
-            redirect_location("https://a.org/new", "/x", None),
-            "https://a.org/new"
-        );
-        assert_eq!(redirect_location("/local", "/x", None), "/local");
+            _ => return Ok(None),
+        }))
     }
 }

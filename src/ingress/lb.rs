@@ -86,6 +86,17 @@ impl InFlight {
         self.counter(endpoint).load(Ordering::Relaxed)
     }
 
+    /// Every endpoint seen and its load now, by name.
+    pub fn all(&self) -> Vec<(String, usize)> {
+        let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, usize)> = m
+            .iter()
+            .map(|(e, c)| (e.clone(), c.load(Ordering::Relaxed)))
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn start(&self, endpoint: &str) -> Guard {
         let c = self.counter(endpoint);
         c.fetch_add(1, Ordering::Relaxed);

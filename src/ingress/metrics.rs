@@ -14,30 +14,49 @@ struct RouteStats {
     latency: Histogram,
 }
 
+impl RouteStats {
+    fn new() -> Arc<RouteStats> {
+        Arc::new(RouteStats {
+            classes: Default::default(),
+            latency: Histogram::new(),
+        })
+    }
+
+    fn observe(&self, status: u16, d: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.classes[class].fetch_add(1, Relaxed);
+        self.latency.observe(d);
+    }
+}
+
+type Stats = Mutex<BTreeMap<String, Arc<RouteStats>>>;
+
+fn stats_of(m: &Stats, key: &str) -> Arc<RouteStats> {
+    // A poisoned map is still a valid map (a panic elsewhere mid-insert).
+    let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+    m.entry(key.to_string())
+        .or_insert_with(RouteStats::new)
+        .clone()
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
+    routes: Stats,
+    /// The same per backend endpoint (the responses endpoints gave).
+    backends: Stats,
     backend_errors: Mutex<BTreeMap<String, u64>>,
     pub in_flight: AtomicI64,
+    retries: AtomicU64,
 }
 
 impl Metrics {
     pub fn observe(&self, route: &str, status: u16, d: Duration) {
-        let stats = {
-            // A poisoned map is still a valid map (a panic elsewhere mid-insert).
-            let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry(route.to_string())
-                .or_insert_with(|| {
-                    Arc::new(RouteStats {
-                        classes: Default::default(),
-                        latency: Histogram::new(),
-                    })
-                })
-                .clone()
-        };
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        stats.classes[class].fetch_add(1, Relaxed);
-        stats.latency.observe(d);
+        stats_of(&self.routes, route).observe(status, d);
+    }
+
+    /// A response an endpoint gave (status as it sent it; time to its headers).
+    pub fn observe_backend(&self, endpoint: &str, status: u16, d: Duration) {
+        stats_of(&self.backends, endpoint).observe(status, d);
     }
 
     pub fn backend_error(&self, endpoint: &str) {
@@ -48,7 +67,14 @@ impl Metrics {
         *m.entry(endpoint.to_string()).or_default() += 1;
     }
 
-    pub fn render(&self) -> String {
+    /// A request sent again to another endpoint after a connect failure.
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// The figures; `ejected`: the endpoints passive health keeps out of the rotation;
+    /// `loads`: requests waiting on each endpoint now.
+    pub fn render(&self, ejected: &[String], loads: &[(String, usize)]) -> String {
         let mut out = String::new();
         let routes = self
             .routes
@@ -96,6 +122,54 @@ impl Metrics {
             "knit_ingress_in_flight {}",
             self.in_flight.load(Relaxed)
         );
+        let backends = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        gauge_header(
+            &mut out,
+            "knit_ingress_backend_requests_total",
+            "Responses from backend endpoints, by endpoint and status class.",
+            "counter",
+        );
+        for (e, s) in &backends {
+            for (i, c) in s.classes.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "knit_ingress_backend_requests_total{{endpoint=\"{}\",class=\"{}xx\"}} {}",
+                    escape(e),
+                    i + 1,
+                    c.load(Relaxed)
+                );
+            }
+        }
+        gauge_header(
+            &mut out,
+            "knit_ingress_backend_seconds",
+            "Time from sending a request to an endpoint to its response's headers.",
+            "histogram",
+        );
+        for (e, s) in &backends {
+            s.latency.render(
+                &mut out,
+                "knit_ingress_backend_seconds",
+                &format!("endpoint=\"{}\"", escape(e)),
+            );
+        }
+        gauge_header(
+            &mut out,
+            "knit_ingress_backend_in_flight",
+            "Requests waiting for an endpoint's response headers now.",
+            "gauge",
+        );
+        for (e, n) in loads {
+            let _ = writeln!(
+                out,
+                "knit_ingress_backend_in_flight{{endpoint=\"{}\"}} {n}",
+                escape(e)
+            );
+        }
         gauge_header(
             &mut out,
             "knit_ingress_backend_errors_total",
@@ -111,6 +185,30 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "knit_ingress_backend_errors_total{{endpoint=\"{}\"}} {n}",
+                escape(e)
+            );
+        }
+        gauge_header(
+            &mut out,
+            "knit_ingress_retries_total",
+            "Requests sent again to another endpoint after a connect failure.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "knit_ingress_retries_total {}",
+            self.retries.load(Relaxed)
+        );
+        gauge_header(
+            &mut out,
+            "knit_ingress_endpoint_ejected",
+            "Endpoints out of the rotation after failing in a row (passive health).",
+            "gauge",
+        );
+        for e in ejected {
+            let _ = writeln!(
+                out,
+                "knit_ingress_endpoint_ejected{{endpoint=\"{}\"}} 1",
                 escape(e)
             );
         }

@@ -1,24 +1,39 @@
 //! `knit ingress`: an HTTP router in front of knit's sandboxes and services, configured
 //! with Skipper's route language (eskip). It sits beside `cni` and `docker` (a face of
-//! knit) and reads the store only to resolve `knit://` backends.
+//! knit) and reads the store to resolve `knit://` backends and for the routes kept there.
 //!
 //! - `eskip`: the route language's lexer and parser (text to `eskip::Route`s);
 //! - `args`, `predicate`, `filter`, `route`: eskip routes compiled and checked (unknown
 //!   names are reported, not syntax errors);
 //! - `tree`, `table`: the path tree and the route table that matches requests;
-//! - `lb`, `resolve`, `proxy`, `metrics`, `serve`: the proxy (hyper/tokio): balancers,
-//!   `knit://` endpoints from the store, one request's way, Prometheus figures, and the
-//!   listener with reload and graceful shutdown.
+//! - `run`, `ratelimit`, `htpasswd`, `bodies`: the filters at work on a request, their
+//!   limiter and password files, and the bodies they wrap (compression, pacing, capture);
+//! - `lb`, `health`, `resolve`, `forward`, `backtls`: balancers, passive health, `knit://`
+//!   endpoints from the store, and the way to a backend (timeouts, retries, upgrades, h2c,
+//!   TLS, tee);
+//! - `body`, `proxy`, `accesslog`, `metrics`, `tls`, `serve`: one request's way through
+//!   the routes, the access log, Prometheus figures, TLS, and the listener with reload and
+//!   graceful shutdown.
 
+mod accesslog;
 mod args;
+mod backtls;
+mod bodies;
+mod body;
 pub mod eskip;
 pub mod filter;
+mod forward;
+mod health;
+mod htpasswd;
 mod lb;
 mod metrics;
 pub mod predicate;
 mod proxy;
+mod ratelimit;
 mod resolve;
 pub mod route;
+mod run;
 pub mod serve;
 pub mod table;
+mod tls;
 mod tree;

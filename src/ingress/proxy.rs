@@ -3,27 +3,27 @@
 //! route's balancer over a keep-alive connection pool; the response goes back through
 //! the filters' response side.
 
-use super::filter::{self, Outgoing};
-use super::lb::{self, Balancer, InFlight};
-use super::metrics::Metrics;
+use super::accesslog::{AccessLog, Entry, Logged, Pending, now_rfc3339};
+use super::bodies::{Captured, Compressed, Encoding, Throttled};
+use super::body::{Body, BoxError, empty, full, plain};
+use super::filter::Timeouts;
+use super::forward::{self, Upstream};
+use super::lb::{self, Balancer};
 use super::predicate::Req;
 use super::resolve::Resolver;
 use super::route::Backend;
+use super::run::{self, Effects, Outgoing};
 use super::table::Table;
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// `<loopback>` routes may send a request around this many times before it is refused
 /// (a loop in the routes must not spin forever).
@@ -52,10 +52,9 @@ impl Live {
 
 pub struct Proxy {
     pub live: RwLock<Arc<Live>>,
-    pub client: Client<HttpConnector, Incoming>,
     pub resolver: Arc<Resolver>,
-    pub in_flight: InFlight,
-    pub metrics: Metrics,
+    pub up: Upstream,
+    pub access: Option<Arc<AccessLog>>,
 }
 
 impl Proxy {
@@ -68,47 +67,19 @@ impl Proxy {
     }
 }
 
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
+/// One request in the in-flight gauge while it lives.
+struct Counted<'a>(&'a std::sync::atomic::AtomicI64);
 
-fn plain(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(full(format!("{msg}\n")));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// Headers of one hop only (RFC 9110 7.6.1): never forwarded either way.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a std::sync::atomic::AtomicI64) -> Counted<'a> {
+        gauge.fetch_add(1, Relaxed);
+        Counted(gauge)
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -117,17 +88,58 @@ pub async fn handle(
     proxy: Arc<Proxy>,
     req: Request<Incoming>,
     remote: SocketAddr,
+    tls: bool,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    proxy.metrics.in_flight.fetch_add(1, Relaxed);
+    // Counted down on drop: also when the client goes away and hyper drops this future.
+    let counted = Counted::new(&proxy.up.metrics.in_flight);
     let live = proxy.current();
-    let (route, mut resp) = route_request(&proxy, &live, req, remote).await;
-    proxy.metrics.in_flight.fetch_sub(1, Relaxed);
+    let entry = proxy.access.as_ref().map(|log| {
+        let h = req.headers();
+        let text =
+            |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+        let entry = Entry {
+            time: now_rfc3339(),
+            remote: remote.ip().to_string(),
+            method: req.method().to_string(),
+            host: text(header::HOST)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_default(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string()),
+            proto: format!("{:?}", req.version()),
+            status: 0,
+            bytes: 0,
+            duration_ms: 0.0,
+            route: None,
+            endpoint: None,
+            user_agent: text(header::USER_AGENT),
+            complete: false,
+        };
+        Pending::new(log.clone(), entry, started)
+    });
+    let (route, mut resp) = route_request(&proxy, &live, req, remote, tls).await;
+    drop(counted);
     let id = route.map_or("(none)", |i| live.table.routes[i].id.as_str());
     proxy
+        .up
         .metrics
         .observe(id, resp.status().as_u16(), started.elapsed());
-    resp.headers_mut().remove(header::CONNECTION);
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().remove(header::CONNECTION);
+    }
+    if let Some((log, mut e)) = entry.and_then(Pending::take) {
+        e.status = resp.status().as_u16();
+        e.route = route.map(|i| live.table.routes[i].id.clone());
+        e.endpoint = resp
+            .extensions()
+            .get::<forward::Endpoint>()
+            .map(|x| x.0.clone());
+        let b = std::mem::replace(resp.body_mut(), empty());
+        *resp.body_mut() = Logged::new(b, log, e, started).boxed();
+    }
     Ok(resp)
 }
 
@@ -137,6 +149,7 @@ async fn route_request(
     live: &Live,
     req: Request<Incoming>,
     remote: SocketAddr,
+    tls: bool,
 ) -> (Option<usize>, Response<Body>) {
     let (mut parts, body) = req.into_parts();
     let host = parts
@@ -146,11 +159,23 @@ async fn route_request(
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_string();
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let mut upgrade = upgrade_of(&mut parts);
+    let accept = parts
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let mut out = Outgoing {
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(String::from),
         headers: std::mem::take(&mut parts.headers),
+        remote: remote.ip(),
+        user: None,
+        proto: if tls { "https" } else { "http" },
     };
+    let mut body: Body = body.map_err(BoxError::from).boxed();
+    let mut captured = None;
     // (route, how many of its filters ran), for the response side.
     let mut chain: Vec<(usize, usize)> = vec![];
     let mut cookie: Option<String> = None;
@@ -175,7 +200,7 @@ async fn route_request(
                 cookie = Some(format!("{name}={value}; Path=/"));
             }
             last = Some(i);
-            let (ran, served) = filter::run_request(&route.filters, &mut out);
+            let (ran, served) = run::run_request(&route.filters, &mut out);
             chain.push((i, ran));
             if let Some(s) = served {
                 let mut r = Response::new(full(s.body));
@@ -207,12 +232,36 @@ async fn route_request(
                     }
                     .source()
                     .to_string();
-                    let e = live.balancers[i].pick(&endpoints, &key, &proxy.in_flight);
-                    let endpoint = &endpoints[e];
-                    let _load = proxy.in_flight.start(endpoint);
+                    let effects = Effects::of(
+                        chain
+                            .iter()
+                            .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
+                    );
+                    if let Some(n) = effects.audit {
+                        let (c, kept) = Captured::new(body, n);
+                        body = c.boxed();
+                        captured = Some(kept);
+                    }
+                    if !effects.tee.is_empty() {
+                        match tee(&proxy.up, &effects.tee, &parts, &out, &host, body).await {
+                            Ok(b) => body = b,
+                            Err(r) => break 'routing r,
+                        }
+                    }
                     let headers = std::mem::take(&mut out.headers);
-                    break 'routing forward(
-                        proxy, &parts, &out, headers, body, &host, remote, endpoint,
+                    break 'routing forward::forward(
+                        &proxy.up,
+                        &live.balancers[i],
+                        Timeouts::of(&route.filters),
+                        &parts,
+                        &out,
+                        headers,
+                        body,
+                        &host,
+                        remote,
+                        &endpoints,
+                        &key,
+                        upgrade.take(),
                     )
                     .await;
                 }
@@ -225,12 +274,52 @@ async fn route_request(
     };
     let (mut status, mut headers) = (resp.status(), std::mem::take(resp.headers_mut()));
     for (i, ran) in chain.iter().rev() {
-        filter::run_response(
+        run::run_response(
             &live.table.routes[*i].filters,
             *ran,
             &mut status,
             &mut headers,
+            origin.as_ref(),
         );
+    }
+    let effects = Effects::of(
+        chain
+            .iter()
+            .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
+    );
+    if !effects.latency.is_zero() {
+        tokio::time::sleep(effects.latency).await;
+    }
+    if let Some((level, types)) = &effects.compress
+        && let Some(enc) = compressible(&parts.method, status, &headers, types, accept.as_deref())
+    {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.name()),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        let b = std::mem::replace(resp.body_mut(), empty());
+        *resp.body_mut() = Compressed::new(b, enc, *level).boxed();
+    }
+    if let Some(rate) = effects.bandwidth {
+        let b = std::mem::replace(resp.body_mut(), empty());
+        *resp.body_mut() = Throttled::new(b, rate).boxed();
+    }
+    if effects.audit.is_some() {
+        let kept = captured.map(|k| k.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let line = serde_json::json!({
+            "audit": last.map(|i| live.table.routes[i].id.as_str()),
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query().unwrap_or(""),
+            "remote": remote.ip().to_string(),
+            "user": out.user,
+            "status": status.as_u16(),
+            "requestBody": kept.map(|k| String::from_utf8_lossy(&k).into_owned()),
+        });
+        // One line per request; a closed stderr must not fail the request.
+        let _ = writeln!(std::io::stderr(), "{line}");
     }
     if let Some(c) = cookie
         && let Ok(v) = HeaderValue::from_str(&c)
@@ -242,70 +331,90 @@ async fn route_request(
     (last, resp)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    proxy: &Proxy,
+/// A client's protocol switch (`Connection: upgrade` with an `Upgrade` header, as a
+/// websocket handshake has), with the client's side of the connection for later.
+fn upgrade_of(parts: &mut http::request::Parts) -> Option<forward::Upgrade> {
+    let asks = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let protocol = parts.headers.get(header::UPGRADE)?.clone();
+    if !asks {
+        return None;
+    }
+    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+    Some(forward::Upgrade { protocol, client })
+}
+
+/// The encoding to compress a response with, if it should be: the client accepts one, the
+/// content type is listed, and it is not already encoded (nor bodiless).
+fn compressible(
+    method: &http::Method,
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    types: &[String],
+    accept: Option<&str>,
+) -> Option<Encoding> {
+    if method == http::Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || headers.contains_key(header::CONTENT_ENCODING)
+    {
+        return None;
+    }
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !types.iter().any(|t| t.eq_ignore_ascii_case(mime)) {
+        return None;
+    }
+    Encoding::accepted(accept?)
+}
+
+/// The largest request body copied for `tee` (larger or unsized ones are not copied).
+const TEE_MAX: u64 = 1 << 20;
+
+/// Sends copies of the request to the `tee` endpoints (answers ignored); returns the body
+/// for the real backend (read whole when copied), or the answer when the client's body
+/// could not be read.
+async fn tee(
+    up: &Upstream,
+    to: &[(String, Option<(regex::Regex, String)>)],
     parts: &http::request::Parts,
     out: &Outgoing,
-    mut headers: HeaderMap,
-    body: Incoming,
     host: &str,
-    remote: SocketAddr,
-    endpoint: &str,
-) -> Response<Body> {
-    strip_hop_by_hop(&mut headers);
-    let client_ip = remote.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
-    };
-    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name, v);
+    body: Body,
+) -> Result<Body, Response<Body>> {
+    let size = hyper::body::Body::size_hint(&body).exact();
+    let bytes = match size {
+        Some(n) if n <= TEE_MAX => match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the request body for tee failed");
+                return Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ));
+            }
+        },
+        _ => {
+            tracing::warn!("tee: request body too large or of unknown size; not copied");
+            return Ok(body);
         }
     };
-    set(&mut headers, "x-forwarded-for", &xff);
-    set(&mut headers, "x-forwarded-proto", "http");
-    if !host.is_empty() && !headers.contains_key("x-forwarded-host") {
-        set(&mut headers, "x-forwarded-host", host);
+    for (endpoint, rewrite) in to {
+        forward::shadow(
+            up,
+            endpoint,
+            rewrite.as_ref(),
+            parts,
+            out,
+            host,
+            bytes.clone(),
+        );
     }
-    // As Skipper: the backend sees its own host; the client's is in X-Forwarded-Host.
-    set(&mut headers, "host", endpoint);
-    let uri = match &out.query {
-        Some(q) => format!("http://{endpoint}{}?{q}", out.path),
-        None => format!("http://{endpoint}{}", out.path),
-    };
-    let mut breq = match Request::builder()
-        .method(parts.method.clone())
-        .uri(&uri)
-        .version(http::Version::HTTP_11)
-        .body(body)
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot build the backend request {uri:?}: {e}"),
-            );
-        }
-    };
-    *breq.headers_mut() = headers;
-    match proxy.client.request(breq).await {
-        Ok(resp) => {
-            let (mut p, b) = resp.into_parts();
-            strip_hop_by_hop(&mut p.headers);
-            // The client's protocol, not the backend's (an HTTP/1.0 backend must not make
-            // the answer to an HTTP/1.1 client a 1.0 one).
-            p.version = parts.version;
-            Response::from_parts(p, b.boxed())
-        }
-        Err(e) => {
-            proxy.metrics.backend_error(endpoint);
-            tracing::warn!(endpoint, error = %e, "backend request failed");
-            plain(
-                StatusCode::BAD_GATEWAY,
-                &format!("backend {endpoint} failed"),
-            )
-        }
-    }
+    Ok(full(bytes))
 }

@@ -82,7 +82,8 @@ pub enum Algorithm {
 /// A backend endpoint as written; `knit://` ones are resolved through the store when used.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// `http://HOST:PORT` (port 80 if not given).
+    /// `http://HOST:PORT` (port 80 if not given) as `HOST:PORT`; `h2c://HOST:PORT` (HTTP/2
+    /// without TLS to the backend) and `https://HOST:PORT` (443) with their scheme.
     Http(String),
     /// `knit://service/NAME`: the service's VIP and port.
     Service(String),
@@ -156,11 +157,18 @@ fn target(url: &str) -> Result<Target, String> {
             .map_err(|_| format!("{url:?}: {port:?} is not a port"))?;
         return Ok(Target::Sandbox(name.to_string(), port));
     }
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!(
-            "{url:?}: only http://, knit://service/ and knit://sandbox/ backends are implemented"
-        )
-    })?;
+    let (rest, scheme, default_port) = if let Some(rest) = url.strip_prefix("h2c://") {
+        (rest, "h2c://", 80)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, "https://", 443)
+    } else {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!(
+                "{url:?}: only http://, https://, h2c://, knit://service/ and knit://sandbox/ backends are implemented"
+            )
+        })?;
+        (rest, "", 80)
+    };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if !(path.is_empty() || path == "/") {
         return Err(format!("{url:?}: a backend URL with a path"));
@@ -181,9 +189,9 @@ fn target(url: &str) -> Result<Target, String> {
     }
     let has_port = port.is_some();
     Ok(Target::Http(if has_port {
-        authority.to_string()
+        format!("{scheme}{authority}")
     } else {
-        format!("{authority}:80")
+        format!("{scheme}{authority}:{default_port}")
     }))
 }
 

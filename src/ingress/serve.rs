@@ -4,15 +4,17 @@
 //! graceful shutdown on SIGTERM or SIGINT (stop accepting, let requests in flight
 //! finish, then exit).
 
+use super::accesslog::AccessLog;
+use super::forward::{Clients, Defaults, Upstream};
+use super::health::Health;
 use super::proxy::{self, Live, Proxy};
 use super::resolve::Resolver;
 use super::route::{Backend, Target};
 use super::table::{LoadError, Table};
 use crate::error::{Error, Result};
+use crate::store::Store;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,11 +23,34 @@ use std::time::Duration;
 
 pub struct Config {
     pub listen: SocketAddr,
-    pub routes: PathBuf,
+    /// The routes file (eskip), if any; merged with the routes kept in the store.
+    pub routes: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
     pub state_dir: PathBuf,
     /// How often the routes file is looked at.
     pub reload: Duration,
+    /// Backend timeouts where a route sets none: connect, response headers, pauses in
+    /// the response body.
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// A client must send a request's whole head within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request head larger than this is refused with 431 (at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Passive health: this many failures in a row take an endpoint out (0: never) ...
+    pub eject_after: u32,
+    /// ... for this long.
+    pub eject_for: Duration,
+    /// HTTP/2 (h2c) to every backend.
+    pub backend_http2: bool,
+    /// Where the access log goes: a file, or `-` for standard output.
+    pub access_log: Option<String>,
+    /// TLS: the certificate chain and key (PEM); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The CAs (PEM) `https://` backends are verified against; the system's without it.
+    pub backend_ca: Option<PathBuf>,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -35,20 +60,41 @@ const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
-fn load_file(path: &Path) -> Result<(String, Table)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let table = Table::load(&text).map_err(|e| match e {
+/// The routes as written: the routes file's text (empty without one) and the routes kept
+/// in the store.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Sources {
+    file: String,
+    stored: Vec<(String, String)>,
+}
+
+/// The store's routes; none where knit never ran (opening would create a store).
+fn stored_routes(state_dir: &Path) -> Result<Vec<(String, String)>> {
+    if Store::is_blank(state_dir) {
+        return Ok(vec![]);
+    }
+    Store::open(state_dir)?.ingress_routes()
+}
+
+fn load(path: Option<&Path>, state_dir: &Path) -> Result<(Sources, Table)> {
+    let file = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| Error::io(format!("reading {}", p.display()), e))?,
+        None => String::new(),
+    };
+    let stored = stored_routes(state_dir)?;
+    let shown = path.map_or("(no routes file)".to_string(), |p| p.display().to_string());
+    let table = Table::load_merged(&file, &stored).map_err(|e| match e {
         LoadError::Syntax(p) => Error::InFile {
-            at: format!("{}:{}:{}", path.display(), p.line, p.col),
+            at: format!("{shown}:{}:{}", p.line, p.col),
             reason: p.message,
         },
         other => Error::InFile {
-            at: path.display().to_string(),
+            at: shown.clone(),
             reason: other.to_string(),
         },
     })?;
-    Ok((text, table))
+    Ok((Sources { file, stored }, table))
 }
 
 fn knit_targets(table: &Table) -> Vec<Target> {
@@ -66,7 +112,7 @@ fn knit_targets(table: &Table) -> Vec<Target> {
 }
 
 pub fn run(cfg: Config) -> Result<i32> {
-    let (text, table) = load_file(&cfg.routes)?;
+    let (text, table) = load(cfg.routes.as_deref(), &cfg.state_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,24 +120,35 @@ pub fn run(cfg: Config) -> Result<i32> {
     rt.block_on(serve(cfg, text, table))
 }
 
-async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
+async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     let resolver = Arc::new(Resolver::new(cfg.state_dir.clone()));
     let targets = knit_targets(&table);
     resolver.refresh(targets.iter());
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(connector);
+    let backend_tls = super::backtls::connector(cfg.backend_ca.as_deref())?;
+    let clients = Clients::new(
+        Defaults {
+            connect: cfg.connect_timeout,
+            header: cfg.response_header_timeout,
+            idle: cfg.idle_timeout,
+            http2: cfg.backend_http2,
+        },
+        backend_tls,
+    );
+    let access = match &cfg.access_log {
+        Some(spec) => Some(Arc::new(AccessLog::open(spec)?)),
+        None => None,
+    };
     let n = table.routes.len();
     let proxy = Arc::new(Proxy {
+        access,
         live: RwLock::new(Arc::new(Live::new(table))),
-        client,
         resolver: resolver.clone(),
-        in_flight: Default::default(),
-        metrics: Default::default(),
+        up: Upstream {
+            clients,
+            health: Health::new(cfg.eject_after, cfg.eject_for),
+            in_flight: Default::default(),
+            metrics: Default::default(),
+        },
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -99,7 +156,7 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
-    tracing::info!(listen = %local, routes = n, file = %cfg.routes.display(), "ingress serving");
+    tracing::info!(listen = %local, routes = n, file = ?cfg.routes, "ingress serving");
     // Scripts and tests wait for this line: the socket is bound from here on.
     let _ = writeln!(std::io::stdout(), "listening on {local} ({n} routes)");
     let _ = std::io::stdout().flush();
@@ -107,6 +164,7 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     tokio::spawn(watch_routes(
         proxy.clone(),
         cfg.routes.clone(),
+        cfg.state_dir.clone(),
         text,
         cfg.reload,
     ));
@@ -118,8 +176,27 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
         tokio::spawn(serve_metrics(proxy.clone(), l));
     }
 
+    let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => {
+            let (acceptor, certs) = super::tls::acceptor(c, k)?;
+            tokio::spawn(certs.watch(cfg.reload));
+            Some(acceptor)
+        }
+        _ => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper answers a head over max_buf_size with 431 and closes a connection whose head
+    // is not complete within header_read_timeout; neither touches other connections.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -138,11 +215,28 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
                 };
                 let _ = stream.set_nodelay(true);
                 let p = proxy.clone();
-                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn.into_owned());
+                let tls = acceptor.is_some();
+                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, tls));
+                let watcher = graceful.watcher();
+                let (builder, acceptor) = (builder.clone(), acceptor.clone());
+                let handshake = cfg.header_read_timeout;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let Some(acceptor) = acceptor else {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                        return;
+                    };
+                    // A handshake gets as long as a request head (slowloris over TLS).
+                    let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
                 });
             }
             _ = term.recv() => break,
@@ -160,42 +254,64 @@ async fn serve(cfg: Config, text: String, table: Table) -> Result<i32> {
     Ok(0)
 }
 
-/// Polls the routes file; a changed text that loads replaces the table (requests in
-/// flight keep the old one), one that does not is logged and ignored.
-async fn watch_routes(proxy: Arc<Proxy>, path: PathBuf, mut last: String, every: Duration) {
+/// Polls the routes file and the store's routes; a change that loads replaces the table
+/// (requests in flight keep the old one), one that does not is logged and ignored.
+async fn watch_routes(
+    proxy: Arc<Proxy>,
+    path: Option<PathBuf>,
+    state_dir: PathBuf,
+    mut last: Sources,
+    every: Duration,
+) {
+    let read_file = |p: &Option<PathBuf>| match p {
+        // A routes file is small: reading it inline costs less than a thread hop.
+        Some(p) => std::fs::read_to_string(p),
+        None => Ok(String::new()),
+    };
     loop {
         tokio::time::sleep(every).await;
-        // A routes file is small: reading it inline costs less than a thread hop.
-        let text = match std::fs::read_to_string(&path) {
+        let file = match read_file(&path) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "routes file unreadable; keeping the current routes");
+                tracing::warn!(file = ?path, error = %e, "routes file unreadable; keeping the current routes");
                 continue;
             }
         };
-        if text == last {
+        let dir = state_dir.clone();
+        let stored = match tokio::task::spawn_blocking(move || stored_routes(&dir)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the store's routes cannot be read; keeping the current routes");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now = Sources { file, stored };
+        if now == last {
             continue;
         }
         // A file written in place (not renamed over) can be caught half written: take it
         // only once two reads a moment apart agree.
-        tokio::time::sleep(SETTLE).await;
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            continue;
+        if now.file != last.file {
+            tokio::time::sleep(SETTLE).await;
+            if read_file(&path).ok().as_deref() != Some(now.file.as_str()) {
+                continue;
+            }
         }
-        match Table::load(&text) {
+        match Table::load_merged(&now.file, &now.stored) {
             Ok(table) => {
                 let targets = knit_targets(&table);
                 let r = proxy.resolver.clone();
                 let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
                 let n = table.routes.len();
                 proxy.swap(Live::new(table));
-                tracing::info!(file = %path.display(), routes = n, "routes reloaded");
+                tracing::info!(file = ?path, stored = now.stored.len(), routes = n, "routes reloaded");
             }
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "routes file refused; keeping the current routes");
+                tracing::error!(file = ?path, error = %e, "routes refused; keeping the current routes");
             }
         }
-        last = text;
+        last = now;
     }
 }
 
@@ -221,7 +337,9 @@ async fn serve_metrics(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
         let p = proxy.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
-                let body = p.metrics.render();
+                let body =
+                    p.up.metrics
+                        .render(&p.up.health.ejected(), &p.up.in_flight.all());
                 async move {
                     let mut r =
                         http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));

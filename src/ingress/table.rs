@@ -18,6 +18,8 @@ pub struct Table {
 #[derive(Debug)]
 pub enum LoadError {
     Syntax(ParseError),
+    /// A route kept in the store (by its id) that does not parse.
+    Stored(String, ParseError),
     Problems(Problems),
 }
 
@@ -25,6 +27,7 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Syntax(e) => write!(f, "{e}"),
+            LoadError::Stored(id, e) => write!(f, "store route {id}: {e}"),
             LoadError::Problems(p) => {
                 let mut lines: Vec<String> = p.invalid.iter().map(|e| e.to_string()).collect();
                 lines.extend(p.unsupported.iter().map(|u| {
@@ -56,6 +59,20 @@ impl Table {
         let parsed = eskip::parse(text).map_err(LoadError::Syntax)?;
         let routes = route::compile(&parsed).map_err(LoadError::Problems)?;
         Ok(Table::new(routes))
+    }
+
+    /// A routes file's text and the routes kept in the store (`(id, route without its
+    /// id)`) as one table: a stored route replaces a file route of the same id.
+    pub fn load_merged(file: &str, stored: &[(String, String)]) -> Result<Table, LoadError> {
+        let mut routes = eskip::parse(file).map_err(LoadError::Syntax)?;
+        for (id, text) in stored {
+            let parsed = eskip::parse(&format!("{id}: {text};"))
+                .map_err(|e| LoadError::Stored(id.clone(), e))?;
+            routes.retain(|r| r.id != *id);
+            routes.extend(parsed);
+        }
+        let compiled = route::compile(&routes).map_err(LoadError::Problems)?;
+        Ok(Table::new(compiled))
     }
 
     /// The route for a request. `roll` draws numbers in [0, 1) for `Traffic`.

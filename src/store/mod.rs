@@ -17,11 +17,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/knit";
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 /// Candidates IPAM probes after the cursor before it counts the subnet's allocations.
 pub(super) const QUICK_PROBES: u128 = 16;
 mod attachments;
 mod cluster;
+mod ingress;
 mod networks;
 mod policies;
 mod remote;

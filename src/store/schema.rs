@@ -245,6 +245,17 @@ pub(super) fn migrate(tx: &Transaction, version: i64) -> rusqlite::Result<()> {
              );",
         )?;
     }
+    if version < 10 {
+        // Version 10: routes of `knit ingress` kept in the store (`knit ingress route
+        // add`): each is one eskip route without its id (`Path("/") -> "http://a:80"`),
+        // merged with the routes file of `knit ingress serve`.
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS ingress_routes (
+                 id TEXT PRIMARY KEY,
+                 route TEXT NOT NULL
+             );",
+        )?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

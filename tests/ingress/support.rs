@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub const LISTEN: &str = "127.0.0.1:8000";
@@ -20,6 +20,8 @@ pub struct Backend {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub connections: Arc<AtomicUsize>,
+    /// Each request's line and body, as received.
+    pub requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Backend {
@@ -31,7 +33,7 @@ impl Drop for Backend {
     }
 }
 
-fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool) {
+fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool, log: &Mutex<Vec<String>>) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = Vec::new();
     loop {
@@ -65,9 +67,25 @@ fn handle_conn(mut s: TcpStream, name: &str, stop: &AtomicBool) {
                 Err(_) => return,
             }
         }
+        let req_body = String::from_utf8_lossy(&buf[..len]).into_owned();
+        log.lock()
+            .unwrap()
+            .push(format!("{request_line}\n{req_body}"));
         buf.drain(..len);
         if request_line.contains(" /slow") {
             std::thread::sleep(Duration::from_secs(1));
+        }
+        if request_line.contains(" /stall") {
+            // Half the body, a pause of a second, the rest.
+            let body = "0123456789".repeat(10);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body.as_bytes()[..50]);
+            std::thread::sleep(Duration::from_secs(1));
+            if s.write_all(&body.as_bytes()[50..]).is_err() {
+                return;
+            }
+            continue;
         }
         let mut body = format!("{name}\n{request_line}\n");
         for h in &headers {
@@ -92,8 +110,9 @@ pub fn backend(ns: &str, addr: &str, name: &str) -> Backend {
     let name = name.to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(vec![]));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop2, conns2) = (stop.clone(), connections.clone());
+    let (stop2, conns2, log2) = (stop.clone(), connections.clone(), requests.clone());
     let thread = std::thread::spawn(move || {
         // SAFETY: setns on this thread only.
         assert_eq!(
@@ -108,8 +127,8 @@ pub fn backend(ns: &str, addr: &str, name: &str) -> Backend {
                 Ok((s, _)) => {
                     conns2.fetch_add(1, Ordering::SeqCst);
                     let _ = s.set_nonblocking(false);
-                    let (name, stop) = (name.clone(), stop2.clone());
-                    std::thread::spawn(move || handle_conn(s, &name, &stop));
+                    let (name, stop, log) = (name.clone(), stop2.clone(), log2.clone());
+                    std::thread::spawn(move || handle_conn(s, &name, &stop, &log));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -122,6 +141,7 @@ pub fn backend(ns: &str, addr: &str, name: &str) -> Backend {
         stop,
         thread: Some(thread),
         connections,
+        requests,
     }
 }
 
@@ -147,12 +167,18 @@ pub fn routes_file(w: &World, text: &str) -> std::path::PathBuf {
 }
 
 pub fn ingress(w: &World, text: &str) -> Ingress {
+    ingress_with(w, text, &[])
+}
+
+/// `ingress` with more `serve` options.
+pub fn ingress_with(w: &World, text: &str, extra: &[&str]) -> Ingress {
     let routes = routes_file(w, text);
     let log = routes.with_extension("log");
     let mut child = w
         .cmd(&["ingress", "serve", "--listen", LISTEN, "--routes"])
         .arg(&routes)
         .args(["--reload-ms", "100", "--metrics", "127.0.0.1:9911"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -278,4 +304,27 @@ pub fn counts(who: &[String]) -> BTreeMap<String, usize> {
         *m.entry(w.clone()).or_insert(0) += 1;
     }
     m
+}
+
+/// Sends raw bytes, reads the answer to EOF (from the current namespace).
+pub fn raw(addr: &str, bytes: &[u8]) -> Result<String, String> {
+    raw_bytes(addr, bytes).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// `raw`, the answer as bytes.
+pub fn raw_bytes(addr: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).map_err(|e| e.to_string())?;
+    let mut out = vec![];
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The ingress's metrics text (from inside the node namespace).
+pub fn metrics(w: &World) -> String {
+    in_ns(&w.node, || {
+        raw("127.0.0.1:9911", b"GET /metrics HTTP/1.0\r\n\r\n").expect("metrics")
+    })
 }

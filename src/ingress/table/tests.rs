@@ -272,7 +272,8 @@ fn refused_files() {
         e("a: Source(\"10.0.0.0/33\") -> <shunt>"),
         "1:4: Source: \"10.0.0.0/33\" is not an address or CIDR"
     );
-    assert!(e("a: * -> \"https://x\"").contains("only http://"));
+    assert!(e("a: * -> \"ftp://x\"").contains("only http://, https://, h2c://"));
+    assert!(Table::load("a: * -> \"https://x\"; b: * -> \"h2c://y:81\";").is_ok());
     assert!(
         e("a: * -> <weightedRoundRobin, \"http://a:1\">")
             .contains("load balancing algorithm weightedRoundRobin")
