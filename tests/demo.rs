@@ -16,7 +16,7 @@ fn demo_proves_the_lab_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    assert_eq!(stdout.matches("[ok]").count(), 18, "{stdout}");
+    assert_eq!(stdout.matches("[ok]").count(), 21, "{stdout}");
     for step in [
         "service VIP",
         "node port",
