@@ -19,10 +19,10 @@ use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_rustls::TlsConnector;
@@ -62,8 +62,16 @@ pub enum Proto {
 pub struct Clients {
     pub defaults: Defaults,
     tls: TlsConnector,
-    plain: Mutex<HashMap<(Duration, bool), Client<HttpConnector, Body>>>,
-    secure: Mutex<HashMap<Duration, Client<HttpsConnector, Body>>>,
+}
+
+thread_local! {
+    // One pool per serving thread: a backend connection's task lives on the runtime that
+    // made it, so a pool shared between threads would hand each request's halves from
+    // thread to thread (a wake-up each way). Keyed by connect timeout (and HTTP/2).
+    static PLAIN: RefCell<HashMap<(Duration, bool), Client<HttpConnector, Body>>> =
+        RefCell::new(HashMap::new());
+    static SECURE: RefCell<HashMap<Duration, Client<HttpsConnector, Body>>> =
+        RefCell::new(HashMap::new());
 }
 
 fn http_connector(connect: Duration) -> HttpConnector {
@@ -82,37 +90,33 @@ fn builder() -> hyper_util::client::legacy::Builder {
 
 impl Clients {
     pub fn new(defaults: Defaults, tls: TlsConnector) -> Clients {
-        Clients {
-            defaults,
-            tls,
-            plain: Mutex::new(HashMap::new()),
-            secure: Mutex::new(HashMap::new()),
-        }
+        Clients { defaults, tls }
     }
 
-    /// Sends a request (its URI absolute) over the pool for this connect timeout and
-    /// protocol.
+    /// Sends a request (its URI absolute) over this thread's pool for this connect
+    /// timeout and protocol.
     fn send(&self, connect: Option<Duration>, proto: Proto, req: Request<Body>) -> ResponseFuture {
         let d = connect.unwrap_or(self.defaults.connect);
         if proto == Proto::Tls {
-            // A poisoned map is still a valid map (a panic elsewhere mid-insert).
-            let mut m = self.secure.lock().unwrap_or_else(|p| p.into_inner());
-            let client = m.entry(d).or_insert_with(|| {
-                let mut http = http_connector(d);
-                http.enforce_http(false);
-                builder().build(HttpsConnector {
-                    http,
-                    tls: self.tls.clone(),
-                })
+            return SECURE.with_borrow_mut(|m| {
+                m.entry(d)
+                    .or_insert_with(|| {
+                        let mut http = http_connector(d);
+                        http.enforce_http(false);
+                        builder().build(HttpsConnector {
+                            http,
+                            tls: self.tls.clone(),
+                        })
+                    })
+                    .request(req)
             });
-            return client.request(req);
         }
         let h2 = proto == Proto::H2c;
-        let mut m = self.plain.lock().unwrap_or_else(|p| p.into_inner());
-        let client = m
-            .entry((d, h2))
-            .or_insert_with(|| builder().http2_only(h2).build(http_connector(d)));
-        client.request(req)
+        PLAIN.with_borrow_mut(|m| {
+            m.entry((d, h2))
+                .or_insert_with(|| builder().http2_only(h2).build(http_connector(d)))
+                .request(req)
+        })
     }
 
     /// An endpoint's authority and how it is spoken to.

@@ -150,12 +150,17 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
             metrics: Default::default(),
         },
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| Error::io(format!("listening on {}", cfg.listen), e))?;
-    let local = listener
+    // One listener per serving thread (SO_REUSEPORT: the kernel spreads connections), the
+    // first on the asked address, the others on the port it got.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let first = reuseport_listener(cfg.listen)?;
+    let local = first
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reuseport_listener(local)?);
+    }
     tracing::info!(listen = %local, routes = n, file = ?cfg.routes, "ingress serving");
     // Scripts and tests wait for this line: the socket is bound from here on.
     let _ = writeln!(std::io::stdout(), "listening on {local} ({n} routes)");
@@ -184,7 +189,6 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         }
         _ => None,
     };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper answers a head over max_buf_size with 431 and closes a connection whose head
     // is not complete within header_read_timeout; neither touches other connections.
@@ -201,57 +205,140 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::io("SIGINT handler", e))?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let p = proxy.clone();
-                let tls = acceptor.is_some();
-                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, tls));
-                let watcher = graceful.watcher();
-                let (builder, acceptor) = (builder.clone(), acceptor.clone());
-                let handshake = cfg.header_read_timeout;
-                tokio::spawn(async move {
-                    let Some(acceptor) = acceptor else {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
-                        return;
-                    };
-                    // A handshake gets as long as a request head (slowloris over TLS).
-                    let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                });
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+    // Each listener is served by a thread of its own with a single-threaded runtime: a
+    // request, its backend connection and its answer stay on one thread.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = vec![];
+    for l in listeners {
+        let w = Worker {
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+            acceptor: acceptor.clone(),
+            handshake: cfg.header_read_timeout,
+            stop: stop_rx.clone(),
+        };
+        workers.push(std::thread::spawn(move || w.run(l)));
     }
-    drop(listener);
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after {DRAIN:?}; exiting anyway");
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     Ok(0)
+}
+
+/// A TCP listener with SO_REUSEPORT, non-blocking, for a worker's runtime.
+fn reuseport_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let io = |e| Error::io(format!("listening on {addr}"), e);
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(io)?;
+    s.set_reuse_address(true).map_err(io)?;
+    s.set_reuse_port(true).map_err(io)?;
+    s.set_nonblocking(true).map_err(io)?;
+    s.bind(&addr.into()).map_err(io)?;
+    s.listen(1024).map_err(io)?;
+    Ok(s.into())
+}
+
+/// One serving thread: its listener, the shared proxy, its own runtime and pools.
+struct Worker {
+    proxy: Arc<Proxy>,
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self, l: std::net::TcpListener) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a serving thread's runtime");
+                return;
+            }
+        };
+        rt.block_on(self.serve(l));
+    }
+
+    async fn serve(mut self, l: std::net::TcpListener) {
+        let listener = match tokio::net::TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register a listener");
+                return;
+            }
+        };
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    self.connection(stream, peer, &graceful);
+                }
+                _ = self.stop.changed() => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {DRAIN:?}; exiting anyway");
+        }
+    }
+
+    fn connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        graceful: &hyper_util::server::graceful::GracefulShutdown,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let p = self.proxy.clone();
+        let tls = self.acceptor.is_some();
+        let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, tls));
+        let watcher = graceful.watcher();
+        let (builder, acceptor) = (self.builder.clone(), self.acceptor.clone());
+        let handshake = self.handshake;
+        tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let _ = watcher.watch(conn.into_owned()).await;
+                return;
+            };
+            // A handshake gets as long as a request head (slowloris over TLS).
+            let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
 }
 
 /// Polls the routes file and the store's routes; a change that loads replaces the table
