@@ -474,3 +474,57 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
     let refused = in_ns(&w.node, || request(LISTEN, "GET", "/", &[]));
     assert!(refused.is_err(), "{refused:?}");
 }
+
+/// `knit daemon --ingress "..."`: the ingress as a service of the node daemon (beside its
+/// DNS); a routes file that does not load stops the daemon at start.
+#[test]
+fn the_daemon_serves_the_ingress_too() {
+    let (l, _servers, b0, _b1) = lab();
+    let w = &l.w;
+    let ip = w.ip_of("n", &b0, 4);
+    let routes = routes_file(w, &format!("all: * -> \"http://{ip}:8080\";"));
+    let resolv = w.state.with_extension("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+    let args = format!("--listen {LISTEN} --routes {}", routes.display());
+    let mut d = w
+        .cmd(&["daemon", "--resolv-conf"])
+        .arg(&resolv)
+        .args(["--ingress", &args])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answer = None;
+    for _ in 0..100 {
+        let node = w.node.clone();
+        if let Ok(r) = in_ns(&node, || request(LISTEN, "GET", "/", &[])) {
+            answer = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+    let r = answer.expect("the daemon's ingress answers");
+    assert_eq!((r.status, r.who()), (200, "b0"));
+
+    std::fs::write(&routes, "a: * -> <shant>;\n").unwrap();
+    let o = w
+        .cmd(&["daemon", "--resolv-conf"])
+        .arg(&resolv)
+        .args(["--ingress", &args])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&routes);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--ingress") && err.contains("<shant>"),
+        "{err}"
+    );
+}

@@ -115,27 +115,85 @@ pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
     match cmd {
         IngressCmd::Check { file } => check(&file, json),
         IngressCmd::Route(c) => route_cmd(c, state_dir, json),
-        IngressCmd::Serve(a) => crate::ingress::serve::run(crate::ingress::serve::Config {
-            listen: a.listen,
-            routes: a.routes,
-            metrics: a.metrics,
-            state_dir: state_dir.to_path_buf(),
-            reload: ms(a.reload_ms.max(50)),
-            connect_timeout: ms(a.connect_timeout_ms.max(1)),
-            response_header_timeout: (a.response_header_timeout_ms > 0)
-                .then(|| ms(a.response_header_timeout_ms)),
-            idle_timeout: (a.idle_timeout_ms > 0).then(|| ms(a.idle_timeout_ms)),
-            header_read_timeout: ms(a.header_read_timeout_ms.max(1)),
-            max_header_bytes: a.max_header_bytes.max(8192),
-            eject_after: a.eject_after,
-            eject_for: ms(a.eject_ms),
-            backend_http2: a.backend_http2,
-            access_log: a.access_log,
-            tls_cert: a.tls_cert,
-            tls_key: a.tls_key,
-            backend_ca: a.backend_ca,
-        }),
+        IngressCmd::Serve(a) => crate::ingress::serve::run(serve_config(a, state_dir)),
     }
+}
+
+fn serve_config(a: ServeArgs, state_dir: &Path) -> crate::ingress::serve::Config {
+    let ms = std::time::Duration::from_millis;
+    crate::ingress::serve::Config {
+        listen: a.listen,
+        routes: a.routes,
+        metrics: a.metrics,
+        state_dir: state_dir.to_path_buf(),
+        reload: ms(a.reload_ms.max(50)),
+        connect_timeout: ms(a.connect_timeout_ms.max(1)),
+        response_header_timeout: (a.response_header_timeout_ms > 0)
+            .then(|| ms(a.response_header_timeout_ms)),
+        idle_timeout: (a.idle_timeout_ms > 0).then(|| ms(a.idle_timeout_ms)),
+        header_read_timeout: ms(a.header_read_timeout_ms.max(1)),
+        max_header_bytes: a.max_header_bytes.max(8192),
+        eject_after: a.eject_after,
+        eject_for: ms(a.eject_ms),
+        backend_http2: a.backend_http2,
+        access_log: a.access_log,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        backend_ca: a.backend_ca,
+    }
+}
+
+/// `knit daemon --ingress "SERVE ARGS"`: the ingress as one more service of the node
+/// daemon, on a thread of its own (its own runtimes, as `knit ingress serve`).
+#[derive(Args, Debug)]
+pub struct DaemonIngress {
+    /// Also serve the ingress, with these `knit ingress serve` arguments, split at spaces
+    /// (e.g. "--listen 0.0.0.0:80 --routes /etc/knit/routes.eskip").
+    #[arg(long, value_name = "SERVE ARGS", allow_hyphen_values = true)]
+    pub ingress: Option<String>,
+}
+
+/// Starts the daemon's ingress: its arguments and routes are checked here, so a bad
+/// configuration stops the daemon at start; a failure later ends the daemon too (an
+/// ingress that is asked for and not serving is an outage, not a warning).
+pub fn spawn_in_daemon(d: &DaemonIngress, state_dir: &Path) -> Result<()> {
+    let Some(args) = &d.ingress else {
+        return Ok(());
+    };
+    let words = args.split_whitespace();
+    let a = <ServeCli as clap::Parser>::try_parse_from(std::iter::once("serve").chain(words))
+        .map_err(|e| Error::invalid("--ingress", args, e.to_string().trim().to_string()))?
+        .serve;
+    if let Some(routes) = &a.routes {
+        crate::ingress::table::Table::load_merged(
+            &std::fs::read_to_string(routes)
+                .map_err(|e| Error::io(format!("reading {}", routes.display()), e))?,
+            &[],
+        )
+        .map_err(|e| Error::invalid("--ingress", routes.display(), e.to_string()))?;
+    }
+    let cfg = serve_config(a, state_dir);
+    std::thread::Builder::new()
+        .name("ingress".into())
+        .spawn(move || {
+            let code = match crate::ingress::serve::run(cfg) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!(error = %e, "the daemon's ingress failed");
+                    1
+                }
+            };
+            std::process::exit(code);
+        })
+        .map_err(|e| Error::io("starting the ingress thread", e))?;
+    Ok(())
+}
+
+/// `ServeArgs` parsed from a string of arguments.
+#[derive(clap::Parser, Debug)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn route_cmd(cmd: RouteCmd, state_dir: &Path, json: bool) -> Result<i32> {
@@ -214,10 +272,6 @@ fn route_cmd(cmd: RouteCmd, state_dir: &Path, json: bool) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn ms(n: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(n)
 }
 
 fn check(file: &Path, json: bool) -> Result<i32> {

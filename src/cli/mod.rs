@@ -194,6 +194,8 @@ pub struct DaemonCli {
     /// knit's DNS).
     #[arg(long, default_value = crate::docker::names::DEFAULT_DOCKER_HOST)]
     pub docker_host: PathBuf,
+    #[command(flatten)]
+    pub ingress: ingress::DaemonIngress,
 }
 
 #[derive(Subcommand, Debug)]
@@ -559,6 +561,7 @@ pub fn run(mut cli: Cli) -> Result<i32> {
                     d.docker_host.clone(),
                 )?;
             }
+            ingress::spawn_in_daemon(&d.ingress, &cli.state_dir)?;
             crate::node::agent::spawn(cli.state_dir.clone());
             crate::dns::run(crate::dns::Config {
                 state_dir: cli.state_dir.clone(),
