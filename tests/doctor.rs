@@ -30,9 +30,7 @@ pub fn lab() -> Lab {
 
 /// (exit status, the JSON diagnosis).
 fn doctor(l: &Lab, dst: &str) -> (i32, serde_json::Value) {
-    let o = l.w.run(&["--json", "doctor", &l.a, dst]);
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    (o.status.code().unwrap_or(-1), v)
+    l.w.json_status(&["doctor", &l.a, dst])
 }
 
 fn broken_step(v: &serde_json::Value) -> (String, String, String) {

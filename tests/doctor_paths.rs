@@ -9,10 +9,7 @@ use common::*;
 
 /// (exit status, the JSON diagnosis).
 fn doctor(w: &World, src: &str, dst: &str) -> (i32, serde_json::Value) {
-    let o = w.run(&["--json", "doctor", src, dst]);
-    let v = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| serde_json::json!({ "stderr": String::from_utf8_lossy(&o.stderr) }));
-    (o.status.code().unwrap_or(-1), v)
+    w.json_status(&["doctor", src, dst])
 }
 
 fn healthy(w: &World, src: &str, dst: &str) -> serde_json::Value {

@@ -5,10 +5,7 @@ mod common;
 use common::*;
 
 fn trace(w: &World, src: &str, dst: &str) -> (i32, serde_json::Value) {
-    let o = w.run(&["--json", "trace", src, dst]);
-    let v = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| serde_json::json!({ "stderr": String::from_utf8_lossy(&o.stderr) }));
-    (o.status.code().unwrap_or(-1), v)
+    w.json_status(&["trace", src, dst])
 }
 
 /// Every hop of every pass of `ns` (`None`: all namespaces).

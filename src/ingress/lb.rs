@@ -79,6 +79,10 @@ impl InFlight {
         // A poisoned lock only means another request panicked mid-insert; the map is
         // still a valid map.
         let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        // Known endpoints (all but each one's first request) allocate no key.
+        if let Some(c) = m.get(endpoint) {
+            return c.clone();
+        }
         m.entry(endpoint.to_string()).or_default().clone()
     }
 

@@ -34,6 +34,10 @@ type Stats = Mutex<BTreeMap<String, Arc<RouteStats>>>;
 fn stats_of(m: &Stats, key: &str) -> Arc<RouteStats> {
     // A poisoned map is still a valid map (a panic elsewhere mid-insert).
     let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+    // Every request after a route's first finds it: no key allocated for those.
+    if let Some(s) = m.get(key) {
+        return s.clone();
+    }
     m.entry(key.to_string())
         .or_insert_with(RouteStats::new)
         .clone()

@@ -195,6 +195,19 @@ impl World {
         serde_json::from_str(&self.ok(&a)).expect("json output")
     }
 
+    /// `knit --json ARGS` whatever its exit status: (status, the JSON it printed, or
+    /// `{"stderr": ...}` when it printed none) — for commands whose status is an answer
+    /// (doctor, trace).
+    pub fn json_status(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let o = self.run(&a);
+        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(
+            |_| serde_json::json!({ "stderr": String::from_utf8_lossy(&o.stderr) }),
+        );
+        (o.status.code().unwrap_or(-1), v)
+    }
+
     /// Registers a namespace created outside knit for cleanup.
     pub fn track(&mut self, ns: &str) {
         self.namespaces.push(ns.to_string());

@@ -4,7 +4,7 @@
 
 use super::{Halt, Report, Walk};
 use crate::error::Error;
-use crate::model::{Proto, SandboxRef};
+use crate::model::SandboxRef;
 use crate::netns::Netns;
 use crate::node::Node;
 use crate::store::{Attachment, Service};
@@ -58,14 +58,6 @@ pub struct Dest {
 
 pub fn proto_name(p: u8) -> &'static str {
     if p == 17 { "udp" } else { "tcp" }
-}
-
-fn proto_number(p: Proto) -> u8 {
-    match p {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-        Proto::Sctp => 132,
-    }
 }
 
 /// `HOST[:PORT[/tcp|udp]]` → (host, port); IPv6 as `[ADDR]:PORT`, or bare without a port.
@@ -233,7 +225,7 @@ impl Node {
                 let published = self.store.all_attachments()?.into_iter().find_map(|a| {
                     let m = a.ports.iter().find(|m| {
                         m.host_port == p
-                            && proto_number(m.proto) == proto
+                            && crate::nft::wire::proto_num(m.proto) == proto
                             && m.host_ip.is_none_or(|h| h == ip)
                             && m.container_ip.is_ipv4() == ip.is_ipv4()
                     })?;
@@ -262,10 +254,9 @@ impl Node {
                         backends: vec![],
                     });
                 }
-                if let Some(svc) = services
-                    .iter()
-                    .find(|s| s.node_port == Some(p) && proto_number(s.vip.proto) == proto)
-                {
+                if let Some(svc) = services.iter().find(|s| {
+                    s.node_port == Some(p) && crate::nft::wire::proto_num(s.vip.proto) == proto
+                }) {
                     return self.through_service(svc.clone(), ip, port, r);
                 }
             }
@@ -285,7 +276,9 @@ impl Node {
         let svc = match host.parse::<IpAddr>() {
             Ok(ip) => services.iter().find(|s| {
                 s.vip.ip == ip
-                    && port.is_none_or(|(p, pr)| p == s.vip.port && pr == proto_number(s.vip.proto))
+                    && port.is_none_or(|(p, pr)| {
+                        p == s.vip.port && pr == crate::nft::wire::proto_num(s.vip.proto)
+                    })
             }),
             Err(_) => services.iter().find(|s| s.name == host),
         };
@@ -295,7 +288,10 @@ impl Node {
                 .attachments_of_sandbox(&SandboxRef::parse(host)?.key())?
                 .is_empty();
         if let Some(svc) = svc.filter(|_| !sandbox_named) {
-            let port = port.or(Some((svc.vip.port, proto_number(svc.vip.proto))));
+            let port = port.or(Some((
+                svc.vip.port,
+                crate::nft::wire::proto_num(svc.vip.proto),
+            )));
             return self.through_service(svc.clone(), svc.vip.ip, port, r);
         }
         // A sandbox by address or name, or an outside address.
@@ -348,7 +344,7 @@ impl Node {
         );
         let Some((att, bip, bport)) = backends.first().cloned() else {
             // No backend: knit refuses at once (doctor says so; trace shows the refusal).
-            let proto = port.map_or(proto_number(svc.vip.proto), |p| p.1);
+            let proto = port.map_or(crate::nft::wire::proto_num(svc.vip.proto), |p| p.1);
             r.pass("service", format!("{shown}: no backends"));
             return Ok(Dest {
                 ip,
@@ -369,7 +365,7 @@ impl Node {
             })
             .collect();
         r.pass("service", format!("{shown} → {} (DNAT)", list.join(", ")));
-        let proto = port.map_or(proto_number(svc.vip.proto), |p| p.1);
+        let proto = port.map_or(crate::nft::wire::proto_num(svc.vip.proto), |p| p.1);
         let end = match att {
             Some(att) => End::Sandbox { att: Box::new(att) },
             None => End::Outside,

@@ -459,6 +459,44 @@ mod tests {
         );
     }
 
+    /// Jumps and gotos are followed inside the table; a match of another family or
+    /// protocol never holds, negated or not; set lookups are not evaluated, and the
+    /// verdict says so.
+    #[test]
+    fn jumps_negations_and_sets() {
+        let chains = "\tchain ALLOW {\n\t\tiifname \"kb1\" accept\n\t}\n\tchain PASS {\n\t\treturn\n\t}\n}\n";
+        // FORWARD's rules and policy, and the chains above added to `table ip filter`
+        // (the listing's last table).
+        let with = |rules: &str, policy: &str| {
+            let l = FILTER.replace(
+                "policy drop;\n\t\tRULE",
+                &format!("policy {policy};\n\t\t{rules}"),
+            );
+            let end = l.rfind("}\n").unwrap_or(0);
+            format!("{}{chains}", &l[..end])
+        };
+        let dropped = |l: &str| foreign_drop(l, "forward", false, &pkt());
+        assert!(
+            dropped(&with("jump ALLOW", "drop")).is_none(),
+            "ALLOW accepts"
+        );
+        assert!(dropped(&with("goto ALLOW", "drop")).is_none());
+        assert!(
+            dropped(&with("jump PASS", "drop")).is_some(),
+            "PASS returns: the policy drops"
+        );
+        assert!(dropped(&with("jump PASS\n\t\tiifname \"kb1\" accept", "drop")).is_none());
+        // Negations: 10.63.0.2 is in 10.63.0.0/24, not in 10.64.0.0/24.
+        assert!(dropped(&with("ip saddr != 10.63.0.0/24 drop", "accept")).is_none());
+        assert!(dropped(&with("ip saddr != 10.64.0.0/24 drop", "accept")).is_some());
+        // Another protocol or family: no match either way.
+        assert!(dropped(&with("udp dport != 53 drop", "accept")).is_none());
+        assert!(dropped(&with("ip6 saddr != ::1 drop", "accept")).is_none());
+        // A named set is not evaluated.
+        let d = dropped(&with("ip saddr @allowed accept", "drop")).unwrap();
+        assert!(d.contains("1 rule(s)"), "{d}");
+    }
+
     #[test]
     fn knit_sets_and_masquerade_rule_are_read() {
         let l = "table inet knit {\n\tset masq4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.63.0.0/24, 10.64.0.0/24,\n\t\t\t     10.65.0.5 }\n\t}\n\tchain postrouting {\n\t\tip saddr @masq4 ip daddr != @nets4 masquerade\n\t}\n}\n";
