@@ -25,6 +25,20 @@ mod ingress_act;
 /// Processes a demo started, killed if it is interrupted.
 pub(super) static CHILDREN: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
 
+/// Set by the signal thread before it cleans up: from then on the demo's own failures
+/// (a namespace vanishing under a step) are consequences of the interruption, and the
+/// process must end with the signal's status, not the step's error.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Called when a demo returns: if a signal arrived, wait for the signal thread to finish
+/// the cleanup and exit with 128 + signal, so the exit status says "interrupted".
+pub(super) fn hold_if_interrupted<T>(result: T) -> T {
+    while INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
+    result
+}
+
 const NODE4: &str = "198.51.100.1";
 const OUTSIDE4: &str = "198.51.100.2";
 
@@ -294,6 +308,7 @@ pub(super) fn clean_up_on_signals(tag: String, state: PathBuf) {
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             return;
         }
+        INTERRUPTED.store(true, Ordering::SeqCst);
         // Processes the demo started (etcd, daemons) go first.
         if let Ok(pids) = CHILDREN.lock() {
             for pid in pids.iter() {

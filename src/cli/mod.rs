@@ -544,7 +544,7 @@ pub fn run(mut cli: Cli) -> Result<i32> {
                 .map_err(|e| Error::io("writing the man page", e))?;
             Ok(0)
         }
-        Command::Demo { scene } => match scene.as_deref() {
+        Command::Demo { scene } => demo::hold_if_interrupted(match scene.as_deref() {
             None => demo::run(),
             Some("cluster") => demo_cluster::run(),
             Some(other) => Err(crate::error::Error::invalid(
@@ -552,7 +552,7 @@ pub fn run(mut cli: Cli) -> Result<i32> {
                 other,
                 "the demos are `knit demo` and `knit demo cluster`",
             )),
-        },
+        }),
         Command::Daemon(d) => {
             if d.docker_plugin {
                 crate::docker::spawn(
