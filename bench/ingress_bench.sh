@@ -14,6 +14,7 @@
 # one of the routes.
 #
 #   bash bench/ingress_bench.sh [DURATION=10]
+#   KNIT_ONLY=1 PERF=/tmp/prof bash bench/ingress_bench.sh   # knit alone, profiled (/tmp/prof.knit)
 set -euo pipefail
 DUR=${1:-10}
 cd "$(dirname "$0")/.."
@@ -114,6 +115,12 @@ printf '%-14s %12s %10s %10s %16s\n' proxy "requests/s" p50 p99 "req/CPU-second"
 bench_one() { # name port pid
     ip netns exec $P-cl wrk -t2 -c64 -d2s "http://$GW:$2/" >/dev/null 2>&1 # warm-up
     local c0 c1 r
+    # PERF=PREFIX: also record a profile of the proxy's processes (PREFIX.NAME).
+    if [ -n "${PERF:-}" ]; then
+        local pids
+        pids=$(echo "$3" $(pgrep -P "$3" || true) | tr ' ' ,)
+        (sleep 1; perf record -q -g -p "$pids" -o "$PERF.${1%% *}" -- sleep $((DUR - 2)) >/dev/null 2>&1) &
+    fi
     c0=$(ticks "$3")
     r=$(run_wrk "$2" /)
     c1=$(ticks "$3")
@@ -123,6 +130,7 @@ bench_one() { # name port pid
     printf '%-14s %12.0f %10s %10s %16.0f\n' "$1" "$rps" "$p50" "$p99" "$(echo "$rps * $DUR / $cpu" | bc -l)"
 }
 bench_one "knit ingress" 8001 $KP
+[ -z "${KNIT_ONLY:-}" ] || exit 0
 bench_one "nginx" 8002 $NP
 bench_one "haproxy" 8003 $HP
 kill $KP; wait $KP 2>/dev/null || true

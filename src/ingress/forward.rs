@@ -3,29 +3,24 @@
 //! timeouts (connect, response headers, pauses in the response body), and retries of
 //! idempotent requests without a body on another endpoint when a connect fails.
 
-use super::backtls::HttpsConnector;
-use super::body::{Body, BoxError, empty, plain};
+use super::body::{Body, BoxError, full, plain};
 use super::filter::Timeouts;
 use super::health::Health;
 use super::lb::Balancer;
 use super::lb::InFlight;
 use super::metrics::Metrics;
+use super::pool::{ConnectError, Pools, SendError};
 use super::run::Outgoing;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio_rustls::TlsConnector;
 
 /// At most this many endpoints are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
@@ -36,8 +31,6 @@ pub struct Defaults {
     pub connect: Duration,
     pub header: Option<Duration>,
     pub idle: Option<Duration>,
-    /// Speak HTTP/2 (h2c, prior knowledge) to every backend, not only `h2c://` ones.
-    pub http2: bool,
 }
 
 /// A client's request to switch protocols (a websocket): the Upgrade header it sent and
@@ -47,100 +40,11 @@ pub struct Upgrade {
     pub client: hyper::upgrade::OnUpgrade,
 }
 
-/// How an endpoint is spoken to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Http1,
-    /// HTTP/2 without TLS (prior knowledge).
-    H2c,
-    /// TLS; HTTP/2 or HTTP/1.1 as ALPN decides.
-    Tls,
-}
-
-/// Keep-alive pools to the backends, one per connect timeout and protocol in use (hyper's
-/// connector has one connect timeout; routes rarely use more than a few).
-pub struct Clients {
-    pub defaults: Defaults,
-    tls: TlsConnector,
-}
-
-thread_local! {
-    // One pool per serving thread: a backend connection's task lives on the runtime that
-    // made it, so a pool shared between threads would hand each request's halves from
-    // thread to thread (a wake-up each way). Keyed by connect timeout (and HTTP/2).
-    static PLAIN: RefCell<HashMap<(Duration, bool), Client<HttpConnector, Body>>> =
-        RefCell::new(HashMap::new());
-    static SECURE: RefCell<HashMap<Duration, Client<HttpsConnector, Body>>> =
-        RefCell::new(HashMap::new());
-}
-
-fn http_connector(connect: Duration) -> HttpConnector {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(connect));
-    c
-}
-
-fn builder() -> hyper_util::client::legacy::Builder {
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256);
-    b
-}
-
-impl Clients {
-    pub fn new(defaults: Defaults, tls: TlsConnector) -> Clients {
-        Clients { defaults, tls }
-    }
-
-    /// Sends a request (its URI absolute) over this thread's pool for this connect
-    /// timeout and protocol.
-    fn send(&self, connect: Option<Duration>, proto: Proto, req: Request<Body>) -> ResponseFuture {
-        let d = connect.unwrap_or(self.defaults.connect);
-        if proto == Proto::Tls {
-            return SECURE.with_borrow_mut(|m| {
-                m.entry(d)
-                    .or_insert_with(|| {
-                        let mut http = http_connector(d);
-                        http.enforce_http(false);
-                        builder().build(HttpsConnector {
-                            http,
-                            tls: self.tls.clone(),
-                        })
-                    })
-                    .request(req)
-            });
-        }
-        let h2 = proto == Proto::H2c;
-        PLAIN.with_borrow_mut(|m| {
-            m.entry((d, h2))
-                .or_insert_with(|| builder().http2_only(h2).build(http_connector(d)))
-                .request(req)
-        })
-    }
-
-    /// An endpoint's authority and how it is spoken to.
-    fn split<'a>(&self, endpoint: &'a str) -> (&'a str, Proto) {
-        if let Some(a) = endpoint.strip_prefix("h2c://") {
-            (a, Proto::H2c)
-        } else if let Some(a) = endpoint.strip_prefix("https://") {
-            (a, Proto::Tls)
-        } else if self.defaults.http2 {
-            (endpoint, Proto::H2c)
-        } else {
-            (endpoint, Proto::Http1)
-        }
-    }
-}
-
-fn scheme(p: Proto) -> &'static str {
-    if p == Proto::Tls { "https" } else { "http" }
-}
-
 /// What requests to backends share: the pools, passive health, the load per endpoint and
 /// the figures.
 pub struct Upstream {
-    pub clients: Clients,
+    pub pools: Pools,
+    pub defaults: Defaults,
     pub health: Health,
     pub in_flight: InFlight,
     pub metrics: Metrics,
@@ -208,18 +112,53 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// Whether an error (or one of its causes) is a timeout.
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        cur = e.source();
+/// The URI a backend request carries: origin form (`/path?query`) for HTTP/1.1, absolute
+/// for HTTP/2 (its `:scheme` and `:authority`). The client's own URI is reused when the
+/// filters left its path and query alone.
+fn backend_uri(
+    client: &Uri,
+    (path, query): (&str, Option<&str>),
+    http2: bool,
+    scheme: &str,
+    authority: &str,
+) -> Result<Uri, http::Error> {
+    if !http2 && client.scheme().is_none() && client.path() == path && client.query() == query {
+        return Ok(client.clone());
     }
-    false
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let text = if http2 {
+        format!("{scheme}://{authority}{pq}")
+    } else {
+        pq
+    };
+    Ok(Uri::try_from(text)?)
+}
+
+/// A backend request: the client's method, `uri`, and `headers` (already without
+/// hop-by-hop headers, with the forwarding ones) with the backend's own Host, as Skipper
+/// does (the client's is in X-Forwarded-Host).
+fn backend_request(
+    method: &Method,
+    uri: Uri,
+    http2: bool,
+    authority: &str,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Request<Body> {
+    set(&mut headers, "host", authority);
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = if http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    req
 }
 
 /// One request to the backend: `endpoints` is not empty.
@@ -245,7 +184,6 @@ pub async fn forward(
         headers.insert(header::UPGRADE, u.protocol.clone());
     }
     let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
-    let mut body = Some(body);
     let usable = proxy.health.usable(endpoints);
     let first = balancer.pick(&usable, key, &proxy.in_flight);
     let attempts = if retryable {
@@ -253,115 +191,123 @@ pub async fn forward(
     } else {
         1
     };
-    let header_timeout = timeouts.header.or(proxy.clients.defaults.header);
-    let idle = timeouts.idle.or(proxy.clients.defaults.idle);
-    let path_query = match &out.query {
-        Some(q) => format!("{}?{q}", out.path),
-        None => out.path.clone(),
-    };
+    let connect = timeouts.connect.unwrap_or(proxy.defaults.connect);
+    let header_timeout = timeouts.header.or(proxy.defaults.header);
+    let idle = timeouts.idle.or(proxy.defaults.idle);
+    // Only a failed connect moves on to another endpoint, and nothing was sent then: the
+    // request is built once, for the endpoint that took the connection.
+    let mut picked = None;
     for n in 0..attempts {
         let endpoint = &usable[(first + n) % usable.len()];
-        let (authority, proto) = proxy.clients.split(endpoint);
-        let uri = format!("{}://{authority}{path_query}", scheme(proto));
-        let mut h = headers.clone();
-        // As Skipper: the backend sees its own host; the client's is in X-Forwarded-Host.
-        set(&mut h, "host", authority);
-        let b = body.take().unwrap_or_else(empty);
-        let version = if proto == Proto::H2c {
-            http::Version::HTTP_2
-        } else {
-            http::Version::HTTP_11
-        };
-        let mut breq = match Request::builder()
-            .method(parts.method.clone())
-            .uri(&uri)
-            .version(version)
-            .body(b)
-        {
-            Ok(r) => r,
+        match proxy.pools.checkout(endpoint, connect).await {
+            Ok(conn) => {
+                picked = Some((endpoint, conn));
+                break;
+            }
             Err(e) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot build the backend request {uri:?}: {e}"),
-                );
-            }
-        };
-        *breq.headers_mut() = h;
-        let _load = proxy.in_flight.start(endpoint);
-        let sent = std::time::Instant::now();
-        let call = proxy.clients.send(timeouts.connect, proto, breq);
-        let result = match header_timeout {
-            Some(d) => tokio::time::timeout(d, call).await.map_err(|_| ()),
-            None => Ok(call.await),
-        };
-        match result {
-            Ok(Ok(mut resp)) => {
-                proxy.health.success(endpoint);
-                proxy
-                    .metrics
-                    .observe_backend(endpoint, resp.status().as_u16(), sent.elapsed());
-                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                let upgraded = match upgrade.take() {
-                    Some(u) if switching => {
-                        let backend = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(splice(u.client, backend, endpoint.clone()));
-                        true
-                    }
-                    _ => false,
-                };
-                let (mut p, b) = resp.into_parts();
-                let protocol = p.headers.get(header::UPGRADE).cloned();
-                strip_hop_by_hop(&mut p.headers);
-                if upgraded && let Some(proto) = protocol {
-                    p.headers
-                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                    p.headers.insert(header::UPGRADE, proto);
-                }
-                // The client's protocol, not the backend's (an HTTP/1.0 backend must not
-                // make the answer to an HTTP/1.1 client a 1.0 one).
-                p.version = parts.version;
-                let b = b.map_err(BoxError::from);
-                let b = match idle {
-                    Some(d) => IdleBody::new(b.boxed(), d).boxed(),
-                    None => b.boxed(),
-                };
-                let mut r = Response::from_parts(p, b);
-                r.extensions_mut().insert(Endpoint(endpoint.clone()));
-                return r;
-            }
-            Ok(Err(e)) => {
                 proxy.metrics.backend_error(endpoint);
                 proxy.health.failure(endpoint);
-                let timeout = timed_out(&e);
-                tracing::warn!(endpoint, error = %e, connect = e.is_connect(), "backend request failed");
-                if e.is_connect() && n + 1 < attempts {
+                tracing::warn!(endpoint, error = %e, "backend connect failed");
+                if n + 1 < attempts {
                     proxy.metrics.retry();
                     continue;
                 }
-                return if timeout {
-                    plain(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!("backend {endpoint}: connect timed out"),
-                    )
-                } else {
-                    plain(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("backend {endpoint} failed"),
-                    )
-                };
-            }
-            Err(()) => {
-                proxy.metrics.backend_error(endpoint);
-                proxy.health.failure(endpoint);
-                tracing::warn!(endpoint, "backend gave no response headers in time");
-                return plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("backend {endpoint}: no response in time"),
-                );
+                return connect_failed(endpoint, &e);
             }
         }
     }
-    plain(StatusCode::BAD_GATEWAY, "no backend endpoint answered")
+    let Some((endpoint, conn)) = picked else {
+        return plain(StatusCode::BAD_GATEWAY, "no backend endpoint answered");
+    };
+    let (authority, proto) = proxy.pools.split(endpoint);
+    let http2 = conn.http2();
+    let target = (out.path.as_str(), out.query.as_deref());
+    let uri = match backend_uri(&parts.uri, target, http2, proto.scheme(), authority) {
+        Ok(u) => u,
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot build the backend request for {endpoint}: {e}"),
+            );
+        }
+    };
+    let breq = backend_request(&parts.method, uri, http2, authority, headers, body);
+    let _load = proxy.in_flight.start(endpoint);
+    let sent = std::time::Instant::now();
+    let call = proxy.pools.send(endpoint, connect, conn, breq);
+    let result = match header_timeout {
+        Some(d) => tokio::time::timeout(d, call).await.map_err(|_| ()),
+        None => Ok(call.await),
+    };
+    let mut resp = match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            proxy.metrics.backend_error(endpoint);
+            proxy.health.failure(endpoint);
+            tracing::warn!(endpoint, error = %e, "backend request failed");
+            return match e {
+                SendError::Connect(c) => connect_failed(endpoint, &c),
+                SendError::Exchange(_) => plain(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("backend {endpoint} failed"),
+                ),
+            };
+        }
+        Err(()) => {
+            proxy.metrics.backend_error(endpoint);
+            proxy.health.failure(endpoint);
+            tracing::warn!(endpoint, "backend gave no response headers in time");
+            return plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("backend {endpoint}: no response in time"),
+            );
+        }
+    };
+    proxy.health.success(endpoint);
+    proxy
+        .metrics
+        .observe_backend(endpoint, resp.status().as_u16(), sent.elapsed());
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgraded = match upgrade.take() {
+        Some(u) if switching => {
+            let backend = hyper::upgrade::on(&mut resp);
+            tokio::spawn(splice(u.client, backend, endpoint.clone()));
+            true
+        }
+        _ => false,
+    };
+    let (mut p, b) = resp.into_parts();
+    let protocol = p.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut p.headers);
+    if upgraded && let Some(proto) = protocol {
+        p.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        p.headers.insert(header::UPGRADE, proto);
+    }
+    // The client's protocol, not the backend's (an HTTP/1.0 backend must not make the
+    // answer to an HTTP/1.1 client a 1.0 one).
+    p.version = parts.version;
+    let b = match idle {
+        Some(d) => IdleBody::new(b, d).boxed(),
+        None => b,
+    };
+    let mut r = Response::from_parts(p, b);
+    r.extensions_mut().insert(Endpoint(endpoint.clone()));
+    r
+}
+
+/// The answer when no connection to `endpoint` could be had.
+fn connect_failed(endpoint: &str, e: &ConnectError) -> Response<Body> {
+    match e {
+        ConnectError::TimedOut => plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("backend {endpoint}: connect timed out"),
+        ),
+        ConnectError::Failed(_) => plain(
+            StatusCode::BAD_GATEWAY,
+            &format!("backend {endpoint} failed"),
+        ),
+    }
 }
 
 /// Once both sides have switched protocols, copies bytes both ways until either ends.
@@ -403,36 +349,34 @@ pub fn shadow(
         SocketAddr::new(out.remote, 0),
         out.proto,
     );
-    let (authority, proto) = up.clients.split(endpoint);
-    set(&mut headers, "host", authority);
     let path = match rewrite {
         Some((re, with)) => re.replace_all(&out.path, with.as_str()).into_owned(),
         None => out.path.clone(),
     };
-    let uri = match &out.query {
-        Some(q) => format!("{}://{authority}{path}?{q}", scheme(proto)),
-        None => format!("{}://{authority}{path}", scheme(proto)),
-    };
-    let req = Request::builder()
-        .method(parts.method.clone())
-        .uri(&uri)
-        .body(super::body::full(body));
-    let mut req = match req {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(uri, error = %e, "tee: cannot build the copy");
-            return;
-        }
-    };
-    *req.headers_mut() = headers;
-    let call = up.clients.send(None, proto, req);
+    let (query, method, client) = (out.query.clone(), parts.method.clone(), parts.uri.clone());
+    let connect = up.defaults.connect;
     let endpoint = endpoint.to_string();
+    // The pools are the serving thread's: the copy goes out from a task on it.
+    let pools = up.pools.clone();
     tokio::spawn(async move {
         let sent = async {
-            let resp = call.await?;
+            let conn = pools
+                .checkout(&endpoint, connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (authority, proto) = pools.split(&endpoint);
+            let http2 = conn.http2();
+            let target = (path.as_str(), query.as_deref());
+            let uri = backend_uri(&client, target, http2, proto.scheme(), authority)
+                .map_err(|e| e.to_string())?;
+            let req = backend_request(&method, uri, http2, authority, headers, full(body));
+            let resp = pools
+                .send(&endpoint, connect, conn, req)
+                .await
+                .map_err(|e| e.to_string())?;
             // Read the answer so the connection goes back to the pool.
             let _ = resp.into_body().collect().await;
-            Ok::<_, hyper_util::client::legacy::Error>(())
+            Ok::<_, String>(())
         };
         match tokio::time::timeout(SHADOW_TIMEOUT, sent).await {
             Ok(Ok(())) => {}

@@ -8,9 +8,10 @@
 //! - `tree`, `table`: the path tree and the route table that matches requests;
 //! - `run`, `ratelimit`, `htpasswd`, `bodies`: the filters at work on a request, their
 //!   limiter and password files, and the bodies they wrap (compression, pacing, capture);
-//! - `lb`, `health`, `resolve`, `forward`, `backtls`: balancers, passive health, `knit://`
-//!   endpoints from the store, and the way to a backend (timeouts, retries, upgrades, h2c,
-//!   TLS, tee);
+//! - `lb`, `health`, `resolve`, `forward`, `pool`, `backtls`: balancers, passive health,
+//!   `knit://` endpoints from the store, the way to a backend (timeouts, retries,
+//!   upgrades, tee), the per-thread keep-alive connections (HTTP/1.1, h2c, TLS) and the
+//!   backends' TLS trust;
 //! - `body`, `proxy`, `accesslog`, `metrics`, `tls`, `serve`: one request's way through
 //!   the routes, the access log, Prometheus figures, TLS, and the listener with reload and
 //!   graceful shutdown.
@@ -27,6 +28,7 @@ mod health;
 mod htpasswd;
 mod lb;
 mod metrics;
+mod pool;
 pub mod predicate;
 mod proxy;
 mod ratelimit;

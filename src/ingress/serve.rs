@@ -5,7 +5,7 @@
 //! finish, then exit).
 
 use super::accesslog::AccessLog;
-use super::forward::{Clients, Defaults, Upstream};
+use super::forward::{Defaults, Upstream};
 use super::health::Health;
 use super::proxy::{self, Live, Proxy};
 use super::resolve::Resolver;
@@ -59,6 +59,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a serving thread closes its backend connections idle too long.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 /// The routes as written: the routes file's text (empty without one) and the routes kept
 /// in the store.
@@ -125,15 +127,7 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     let targets = knit_targets(&table);
     resolver.refresh(targets.iter());
     let backend_tls = super::backtls::connector(cfg.backend_ca.as_deref())?;
-    let clients = Clients::new(
-        Defaults {
-            connect: cfg.connect_timeout,
-            header: cfg.response_header_timeout,
-            idle: cfg.idle_timeout,
-            http2: cfg.backend_http2,
-        },
-        backend_tls,
-    );
+    let pools = super::pool::Pools::new(backend_tls, cfg.backend_http2);
     let access = match &cfg.access_log {
         Some(spec) => Some(Arc::new(AccessLog::open(spec)?)),
         None => None,
@@ -144,7 +138,12 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         live: RwLock::new(Arc::new(Live::new(table))),
         resolver: resolver.clone(),
         up: Upstream {
-            clients,
+            pools,
+            defaults: Defaults {
+                connect: cfg.connect_timeout,
+                header: cfg.response_header_timeout,
+                idle: cfg.idle_timeout,
+            },
             health: Health::new(cfg.eject_after, cfg.eject_for),
             in_flight: Default::default(),
             metrics: Default::default(),
@@ -281,6 +280,13 @@ impl Worker {
             }
         };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // This thread's idle backend connections are closed after a while unused.
+        tokio::spawn(async {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                super::pool::sweep();
+            }
+        });
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
