@@ -161,7 +161,7 @@ impl Pools {
             .open(endpoint, connect)
             .await
             .map_err(SendError::Connect)?;
-        match fresh.sender.send(endpoint, req).await {
+        match fresh.sender.send(endpoint, *req).await {
             Ok(r) => Ok(r),
             Err(Retry::Again(_)) => Err(SendError::Connect(ConnectError::Failed(
                 "the new connection closed at once".into(),
@@ -356,7 +356,7 @@ fn put_back(endpoint: String, mut conn: http1::SendRequest<Body>) {
 
 enum Retry {
     /// The connection closed before the request went out: here it is, unsent.
-    Again(Request<Body>),
+    Again(Box<Request<Body>>),
     Failed(hyper::Error),
 }
 
@@ -381,7 +381,7 @@ async fn send_h1(
             }))
         }
         Err(mut e) => match e.take_message() {
-            Some(req) => Err(Retry::Again(req)),
+            Some(req) => Err(Retry::Again(Box::new(req))),
             None => Err(Retry::Failed(e.into_error())),
         },
     }
@@ -394,7 +394,7 @@ async fn send_h2(
     match conn.try_send_request(req).await {
         Ok(resp) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
         Err(mut e) => match e.take_message() {
-            Some(req) => Err(Retry::Again(req)),
+            Some(req) => Err(Retry::Again(Box::new(req))),
             None => Err(Retry::Failed(e.into_error())),
         },
     }
