@@ -7,7 +7,8 @@
 # (knit :8001, nginx :8002, HAProxy :8003), each with keep-alive to the backend and as
 # many workers/threads as cores. wrk: 2 threads, 64 connections, DURATION seconds per
 # proxy. Reported: requests/s, p50 and p99 latency, and requests per proxy CPU-second
-# (user+system time of the proxy's processes during the run).
+# (user+system time of the proxy's processes during the run). The proxies take turns
+# ROUNDS times (default 3); the medians are the result.
 #
 # Then knit alone with 10, 10,000 and 100,000 routes (Path("/r/N") each): time to load
 # the table (`knit ingress check`), time until serving, resident memory, requests/s on
@@ -111,8 +112,7 @@ run_wrk() { # port path -> "rps p50 p99"
     ip netns exec $P-cl wrk -t2 -c64 -d"${DUR}s" --latency "http://$GW:$1$2" 2>/dev/null |
         awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
 }
-printf '%-14s %12s %10s %10s %16s\n' proxy "requests/s" p50 p99 "req/CPU-second"
-bench_one() { # name port pid
+bench_one() { # name port pid -> "name rps p50 p99 req/cpu-s" on stdout
     ip netns exec $P-cl wrk -t2 -c64 -d2s "http://$GW:$2/" >/dev/null 2>&1 # warm-up
     local c0 c1 r
     # PERF=PREFIX: also record a profile of the proxy's processes (PREFIX.NAME).
@@ -127,12 +127,41 @@ bench_one() { # name port pid
     read -r rps p50 p99 <<<"$r"
     local cpu
     cpu=$(echo "($c1 - $c0) / $HZ" | bc -l)
-    printf '%-14s %12.0f %10s %10s %16.0f\n' "$1" "$rps" "$p50" "$p99" "$(echo "$rps * $DUR / $cpu" | bc -l)"
+    printf '%s %.0f %s %s %.0f\n' "${1// /_}" "$rps" "$p50" "$p99" "$(echo "$rps * $DUR / $cpu" | bc -l)"
 }
-bench_one "knit ingress" 8001 $KP
+# The proxies take turns, ROUNDS times (this machine's speed drifts by a quarter from
+# minute to minute): each round's rows, then each proxy's median round (by requests/s)
+# and its ratio to nginx's.
+ROUNDS=${ROUNDS:-3}
+PROXIES=("knit ingress:8001:$KP" "nginx:8002:$NP" "haproxy:8003:$HP")
+[ -z "${KNIT_ONLY:-}" ] || PROXIES=("knit ingress:8001:$KP")
+printf '%-6s %-14s %12s %10s %10s %16s\n' round proxy "requests/s" p50 p99 "req/CPU-second"
+: > "$S/rows"
+for round in $(seq 1 "$ROUNDS"); do
+    # Each round starts with the next proxy: no proxy always runs first.
+    for k in $(seq 0 $((${#PROXIES[@]} - 1))); do
+        px=${PROXIES[$(( (k + round - 1) % ${#PROXIES[@]} ))]}
+        IFS=: read -r name port pid <<<"$px"
+        row=$(bench_one "$name" "$port" "$pid")
+        echo "$round $row" >> "$S/rows"
+        read -r n rps p50 p99 eff <<<"$row"
+        printf '%-6s %-14s %12s %10s %10s %16s\n' "$round" "${n//_/ }" "$rps" "$p50" "$p99" "$eff"
+    done
+done
+echo
+python3 - "$S/rows" <<'PY'
+import sys, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    r, name, rps, p50, p99, eff = line.split()
+    rows[name].append((float(rps), p50, p99, float(eff)))
+med = {n: sorted(v)[len(v) // 2] for n, v in rows.items()}
+print(f"{'median':<21} {'requests/s':>12} {'p50':>10} {'p99':>10} {'req/CPU-second':>16} {'vs nginx':>9}")
+for n, (rps, p50, p99, eff) in med.items():
+    ratio = f"{rps / med['nginx'][0]:.2f}x" if 'nginx' in med else '-'
+    print(f"{n.replace('_', ' '):<21} {rps:12.0f} {p50:>10} {p99:>10} {eff:16.0f} {ratio:>9}")
+PY
 [ -z "${KNIT_ONLY:-}" ] || exit 0
-bench_one "nginx" 8002 $NP
-bench_one "haproxy" 8003 $HP
 kill $KP; wait $KP 2>/dev/null || true
 
 echo

@@ -10,6 +10,7 @@ use super::lb::Balancer;
 use super::lb::InFlight;
 use super::metrics::Metrics;
 use super::pool::{ConnectError, Pools, SendError};
+use super::predicate::X_FORWARDED_FOR;
 use super::run::Outgoing;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -48,22 +49,31 @@ pub struct Upstream {
     pub health: Health,
     pub in_flight: InFlight,
     pub metrics: Metrics,
+    /// Name the answering endpoint in each response's extensions (the access log's).
+    pub tag_endpoints: bool,
 }
 
 /// Headers of one hop only (RFC 9110 7.6.1): never forwarded either way.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one look at the names they have, no lookups.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     // Headers the Connection header names are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -76,27 +86,26 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         h.remove(n);
     }
     for n in HOP_BY_HOP {
-        h.remove(*n);
+        h.remove(n);
     }
 }
 
-fn set(h: &mut HeaderMap, name: &'static str, v: &str) {
+fn set(h: &mut HeaderMap, name: HeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         h.insert(name, v);
     }
 }
 
 /// X-Forwarded-For grows by the peer; -Proto and -Host say what the client asked.
-pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, proto: &str) {
-    let client_ip = remote.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
+pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, proto: &'static str) {
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", remote.ip()),
+        None => remote.ip().to_string(),
     };
-    set(h, "x-forwarded-for", &xff);
-    set(h, "x-forwarded-proto", proto);
-    if !host.is_empty() && !h.contains_key("x-forwarded-host") {
-        set(h, "x-forwarded-host", host);
+    set(h, X_FORWARDED_FOR, &xff);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if !host.is_empty() && !h.contains_key(X_FORWARDED_HOST) {
+        set(h, X_FORWARDED_HOST, host);
     }
 }
 
@@ -148,7 +157,7 @@ fn backend_request(
     mut headers: HeaderMap,
     body: Body,
 ) -> Request<Body> {
-    set(&mut headers, "host", authority);
+    set(&mut headers, header::HOST, authority);
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
@@ -292,7 +301,9 @@ pub async fn forward(
         None => b,
     };
     let mut r = Response::from_parts(p, b);
-    r.extensions_mut().insert(Endpoint(endpoint.clone()));
+    if proxy.tag_endpoints {
+        r.extensions_mut().insert(Endpoint(endpoint.clone()));
+    }
     r
 }
 

@@ -3,8 +3,10 @@
 //! again (and needs as many failures in a row to leave again). When every endpoint of a
 //! backend is out, all of them are used: better a likely failure than a certain 503.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -16,7 +18,10 @@ struct State {
 pub struct Health {
     failures: u32,
     eject_for: Duration,
+    /// Endpoints with a failure since their last success (only those are kept).
     endpoints: Mutex<HashMap<String, State>>,
+    /// How many there are: while none, requests take no lock.
+    tracked: AtomicUsize,
 }
 
 impl Health {
@@ -26,35 +31,36 @@ impl Health {
             failures,
             eject_for,
             endpoints: Mutex::new(HashMap::new()),
+            tracked: AtomicUsize::new(0),
         }
     }
 
     /// The endpoints in the rotation now, in their order; all of them if none is.
-    pub fn usable(&self, endpoints: &[String]) -> Vec<String> {
+    pub fn usable<'a>(&self, endpoints: &'a [String]) -> Cow<'a, [String]> {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return Cow::Borrowed(endpoints);
+        }
         // A poisoned map is still a valid map (a panic elsewhere mid-update).
         let m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let healthy: Vec<String> = endpoints
-            .iter()
-            .filter(|e| {
-                m.get(*e)
-                    .and_then(|s| s.out_until)
-                    .is_none_or(|until| until <= now)
-            })
-            .cloned()
-            .collect();
-        if healthy.is_empty() {
-            endpoints.to_vec()
-        } else {
-            healthy
+        let out = |e: &String| {
+            m.get(e)
+                .and_then(|s| s.out_until)
+                .is_some_and(|until| until > now)
+        };
+        if !endpoints.iter().any(out) || endpoints.iter().all(out) {
+            return Cow::Borrowed(endpoints);
         }
+        Cow::Owned(endpoints.iter().filter(|e| !out(e)).cloned().collect())
     }
 
     pub fn success(&self, endpoint: &str) {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = m.get_mut(endpoint) {
-            s.failures = 0;
-            s.out_until = None;
+        if m.remove(endpoint).is_some() {
+            self.tracked.store(m.len(), Ordering::Release);
         }
     }
 
@@ -64,7 +70,13 @@ impl Health {
             return false;
         }
         let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let s = m.entry(endpoint.to_string()).or_default();
+        if !m.contains_key(endpoint) {
+            m.insert(endpoint.to_string(), State::default());
+            self.tracked.store(m.len(), Ordering::Release);
+        }
+        let Some(s) = m.get_mut(endpoint) else {
+            return false;
+        };
         let now = Instant::now();
         if s.out_until.is_some_and(|u| u > now) {
             return false;
@@ -111,17 +123,21 @@ mod tests {
         h.success("a:1");
         assert!(!h.failure("a:1"));
         assert!(!h.failure("a:1"));
-        assert_eq!(h.usable(&eps), eps);
+        assert_eq!(*h.usable(&eps), eps);
         assert!(h.failure("a:1"));
-        assert_eq!(h.usable(&eps), vec!["b:1".to_string()]);
+        assert_eq!(*h.usable(&eps), vec!["b:1".to_string()]);
         assert_eq!(h.ejected(), vec!["a:1".to_string()]);
         // All out: all used.
         for _ in 0..3 {
             h.failure("b:1");
         }
-        assert_eq!(h.usable(&eps), eps);
+        assert_eq!(*h.usable(&eps), eps);
         std::thread::sleep(Duration::from_millis(60));
         assert!(h.ejected().is_empty());
-        assert_eq!(h.usable(&eps), eps);
+        assert_eq!(*h.usable(&eps), eps);
+        // Successes forget the failures: no lock taken again.
+        h.success("a:1");
+        h.success("b:1");
+        assert_eq!(h.tracked.load(Ordering::Relaxed), 0);
     }
 }

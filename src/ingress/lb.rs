@@ -128,6 +128,11 @@ impl Balancer {
         }
     }
 
+    /// Whether `pick` looks at the request's key (the others need none computed).
+    pub fn hashes(&self) -> bool {
+        self.algorithm == Algorithm::ConsistentHash
+    }
+
     /// Picks one of `endpoints` (not empty) for a request whose hash key is `key`.
     pub fn pick(&self, endpoints: &[String], key: &str, load: &InFlight) -> usize {
         let n = endpoints.len();

@@ -20,12 +20,15 @@ pub struct Req<'a> {
     pub remote: IpAddr,
 }
 
+/// Where proxies in front name the clients they forward for.
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 impl Req<'_> {
     /// The client as `Source` sees it: the first X-Forwarded-For address if the request
     /// came through another proxy, else the peer.
     pub fn source(&self) -> IpAddr {
         self.headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse().ok())

@@ -11,13 +11,14 @@ use super::forward::{self, Upstream};
 use super::lb::{self, Balancer};
 use super::predicate::Req;
 use super::resolve::Resolver;
-use super::route::Backend;
+use super::route::{Backend, Target};
 use super::run::{self, Effects, Outgoing};
 use super::table::Table;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ const MAX_LOOPS: usize = 9;
 pub struct Live {
     pub table: Table,
     pub balancers: Vec<Balancer>,
+    /// Per route: its endpoints when they are all fixed URLs (no `knit://` target to
+    /// resolve), so a request to it copies none.
+    pub fixed: Vec<Option<Vec<String>>>,
 }
 
 impl Live {
@@ -46,7 +50,25 @@ impl Live {
                 _ => Balancer::new(super::route::Algorithm::RoundRobin),
             })
             .collect();
-        Live { table, balancers }
+        let fixed = table
+            .routes
+            .iter()
+            .map(|r| match &r.backend {
+                Backend::Lb { targets, .. } => targets
+                    .iter()
+                    .map(|t| match t {
+                        Target::Http(authority) => Some(authority.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            })
+            .collect();
+        Live {
+            table,
+            balancers,
+            fixed,
+        }
     }
 }
 
@@ -212,26 +234,27 @@ async fn route_request(
                 Backend::Shunt => break 'routing plain(StatusCode::NOT_FOUND, ""),
                 Backend::Loopback => continue,
                 Backend::Lb { targets, .. } => {
-                    let endpoints: Vec<String> = targets
-                        .iter()
-                        .flat_map(|t| proxy.resolver.endpoints(t))
-                        .collect();
+                    let endpoints: Cow<[String]> = match &live.fixed[i] {
+                        Some(e) => Cow::Borrowed(e),
+                        None => Cow::Owned(
+                            targets
+                                .iter()
+                                .flat_map(|t| proxy.resolver.endpoints(t))
+                                .collect(),
+                        ),
+                    };
                     if endpoints.is_empty() {
                         break 'routing plain(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "the route's backends have no endpoints",
                         );
                     }
-                    let key = Req {
-                        method: &parts.method,
-                        path: &out.path,
-                        query: None,
-                        host: &host,
-                        headers: &out.headers,
-                        remote: remote.ip(),
-                    }
-                    .source()
-                    .to_string();
+                    // The client's address is the hash key (only consistentHash uses one).
+                    let key = if live.balancers[i].hashes() {
+                        view_source(&out.headers, remote)
+                    } else {
+                        String::new()
+                    };
                     let effects = Effects::of(
                         chain
                             .iter()
@@ -329,6 +352,21 @@ async fn route_request(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     (last, resp)
+}
+
+/// The client as `Source` sees it (a request view for just that).
+fn view_source(headers: &http::HeaderMap, remote: SocketAddr) -> String {
+    let method = http::Method::GET;
+    Req {
+        method: &method,
+        path: "",
+        query: None,
+        host: "",
+        headers,
+        remote: remote.ip(),
+    }
+    .source()
+    .to_string()
 }
 
 /// A client's protocol switch (`Connection: upgrade` with an `Upgrade` header, as a

@@ -28,7 +28,7 @@ impl Outgoing {
     /// address, else the peer.
     fn client(&self) -> String {
         self.headers
-            .get("x-forwarded-for")
+            .get(super::predicate::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .map(|v| v.trim().to_string())

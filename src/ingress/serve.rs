@@ -147,6 +147,7 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
             health: Health::new(cfg.eject_after, cfg.eject_for),
             in_flight: Default::default(),
             metrics: Default::default(),
+            tag_endpoints: cfg.access_log.is_some(),
         },
     });
     // One listener per serving thread (SO_REUSEPORT: the kernel spreads connections), the
