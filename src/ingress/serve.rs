@@ -150,17 +150,16 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
             tag_endpoints: cfg.access_log.is_some(),
         },
     });
-    // One listener per serving thread (SO_REUSEPORT: the kernel spreads connections), the
-    // first on the asked address, the others on the port it got.
+    // One listener; its connections are dealt to the serving threads in turn, so each
+    // gets as many (SO_REUSEPORT listeners per thread leave the spread to a hash of the
+    // addresses: uneven for a few dozen keep-alive connections, and the busier thread
+    // sets the tail latency).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let first = reuseport_listener(cfg.listen)?;
-    let local = first
+    let listener = tokio::net::TcpListener::from_std(bound_listener(cfg.listen)?)
+        .map_err(|e| Error::io(format!("listening on {}", cfg.listen), e))?;
+    let local = listener
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
-    let mut listeners = vec![first];
-    for _ in 1..threads {
-        listeners.push(reuseport_listener(local)?);
-    }
     tracing::info!(listen = %local, routes = n, file = ?cfg.routes, "ingress serving");
     // Scripts and tests wait for this line: the socket is bound from here on.
     let _ = writeln!(std::io::stdout(), "listening on {local} ({n} routes)");
@@ -205,34 +204,56 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::io("SIGINT handler", e))?;
-    // Each listener is served by a thread of its own with a single-threaded runtime: a
-    // request, its backend connection and its answer stay on one thread.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each serving thread has a single-threaded runtime: a request, its backend
+    // connection and its answer stay on one thread.
     let mut workers = vec![];
-    for l in listeners {
+    let mut queues = vec![];
+    for _ in 0..threads {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Worker {
             proxy: proxy.clone(),
             builder: builder.clone(),
             acceptor: acceptor.clone(),
             handshake: cfg.header_read_timeout,
-            stop: stop_rx.clone(),
         };
-        workers.push(std::thread::spawn(move || w.run(l)));
+        workers.push(std::thread::spawn(move || w.run(rx)));
+        queues.push(tx);
     }
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut turn = 0usize;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Handed over as a std socket: the serving thread registers it with its
+                // own runtime.
+                let Ok(stream) = stream.into_std() else { continue };
+                let _ = queues[turn % queues.len()].send((stream, peer));
+                turn = turn.wrapping_add(1);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
     }
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
-    let _ = stop_tx.send(true);
+    drop(listener);
+    // A closed queue tells its thread to finish what it has and stop.
+    drop(queues);
     for w in workers {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     Ok(0)
 }
 
-/// A TCP listener with SO_REUSEPORT, non-blocking, for a worker's runtime.
-fn reuseport_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
+/// The TCP listener, non-blocking, with SO_REUSEADDR (a restart binds at once).
+fn bound_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
     let io = |e| Error::io(format!("listening on {addr}"), e);
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -241,24 +262,25 @@ fn reuseport_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
     )
     .map_err(io)?;
     s.set_reuse_address(true).map_err(io)?;
-    s.set_reuse_port(true).map_err(io)?;
     s.set_nonblocking(true).map_err(io)?;
     s.bind(&addr.into()).map_err(io)?;
     s.listen(1024).map_err(io)?;
     Ok(s.into())
 }
 
-/// One serving thread: its listener, the shared proxy, its own runtime and pools.
+/// One serving thread: the connections dealt to it, the shared proxy, its own runtime
+/// and backend pools.
 struct Worker {
     proxy: Arc<Proxy>,
     builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     handshake: Duration,
-    stop: tokio::sync::watch::Receiver<bool>,
 }
 
+type Accepted = (std::net::TcpStream, SocketAddr);
+
 impl Worker {
-    fn run(self, l: std::net::TcpListener) {
+    fn run(self, queue: tokio::sync::mpsc::UnboundedReceiver<Accepted>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -269,17 +291,10 @@ impl Worker {
                 return;
             }
         };
-        rt.block_on(self.serve(l));
+        rt.block_on(self.serve(queue));
     }
 
-    async fn serve(mut self, l: std::net::TcpListener) {
-        let listener = match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot register a listener");
-                return;
-            }
-        };
+    async fn serve(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Accepted>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         // This thread's idle backend connections are closed after a while unused.
         tokio::spawn(async {
@@ -288,24 +303,12 @@ impl Worker {
                 super::pool::sweep();
             }
         });
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    self.connection(stream, peer, &graceful);
-                }
-                _ = self.stop.changed() => break,
+        while let Some((stream, peer)) = queue.recv().await {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => self.connection(s, peer, &graceful),
+                Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
             }
         }
-        drop(listener);
         if tokio::time::timeout(DRAIN, graceful.shutdown())
             .await
             .is_err()
