@@ -16,6 +16,7 @@
 #
 #   bash bench/ingress_bench.sh [DURATION=10]
 #   KNIT_ONLY=1 PERF=/tmp/prof bash bench/ingress_bench.sh   # knit alone, profiled (/tmp/prof.knit)
+#   ROUNDS=1 SYSCALLS=/tmp/sc bash bench/ingress_bench.sh      # system calls of each proxy (/tmp/sc.NAME)
 set -euo pipefail
 DUR=${1:-10}
 cd "$(dirname "$0")/.."
@@ -120,6 +121,13 @@ bench_one() { # name port pid -> "name rps p50 p99 req/cpu-s" on stdout
         local pids
         pids=$(echo "$3" $(pgrep -P "$3" || true) | tr ' ' ,)
         (sleep 1; perf record -q -g -p "$pids" -o "$PERF.${1%% *}" -- sleep $((DUR - 2)) >/dev/null 2>&1) &
+    fi
+    # SYSCALLS=PREFIX: count the proxy's system calls during the run (PREFIX.NAME).
+    if [ -n "${SYSCALLS:-}" ]; then
+        local pids ev=""
+        pids=$(echo "$3" $(pgrep -P "$3" || true) | tr ' ' ,)
+        for c in read readv recvfrom write writev sendto epoll_wait epoll_ctl futex; do ev+="syscalls:sys_enter_$c,"; done
+        (perf stat -e "${ev%,}" -p "$pids" -o "$SYSCALLS.${1%% *}" -- sleep "$DUR" >/dev/null 2>&1) &
     fi
     c0=$(ticks "$3")
     r=$(run_wrk "$2" /)
