@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-struct RouteStats {
+pub struct RouteStats {
     /// 1xx..5xx.
     classes: [AtomicU64; 5],
     latency: Histogram,
@@ -22,7 +22,7 @@ impl RouteStats {
         })
     }
 
-    fn observe(&self, status: u16, d: Duration) {
+    pub fn observe(&self, status: u16, d: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Relaxed);
         self.latency.observe(d);
@@ -56,6 +56,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe(&self, route: &str, status: u16, d: Duration) {
         stats_of(&self.routes, route).observe(status, d);
+    }
+
+    /// A route's figures, to be kept beside the route (no lookup per request).
+    pub fn route(&self, route: &str) -> Arc<RouteStats> {
+        stats_of(&self.routes, route)
     }
 
     /// A response an endpoint gave (status as it sent it; time to its headers).

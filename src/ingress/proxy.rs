@@ -9,6 +9,7 @@ use super::body::{Body, BoxError, empty, full, plain};
 use super::filter::Timeouts;
 use super::forward::{self, Upstream};
 use super::lb::{self, Balancer};
+use super::metrics::RouteStats;
 use super::predicate::Req;
 use super::resolve::Resolver;
 use super::route::{Backend, Target};
@@ -23,7 +24,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 /// `<loopback>` routes may send a request around this many times before it is refused
@@ -38,10 +39,14 @@ pub struct Live {
     /// Per route: its endpoints when they are all fixed URLs (no `knit://` target to
     /// resolve), so a request to it copies none.
     pub fixed: Vec<Option<Vec<String>>>,
+    /// Per route: its figures, found in the metrics at its first request (a route never
+    /// asked for has none, so 100,000 routes cost no figures up front).
+    stats: Vec<OnceLock<Arc<RouteStats>>>,
 }
 
 impl Live {
     pub fn new(table: Table) -> Live {
+        let stats = table.routes.iter().map(|_| OnceLock::new()).collect();
         let balancers = table
             .routes
             .iter()
@@ -68,6 +73,7 @@ impl Live {
             table,
             balancers,
             fixed,
+            stats,
         }
     }
 }
@@ -144,11 +150,13 @@ pub async fn handle(
     });
     let (route, mut resp) = route_request(&proxy, &live, req, remote, tls).await;
     drop(counted);
-    let id = route.map_or("(none)", |i| live.table.routes[i].id.as_str());
-    proxy
-        .up
-        .metrics
-        .observe(id, resp.status().as_u16(), started.elapsed());
+    let status = resp.status().as_u16();
+    match route {
+        Some(i) => live.stats[i]
+            .get_or_init(|| proxy.up.metrics.route(&live.table.routes[i].id))
+            .observe(status, started.elapsed()),
+        None => proxy.up.metrics.observe("(none)", status, started.elapsed()),
+    }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().remove(header::CONNECTION);
     }

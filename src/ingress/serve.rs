@@ -59,7 +59,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
-/// How often a serving thread closes its backend connections idle too long.
+/// How often a serving thread closes its backend connections idle too long (pool.rs
+/// counts in these).
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 /// The routes as written: the routes file's text (empty without one) and the routes kept
