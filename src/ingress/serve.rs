@@ -173,7 +173,7 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         text,
         cfg.reload,
     ));
-    tokio::spawn(refresh_endpoints(proxy.clone()));
+    tokio::spawn(refresh_endpoints(proxy.clone(), cfg.state_dir.clone()));
     if let Some(addr) = cfg.metrics {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -366,6 +366,7 @@ async fn watch_routes(
         Some(p) => std::fs::read_to_string(p),
         None => Ok(String::new()),
     };
+    let mut seen = None;
     loop {
         tokio::time::sleep(every).await;
         let file = match read_file(&path) {
@@ -375,9 +376,20 @@ async fn watch_routes(
                 continue;
             }
         };
+        // The store is read only when it was written since the last look (the stamp is
+        // taken first: a write racing the read is seen on the next tick).
+        let stamp = Store::stamp(&state_dir);
         let dir = state_dir.clone();
-        let stored = match tokio::task::spawn_blocking(move || stored_routes(&dir)).await {
-            Ok(Ok(s)) => s,
+        let read = if Some(&stamp) == seen.as_ref() {
+            Ok(Ok(last.stored.clone()))
+        } else {
+            tokio::task::spawn_blocking(move || stored_routes(&dir)).await
+        };
+        let stored = match read {
+            Ok(Ok(s)) => {
+                seen = Some(stamp);
+                s
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "the store's routes cannot be read; keeping the current routes");
                 continue;
@@ -414,13 +426,18 @@ async fn watch_routes(
 }
 
 /// Re-reads the `knit://` endpoints of the current table from the store.
-async fn refresh_endpoints(proxy: Arc<Proxy>) {
+async fn refresh_endpoints(proxy: Arc<Proxy>, state_dir: PathBuf) {
+    let mut seen = (Store::stamp(&state_dir), 0);
     loop {
         tokio::time::sleep(RESOLVE_EVERY).await;
-        let targets = knit_targets(&proxy.current().table);
-        if targets.is_empty() {
+        let live = proxy.current();
+        let targets = knit_targets(&live.table);
+        // Unchanged store and table: the endpoints are what they were.
+        let now = (Store::stamp(&state_dir), Arc::as_ptr(&live) as usize);
+        if targets.is_empty() || now == seen {
             continue;
         }
+        seen = now;
         let r = proxy.resolver.clone();
         let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
     }
