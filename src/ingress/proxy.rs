@@ -155,7 +155,10 @@ pub async fn handle(
         Some(i) => live.stats[i]
             .get_or_init(|| proxy.up.metrics.route(&live.table.routes[i].id))
             .observe(status, started.elapsed()),
-        None => proxy.up.metrics.observe("(none)", status, started.elapsed()),
+        None => proxy
+            .up
+            .metrics
+            .observe("(none)", status, started.elapsed()),
     }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().remove(header::CONNECTION);
