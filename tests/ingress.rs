@@ -8,6 +8,8 @@
 mod common;
 #[path = "ingress/filters.rs"]
 mod filters;
+#[path = "ingress/mtls.rs"]
+mod mtls;
 #[path = "ingress/observe.rs"]
 mod observe;
 #[path = "ingress/protocols.rs"]

@@ -20,7 +20,7 @@ pub enum IngressCmd {
     /// services and sandboxes). The file is watched and reloaded on change; a file that
     /// does not load is refused whole and the old routes stay. SIGTERM stops accepting,
     /// lets in-flight requests finish, then exits.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Routes kept in knit's store, served beside the routes file by every `knit ingress
     /// serve` of this state directory (a stored route replaces a file route of the same
     /// id); a running one picks changes up without a restart.
@@ -109,13 +109,28 @@ pub struct ServeArgs {
     /// Verify https:// backends against these CAs (PEM) instead of the system's bundle.
     #[arg(long)]
     pub backend_ca: Option<PathBuf>,
+    /// Mutual TLS to backends: the certificate chain (PEM) shown to https:// backends that
+    /// ask for one; needs --backend-key.
+    #[arg(long, requires = "backend_key")]
+    pub backend_cert: Option<PathBuf>,
+    /// The key (PEM) of --backend-cert.
+    #[arg(long, requires = "backend_cert")]
+    pub backend_key: Option<PathBuf>,
+    /// Mutual TLS: clients must show a certificate one of these CAs (PEM) signed; a
+    /// route's tlsPassClientCertificates() passes it to the backend. Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: serve clients without a certificate too (one that shows a
+    /// certificate must still show a valid one).
+    #[arg(long, requires = "tls_client_ca")]
+    pub tls_client_optional: bool,
 }
 
 pub fn run(cmd: IngressCmd, state_dir: &Path, json: bool) -> Result<i32> {
     match cmd {
         IngressCmd::Check { file } => check(&file, json),
         IngressCmd::Route(c) => route_cmd(c, state_dir, json),
-        IngressCmd::Serve(a) => crate::ingress::serve::run(serve_config(a, state_dir)),
+        IngressCmd::Serve(a) => crate::ingress::serve::run(serve_config(*a, state_dir)),
     }
 }
 
@@ -140,6 +155,10 @@ fn serve_config(a: ServeArgs, state_dir: &Path) -> crate::ingress::serve::Config
         tls_cert: a.tls_cert,
         tls_key: a.tls_key,
         backend_ca: a.backend_ca,
+        backend_cert: a.backend_cert,
+        backend_key: a.backend_key,
+        tls_client_ca: a.tls_client_ca,
+        tls_client_optional: a.tls_client_optional,
     }
 }
 

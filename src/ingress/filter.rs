@@ -64,6 +64,11 @@ pub enum Filter {
     Tee(String, Option<(Regex, String)>),
     /// `latency(ms | "120ms")`: the response is held back this long.
     Latency(Duration),
+    /// `tlsPassClientCertificates()`: the certificates the client showed in its TLS
+    /// handshake (verified against `--tls-client-ca`) go to the backend in
+    /// X-Forwarded-Tls-Client-Cert: each one's DER in base64 (a PEM body without its
+    /// lines), comma separated. A value the client sent itself is always removed.
+    TlsPassClientCertificates,
     /// `bandwidth(kb/s)`: the response body flows at most this fast (KiB per second).
     Bandwidth(f64),
 }
@@ -130,6 +135,7 @@ pub const NAMES: &[&str] = &[
     "tee",
     "latency",
     "bandwidth",
+    "tlsPassClientCertificates",
 ];
 
 /// A count argument: a whole number of at least 1.
@@ -359,6 +365,10 @@ impl Filter {
                     return args::fail(t, format!("{kbps} kb/s is not a bandwidth"));
                 }
                 Filter::Bandwidth(kbps)
+            }
+            "tlsPassClientCertificates" => {
+                args::count(t, 0, 0)?;
+                Filter::TlsPassClientCertificates
             }
             _ => return Ok(None),
         }))

@@ -13,7 +13,7 @@ use super::metrics::RouteStats;
 use super::predicate::Req;
 use super::resolve::Resolver;
 use super::route::{Backend, Target};
-use super::run::{self, Effects, Outgoing};
+use super::run::{self, ClientCerts, Effects, Outgoing};
 use super::table::Table;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -117,6 +117,7 @@ pub async fn handle(
     req: Request<Incoming>,
     remote: SocketAddr,
     tls: bool,
+    certs: Option<ClientCerts>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     // Counted down on drop: also when the client goes away and hyper drops this future.
@@ -148,7 +149,7 @@ pub async fn handle(
         };
         Pending::new(log.clone(), entry, started)
     });
-    let (route, mut resp) = route_request(&proxy, &live, req, remote, tls).await;
+    let (route, mut resp) = route_request(&proxy, &live, req, remote, tls, certs).await;
     drop(counted);
     let status = resp.status().as_u16();
     match route {
@@ -183,6 +184,7 @@ async fn route_request(
     req: Request<Incoming>,
     remote: SocketAddr,
     tls: bool,
+    certs: Option<ClientCerts>,
 ) -> (Option<usize>, Response<Body>) {
     let (mut parts, body) = req.into_parts();
     let host = parts
@@ -206,7 +208,11 @@ async fn route_request(
         remote: remote.ip(),
         user: None,
         proto: if tls { "https" } else { "http" },
+        client_certs: certs,
     };
+    // Only tlsPassClientCertificates() speaks for a client's certificate: a client never
+    // does, on any route.
+    out.headers.remove(run::X_FORWARDED_TLS_CLIENT_CERT);
     let mut body: Body = body.map_err(BoxError::from).boxed();
     let mut captured = None;
     // (route, how many of its filters ran), for the response side.

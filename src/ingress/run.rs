@@ -21,6 +21,28 @@ pub struct Outgoing {
     pub user: Option<String>,
     /// The client's scheme (X-Forwarded-Proto): "http" or "https".
     pub proto: &'static str,
+    /// The certificates the client showed in its TLS handshake (already verified).
+    pub client_certs: Option<ClientCerts>,
+}
+
+/// A TLS client's certificate chain (DER), leaf first.
+pub type ClientCerts = std::sync::Arc<[Bytes]>;
+
+/// Where `tlsPassClientCertificates` puts the client's certificates.
+pub const X_FORWARDED_TLS_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-tls-client-cert");
+
+/// The header value for a chain: each certificate's DER in base64, comma separated.
+fn certs_value(certs: &[Bytes]) -> Option<HeaderValue> {
+    use base64::Engine;
+    if certs.is_empty() {
+        return None;
+    }
+    let text: Vec<String> = certs
+        .iter()
+        .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+        .collect();
+    HeaderValue::from_str(&text.join(",")).ok()
 }
 
 impl Outgoing {
@@ -153,6 +175,13 @@ pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Ser
                         };
                         return (i + 1, Some(served));
                     }
+                }
+            }
+            Filter::TlsPassClientCertificates => {
+                // Only what the handshake proved is passed on, never the client's own say.
+                out.headers.remove(X_FORWARDED_TLS_CLIENT_CERT);
+                if let Some(v) = out.client_certs.as_deref().and_then(certs_value) {
+                    out.headers.insert(X_FORWARDED_TLS_CLIENT_CERT, v);
                 }
             }
             Filter::SetResponseHeader(..)

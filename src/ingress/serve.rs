@@ -51,6 +51,14 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// The CAs (PEM) `https://` backends are verified against; the system's without it.
     pub backend_ca: Option<PathBuf>,
+    /// The certificate chain and key (PEM) shown to `https://` backends that ask for one.
+    pub backend_cert: Option<PathBuf>,
+    pub backend_key: Option<PathBuf>,
+    /// TLS clients must show a certificate these CAs (PEM) signed ...
+    pub tls_client_ca: Option<PathBuf>,
+    /// ... unless this is set: then a client without one is served too (one that shows
+    /// a certificate must still show a valid one).
+    pub tls_client_optional: bool,
 }
 
 /// How long requests in flight get to finish after SIGTERM.
@@ -127,7 +135,8 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     let resolver = Arc::new(Resolver::new(cfg.state_dir.clone()));
     let targets = knit_targets(&table);
     resolver.refresh(targets.iter());
-    let backend_tls = super::backtls::connector(cfg.backend_ca.as_deref())?;
+    let identity = cfg.backend_cert.as_deref().zip(cfg.backend_key.as_deref());
+    let backend_tls = super::backtls::connector(cfg.backend_ca.as_deref(), identity)?;
     let pools = super::pool::Pools::new(backend_tls, cfg.backend_http2);
     let access = match &cfg.access_log {
         Some(spec) => Some(Arc::new(AccessLog::open(spec)?)),
@@ -183,7 +192,11 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
 
     let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => {
-            let (acceptor, certs) = super::tls::acceptor(c, k)?;
+            let clients = cfg
+                .tls_client_ca
+                .as_deref()
+                .map(|ca| (ca, cfg.tls_client_optional));
+            let (acceptor, certs) = super::tls::acceptor(c, k, clients)?;
             tokio::spawn(certs.watch(cfg.reload));
             Some(acceptor)
         }
@@ -326,13 +339,12 @@ impl Worker {
     ) {
         let _ = stream.set_nodelay(true);
         let p = self.proxy.clone();
-        let tls = self.acceptor.is_some();
-        let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, tls));
         let watcher = graceful.watcher();
         let (builder, acceptor) = (self.builder.clone(), self.acceptor.clone());
         let handshake = self.handshake;
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
+                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, false, None));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let _ = watcher.watch(conn.into_owned()).await;
                 return;
@@ -346,6 +358,14 @@ impl Worker {
                 }
                 Err(_) => return,
             };
+            // The client's certificates, verified in the handshake (--tls-client-ca).
+            let certs: Option<super::run::ClientCerts> = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| bytes::Bytes::copy_from_slice(d)).collect());
+            let svc =
+                service_fn(move |req| proxy::handle(p.clone(), req, peer, true, certs.clone()));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
             let _ = watcher.watch(conn.into_owned()).await;
         });

@@ -1,5 +1,6 @@
 //! TLS for `knit ingress serve --tls-cert F --tls-key F`: rustls (ring) with the PEM
-//! certificate chain and key, offering HTTP/2 and HTTP/1.1 by ALPN. The files are watched:
+//! certificate chain and key, offering HTTP/2 and HTTP/1.1 by ALPN; with
+//! `--tls-client-ca F`, clients show a certificate one of those CAs signed (mutual TLS). The files are watched:
 //! a changed pair that loads (and whose key fits the certificate) serves new handshakes,
 //! one that does not is logged and the current pair stays.
 
@@ -90,20 +91,61 @@ impl Certs {
     }
 }
 
-pub fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<Certs>)> {
+/// The verifier of client certificates: signed by one of the CAs in `ca` (PEM);
+/// `optional`: a client may also show none.
+fn client_verifier(
+    ca: &Path,
+    optional: bool,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| in_file(ca, e))? {
+        roots
+            .add(c.map_err(|e| in_file(ca, e))?)
+            .map_err(|e| in_file(ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(in_file(ca, "no PEM certificate in the file"));
+    }
+    let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    let b = if optional {
+        b.allow_unauthenticated()
+    } else {
+        b
+    };
+    b.build().map_err(|e| in_file(ca, e))
+}
+
+/// The TLS server side; `clients`: the CA file client certificates are verified against,
+/// and whether a client may show none.
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    clients: Option<(&Path, bool)>,
+) -> Result<(TlsAcceptor, Arc<Certs>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ck = load(cert, key, &provider)?;
+    let verifier = match clients {
+        Some((ca, optional)) => Some(client_verifier(ca, optional, &provider)?),
+        None => None,
+    };
     let certs = Arc::new(Certs {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
         provider: provider.clone(),
         current: RwLock::new(Arc::new(ck)),
     });
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let b = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| in_file(cert, e))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs.clone());
+        .map_err(|e| in_file(cert, e))?;
+    let b = match verifier {
+        Some(v) => b.with_client_cert_verifier(v),
+        None => b.with_no_client_auth(),
+    };
+    let mut cfg = b.with_cert_resolver(certs.clone());
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((TlsAcceptor::from(Arc::new(cfg)), certs))
 }

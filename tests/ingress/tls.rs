@@ -192,18 +192,39 @@ fn https_with_http1_and_http2_by_alpn() {
 }
 
 /// An HTTPS server on a thread in `ns` offering `alpn`: answers "tlsb", the request's
-/// version. Runs until the test process ends.
-fn tls_backend(ns: &str, addr: &str, ck: &rcgen::CertifiedKey<rcgen::KeyPair>, alpn: &[&[u8]]) {
+/// version; with `client_ca`, only to clients showing a certificate that CA signed. Runs
+/// until the test process ends.
+pub fn tls_backend(
+    ns: &str,
+    addr: &str,
+    ck: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    alpn: &[&[u8]],
+    client_ca: Option<CertificateDer<'static>>,
+) {
     let (ns, addr) = (
         ns.to_string(),
         addr.parse::<std::net::SocketAddr>().unwrap(),
     );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let b = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let b = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).unwrap();
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            b.with_client_cert_verifier(v)
+        }
+        None => b.with_no_client_auth(),
+    };
+    let mut cfg = b
         .with_single_cert(vec![ck.cert.der().clone()], key)
         .unwrap();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
@@ -255,8 +276,8 @@ fn https_backends_are_verified_against_the_given_ca() {
     let ip = w.ip_of("n", &b0, 4);
     // The backend's certificate names its address; it is its own CA.
     let ck = rcgen::generate_simple_self_signed(vec![ip.clone()]).unwrap();
-    tls_backend(l.ns("b0"), "0.0.0.0:8443", &ck, &[b"h2", b"http/1.1"]);
-    tls_backend(l.ns("b0"), "0.0.0.0:8444", &ck, &[b"http/1.1"]);
+    tls_backend(l.ns("b0"), "0.0.0.0:8443", &ck, &[b"h2", b"http/1.1"], None);
+    tls_backend(l.ns("b0"), "0.0.0.0:8444", &ck, &[b"http/1.1"], None);
     let ca = std::env::temp_dir().join(format!("{}-ca.pem", w.prefix));
     std::fs::write(&ca, ck.cert.pem()).unwrap();
     let routes = format!(

@@ -265,6 +265,11 @@ fn refused_files() {
         "1:9: setRequestHeader: takes 2 argument(s), got 1"
     );
     assert_eq!(
+        e("a: * -> tlsPassClientCertificates(\"x\") -> <shunt>"),
+        "1:9: tlsPassClientCertificates: takes 0 argument(s), got 1"
+    );
+    assert!(Table::load("a: * -> tlsPassClientCertificates() -> <shunt>").is_ok());
+    assert_eq!(
         e("a: Traffic(2) -> <shunt>"),
         "1:4: Traffic: chance 2 is not between 0 and 1"
     );
