@@ -22,6 +22,8 @@ mod stored;
 mod support;
 #[path = "ingress/tls.rs"]
 mod tls;
+#[path = "ingress/ws_h2.rs"]
+mod ws_h2;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -12,12 +12,12 @@ use super::metrics::Metrics;
 use super::pool::{ConnectError, Pools, SendError};
 use super::predicate::X_FORWARDED_FOR;
 use super::run::Outgoing;
+use super::upgrade::{Upgrade, splice};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,13 +32,6 @@ pub struct Defaults {
     pub connect: Duration,
     pub header: Option<Duration>,
     pub idle: Option<Duration>,
-}
-
-/// A client's request to switch protocols (a websocket): the Upgrade header it sent and
-/// its side of the connection once the backend agrees.
-pub struct Upgrade {
-    pub protocol: HeaderValue,
-    pub client: hyper::upgrade::OnUpgrade,
 }
 
 /// What requests to backends share: the pools, passive health, the load per endpoint and
@@ -189,9 +182,11 @@ pub async fn forward(
     strip_hop_by_hop(&mut headers);
     forwarding_headers(&mut headers, host, remote, out.proto);
     if let Some(u) = &upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, u.protocol.clone());
+        u.switch.ask(&mut headers);
     }
+    let method = upgrade
+        .as_ref()
+        .map_or_else(|| parts.method.clone(), |u| u.switch.method(&parts.method));
     let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
     let usable = proxy.health.usable(endpoints);
     let first = balancer.pick(&usable, key, &proxy.in_flight);
@@ -240,7 +235,7 @@ pub async fn forward(
             );
         }
     };
-    let breq = backend_request(&parts.method, uri, http2, authority, headers, body);
+    let breq = backend_request(&method, uri, http2, authority, headers, body);
     let _load = proxy.in_flight.start(endpoint);
     let sent = std::time::Instant::now();
     let call = proxy.pools.send(endpoint, connect, conn, breq);
@@ -277,21 +272,29 @@ pub async fn forward(
         .metrics
         .observe_backend(endpoint, resp.status().as_u16(), sent.elapsed());
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let upgraded = match upgrade.take() {
-        Some(u) if switching => {
+    let switched = match upgrade.take() {
+        Some(Upgrade { switch, client }) if switching => {
+            if !switch.accepted(resp.headers()) {
+                proxy.metrics.backend_error(endpoint);
+                tracing::warn!(
+                    endpoint,
+                    "backend's websocket handshake does not answer its key"
+                );
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("backend {endpoint}: a websocket handshake that does not fit its key"),
+                );
+            }
             let backend = hyper::upgrade::on(&mut resp);
-            tokio::spawn(splice(u.client, backend, endpoint.clone()));
-            true
+            tokio::spawn(splice(client, backend, endpoint.clone()));
+            Some(switch)
         }
-        _ => false,
+        _ => None,
     };
     let (mut p, b) = resp.into_parts();
-    let protocol = p.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut p.headers);
-    if upgraded && let Some(proto) = protocol {
-        p.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        p.headers.insert(header::UPGRADE, proto);
+    if let Some(switch) = &switched {
+        switch.answer(&mut p.status, &mut p.headers);
     }
     // The client's protocol, not the backend's (an HTTP/1.0 backend must not make the
     // answer to an HTTP/1.1 client a 1.0 one).
@@ -318,23 +321,6 @@ fn connect_failed(endpoint: &str, e: &ConnectError) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             &format!("backend {endpoint} failed"),
         ),
-    }
-}
-
-/// Once both sides have switched protocols, copies bytes both ways until either ends.
-async fn splice(
-    client: hyper::upgrade::OnUpgrade,
-    backend: hyper::upgrade::OnUpgrade,
-    endpoint: String,
-) {
-    match tokio::try_join!(client, backend) {
-        Ok((c, b)) => {
-            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-                tracing::debug!(endpoint, error = %e, "upgraded connection ended");
-            }
-        }
-        Err(e) => tracing::warn!(endpoint, error = %e, "protocol switch failed"),
     }
 }
 

@@ -10,8 +10,8 @@
 //!   limiter and password files, and the bodies they wrap (compression, pacing, capture);
 //! - `lb`, `health`, `resolve`, `forward`, `pool`, `backtls`: balancers, passive health,
 //!   `knit://` endpoints from the store, the way to a backend (timeouts, retries,
-//!   upgrades, tee), the per-thread keep-alive connections (HTTP/1.1, h2c, TLS) and the
-//!   backends' TLS trust;
+//!   tee), the per-thread keep-alive connections (HTTP/1.1, h2c, TLS), the backends' TLS
+//!   trust, and protocol switches (websockets over HTTP/1.1 and over HTTP/2);
 //! - `body`, `proxy`, `accesslog`, `metrics`, `tls`, `serve`: one request's way through
 //!   the routes, the access log, Prometheus figures, TLS, and the listener with reload and
 //!   graceful shutdown.
@@ -39,3 +39,4 @@ pub mod serve;
 pub mod table;
 mod tls;
 mod tree;
+mod upgrade;

@@ -195,7 +195,7 @@ async fn route_request(
         .unwrap_or("")
         .to_string();
     let origin = parts.headers.get(header::ORIGIN).cloned();
-    let mut upgrade = upgrade_of(&mut parts);
+    let mut upgrade = super::upgrade::Upgrade::of(&mut parts);
     let accept = parts
         .headers
         .get(header::ACCEPT_ENCODING)
@@ -384,24 +384,6 @@ fn view_source(headers: &http::HeaderMap, remote: SocketAddr) -> String {
     }
     .source()
     .to_string()
-}
-
-/// A client's protocol switch (`Connection: upgrade` with an `Upgrade` header, as a
-/// websocket handshake has), with the client's side of the connection for later.
-fn upgrade_of(parts: &mut http::request::Parts) -> Option<forward::Upgrade> {
-    let asks = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let protocol = parts.headers.get(header::UPGRADE)?.clone();
-    if !asks {
-        return None;
-    }
-    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
-    Some(forward::Upgrade { protocol, client })
 }
 
 /// The encoding to compress a response with, if it should be: the client accepts one, the

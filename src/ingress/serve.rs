@@ -213,6 +213,8 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        // Websockets over HTTP/2 (RFC 8441).
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;

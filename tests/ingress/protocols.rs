@@ -19,7 +19,7 @@ fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(format!("{key}{GUID}")))
 }
 
-fn enter(ns: &str) {
+pub fn enter(ns: &str) {
     let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
     // SAFETY: setns on this thread only.
     assert_eq!(
@@ -36,7 +36,7 @@ fn header_of(head: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-fn read_head(s: &mut TcpStream) -> String {
+pub fn read_head(s: &mut TcpStream) -> String {
     let mut head = vec![];
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -105,7 +105,7 @@ fn write_frame(s: &mut TcpStream, opcode: u8, payload: &[u8], masked: bool) {
 
 /// A websocket echo server on a thread in `ns`: answers each text frame with "echo: "
 /// and the text; 400 to a request that is not a websocket handshake.
-fn ws_echo(ns: &str, addr: &str) {
+pub fn ws_echo(ns: &str, addr: &str) {
     let (ns, addr) = (ns.to_string(), addr.parse::<SocketAddr>().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

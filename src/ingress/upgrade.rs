@@ -1,0 +1,160 @@
+//! Protocol switches through the proxy: a client's `Connection: upgrade` (a websocket over
+//! HTTP/1.1), or an HTTP/2 extended CONNECT (RFC 8441, a websocket over one HTTP/2
+//! stream). Backends are asked in HTTP/1.1 terms either way; for an HTTP/2 client the
+//! proxy makes the handshake's key, checks the backend's answer to it, and answers the
+//! client with 200 instead of 101. Once both sides switched, bytes are copied both ways.
+
+use super::lb::random_u64;
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha1::Digest;
+
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+/// RFC 6455 1.3.
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A client's request to switch protocols and its side of the connection once the
+/// backend agrees.
+pub struct Upgrade {
+    pub switch: Switch,
+    pub client: hyper::upgrade::OnUpgrade,
+}
+
+/// What a client switches to, and how it asked.
+pub struct Switch {
+    /// The Upgrade header, or the `:protocol` pseudo-header.
+    protocol: HeaderValue,
+    /// For an HTTP/2 client (RFC 8441): the key the proxy sends the backend.
+    h2_key: Option<String>,
+}
+
+impl Upgrade {
+    /// The switch a request asks for, if any; takes the client's side out of it.
+    pub fn of(parts: &mut http::request::Parts) -> Option<Upgrade> {
+        if parts.method == Method::CONNECT && parts.version == http::Version::HTTP_2 {
+            let protocol = parts.extensions.get::<hyper::ext::Protocol>()?;
+            let protocol = HeaderValue::from_str(protocol.as_str()).ok()?;
+            let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&random_u64().to_le_bytes());
+            raw[8..].copy_from_slice(&random_u64().to_le_bytes());
+            return Some(Upgrade {
+                switch: Switch {
+                    protocol,
+                    h2_key: Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+                },
+                client,
+            });
+        }
+        let asks = parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        let protocol = parts.headers.get(header::UPGRADE)?.clone();
+        if !asks {
+            return None;
+        }
+        let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+        Some(Upgrade {
+            switch: Switch {
+                protocol,
+                h2_key: None,
+            },
+            client,
+        })
+    }
+}
+
+impl Switch {
+    /// The method the backend gets: an extended CONNECT becomes the GET of an HTTP/1.1
+    /// handshake.
+    pub fn method(&self, asked: &Method) -> Method {
+        if self.h2_key.is_some() {
+            Method::GET
+        } else {
+            asked.clone()
+        }
+    }
+
+    /// The handshake headers for the backend.
+    pub fn ask(&self, h: &mut HeaderMap) {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, self.protocol.clone());
+        if let Some(key) = &self.h2_key
+            && let Ok(v) = HeaderValue::from_str(key)
+        {
+            h.insert(SEC_WEBSOCKET_KEY, v);
+            h.entry(SEC_WEBSOCKET_VERSION)
+                .or_insert(HeaderValue::from_static("13"));
+        }
+    }
+
+    /// Whether the backend's 101 answers this handshake (for an HTTP/2 client, whose
+    /// key the proxy made, its Sec-WebSocket-Accept must fit the key).
+    pub fn accepted(&self, backend: &HeaderMap) -> bool {
+        let Some(key) = &self.h2_key else {
+            return true;
+        };
+        if !self.protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+            return true;
+        }
+        backend.get(SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) == Some(accept_for(key).as_bytes())
+    }
+
+    /// The client's answer once the backend switched: 101 with the upgrade headers for an
+    /// HTTP/1.1 client, 200 without them for an HTTP/2 one.
+    pub fn answer(&self, status: &mut StatusCode, h: &mut HeaderMap) {
+        if self.h2_key.is_some() {
+            *status = StatusCode::OK;
+            h.remove(SEC_WEBSOCKET_ACCEPT);
+            return;
+        }
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, self.protocol.clone());
+    }
+}
+
+/// RFC 6455 4.2.2: the Sec-WebSocket-Accept for a key.
+fn accept_for(key: &str) -> String {
+    let mut h = sha1::Sha1::new();
+    h.update(key.as_bytes());
+    h.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// Once both sides have switched protocols, copies bytes both ways until either ends.
+pub async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    endpoint: String,
+) {
+    match tokio::try_join!(client, backend) {
+        Ok((c, b)) => {
+            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                tracing::debug!(endpoint, error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::warn!(endpoint, error = %e, "protocol switch failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_matches_rfc_6455s_example() {
+        assert_eq!(
+            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}
