@@ -13,6 +13,9 @@ pub const BOUNDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 /// A latency histogram. Observations are compared with the bounds as durations, so
 /// 1.9 ms lands in `le="0.0025"`, not in `le="0.001"` (whole milliseconds would truncate).
 pub struct Histogram {
+    /// Observations per bucket, each counted once (in the first bound at or above it);
+    /// made cumulative when rendered. One increment per observation, not one per bound:
+    /// the ingress observes twice per request from every serving thread.
     buckets: [AtomicU64; BOUNDS.len()],
     count: AtomicU64,
     sum_ns: AtomicU64,
@@ -29,26 +32,31 @@ impl Histogram {
 
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        // Cumulative buckets: every bound at or above the observation counts it.
-        for (b, c) in BOUNDS.iter().zip(&self.buckets) {
-            if secs <= *b {
-                c.fetch_add(1, Relaxed);
-            }
+        // Above the last bound: only in +Inf (the count).
+        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
         self.sum_ns
             .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
+    /// Adds another histogram's observations to this one's (shards summed for a scrape).
+    pub fn absorb(&self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter().zip(&other.buckets) {
+            mine.fetch_add(theirs.load(Relaxed), Relaxed);
+        }
+        self.count.fetch_add(other.count.load(Relaxed), Relaxed);
+        self.sum_ns.fetch_add(other.sum_ns.load(Relaxed), Relaxed);
+    }
+
     /// The histogram's lines; `labels` is `""` or `key="value",...` without braces.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
         for (b, c) in BOUNDS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                c.load(Relaxed)
-            );
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");

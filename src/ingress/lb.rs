@@ -4,6 +4,7 @@
 //! loaded of two random endpoints) and leastRequests (the least loaded of all).
 
 use super::route::Algorithm;
+use super::shard::{self, Gauge, Local};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,35 +60,34 @@ pub fn hash(data: &[u8]) -> u64 {
 const VNODES: usize = 160;
 
 /// The requests in flight per endpoint, shared by all routes (an endpoint's load is the
-/// same whichever route sent it).
+/// same whichever route sent it). Each serving thread counts in its own shard, and finds
+/// an endpoint's counter in a map of its own after the first time.
 #[derive(Default)]
 pub struct InFlight {
-    counts: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    counts: Mutex<HashMap<String, Arc<Gauge>>>,
 }
 
 /// Counts one request on an endpoint while it lives.
-pub struct Guard(Arc<AtomicUsize>);
+pub struct Guard(Local<Gauge>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.add(-1);
     }
 }
 
 impl InFlight {
-    fn counter(&self, endpoint: &str) -> Arc<AtomicUsize> {
-        // A poisoned lock only means another request panicked mid-insert; the map is
-        // still a valid map.
-        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        // Known endpoints (all but each one's first request) allocate no key.
-        if let Some(c) = m.get(endpoint) {
-            return c.clone();
-        }
-        m.entry(endpoint.to_string()).or_default().clone()
+    fn counter(&self, endpoint: &str) -> Local<Gauge> {
+        shard::cached(std::ptr::from_ref(self) as usize, endpoint, |e| {
+            // A poisoned lock only means another request panicked mid-insert; the map is
+            // still a valid map.
+            let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(e.to_string()).or_default().clone()
+        })
     }
 
     pub fn load(&self, endpoint: &str) -> usize {
-        self.counter(endpoint).load(Ordering::Relaxed)
+        usize::try_from(self.counter(endpoint).get()).unwrap_or(0)
     }
 
     /// Every endpoint seen and its load now, by name.
@@ -95,7 +95,7 @@ impl InFlight {
         let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(String, usize)> = m
             .iter()
-            .map(|(e, c)| (e.clone(), c.load(Ordering::Relaxed)))
+            .map(|(e, c)| (e.clone(), usize::try_from(c.get()).unwrap_or(0)))
             .collect();
         v.sort();
         v
@@ -103,7 +103,7 @@ impl InFlight {
 
     pub fn start(&self, endpoint: &str) -> Guard {
         let c = self.counter(endpoint);
-        c.fetch_add(1, Ordering::Relaxed);
+        c.add(1);
         Guard(c)
     }
 }

@@ -1,31 +1,51 @@
 //! The ingress's Prometheus figures: requests per route and status class, latency per
 //! route, requests in flight, and backend errors per endpoint.
 
+use super::shard::{self, Gauge, Local, Padded, SHARDS};
 use crate::metrics::{Histogram, escape, gauge_header};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub struct RouteStats {
+/// One thread's share of a route's (or endpoint's) figures.
+#[derive(Default)]
+struct Shard {
     /// 1xx..5xx.
     classes: [AtomicU64; 5],
     latency: Histogram,
 }
 
+/// A route's or an endpoint's figures, one shard per serving thread.
+pub struct RouteStats {
+    shards: [Padded<Shard>; SHARDS],
+}
+
 impl RouteStats {
     fn new() -> Arc<RouteStats> {
         Arc::new(RouteStats {
-            classes: Default::default(),
-            latency: Histogram::new(),
+            shards: Default::default(),
         })
     }
 
     pub fn observe(&self, status: u16, d: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.classes[class].fetch_add(1, Relaxed);
-        self.latency.observe(d);
+        let s = &self.shards[shard::shard()].0;
+        s.classes[class].fetch_add(1, Relaxed);
+        s.latency.observe(d);
+    }
+
+    /// The shards added up: responses per status class, and the latencies.
+    fn total(&self) -> ([u64; 5], Histogram) {
+        let (mut classes, latency) = ([0u64; 5], Histogram::new());
+        for s in &self.shards {
+            for (sum, c) in classes.iter_mut().zip(&s.0.classes) {
+                *sum += c.load(Relaxed);
+            }
+            latency.absorb(&s.0.latency);
+        }
+        (classes, latency)
     }
 }
 
@@ -43,13 +63,48 @@ fn stats_of(m: &Stats, key: &str) -> Arc<RouteStats> {
         .clone()
 }
 
+/// The lines of a family of figures (a counter by status class and a latency histogram)
+/// for each key of `stats`, labelled `label="KEY"`.
+fn render_stats(
+    out: &mut String,
+    stats: &Stats,
+    label: &str,
+    (counter, counter_help): (&str, &str),
+    (histogram, histogram_help): (&str, &str),
+) {
+    let totals: Vec<(String, [u64; 5], Histogram)> = stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, s)| {
+            let (classes, latency) = s.total();
+            (k.clone(), classes, latency)
+        })
+        .collect();
+    gauge_header(out, counter, counter_help, "counter");
+    for (k, classes, _) in &totals {
+        for (i, n) in classes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{counter}{{{label}=\"{}\",class=\"{}xx\"}} {n}",
+                escape(k),
+                i + 1
+            );
+        }
+    }
+    gauge_header(out, histogram, histogram_help, "histogram");
+    for (k, _, latency) in &totals {
+        latency.render(out, histogram, &format!("{label}=\"{}\"", escape(k)));
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     routes: Stats,
     /// The same per backend endpoint (the responses endpoints gave).
     backends: Stats,
     backend_errors: Mutex<BTreeMap<String, u64>>,
-    pub in_flight: AtomicI64,
+    pub in_flight: Gauge,
     retries: AtomicU64,
 }
 
@@ -65,7 +120,11 @@ impl Metrics {
 
     /// A response an endpoint gave (status as it sent it; time to its headers).
     pub fn observe_backend(&self, endpoint: &str, status: u16, d: Duration) {
-        stats_of(&self.backends, endpoint).observe(status, d);
+        let stats: Local<RouteStats> =
+            shard::cached(std::ptr::from_ref(&self.backends) as usize, endpoint, |e| {
+                stats_of(&self.backends, e)
+            });
+        stats.observe(status, d);
     }
 
     pub fn backend_error(&self, endpoint: &str) {
@@ -85,87 +144,39 @@ impl Metrics {
     /// `loads`: requests waiting on each endpoint now.
     pub fn render(&self, ejected: &[String], loads: &[(String, usize)]) -> String {
         let mut out = String::new();
-        let routes = self
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        gauge_header(
+        render_stats(
             &mut out,
-            "knit_ingress_requests_total",
-            "Requests answered, by route and status class.",
-            "counter",
-        );
-        for (r, s) in &routes {
-            for (i, c) in s.classes.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "knit_ingress_requests_total{{route=\"{}\",class=\"{}xx\"}} {}",
-                    escape(r),
-                    i + 1,
-                    c.load(Relaxed)
-                );
-            }
-        }
-        gauge_header(
-            &mut out,
-            "knit_ingress_request_seconds",
-            "Time from the request to the response's headers, by route.",
-            "histogram",
-        );
-        for (r, s) in &routes {
-            s.latency.render(
-                &mut out,
+            &self.routes,
+            "route",
+            (
+                "knit_ingress_requests_total",
+                "Requests answered, by route and status class.",
+            ),
+            (
                 "knit_ingress_request_seconds",
-                &format!("route=\"{}\"", escape(r)),
-            );
-        }
+                "Time from the request to the response's headers, by route.",
+            ),
+        );
         gauge_header(
             &mut out,
             "knit_ingress_in_flight",
             "Requests being served now.",
             "gauge",
         );
-        let _ = writeln!(
-            out,
-            "knit_ingress_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        let backends = self
-            .backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        gauge_header(
+        let _ = writeln!(out, "knit_ingress_in_flight {}", self.in_flight.get());
+        render_stats(
             &mut out,
-            "knit_ingress_backend_requests_total",
-            "Responses from backend endpoints, by endpoint and status class.",
-            "counter",
-        );
-        for (e, s) in &backends {
-            for (i, c) in s.classes.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "knit_ingress_backend_requests_total{{endpoint=\"{}\",class=\"{}xx\"}} {}",
-                    escape(e),
-                    i + 1,
-                    c.load(Relaxed)
-                );
-            }
-        }
-        gauge_header(
-            &mut out,
-            "knit_ingress_backend_seconds",
-            "Time from sending a request to an endpoint to its response's headers.",
-            "histogram",
-        );
-        for (e, s) in &backends {
-            s.latency.render(
-                &mut out,
+            &self.backends,
+            "endpoint",
+            (
+                "knit_ingress_backend_requests_total",
+                "Responses from backend endpoints, by endpoint and status class.",
+            ),
+            (
                 "knit_ingress_backend_seconds",
-                &format!("endpoint=\"{}\"", escape(e)),
-            );
-        }
+                "Time from sending a request to an endpoint to its response's headers.",
+            ),
+        );
         gauge_header(
             &mut out,
             "knit_ingress_backend_in_flight",

@@ -36,6 +36,7 @@ mod resolve;
 pub mod route;
 mod run;
 pub mod serve;
+mod shard;
 pub mod table;
 mod tls;
 mod tree;

@@ -23,7 +23,8 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -79,41 +80,80 @@ impl Live {
 }
 
 pub struct Proxy {
-    pub live: RwLock<Arc<Live>>,
+    live: RwLock<Arc<Live>>,
+    /// Bumped by every swap: a thread's copy of the table is current while it matches.
+    generation: AtomicU64,
     pub resolver: Arc<Resolver>,
     pub up: Upstream,
     pub access: Option<Arc<AccessLog>>,
 }
 
+/// A serving thread's handle on the current table. Requests clone this (a count only
+/// their thread touches) rather than the table's own Arc, whose count every thread would
+/// write on every request.
+pub type Current = Arc<Arc<Live>>;
+
+thread_local! {
+    /// This thread's handle on the table, and the generation it is of.
+    static CURRENT: std::cell::RefCell<Option<(u64, Current)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl Proxy {
-    pub fn current(&self) -> Arc<Live> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn new(
+        table: Table,
+        resolver: Arc<Resolver>,
+        up: Upstream,
+        access: Option<Arc<AccessLog>>,
+    ) -> Proxy {
+        Proxy {
+            live: RwLock::new(Arc::new(Live::new(table))),
+            generation: AtomicU64::new(1),
+            resolver,
+            up,
+            access,
+        }
+    }
+
+    /// The table now. One atomic load per request while it is unchanged; the lock is
+    /// taken once per thread after a swap.
+    pub fn current(&self) -> Current {
+        let generation = self.generation.load(Ordering::Acquire);
+        CURRENT.with_borrow_mut(|c| match c {
+            Some((g, live)) if *g == generation => live.clone(),
+            _ => {
+                let live = Arc::new(self.live.read().unwrap_or_else(|p| p.into_inner()).clone());
+                *c = Some((generation, live.clone()));
+                live
+            }
+        })
     }
 
     pub fn swap(&self, live: Live) {
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
 /// One request in the in-flight gauge while it lives.
-struct Counted<'a>(&'a std::sync::atomic::AtomicI64);
+struct Counted<'a>(&'a super::shard::Gauge);
 
 impl<'a> Counted<'a> {
-    fn new(gauge: &'a std::sync::atomic::AtomicI64) -> Counted<'a> {
-        gauge.fetch_add(1, Relaxed);
+    fn new(gauge: &'a super::shard::Gauge) -> Counted<'a> {
+        gauge.add(1);
         Counted(gauge)
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.add(-1);
     }
 }
 
 /// Serves one request; never fails (errors become 4xx/5xx responses).
 pub async fn handle(
-    proxy: Arc<Proxy>,
+    proxy: &'static Proxy,
     req: Request<Incoming>,
     remote: SocketAddr,
     tls: bool,
@@ -149,7 +189,7 @@ pub async fn handle(
         };
         Pending::new(log.clone(), entry, started)
     });
-    let (route, mut resp) = route_request(&proxy, &live, req, remote, tls, certs).await;
+    let (route, mut resp) = route_request(proxy, &live, req, remote, tls, certs).await;
     drop(counted);
     let status = resp.status().as_u16();
     match route {

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Config {
@@ -143,11 +143,12 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
         None => None,
     };
     let n = table.routes.len();
-    let proxy = Arc::new(Proxy {
-        access,
-        live: RwLock::new(Arc::new(Live::new(table))),
-        resolver: resolver.clone(),
-        up: Upstream {
+    // The proxy serves until the process ends: a 'static reference (no count for every
+    // request on every thread to touch).
+    let proxy: &'static Proxy = Box::leak(Box::new(Proxy::new(
+        table,
+        resolver.clone(),
+        Upstream {
             pools,
             defaults: Defaults {
                 connect: cfg.connect_timeout,
@@ -159,7 +160,8 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
             metrics: Default::default(),
             tag_endpoints: cfg.access_log.is_some(),
         },
-    });
+        access,
+    )));
     // One listener; its connections are dealt to the serving threads in turn, so each
     // gets as many (SO_REUSEPORT listeners per thread leave the spread to a hash of the
     // addresses: uneven for a few dozen keep-alive connections, and the busier thread
@@ -176,18 +178,18 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     let _ = std::io::stdout().flush();
 
     tokio::spawn(watch_routes(
-        proxy.clone(),
+        proxy,
         cfg.routes.clone(),
         cfg.state_dir.clone(),
         text,
         cfg.reload,
     ));
-    tokio::spawn(refresh_endpoints(proxy.clone(), cfg.state_dir.clone()));
+    tokio::spawn(refresh_endpoints(proxy, cfg.state_dir.clone()));
     if let Some(addr) = cfg.metrics {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::io(format!("metrics listener on {addr}"), e))?;
-        tokio::spawn(serve_metrics(proxy.clone(), l));
+        tokio::spawn(serve_metrics(proxy, l));
     }
 
     let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -227,7 +229,7 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     for _ in 0..threads {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Worker {
-            proxy: proxy.clone(),
+            proxy,
             builder: builder.clone(),
             acceptor: acceptor.clone(),
             handshake: cfg.header_read_timeout,
@@ -287,7 +289,7 @@ fn bound_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
 /// One serving thread: the connections dealt to it, the shared proxy, its own runtime
 /// and backend pools.
 struct Worker {
-    proxy: Arc<Proxy>,
+    proxy: &'static Proxy,
     builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     handshake: Duration,
@@ -340,13 +342,13 @@ impl Worker {
         graceful: &hyper_util::server::graceful::GracefulShutdown,
     ) {
         let _ = stream.set_nodelay(true);
-        let p = self.proxy.clone();
+        let p = self.proxy;
         let watcher = graceful.watcher();
         let (builder, acceptor) = (self.builder.clone(), self.acceptor.clone());
         let handshake = self.handshake;
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
-                let svc = service_fn(move |req| proxy::handle(p.clone(), req, peer, false, None));
+                let svc = service_fn(move |req| proxy::handle(p, req, peer, false, None));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let _ = watcher.watch(conn.into_owned()).await;
                 return;
@@ -366,8 +368,7 @@ impl Worker {
                 .1
                 .peer_certificates()
                 .map(|c| c.iter().map(|d| bytes::Bytes::copy_from_slice(d)).collect());
-            let svc =
-                service_fn(move |req| proxy::handle(p.clone(), req, peer, true, certs.clone()));
+            let svc = service_fn(move |req| proxy::handle(p, req, peer, true, certs.clone()));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
             let _ = watcher.watch(conn.into_owned()).await;
         });
@@ -377,7 +378,7 @@ impl Worker {
 /// Polls the routes file and the store's routes; a change that loads replaces the table
 /// (requests in flight keep the old one), one that does not is logged and ignored.
 async fn watch_routes(
-    proxy: Arc<Proxy>,
+    proxy: &'static Proxy,
     path: Option<PathBuf>,
     state_dir: PathBuf,
     mut last: Sources,
@@ -448,14 +449,14 @@ async fn watch_routes(
 }
 
 /// Re-reads the `knit://` endpoints of the current table from the store.
-async fn refresh_endpoints(proxy: Arc<Proxy>, state_dir: PathBuf) {
+async fn refresh_endpoints(proxy: &'static Proxy, state_dir: PathBuf) {
     let mut seen = (Store::stamp(&state_dir), 0);
     loop {
         tokio::time::sleep(RESOLVE_EVERY).await;
         let live = proxy.current();
         let targets = knit_targets(&live.table);
         // Unchanged store and table: the endpoints are what they were.
-        let now = (Store::stamp(&state_dir), Arc::as_ptr(&live) as usize);
+        let now = (Store::stamp(&state_dir), Arc::as_ptr(&*live) as usize);
         if targets.is_empty() || now == seen {
             continue;
         }
@@ -465,13 +466,13 @@ async fn refresh_endpoints(proxy: Arc<Proxy>, state_dir: PathBuf) {
     }
 }
 
-async fn serve_metrics(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
+async fn serve_metrics(proxy: &'static Proxy, listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let p = proxy.clone();
+        let p = proxy;
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
                 let body =
