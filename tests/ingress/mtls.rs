@@ -30,58 +30,52 @@ fn get_tls(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    in_ns(&w.node, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(root).unwrap();
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let b = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
-            let cfg = match identity {
-                Some((c, k)) => b.with_client_auth_cert(vec![c], k).unwrap(),
-                None => b.with_no_client_auth(),
-            };
-            let tcp = tokio::net::TcpStream::connect(LISTEN)
+    block_in_ns(&w.node, move || async move {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let cfg = match identity {
+            Some((c, k)) => b.with_client_auth_cert(vec![c], k).unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(LISTEN)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("shop.example").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let (mut s, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(|e| e.to_string())?;
-            let name = ServerName::try_from("shop.example").unwrap();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            let (mut s, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            let mut req = http::Request::get(path.as_str()).header("host", "shop.example");
-            for (k, v) in &headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            let resp = s
-                .send_request(
-                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
-                        .unwrap(),
-                )
-                .await
-                .map_err(|e| format!("request: {e}"))?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((
-                status,
-                String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-            ))
-        })
+        tokio::spawn(conn);
+        let mut req = http::Request::get(path.as_str()).header("host", "shop.example");
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = s
+            .send_request(
+                req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        ))
     })
 }
 

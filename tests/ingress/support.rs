@@ -328,3 +328,20 @@ pub fn metrics(w: &World) -> String {
         raw("127.0.0.1:9911", b"GET /metrics HTTP/1.0\r\n\r\n").expect("metrics")
     })
 }
+
+/// Runs the future `f` makes on a single-threaded runtime of its own, on a thread inside
+/// the namespace `ns`.
+pub fn block_in_ns<T, F, Fut>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    in_ns(ns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}

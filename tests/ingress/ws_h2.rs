@@ -50,44 +50,38 @@ fn h2_websocket(
     path: &'static str,
     messages: Vec<String>,
 ) -> (u16, http::HeaderMap, Vec<String>) {
-    in_ns(&w.node, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    block_in_ns(&w.node, move || async move {
+        let s = tokio::net::TcpStream::connect(LISTEN).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        // The server's SETTINGS (which enable extended CONNECT) come first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut req = http::Request::connect(format!("http://chat.example{path}"))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
-        rt.block_on(async move {
-            let s = tokio::net::TcpStream::connect(LISTEN).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(s),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            // The server's SETTINGS (which enable extended CONNECT) come first.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut req = http::Request::connect(format!("http://chat.example{path}"))
-                .header("sec-websocket-version", "13")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap();
-            req.extensions_mut()
-                .insert(hyper::ext::Protocol::from_static("websocket"));
-            let resp = sender.send_request(req).await.unwrap();
-            let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-            if status != 200 {
-                return (status, headers, vec![]);
-            }
-            let up = hyper::upgrade::on(resp).await.unwrap();
-            let mut io = hyper_util::rt::TokioIo::new(up);
-            let mut echoes = vec![];
-            for m in messages {
-                send_text(&mut io, m.as_bytes()).await;
-                let (op, payload) = recv_frame(&mut io).await;
-                assert_eq!(op, 1);
-                echoes.push(String::from_utf8(payload).unwrap());
-            }
-            (status, headers, echoes)
-        })
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let resp = sender.send_request(req).await.unwrap();
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        if status != 200 {
+            return (status, headers, vec![]);
+        }
+        let up = hyper::upgrade::on(resp).await.unwrap();
+        let mut io = hyper_util::rt::TokioIo::new(up);
+        let mut echoes = vec![];
+        for m in messages {
+            send_text(&mut io, m.as_bytes()).await;
+            let (op, payload) = recv_frame(&mut io).await;
+            assert_eq!(op, 1);
+            echoes.push(String::from_utf8(payload).unwrap());
+        }
+        (status, headers, echoes)
     })
 }
 
