@@ -1,8 +1,5 @@
 use clap::Parser;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     // Runtimes run CNI plugins with CNI_COMMAND set; otherwise this is the CLI.
     if std::env::var_os("CNI_COMMAND").is_some() {
