@@ -30,7 +30,7 @@ fn main() {
         cli.command,
         knit::cli::Command::Demo { .. }
             | knit::cli::Command::Daemon(_)
-            | knit::cli::Command::Ingress(_)
+            | knit::cli::Command::Ingress(knit::cli::IngressCmd::Serve(_))
     ) {
         // SAFETY: setting a signal disposition to its default before any threads start.
         unsafe {

@@ -251,8 +251,9 @@ fn route_cmd(cmd: RouteCmd, state_dir: &Path, json: bool) -> Result<i32> {
                     crate::error::exit::INVALID
                 });
             }
-            let mut store = crate::store::Store::open(state_dir)?;
-            if !store.put_ingress_route(&id, &text, replace)? {
+            // Through the node: a lost store is an error, not a fresh start.
+            let mut node = crate::node::Node::open(state_dir, false)?;
+            if !node.store.put_ingress_route(&id, &text, replace)? {
                 return Err(Error::Exists {
                     kind: "ingress route",
                     name: id,
@@ -262,8 +263,8 @@ fn route_cmd(cmd: RouteCmd, state_dir: &Path, json: bool) -> Result<i32> {
             Ok(0)
         }
         RouteCmd::Rm { id } => {
-            let mut store = crate::store::Store::open(state_dir)?;
-            if !store.remove_ingress_route(&id)? {
+            let mut node = crate::node::Node::open(state_dir, false)?;
+            if !node.store.remove_ingress_route(&id)? {
                 return Err(Error::NotFound {
                     kind: "ingress route",
                     name: id,

@@ -25,6 +25,7 @@ mod demo;
 mod demo_cluster;
 mod graph;
 mod ingress;
+pub use ingress::IngressCmd;
 mod output;
 pub(crate) use output::{join, print_json, table};
 use output::{port_text, print_attachment};

@@ -106,9 +106,17 @@ pub fn header_value(t: &Term, i: usize) -> Result<http::HeaderValue, ArgError> {
 
 /// A Go-style duration (`"10s"`, `"150ms"`, `"1m30s"`, `"1.5s"`, `"500us"`), as Skipper's
 /// timeout filters take them.
+/// The longest duration a filter takes (timeouts, windows, latency): longer ones are
+/// mistakes, and sums of them must not overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 pub fn duration(t: &Term, i: usize) -> Result<std::time::Duration, ArgError> {
     let s = string(t, i)?;
-    parse_duration(&s).or_else(|why| fail(t, format!("{s:?} is not a duration: {why}")))
+    match parse_duration(&s) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => fail(t, format!("{s:?} is longer than a week")),
+        Err(why) => fail(t, format!("{s:?} is not a duration: {why}")),
+    }
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

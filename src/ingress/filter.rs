@@ -138,6 +138,9 @@ pub const NAMES: &[&str] = &[
     "tlsPassClientCertificates",
 ];
 
+/// The most request body bytes `auditLog` keeps.
+const AUDIT_MAX: usize = 1 << 20;
+
 /// A count argument: a whole number of at least 1.
 fn positive(t: &Term, i: usize) -> Result<usize, ArgError> {
     let n = args::number(t, i)?;
@@ -335,6 +338,10 @@ impl Filter {
                 } else {
                     positive(t, 0)?
                 };
+                // The bytes are kept in memory per request.
+                if n > AUDIT_MAX {
+                    return args::fail(t, format!("{n} bytes: at most {AUDIT_MAX} are kept"));
+                }
                 Filter::AuditLog(n)
             }
             "tee" => {
@@ -353,7 +360,12 @@ impl Filter {
             "latency" => {
                 args::count(t, 1, 1)?;
                 let d = match t.args.first() {
-                    Some(Arg::Number(ms)) if *ms >= 0.0 => Duration::from_secs_f64(ms / 1000.0),
+                    Some(Arg::Number(ms)) if *ms >= 0.0 => {
+                        match Duration::try_from_secs_f64(ms / 1000.0) {
+                            Ok(d) if d <= args::MAX_DURATION => d,
+                            _ => return args::fail(t, format!("{ms} ms is longer than a week")),
+                        }
+                    }
                     _ => args::duration(t, 0)?,
                 };
                 Filter::Latency(d)
@@ -361,7 +373,8 @@ impl Filter {
             "bandwidth" => {
                 args::count(t, 1, 1)?;
                 let kbps = args::number(t, 0)?;
-                if kbps.is_nan() || kbps <= 0.0 {
+                // Below a byte per second the pacing arithmetic overflows.
+                if kbps.is_nan() || kbps < 0.001 {
                     return args::fail(t, format!("{kbps} kb/s is not a bandwidth"));
                 }
                 Filter::Bandwidth(kbps)

@@ -97,7 +97,9 @@ pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, pro
     };
     set(h, X_FORWARDED_FOR, &xff);
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if !host.is_empty() && !h.contains_key(X_FORWARDED_HOST) {
+    // What this client asked, never what it claims an earlier proxy saw.
+    h.remove(X_FORWARDED_HOST);
+    if !host.is_empty() {
         set(h, X_FORWARDED_HOST, host);
     }
 }
@@ -289,6 +291,16 @@ pub async fn forward(
             tokio::spawn(splice(client, backend, endpoint.clone()));
             Some(switch)
         }
+        // A switch nobody asked for cannot be passed on (the client would take the
+        // connection as switched; an HTTP/2 client has no 101 at all).
+        None if switching => {
+            proxy.metrics.backend_error(endpoint);
+            tracing::warn!(endpoint, "backend switched protocols unasked");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("backend {endpoint}: a protocol switch nobody asked for"),
+            );
+        }
         _ => None,
     };
     let (mut p, b) = resp.into_parts();
@@ -435,5 +447,30 @@ impl hyper::body::Body for IdleBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_say_what_this_client_asked() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("admin.internal"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        forwarding_headers(
+            &mut h,
+            "shop.example",
+            "10.0.0.7:5555".parse().unwrap(),
+            "http",
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
     }
 }

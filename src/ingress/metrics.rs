@@ -106,11 +106,16 @@ pub struct Metrics {
     backend_errors: Mutex<BTreeMap<String, u64>>,
     pub in_flight: Gauge,
     retries: AtomicU64,
+    /// The figures of requests no route matched (kept, not looked up per 404).
+    unmatched: std::sync::OnceLock<Arc<RouteStats>>,
 }
 
 impl Metrics {
-    pub fn observe(&self, route: &str, status: u16, d: Duration) {
-        stats_of(&self.routes, route).observe(status, d);
+    /// A request no route matched, under the route "(none)".
+    pub fn observe_unmatched(&self, status: u16, d: Duration) {
+        self.unmatched
+            .get_or_init(|| stats_of(&self.routes, "(none)"))
+            .observe(status, d);
     }
 
     /// A route's figures, to be kept beside the route (no lookup per request).

@@ -23,16 +23,21 @@ pub struct Req<'a> {
 /// Where proxies in front name the clients they forward for.
 pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
+/// The client as `Source`, `clientRatelimit` and `consistentHash` see it: the first
+/// X-Forwarded-For address if the request came through another proxy, else the peer.
+pub fn client_ip(headers: &http::HeaderMap, peer: IpAddr) -> IpAddr {
+    headers
+        .get(X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 impl Req<'_> {
-    /// The client as `Source` sees it: the first X-Forwarded-For address if the request
-    /// came through another proxy, else the peer.
+    /// The client as `Source` sees it (`client_ip`).
     pub fn source(&self) -> IpAddr {
-        self.headers
-            .get(X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(self.remote)
+        client_ip(self.headers, self.remote)
     }
 
     /// A cookie's value (the first one of that name).

@@ -199,7 +199,7 @@ pub async fn handle(
         None => proxy
             .up
             .metrics
-            .observe("(none)", status, started.elapsed()),
+            .observe_unmatched(status, started.elapsed()),
     }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().remove(header::CONNECTION);
@@ -259,6 +259,9 @@ async fn route_request(
     let mut chain: Vec<(usize, usize)> = vec![];
     let mut cookie: Option<String> = None;
     let mut last = None;
+    // What the filters of the routes that ran ask around the backend call (worked out
+    // when a backend is called, else after).
+    let mut effects: Option<Effects> = None;
     let mut resp = 'routing: {
         for _ in 0..MAX_LOOPS {
             let view = Req {
@@ -308,22 +311,22 @@ async fn route_request(
                     }
                     // The client's address is the hash key (only consistentHash uses one).
                     let key = if live.balancers[i].hashes() {
-                        view_source(&out.headers, remote)
+                        super::predicate::client_ip(&out.headers, remote.ip()).to_string()
                     } else {
                         String::new()
                     };
-                    let effects = Effects::of(
+                    let e = effects.insert(Effects::of(
                         chain
                             .iter()
                             .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
-                    );
-                    if let Some(n) = effects.audit {
+                    ));
+                    if let Some(n) = e.audit {
                         let (c, kept) = Captured::new(body, n);
                         body = c.boxed();
                         captured = Some(kept);
                     }
-                    if !effects.tee.is_empty() {
-                        match tee(&proxy.up, &effects.tee, &parts, &out, &host, body).await {
+                    if !e.tee.is_empty() {
+                        match tee(&proxy.up, &e.tee, &parts, &out, &host, body).await {
                             Ok(b) => body = b,
                             Err(r) => break 'routing r,
                         }
@@ -362,11 +365,14 @@ async fn route_request(
             origin.as_ref(),
         );
     }
-    let effects = Effects::of(
-        chain
-            .iter()
-            .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
-    );
+    // The filters' effects, if the backend call did not already need them.
+    let effects = effects.unwrap_or_else(|| {
+        Effects::of(
+            chain
+                .iter()
+                .map(|(i, ran)| (live.table.routes[*i].filters.as_slice(), *ran)),
+        )
+    });
     if !effects.latency.is_zero() {
         tokio::time::sleep(effects.latency).await;
     }
@@ -409,21 +415,6 @@ async fn route_request(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     (last, resp)
-}
-
-/// The client as `Source` sees it (a request view for just that).
-fn view_source(headers: &http::HeaderMap, remote: SocketAddr) -> String {
-    let method = http::Method::GET;
-    Req {
-        method: &method,
-        path: "",
-        query: None,
-        host: "",
-        headers,
-        remote: remote.ip(),
-    }
-    .source()
-    .to_string()
 }
 
 /// The encoding to compress a response with, if it should be: the client accepts one, the

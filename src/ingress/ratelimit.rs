@@ -14,7 +14,14 @@ const SWEEP_AT: usize = 10_000;
 pub struct Limiter {
     pub max: usize,
     pub window: Duration,
-    hits: Mutex<HashMap<String, VecDeque<Instant>>>,
+    hits: Mutex<Hits>,
+}
+
+struct Hits {
+    by_key: HashMap<String, VecDeque<Instant>>,
+    /// The size at which idle keys are swept out next: twice what a sweep kept, so a map
+    /// of busy keys is not scanned on every request.
+    sweep_at: usize,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -28,19 +35,33 @@ impl Limiter {
         Limiter {
             max,
             window,
-            hits: Mutex::new(HashMap::new()),
+            hits: Mutex::new(Hits {
+                by_key: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 
     /// Counts a request for `key`: Ok if allowed, else how long until one would be.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
         // A poisoned map is still a valid map (a panic elsewhere mid-update).
-        let mut m = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= SWEEP_AT {
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let Hits {
+            by_key: m,
+            sweep_at,
+        } = &mut *hits;
+        if m.len() >= *sweep_at {
             let window = self.window;
             m.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+            *sweep_at = SWEEP_AT.max(2 * m.len());
         }
-        let q = m.entry(key.to_string()).or_default();
+        if !m.contains_key(key) {
+            m.insert(key.to_string(), VecDeque::new());
+        }
+        // Present: inserted just above if it was not.
+        let Some(q) = m.get_mut(key) else {
+            return Ok(());
+        };
         while q
             .front()
             .is_some_and(|t| now.duration_since(*t) >= self.window)

@@ -32,11 +32,18 @@ pub fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.strip_prefix('/').unwrap_or(path).split('/')
 }
 
+/// The most segments a `Path` or `PathSubtree` may have.
+const MAX_SEGMENTS: usize = 256;
+
 fn path_spec(t: &Term) -> Result<PathSpec, ArgError> {
     args::count(t, 1, 1)?;
     let p = args::string(t, 0)?;
     if !p.starts_with('/') {
         return args::fail(t, format!("{p:?} does not start with '/'"));
+    }
+    // The path tree is walked (and dropped) recursively: its depth is bounded.
+    if segments(&p).count() > MAX_SEGMENTS {
+        return args::fail(t, format!("more than {MAX_SEGMENTS} path segments"));
     }
     if t.name == "PathSubtree" {
         let trimmed = p.trim_end_matches('/');

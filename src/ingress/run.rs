@@ -45,20 +45,6 @@ fn certs_value(certs: &[Bytes]) -> Option<HeaderValue> {
     HeaderValue::from_str(&text.join(",")).ok()
 }
 
-impl Outgoing {
-    /// The client as `clientRatelimit` counts it by default: X-Forwarded-For's first
-    /// address, else the peer.
-    fn client(&self) -> String {
-        self.headers
-            .get(super::predicate::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| self.remote.to_string())
-    }
-}
-
 fn refused(status: StatusCode, wait: Duration) -> Served {
     let mut headers = HeaderMap::new();
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -141,7 +127,7 @@ pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Ser
             }
             Filter::ClientRatelimit(l, names) => {
                 let key = if names.is_empty() {
-                    out.client()
+                    super::predicate::client_ip(&out.headers, out.remote).to_string()
                 } else {
                     names
                         .iter()

@@ -389,7 +389,7 @@ async fn watch_routes(
         Some(p) => std::fs::read_to_string(p),
         None => Ok(String::new()),
     };
-    let mut seen = None;
+    let mut store = StoreWatch::new(state_dir);
     loop {
         tokio::time::sleep(every).await;
         let file = match read_file(&path) {
@@ -399,25 +399,17 @@ async fn watch_routes(
                 continue;
             }
         };
-        // The store is read only when it was written since the last look (the stamp is
-        // taken first: a write racing the read is seen on the next tick).
-        let stamp = Store::stamp(&state_dir);
-        let dir = state_dir.clone();
-        let read = if Some(&stamp) == seen.as_ref() {
-            Ok(Ok(last.stored.clone()))
-        } else {
-            tokio::task::spawn_blocking(move || stored_routes(&dir)).await
-        };
-        let stored = match read {
-            Ok(Ok(s)) => {
-                seen = Some(stamp);
-                s
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the store's routes cannot be read; keeping the current routes");
-                continue;
-            }
-            Err(_) => continue,
+        // The store is read only when it was written since the last look.
+        let stored = match store.changed() {
+            None => last.stored.clone(),
+            Some(s) => match s.ingress_routes() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store's routes cannot be read; keeping the current routes");
+                    store.forget();
+                    continue;
+                }
+            },
         };
         let now = Sources { file, stored };
         if now == last {
@@ -448,19 +440,66 @@ async fn watch_routes(
     }
 }
 
+/// Whether the store was written since the last look: SQLite's data_version on a
+/// connection kept open, as the DNS daemon polls it. The store is opened once it exists
+/// (opening a blank state directory would create one).
+struct StoreWatch {
+    dir: PathBuf,
+    store: Option<Store>,
+    seen: Option<i64>,
+}
+
+impl StoreWatch {
+    fn new(dir: PathBuf) -> StoreWatch {
+        StoreWatch {
+            dir,
+            store: None,
+            seen: None,
+        }
+    }
+
+    /// The store, if it changed since the last call (the first look counts as a change).
+    fn changed(&mut self) -> Option<&Store> {
+        if self.store.is_none() && !Store::is_blank(&self.dir) {
+            self.store = Store::open(&self.dir).ok();
+        }
+        let version = match self.store.as_ref()?.data_version() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "the store cannot be read; opening it again");
+                self.forget();
+                return None;
+            }
+        };
+        if self.seen == Some(version) {
+            return None;
+        }
+        self.seen = Some(version);
+        self.store.as_ref()
+    }
+
+    /// Drops the connection (a failed read): the next look opens the store again.
+    fn forget(&mut self) {
+        self.store = None;
+        self.seen = None;
+    }
+}
+
 /// Re-reads the `knit://` endpoints of the current table from the store.
 async fn refresh_endpoints(proxy: &'static Proxy, state_dir: PathBuf) {
-    let mut seen = (Store::stamp(&state_dir), 0);
+    let mut store = StoreWatch::new(state_dir);
+    let mut table = 0;
     loop {
         tokio::time::sleep(RESOLVE_EVERY).await;
         let live = proxy.current();
         let targets = knit_targets(&live.table);
         // Unchanged store and table: the endpoints are what they were.
-        let now = (Store::stamp(&state_dir), Arc::as_ptr(&*live) as usize);
-        if targets.is_empty() || now == seen {
+        let written = store.changed().is_some();
+        let now = Arc::as_ptr(&*live) as usize;
+        if targets.is_empty() || (!written && now == table) {
             continue;
         }
-        seen = now;
+        table = now;
         let r = proxy.resolver.clone();
         let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
     }

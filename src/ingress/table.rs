@@ -65,11 +65,12 @@ impl Table {
     /// id)`) as one table: a stored route replaces a file route of the same id.
     pub fn load_merged(file: &str, stored: &[(String, String)]) -> Result<Table, LoadError> {
         let mut routes = eskip::parse(file).map_err(LoadError::Syntax)?;
+        let ids: std::collections::HashSet<&str> =
+            stored.iter().map(|(id, _)| id.as_str()).collect();
+        routes.retain(|r| !ids.contains(r.id.as_str()));
         for (id, text) in stored {
-            let parsed = eskip::parse(&format!("{id}: {text};"))
-                .map_err(|e| LoadError::Stored(id.clone(), e))?;
-            routes.retain(|r| r.id != *id);
-            routes.extend(parsed);
+            routes
+                .push(eskip::parse_stored(id, text).map_err(|e| LoadError::Stored(id.clone(), e))?);
         }
         let compiled = route::compile(&routes).map_err(LoadError::Problems)?;
         Ok(Table::new(compiled))

@@ -94,7 +94,12 @@ impl Node {
             })
             .collect();
         let mut sandboxes: Vec<GraphSandbox> = vec![];
-        let mut nl = crate::netlink::Netlink::open()?;
+        // One dump of the node's links, looked up by name (not a request per attachment).
+        let links: std::collections::HashMap<String, bool> = crate::netlink::Netlink::open()?
+            .links()?
+            .into_iter()
+            .map(|l| (l.name, l.up))
+            .collect();
         for a in self.store.all_attachments()? {
             let Some(net) = nets.iter().find(|n| n.id == a.network_id) else {
                 continue;
@@ -104,9 +109,9 @@ impl Node {
                 network: a.network.clone(),
                 ifname: a.ifname.clone(),
                 host_ifname: a.host_ifname.clone(),
-                link: match nl.link_by_name(&a.host_ifname)? {
-                    Some(l) if l.up => "up",
-                    Some(_) => "down",
+                link: match links.get(&a.host_ifname) {
+                    Some(true) => "up",
+                    Some(false) => "down",
                     None => "missing",
                 }
                 .into(),

@@ -339,18 +339,6 @@ impl Store {
         size("knit.db") == 0 && size("knit.db-wal") == 0
     }
 
-    /// What changes whenever the store is written (the database's and its write-ahead
-    /// log's modification times and sizes): pollers compare it before reading the store.
-    pub fn stamp(dir: &Path) -> Vec<Option<(std::time::SystemTime, u64)>> {
-        ["knit.db", "knit.db-wal"]
-            .iter()
-            .map(|f| {
-                let m = std::fs::metadata(dir.join(f)).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            })
-            .collect()
-    }
-
     pub(super) fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
         Ok(self
             .conn

@@ -226,8 +226,11 @@ impl Lexer<'_> {
     /// Decimal integers and floats with an optional sign and exponent; `0x..` hexadecimal.
     fn number(&mut self, first: char, line: usize, col: usize) -> Result<Tok, ParseError> {
         let mut s = String::from(first);
+        // Hexadecimal has no exponent (and an 'e' is a digit there).
+        let mut hex_digits = false;
         while let Some(&c) = self.chars.peek() {
-            let exp_sign = matches!(c, '+' | '-') && s.ends_with(['e', 'E']) && !s.contains('x');
+            hex_digits |= matches!(c, 'x' | 'X');
+            let exp_sign = matches!(c, '+' | '-') && s.ends_with(['e', 'E']) && !hex_digits;
             if c.is_ascii_alphanumeric() || c == '.' || exp_sign {
                 s.push(c);
                 self.bump();
@@ -251,6 +254,10 @@ impl Lexer<'_> {
             None => None,
         };
         match v {
+            // 1e400 parses as infinity: no argument means that.
+            Some(v) if !v.is_finite() => {
+                Err(self.err(line, col, format!("number {s:?} is too large")))
+            }
             Some(v) => Ok(Tok::Number(if neg { -v } else { v })),
             None if s == "-" => Err(self.err(line, col, "'-' must be '->'")),
             None => Err(self.err(line, col, format!("invalid number {s:?}"))),

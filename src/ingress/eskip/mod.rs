@@ -176,6 +176,21 @@ pub fn parse(text: &str) -> Result<Vec<Route>, ParseError> {
     parser::Parser::new(text)?.document()
 }
 
+/// A route kept in the store: its id and its text without the id, which must be exactly
+/// one route (a stored text cannot bring other routes with it).
+pub fn parse_stored(id: &str, text: &str) -> Result<Route, ParseError> {
+    let mut parsed = parse(&format!("{id}: {text};"))?;
+    match parsed.pop() {
+        Some(r) if parsed.is_empty() && r.id == id => Ok(r),
+        _ => Err(ParseError {
+            line: 1,
+            col: 1,
+            message: "expected one route without its id (and an id of letters, digits and _)"
+                .into(),
+        }),
+    }
+}
+
 /// A filter chain alone (`f1(..) -> f2(..)`), as Skipper accepts for default filters.
 pub fn parse_filters(text: &str) -> Result<Vec<Term>, ParseError> {
     parser::Parser::new(text)?.filter_chain()

@@ -312,3 +312,39 @@ fn backends() {
         ]
     );
 }
+
+#[test]
+fn a_stored_route_is_one_route_and_replaces_the_file_route() {
+    let file = "a: Path(\"/a\") -> <shunt>; b: Path(\"/b\") -> <shunt>;";
+    let stored = vec![("a".to_string(), "Path(\"/x\") -> <shunt>".to_string())];
+    let t = Table::load_merged(file, &stored).unwrap();
+    let ids: Vec<&str> = t.routes.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    // A stored text that smuggles in another route is refused whole.
+    let smuggled = vec![(
+        "a".to_string(),
+        "* -> <shunt>; evil: Path(\"/admin\") -> <shunt>".to_string(),
+    )];
+    let e = Table::load_merged(file, &smuggled)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with("store route a:") && e.contains("expected one route"),
+        "{e}"
+    );
+}
+
+#[test]
+fn arguments_that_would_overflow_or_recurse_are_refused() {
+    let e = |text: &str| Table::load(text).err().expect(text).to_string();
+    assert!(e("a: * -> latency(1e400) -> <shunt>").contains("too large"));
+    assert!(e("a: * -> latency(1e30) -> <shunt>").contains("longer than a week"));
+    assert!(e("a: * -> latency(\"9000000h\") -> <shunt>").contains("longer than a week"));
+    assert!(e("a: * -> bandwidth(1e-20) -> <shunt>").contains("not a bandwidth"));
+    assert!(e("a: * -> auditLog(2000000) -> <shunt>").contains("at most"));
+    let deep = format!("a: Path(\"{}\") -> <shunt>", "/a".repeat(300));
+    assert!(e(&deep).contains("more than 256 path segments"));
+    let ok = format!("a: PathSubtree(\"{}\") -> <shunt>", "/a".repeat(256));
+    assert!(Table::load(&ok).is_ok());
+}

@@ -77,7 +77,17 @@ impl Node {
                     ),
                 ));
             }
-            _ => {
+            None => {
+                return Err(r.fail(
+                    "destination interface",
+                    format!(
+                        "the node end {} of {}'s {} is gone",
+                        d.host_ifname, d.sandbox, d.ifname
+                    ),
+                    "knit reconcile",
+                ));
+            }
+            Some(_) => {
                 super::hops::bridge_port_step(r, nl, &d.host_ifname, "destination interface")?;
                 r.pass(
                     "destination interface",

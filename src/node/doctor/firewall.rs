@@ -472,7 +472,7 @@ mod tests {
                 "policy drop;\n\t\tRULE",
                 &format!("policy {policy};\n\t\t{rules}"),
             );
-            let end = l.rfind("}\n").unwrap_or(0);
+            let end = l.rfind("}\n").unwrap();
             format!("{}{chains}", &l[..end])
         };
         let dropped = |l: &str| foreign_drop(l, "forward", false, &pkt());
