@@ -165,6 +165,16 @@ fn backend_request(
     req
 }
 
+/// A copy of a request that has no body.
+fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(super::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 /// One request to the backend: `endpoints` is not empty.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
@@ -238,9 +248,10 @@ pub async fn forward(
         }
     };
     let breq = backend_request(&method, uri, http2, authority, headers, body);
+    let spare = retryable.then(|| bodiless_copy(&breq));
     let _load = proxy.in_flight.start(endpoint);
     let sent = std::time::Instant::now();
-    let call = proxy.pools.send(endpoint, connect, conn, breq);
+    let call = proxy.pools.send(endpoint, connect, conn, breq, spare);
     let result = match header_timeout {
         Some(d) => tokio::time::timeout(d, call).await.map_err(|_| ()),
         None => Ok(call.await),
@@ -380,7 +391,7 @@ pub fn shadow(
                 .map_err(|e| e.to_string())?;
             let req = backend_request(&method, uri, http2, authority, headers, full(body));
             let resp = pools
-                .send(&endpoint, connect, conn, req)
+                .send(&endpoint, connect, conn, req, None)
                 .await
                 .map_err(|e| e.to_string())?;
             // Read the answer so the connection goes back to the pool.

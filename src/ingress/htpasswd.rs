@@ -2,16 +2,39 @@
 //! SHA-1 (`{SHA}`) or Apache MD5 (`$apr1$`) hashes — the forms Skipper's basicAuth (via
 //! go-http-auth) reads. Other hash forms (crypt, plain text) are refused when the file is
 //! read, so a route never silently fails every login.
+//!
+//! A bcrypt check costs milliseconds of CPU on purpose, so it never runs on a serving
+//! thread: it goes to the blocking pool, a few at a time, and credentials once found right
+//! are remembered (as a salted digest, not in clear) so a logged-in client pays it once. An
+//! unknown user is checked against a decoy hash of the file's form, so the answer takes as
+//! long as for a known user with a wrong password.
 
 use base64::Engine;
 use md5::{Digest, Md5};
 use sha1::Sha1;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use tokio::sync::Semaphore;
 
-#[derive(Debug, Clone, Default)]
+/// Right credentials remembered per file; past this many, the memory starts over (a
+/// client whose entry is dropped pays one more check).
+const REMEMBERED: usize = 4096;
+
+/// bcrypt checks running at once, on all routes: a flood of wrong passwords queues here
+/// instead of taking every core.
+static CHECKS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+#[derive(Debug, Default)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
+    /// What an unknown user's password is checked against: a hash of the same form and
+    /// cost as the file's slowest (made on first need, off the serving thread).
+    decoy: OnceLock<String>,
+    /// Digests (keyed by `salt`) of credentials found right.
+    known: Mutex<HashSet<[u8; 20]>>,
+    salt: [u8; 16],
 }
 
 impl Htpasswd {
@@ -40,34 +63,102 @@ impl Htpasswd {
             }
             users.insert(user.to_string(), hash.to_string());
         }
-        Ok(Htpasswd { users })
+        let mut salt = [0u8; 16];
+        getrandom(&mut salt);
+        Ok(Htpasswd {
+            users,
+            salt,
+            ..Htpasswd::default()
+        })
     }
 
-    /// Whether `password` is `user`'s.
+    /// Whether `password` is `user`'s (the slow way: call off the serving thread).
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user) else {
-            return false;
-        };
-        if let Some(b64) = hash.strip_prefix("{SHA}") {
-            let digest = Sha1::digest(password.as_bytes());
-            let mine = base64::engine::general_purpose::STANDARD.encode(digest);
-            return same(mine.as_bytes(), b64.as_bytes());
+        match self.users.get(user) {
+            Some(hash) => matches(hash, password),
+            None => {
+                // Same work as for a known user, and never a match.
+                let _ = matches(self.decoy(), password);
+                false
+            }
         }
-        if let Some(rest) = hash.strip_prefix("$apr1$") {
-            let salt = rest.split('$').next().unwrap_or("");
-            return same(apr1(password, salt).as_bytes(), hash.as_bytes());
-        }
-        bcrypt::verify(password, hash).unwrap_or(false)
     }
 
-    /// The user and password of a `Basic` Authorization header, if they are right.
-    pub fn check_header(&self, authorization: Option<&str>) -> Option<String> {
+    /// The hash unknown users are checked against: bcrypt at the file's highest cost if
+    /// it has bcrypt hashes, else an `$apr1$` one (the slower of the other two forms).
+    fn decoy(&self) -> &str {
+        self.decoy.get_or_init(|| {
+            let cost = self
+                .users
+                .values()
+                .filter_map(|h| h.get(4..6).filter(|_| h.starts_with("$2"))?.parse().ok())
+                .max();
+            match cost.and_then(|c| bcrypt::hash("decoy", c).ok()) {
+                Some(h) => h,
+                None => apr1("decoy", "decoysal"),
+            }
+        })
+    }
+
+    fn digest(&self, user: &str, password: &str) -> [u8; 20] {
+        let mut d = Sha1::new();
+        d.update(self.salt);
+        d.update(user.as_bytes());
+        d.update([0u8]);
+        d.update(password.as_bytes());
+        d.finalize().into()
+    }
+
+    /// The user of a `Basic` Authorization header, if its password is right. Credentials
+    /// seen right before answer at once; others are checked on the blocking pool.
+    pub async fn check_header(self: &Arc<Self>, authorization: Option<&str>) -> Option<String> {
         let b64 = authorization?.strip_prefix("Basic ")?.trim();
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
         let text = String::from_utf8(raw).ok()?;
         let (user, pw) = text.split_once(':')?;
-        self.verify(user, pw).then(|| user.to_string())
+        let key = self.digest(user, pw);
+        let remembered = self.known.lock().map(|k| k.contains(&key));
+        if remembered.unwrap_or(false) {
+            return Some(user.to_string());
+        }
+        let _permit = CHECKS.acquire().await.ok()?;
+        let me = self.clone();
+        let (u, p) = (user.to_string(), pw.to_string());
+        let right = tokio::task::spawn_blocking(move || me.verify(&u, &p))
+            .await
+            .unwrap_or(false);
+        if !right {
+            return None;
+        }
+        if let Ok(mut k) = self.known.lock() {
+            if k.len() >= REMEMBERED {
+                k.clear();
+            }
+            k.insert(key);
+        }
+        Some(user.to_string())
     }
+}
+
+/// Whether `password` hashes to `hash` (any supported form).
+fn matches(hash: &str, password: &str) -> bool {
+    if let Some(b64) = hash.strip_prefix("{SHA}") {
+        let digest = Sha1::digest(password.as_bytes());
+        let mine = base64::engine::general_purpose::STANDARD.encode(digest);
+        return same(mine.as_bytes(), b64.as_bytes());
+    }
+    if let Some(rest) = hash.strip_prefix("$apr1$") {
+        let salt = rest.split('$').next().unwrap_or("");
+        return same(apr1(password, salt).as_bytes(), hash.as_bytes());
+    }
+    bcrypt::verify(password, hash).unwrap_or(false)
+}
+
+/// Random bytes from the kernel; a failure leaves zeros (the salt only keeps digests of
+/// passwords in memory from being looked up in a precomputed table).
+fn getrandom(buf: &mut [u8]) {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let _ = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
 }
 
 /// Compares in time that depends only on the lengths.
@@ -167,11 +258,64 @@ mod tests {
         assert!(h.verify("md5", "secret") && !h.verify("md5", "x"));
         assert!(h.verify("bc", "pw3") && !h.verify("bc", "pw4"));
         assert!(!h.verify("nobody", "secret"));
+        assert!(Htpasswd::parse("u:plaintext\n").is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn headers_are_checked_off_thread_and_right_ones_remembered() {
+        let bc = bcrypt::hash("pw3", 4).unwrap();
+        let h = Arc::new(
+            Htpasswd::parse(&format!(
+                "sha:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\nbc:{bc}\n"
+            ))
+            .unwrap(),
+        );
         // "sha:secret"
         assert_eq!(
-            h.check_header(Some("Basic c2hhOnNlY3JldA==")).as_deref(),
+            h.check_header(Some("Basic c2hhOnNlY3JldA=="))
+                .await
+                .as_deref(),
             Some("sha")
         );
-        assert!(Htpasswd::parse("u:plaintext\n").is_err());
+        let b64 = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        assert_eq!(
+            h.check_header(Some(&b64("bc:pw3"))).await.as_deref(),
+            Some("bc")
+        );
+        assert_eq!(
+            h.known.lock().unwrap().len(),
+            2,
+            "right credentials remembered"
+        );
+        assert_eq!(
+            h.check_header(Some(&b64("bc:pw3"))).await.as_deref(),
+            Some("bc")
+        );
+        assert_eq!(h.check_header(Some(&b64("bc:pw4"))).await, None);
+        assert_eq!(h.check_header(Some(&b64("nobody:pw3"))).await, None);
+        assert_eq!(h.known.lock().unwrap().len(), 2, "wrong ones are not");
+        // The decoy for unknown users is bcrypt at the file's cost.
+        assert!(h.decoy().starts_with("$2b$04$"), "{}", h.decoy());
+        assert_eq!(h.check_header(Some("Bearer x")).await, None);
+    }
+
+    #[test]
+    fn an_unknown_user_costs_what_a_known_one_does() {
+        let bc = bcrypt::hash("pw", 8).unwrap();
+        let h = Htpasswd::parse(&format!("bc:{bc}\n")).unwrap();
+        let _ = h.decoy();
+        let time = |u: &str| {
+            let t = std::time::Instant::now();
+            assert!(!h.verify(u, "wrong"));
+            t.elapsed()
+        };
+        let (known, unknown) = (time("bc"), time("nobody"));
+        // bcrypt at cost 8 takes milliseconds; a map miss alone would take nanoseconds.
+        assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
     }
 }

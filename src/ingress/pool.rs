@@ -139,13 +139,17 @@ impl Pools {
     }
 
     /// Sends `req` on `conn`. A pooled connection that turns out closed before the
-    /// request went out is replaced by a new one, and the request sent again.
+    /// request went out is replaced by a new one, and the request sent again. `spare`, a
+    /// copy of an idempotent request without a body, is sent on a new connection when a
+    /// pooled one closes with the request on it: the backend closed it as idle while the
+    /// request was on its way (a server's keep-alive timeout races every proxy's reuse).
     pub async fn send(
         &self,
         endpoint: &str,
         connect: Duration,
         conn: Conn,
         req: Request<Body>,
+        spare: Option<Request<Body>>,
     ) -> Result<Response<Body>, SendError> {
         let req = match conn.sender.send(endpoint, req).await {
             Ok(r) => return Ok(r),
@@ -153,6 +157,17 @@ impl Pools {
                 SHARED.with_borrow_mut(|m| m.remove(endpoint));
                 req
             }
+            Err(Retry::Failed(e)) if conn.pooled && e.is_incomplete_message() => match spare {
+                Some(req) => {
+                    SHARED.with_borrow_mut(|m| m.remove(endpoint));
+                    tracing::debug!(
+                        endpoint,
+                        "a kept-alive connection closed under a request: sent again"
+                    );
+                    Box::new(req)
+                }
+                None => return Err(SendError::Exchange(e)),
+            },
             Err(Retry::Again(_)) => {
                 return Err(SendError::Connect(ConnectError::Failed(
                     "the new connection closed at once".into(),
@@ -495,9 +510,79 @@ mod tests {
             .header(http::header::HOST, endpoint)
             .body(super::super::body::empty())
             .unwrap();
-        let resp = pools.send(endpoint, t, conn, req).await.unwrap();
+        let resp = pools.send(endpoint, t, conn, req, None).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// A server answering the first request on each connection and closing the
+    /// connection when the second one arrives, as a server whose keep-alive timeout runs
+    /// out just as a request comes.
+    async fn closing_server() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    for answer in [true, false] {
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.clear();
+                        if answer {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            s.write_all(ok).await.unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idempotent_request_caught_by_a_keep_alive_close_is_sent_again() {
+        let (endpoint, accepted) = closing_server().await;
+        let pools = Pools::new(super::super::backtls::connector(None, None).unwrap(), false);
+        let t = Duration::from_secs(2);
+        let req = || {
+            Request::get("/")
+                .header(http::header::HOST, endpoint.as_str())
+                .body(super::super::body::empty())
+                .unwrap()
+        };
+        assert_eq!(get(&pools, &endpoint).await, "ok");
+        // The kept connection closes under the next request: with a spare copy it goes
+        // again on a new connection.
+        let conn = pools.checkout(&endpoint, t).await.unwrap();
+        let resp = pools
+            .send(&endpoint, t, conn, req(), Some(req()))
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Without one (not idempotent, or a body), the failure is the caller's.
+        let conn = pools.checkout(&endpoint, t).await.unwrap();
+        match pools.send(&endpoint, t, conn, req(), None).await {
+            Err(SendError::Exchange(e)) => assert!(e.is_incomplete_message(), "{e}"),
+            other => panic!(
+                "expected an exchange error, got {:?}",
+                other.map(|r| r.status())
+            ),
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -533,7 +618,7 @@ mod tests {
             .header(http::header::HOST, endpoint.as_str())
             .body(super::super::body::empty())
             .unwrap();
-        drop(pools.send(&endpoint, t, conn, req).await.unwrap());
+        drop(pools.send(&endpoint, t, conn, req, None).await.unwrap());
         assert_eq!(get(&pools, &endpoint).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }

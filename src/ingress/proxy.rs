@@ -282,7 +282,7 @@ async fn route_request(
                 cookie = Some(format!("{name}={value}; Path=/"));
             }
             last = Some(i);
-            let (ran, served) = run::run_request(&route.filters, &mut out);
+            let (ran, served) = run::run_request(&route.filters, &mut out).await;
             chain.push((i, ran));
             if let Some(s) = served {
                 let mut r = Response::new(full(s.body));

@@ -65,7 +65,7 @@ pub struct Served {
 
 /// Runs the request side of the filters in order. Returns how many ran (a filter that
 /// answers itself stops the chain) and the answer if one did.
-pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Served>) {
+pub async fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Served>) {
     for (i, f) in filters.iter().enumerate() {
         match f {
             Filter::SetRequestHeader(n, v) => {
@@ -149,7 +149,7 @@ pub fn run_request(filters: &[Filter], out: &mut Outgoing) -> (usize, Option<Ser
                     .headers
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                match h.check_header(auth) {
+                match h.check_header(auth).await {
                     Some(user) => out.user = Some(user),
                     None => {
                         let mut headers = HeaderMap::new();
