@@ -4,9 +4,9 @@
 //! backend is out, all of them are used: better a likely failure than a certain 503.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -22,6 +22,10 @@ pub struct Health {
     endpoints: Mutex<HashMap<String, State>>,
     /// How many there are: while none, requests take no lock.
     tracked: AtomicUsize,
+    /// When the last ejection ends, in ms since `start`: after it, requests take no lock
+    /// either (failures short of an ejection leave the rotation as it is).
+    ejected_until: AtomicU64,
+    start: Instant,
 }
 
 impl Health {
@@ -32,6 +36,8 @@ impl Health {
             eject_for,
             endpoints: Mutex::new(HashMap::new()),
             tracked: AtomicUsize::new(0),
+            ejected_until: AtomicU64::new(0),
+            start: Instant::now(),
         }
     }
 
@@ -40,9 +46,12 @@ impl Health {
         if self.tracked.load(Ordering::Acquire) == 0 {
             return Cow::Borrowed(endpoints);
         }
+        let now = Instant::now();
+        if self.ms(now) >= self.ejected_until.load(Ordering::Acquire) {
+            return Cow::Borrowed(endpoints);
+        }
         // A poisoned map is still a valid map (a panic elsewhere mid-update).
         let m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         let out = |e: &String| {
             m.get(e)
                 .and_then(|s| s.out_until)
@@ -85,6 +94,9 @@ impl Health {
         if s.failures >= self.failures {
             s.failures = 0;
             s.out_until = Some(now + self.eject_for);
+            // Rounded up: the lock-free look never ends an ejection early.
+            let until = self.ms(now + self.eject_for) + 1;
+            self.ejected_until.fetch_max(until, Ordering::AcqRel);
             tracing::warn!(
                 endpoint,
                 for_ms = self.eject_for.as_millis() as u64,
@@ -94,6 +106,18 @@ impl Health {
             return true;
         }
         false
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Forgets endpoints not in `live` (gone from the table, or their `knit://` target
+    /// moved): nothing of theirs is kept, and requests stop taking the lock for them.
+    pub fn retain(&self, live: &HashSet<String>) {
+        let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|e, _| live.contains(e));
+        self.tracked.store(m.len(), Ordering::Release);
     }
 
     /// The endpoints out of the rotation now.
@@ -139,5 +163,35 @@ mod tests {
         h.success("a:1");
         h.success("b:1");
         assert_eq!(h.tracked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_failed_endpoint_that_leaves_is_forgotten() {
+        let h = Health::new(1, Duration::from_secs(60));
+        let eps = vec!["a:1".to_string(), "b:1".to_string()];
+        assert!(h.failure("gone:1"));
+        assert!(h.failure("b:1"));
+        h.retain(&eps.iter().cloned().collect());
+        assert_eq!(h.ejected(), vec!["b:1".to_string()]);
+        h.retain(&HashSet::new());
+        assert_eq!(h.tracked.load(Ordering::Relaxed), 0);
+        assert!(h.ejected().is_empty());
+    }
+
+    #[test]
+    fn after_the_last_ejection_ends_requests_take_no_lock() {
+        let h = std::sync::Arc::new(Health::new(1, Duration::from_millis(20)));
+        let eps = vec!["a:1".to_string(), "b:1".to_string()];
+        assert!(h.failure("a:1"));
+        assert_eq!(*h.usable(&eps), vec!["b:1".to_string()]);
+        // The lock is held here: a look that needs it waits until it is let go.
+        let held = h.endpoints.lock().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (h2, eps2) = (h.clone(), eps.clone());
+        std::thread::spawn(move || tx.send(h2.usable(&eps2).into_owned()));
+        let seen = rx.recv_timeout(Duration::from_secs(2));
+        drop(held);
+        assert_eq!(seen.expect("usable() waited on the lock"), eps);
     }
 }

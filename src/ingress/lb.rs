@@ -101,6 +101,12 @@ impl InFlight {
         v
     }
 
+    /// Forgets the endpoints not in `live` that no request is waiting on.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|e, c| live.contains(e) || c.get() != 0);
+    }
+
     pub fn start(&self, endpoint: &str) -> Guard {
         let c = self.counter(endpoint);
         c.add(1);

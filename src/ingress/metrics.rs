@@ -3,7 +3,7 @@
 
 use super::shard::{self, Gauge, Local, Padded, SHARDS};
 use crate::metrics::{Histogram, escape, gauge_header};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -138,6 +138,23 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         *m.entry(endpoint.to_string()).or_default() += 1;
+    }
+
+    /// Forgets the figures of endpoints not in `live` and of routes not in `routes`
+    /// (their series end, as Prometheus expects of a target that went away).
+    pub fn retain(&self, live: &HashSet<String>, routes: &HashSet<&str>) {
+        self.backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live.contains(k));
+        self.backend_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live.contains(k));
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| k == "(none)" || routes.contains(k.as_str()));
     }
 
     /// A request sent again to another endpoint after a connect failure.

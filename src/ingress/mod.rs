@@ -11,7 +11,8 @@
 //! - `lb`, `health`, `resolve`, `forward`, `pool`, `backtls`: balancers, passive health,
 //!   `knit://` endpoints from the store, the way to a backend (timeouts, retries,
 //!   tee), the per-thread keep-alive connections (HTTP/1.1, h2c, TLS), the backends' TLS
-//!   trust, and protocol switches (websockets over HTTP/1.1 and over HTTP/2);
+//!   trust, and protocol switches (websockets over HTTP/1.1 and over HTTP/2); `forget`
+//!   drops what was kept for endpoints and routes the table no longer has;
 //! - `body`, `proxy`, `accesslog`, `metrics`, `tls`, `serve`: one request's way through
 //!   the routes, the access log, Prometheus figures, TLS, and the listener with reload and
 //!   graceful shutdown.
@@ -23,6 +24,7 @@ mod bodies;
 mod body;
 pub mod eskip;
 pub mod filter;
+mod forget;
 mod forward;
 mod health;
 mod htpasswd;

@@ -5,14 +5,17 @@
 
 use super::route::Target;
 use crate::store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 pub struct Resolver {
     state_dir: PathBuf,
     known: RwLock<HashMap<Target, Vec<String>>>,
+    /// One refresh at a time, so the last to write read the store last (a reload's
+    /// refresh and the periodic one can overlap).
+    refreshing: Mutex<()>,
 }
 
 impl Resolver {
@@ -20,6 +23,7 @@ impl Resolver {
         Resolver {
             state_dir,
             known: RwLock::new(HashMap::new()),
+            refreshing: Mutex::new(()),
         }
     }
 
@@ -38,24 +42,27 @@ impl Resolver {
         }
     }
 
-    /// Reads the store once for every knit target in `targets`. A store that cannot be
-    /// read leaves the last answers in place (and says why).
-    pub fn refresh<'a>(&self, targets: impl Iterator<Item = &'a Target>) {
+    /// Reads the store once for every knit target in `targets`, and says whether any
+    /// answer changed. Answers for other targets stay (`retain` forgets those a table no
+    /// longer has). A store that cannot be read leaves the last answers in place (and
+    /// says why).
+    pub fn refresh<'a>(&self, targets: impl Iterator<Item = &'a Target>) -> bool {
         let wanted: Vec<&Target> = targets.filter(|t| !matches!(t, Target::Http(_))).collect();
         if wanted.is_empty() {
-            return;
+            return false;
         }
+        let _one = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
         // A node where knit never ran has nothing to resolve (and opening would create a
         // store).
         if Store::is_blank(&self.state_dir) {
             tracing::warn!(state_dir = %self.state_dir.display(), "no knit store: knit:// backends do not resolve");
-            return;
+            return false;
         }
         let store = match Store::open(&self.state_dir) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "knit:// backends: the store cannot be read; keeping the last addresses");
-                return;
+                return false;
             }
         };
         let mut fresh = HashMap::new();
@@ -82,6 +89,20 @@ impl Resolver {
             };
             fresh.insert(t.clone(), eps);
         }
-        *self.known.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for (t, eps) in fresh {
+            if known.get(&t) != Some(&eps) {
+                known.insert(t, eps);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Forgets the answers for targets not in `keep`.
+    pub fn retain(&self, keep: &HashSet<Target>) {
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        known.retain(|t, _| keep.contains(t));
     }
 }

@@ -485,7 +485,8 @@ impl StoreWatch {
     }
 }
 
-/// Re-reads the `knit://` endpoints of the current table from the store.
+/// Re-reads the `knit://` endpoints of the current table from the store; when the table
+/// or an endpoint changed, forgets what was kept for endpoints and routes now unused.
 async fn refresh_endpoints(proxy: &'static Proxy, state_dir: PathBuf) {
     let mut store = StoreWatch::new(state_dir);
     let mut table = 0;
@@ -494,14 +495,23 @@ async fn refresh_endpoints(proxy: &'static Proxy, state_dir: PathBuf) {
         let live = proxy.current();
         let targets = knit_targets(&live.table);
         // Unchanged store and table: the endpoints are what they were.
-        let written = store.changed().is_some();
+        let written = !targets.is_empty() && store.changed().is_some();
         let now = Arc::as_ptr(&*live) as usize;
-        if targets.is_empty() || (!written && now == table) {
+        if !written && now == table {
             continue;
         }
+        let swapped = now != table;
         table = now;
+        drop(live);
         let r = proxy.resolver.clone();
-        let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
+        let moved = tokio::task::spawn_blocking(move || r.refresh(targets.iter()))
+            .await
+            .unwrap_or(false);
+        if swapped || moved {
+            tokio::task::spawn_blocking(|| proxy.forget_unused())
+                .await
+                .unwrap_or(());
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Shards per figure; threads beyond this share (still correct, only slower).
 pub const SHARDS: usize = 8;
@@ -47,8 +47,19 @@ pub type Local<T> = Arc<Arc<T>>;
 type AnyLocal = Arc<dyn std::any::Any + Send + Sync>;
 
 thread_local! {
-    /// Per map (by address) and key: this thread's handle on what `cached` found there.
-    static SEEN: RefCell<HashMap<usize, HashMap<String, AnyLocal>>> = RefCell::new(HashMap::new());
+    /// Per map (by address) and key: this thread's handle on what `cached` found there,
+    /// and the `FORGOTTEN` count it is of.
+    static SEEN: RefCell<(u64, HashMap<usize, HashMap<String, AnyLocal>>)> =
+        RefCell::new((0, HashMap::new()));
+}
+
+/// Bumped when keys leave the shared maps: each thread then drops its handles once.
+static FORGOTTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every thread look its handles up again (after keys left the shared maps, so a
+/// thread holds nothing for a key that is gone).
+pub fn forget_cached() {
+    FORGOTTEN.fetch_add(1, Relaxed);
 }
 
 /// `lookup(key)` remembered per thread: a shared map behind a lock is read once per
@@ -59,7 +70,12 @@ pub fn cached<T: Send + Sync + 'static>(
     key: &str,
     lookup: impl FnOnce(&str) -> Arc<T>,
 ) -> Local<T> {
-    let hit = SEEN.with_borrow(|m| {
+    let forgotten = FORGOTTEN.load(Relaxed);
+    let hit = SEEN.with_borrow_mut(|(seen, m)| {
+        if *seen != forgotten {
+            *seen = forgotten;
+            m.clear();
+        }
         m.get(&owner)
             .and_then(|keys| keys.get(key))
             .and_then(|v| v.clone().downcast::<Arc<T>>().ok())
@@ -68,7 +84,7 @@ pub fn cached<T: Send + Sync + 'static>(
         return v;
     }
     let v: Local<T> = Arc::new(lookup(key));
-    SEEN.with_borrow_mut(|m| {
+    SEEN.with_borrow_mut(|(_, m)| {
         m.entry(owner)
             .or_default()
             .insert(key.to_string(), v.clone());
@@ -111,5 +127,9 @@ mod tests {
         assert_eq!(**cached::<usize>(1, "abc", |_| unreachable!()), 3);
         assert_eq!(**cached(2, "abc", |k| Arc::new(k.len() + 1)), 4);
         assert_eq!(calls.load(Relaxed), 1);
+        // Once forgotten, looked up again.
+        forget_cached();
+        assert_eq!(**cached(1, "abc", look), 3);
+        assert_eq!(calls.load(Relaxed), 2);
     }
 }

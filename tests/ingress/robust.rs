@@ -39,7 +39,7 @@ holeretry: Path("/holeretry") -> connectTimeout("200ms") -> <roundRobin, "http:/
 retry: PathSubtree("/r") -> <roundRobin, "http://{ip}:9", "http://{ip}:8080">;
 "#
     );
-    let _g = ingress_with(w, &routes, &["--eject-after", "3", "--eject-ms", "1500"]);
+    let g = ingress_with(w, &routes, &["--eject-after", "3", "--eject-ms", "1500"]);
 
     // backendTimeout: 504 after the route's 300 ms, not the backend's second.
     let (r, took) = timed(w, "/slow", &[]);
@@ -113,6 +113,28 @@ retry: PathSubtree("/r") -> <roundRobin, "http://{ip}:9", "http://{ip}:8080">;
     }
     let again = metric(&metrics(w), &dead).unwrap_or(0.0);
     assert!(again > 3.0, "the endpoint was tried again: {again}");
+
+    // A route reload that drops the dead endpoint drops all that was kept for it (its
+    // figures, its failures) and for the routes that went.
+    let tmp = g.routes.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        routes
+            .replace(&format!("\"http://{ip}:9\", "), "")
+            .replace("hole:", "gone:"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &g.routes).unwrap();
+    let gone = format!("{ip}:9\"");
+    eventually_within(
+        "the dead endpoint forgotten",
+        Duration::from_secs(5),
+        || {
+            let m = metrics(w);
+            !m.contains(&gone) && !m.contains("route=\"hole\"")
+        },
+    );
+    assert_eq!(get(w, "/r", &[]).status, 200);
 }
 
 #[test]
