@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn a_failed_endpoint_that_leaves_is_forgotten() {
         let h = Health::new(1, Duration::from_secs(60));
-        let eps = vec!["a:1".to_string(), "b:1".to_string()];
+        let eps = ["a:1".to_string(), "b:1".to_string()];
         assert!(h.failure("gone:1"));
         assert!(h.failure("b:1"));
         h.retain(&eps.iter().cloned().collect());

@@ -46,11 +46,13 @@ pub type Local<T> = Arc<Arc<T>>;
 /// A `Local<T>` of any `T`.
 type AnyLocal = Arc<dyn std::any::Any + Send + Sync>;
 
+/// Per map (by address) and key, a handle.
+type Seen = HashMap<usize, HashMap<String, AnyLocal>>;
+
 thread_local! {
     /// Per map (by address) and key: this thread's handle on what `cached` found there,
     /// and the `FORGOTTEN` count it is of.
-    static SEEN: RefCell<(u64, HashMap<usize, HashMap<String, AnyLocal>>)> =
-        RefCell::new((0, HashMap::new()));
+    static SEEN: RefCell<(u64, Seen)> = RefCell::new((0, HashMap::new()));
 }
 
 /// Bumped when keys leave the shared maps: each thread then drops its handles once.
