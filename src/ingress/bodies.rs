@@ -27,10 +27,13 @@ impl Encoding {
         }
     }
 
-    /// What the client's Accept-Encoding allows: gzip first, then deflate.
+    /// What the client's Accept-Encoding allows: gzip first, then deflate. A coding
+    /// named outright has the weight given to it, others that of `*` (RFC 9110 12.5.3:
+    /// `*, gzip;q=0` refuses gzip).
     pub fn accepted(accept: &str) -> Option<Encoding> {
-        let ok = |name: &str| {
-            accept.split(',').any(|item| {
+        let items: Vec<(&str, f64)> = accept
+            .split(',')
+            .map(|item| {
                 let mut parts = item.split(';');
                 let token = parts.next().unwrap_or("").trim();
                 let q = parts
@@ -38,8 +41,13 @@ impl Encoding {
                     .filter_map(|q| q.trim().parse::<f64>().ok())
                     .next()
                     .unwrap_or(1.0);
-                (token.eq_ignore_ascii_case(name) || token == "*") && q > 0.0
+                (token, q)
             })
+            .collect();
+        let ok = |name: &str| {
+            let named = items.iter().find(|(t, _)| t.eq_ignore_ascii_case(name));
+            let any = items.iter().find(|(t, _)| *t == "*");
+            named.or(any).is_some_and(|(_, q)| *q > 0.0)
         };
         if ok("gzip") {
             Some(Encoding::Gzip)
@@ -70,6 +78,20 @@ impl Encoder {
         }
     }
 
+    /// What was written so far, compressed and ready to send (a sync flush).
+    fn flush(&mut self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(e) => {
+                e.flush()?;
+                Ok(std::mem::take(e.get_mut()))
+            }
+            Encoder::Deflate(e) => {
+                e.flush()?;
+                Ok(std::mem::take(e.get_mut()))
+            }
+        }
+    }
+
     fn finish(self) -> std::io::Result<Vec<u8>> {
         match self {
             Encoder::Gzip(e) => e.finish(),
@@ -78,10 +100,16 @@ impl Encoder {
     }
 }
 
-/// A body compressed as it streams.
+/// A body compressed as it streams. What the encoder holds is flushed whenever the
+/// inner body has nothing more yet (a stream of events reaches the client as it comes,
+/// not when the encoder's buffer fills), and trailers follow the compressed end.
 pub struct Compressed {
     inner: Body,
     encoder: Option<Encoder>,
+    /// Bytes went into the encoder since it last gave any out.
+    held: bool,
+    /// The inner body's trailers, sent after the compressed end.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl Compressed {
@@ -94,6 +122,8 @@ impl Compressed {
         Compressed {
             inner,
             encoder: Some(encoder),
+            held: false,
+            trailers: None,
         }
     }
 }
@@ -109,25 +139,35 @@ impl hyper::body::Body for Compressed {
         let this = &mut *self;
         loop {
             let Some(encoder) = this.encoder.as_mut() else {
-                return Poll::Ready(None);
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             };
             match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending if this.held => {
+                    this.held = false;
+                    let out = encoder.flush()?;
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
+                        // Output now need not be all of it: the encoder keeps a tail.
+                        this.held |= !data.is_empty();
                         let out = encoder.write(&data)?;
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                         }
                     }
                     // Trailers: the compressed body ends first.
-                    Err(trailers) => {
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
                         let rest = this.encoder.take().map(Encoder::finish).transpose()?;
                         if let Some(rest) = rest.filter(|r| !r.is_empty()) {
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))));
                         }
-                        return Poll::Ready(Some(Ok(trailers)));
                     }
                 },
                 Poll::Ready(None) => {
@@ -139,7 +179,7 @@ impl hyper::body::Body for Compressed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.encoder.is_none()
+        self.encoder.is_none() && self.trailers.is_none()
     }
 }
 
@@ -274,5 +314,77 @@ mod tests {
         );
         assert_eq!(Encoding::accepted("br"), None);
         assert_eq!(Encoding::accepted("*"), Some(Encoding::Gzip));
+        assert_eq!(Encoding::accepted("*, gzip;q=0"), Some(Encoding::Deflate));
+        assert_eq!(Encoding::accepted("gzip;q=0, *"), Some(Encoding::Deflate));
+        assert_eq!(Encoding::accepted("*;q=0, gzip"), Some(Encoding::Gzip));
+        assert_eq!(Encoding::accepted("*;q=0"), None);
+    }
+
+    /// A body that gives `parts` one at a time, pending before each, then trailers.
+    struct Trickle(Vec<&'static [u8]>, bool, Option<http::HeaderMap>);
+
+    impl hyper::body::Body for Trickle {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.1 = !self.1;
+            if self.1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.0.is_empty() {
+                return Poll::Ready(self.2.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let part = self.0.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(part)))))
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn compressed_streams_flush_as_they_come_and_keep_their_trailers() {
+        use http_body_util::BodyExt;
+        use std::io::Read;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let inner = Trickle(
+            vec![b"event: one\n\n", b"event: two\n\n"],
+            false,
+            Some(trailers),
+        );
+        let mut body = Compressed::new(inner.boxed(), Encoding::Gzip, 6);
+        // The first event can be read out before the second comes.
+        let mut all = vec![];
+        for frames in 1.. {
+            let f = body.frame().await.unwrap().unwrap();
+            all.extend_from_slice(&f.into_data().unwrap());
+            let mut got = vec![];
+            let _ = flate2::read::GzDecoder::new(&all[..]).read_to_end(&mut got);
+            if got == b"event: one\n\n" {
+                break;
+            }
+            assert!(
+                got.is_empty() && frames < 3,
+                "not flushed at the pause: {got:?}"
+            );
+        }
+        let mut seen_trailers = None;
+        while let Some(f) = body.frame().await {
+            let f = f.unwrap();
+            match f.into_data() {
+                Ok(d) => all.extend_from_slice(&d),
+                Err(f) => seen_trailers = f.into_trailers().ok(),
+            }
+        }
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&all[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "event: one\n\nevent: two\n\n");
+        assert_eq!(seen_trailers.unwrap()["grpc-status"], "0");
+        assert!(hyper::body::Body::is_end_stream(&body));
     }
 }

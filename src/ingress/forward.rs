@@ -299,7 +299,12 @@ pub async fn forward(
                 );
             }
             let backend = hyper::upgrade::on(&mut resp);
-            tokio::spawn(splice(client, backend, endpoint.clone()));
+            tokio::spawn(splice(
+                client,
+                backend,
+                endpoint.clone(),
+                idle.unwrap_or(super::upgrade::TUNNEL_IDLE),
+            ));
             Some(switch)
         }
         // A switch nobody asked for cannot be passed on (the client would take the

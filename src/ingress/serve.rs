@@ -67,6 +67,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// How long a metrics scraper may take to send its request's head.
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a serving thread closes its backend connections idle too long (pool.rs
 /// counts in these).
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
@@ -537,7 +539,10 @@ async fn serve_metrics(proxy: &'static Proxy, listener: tokio::net::TcpListener)
                     Ok::<_, std::convert::Infallible>(r)
                 }
             });
+            // A scraper that never finishes its request is let go, as clients are.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

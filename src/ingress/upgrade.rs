@@ -10,6 +10,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use sha1::Digest;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
@@ -129,20 +135,95 @@ fn accept_for(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
-/// Once both sides have switched protocols, copies bytes both ways until either ends.
+/// How long a switched connection may carry nothing when its route sets no idle timeout
+/// (HAProxy's advice for `timeout tunnel`; websockets keep alive with pings well within).
+pub const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
+
+/// Once both sides have switched protocols, copies bytes both ways until either ends, or
+/// until nothing has moved either way for `idle` (a peer that vanished without a FIN would
+/// otherwise hold both connections forever).
 pub async fn splice(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     endpoint: String,
+    idle: Duration,
 ) {
     match tokio::try_join!(client, backend) {
         Ok((c, b)) => {
-            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-                tracing::debug!(endpoint, error = %e, "upgraded connection ended");
+            let start = Instant::now();
+            let moved = Arc::new(AtomicU64::new(0));
+            let mut c = Watched::new(TokioIo::new(c), start, moved.clone());
+            let mut b = Watched::new(TokioIo::new(b), start, moved.clone());
+            let copy = tokio::io::copy_bidirectional(&mut c, &mut b);
+            tokio::pin!(copy);
+            loop {
+                let last = start + Duration::from_millis(moved.load(Ordering::Relaxed));
+                tokio::select! {
+                    r = &mut copy => {
+                        if let Err(e) = r {
+                            tracing::debug!(endpoint, error = %e, "upgraded connection ended");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep_until((last + idle).into()) => {
+                        let now = start + Duration::from_millis(moved.load(Ordering::Relaxed));
+                        if now == last {
+                            tracing::debug!(endpoint, idle_ms = idle.as_millis() as u64, "upgraded connection idle: closed");
+                            return;
+                        }
+                    }
+                }
             }
         }
         Err(e) => tracing::warn!(endpoint, error = %e, "protocol switch failed"),
+    }
+}
+
+/// One side of a switched connection; each read that brings bytes notes the time (in ms
+/// since `start`) in `moved`.
+struct Watched<T> {
+    io: T,
+    start: Instant,
+    moved: Arc<AtomicU64>,
+}
+
+impl<T> Watched<T> {
+    fn new(io: T, start: Instant, moved: Arc<AtomicU64>) -> Watched<T> {
+        Watched { io, start, moved }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.moved.store(ms, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -156,7 +156,7 @@ fn websockets_pass_through_end_to_end() {
     let _g = ingress(
         w,
         &format!(
-            "ws: Path(\"/ws\") -> setRequestHeader(\"X-Via\", \"knit\") -> \"http://{ip}:8090\";\nother: * -> \"http://{ip}:8080\";"
+            "ws: Path(\"/ws\") -> setRequestHeader(\"X-Via\", \"knit\") -> \"http://{ip}:8090\";\nwsidle: Path(\"/wsidle\") -> idleTimeout(\"500ms\") -> \"http://{ip}:8090\";\nother: * -> \"http://{ip}:8080\";"
         ),
     );
     let (head, echoes) = in_ns(&w.node, move || {
@@ -180,6 +180,36 @@ fn websockets_pass_through_end_to_end() {
         }
         write_frame(&mut s, 8, &[], true);
         assert_eq!(read_frame(&mut s).map(|f| f.0), Some(8));
+
+        // A route's idle timeout holds for the switched connection: traffic keeps it
+        // open, half a second of silence closes it.
+        let mut s = TcpStream::connect(LISTEN).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(
+            format!("GET /wsidle HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            read_head(&mut s)
+                .to_ascii_lowercase()
+                .starts_with("http/1.1 101")
+        );
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(250));
+            write_frame(&mut s, 1, b"ping", true);
+            assert_eq!(
+                read_frame(&mut s).map(|f| f.1),
+                Some(b"echo: ping".to_vec())
+            );
+        }
+        let quiet = std::time::Instant::now();
+        let mut rest = [0u8; 16];
+        assert_eq!(s.read(&mut rest).unwrap(), 0, "closed when idle");
+        let waited = quiet.elapsed();
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
         (head, echoes)
     });
     let lower = head.to_ascii_lowercase();
