@@ -6,6 +6,7 @@ use super::args::{self, ArgError};
 use super::eskip::{Arg, Term};
 use super::htpasswd::Htpasswd;
 use super::ratelimit::Limiter;
+use super::target::Target;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
@@ -157,26 +158,6 @@ fn rate_window(t: &Term) -> Result<Arc<Limiter>, ArgError> {
         return args::fail(t, "a window of zero");
     }
     Ok(Arc::new(Limiter::new(max, window)))
-}
-
-/// `http://HOST:PORT` (port 80 if not given), no path: the authority.
-fn http_authority(t: &Term, url: &str) -> Result<String, ArgError> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return args::fail(t, format!("{url:?}: only http:// URLs"));
-    };
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') {
-        return args::fail(t, format!("{url:?}: expected http://HOST[:PORT]"));
-    }
-    let has_port = match authority.strip_prefix('[') {
-        Some(v6) => v6.contains("]:"),
-        None => authority.contains(':'),
-    };
-    Ok(if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    })
 }
 
 impl Filter {
@@ -355,7 +336,17 @@ impl Filter {
                 } else {
                     None
                 };
-                Filter::Tee(http_authority(t, &url)?, rewrite)
+                let endpoint = match Target::parse(&url) {
+                    Ok(Target::Http(endpoint)) => endpoint,
+                    Ok(_) => {
+                        return args::fail(
+                            t,
+                            format!("{url:?}: tee takes an http://, https:// or h2c:// URL"),
+                        );
+                    }
+                    Err(e) => return args::fail(t, e),
+                };
+                Filter::Tee(endpoint, rewrite)
             }
             "latency" => {
                 args::count(t, 1, 1)?;

@@ -5,6 +5,7 @@
 //! - `eskip`: the route language's lexer and parser (text to `eskip::Route`s);
 //! - `args`, `predicate`, `filter`, `route`: eskip routes compiled and checked (unknown
 //!   names are reported, not syntax errors);
+//! - `target`: backend URLs (`http://`, `https://`, `h2c://`, `knit://`);
 //! - `tree`, `table`: the path tree and the route table that matches requests;
 //! - `run`, `ratelimit`, `htpasswd`, `bodies`: the filters at work on a request, their
 //!   limiter and password files, and the bodies they wrap (compression, pacing, capture);
@@ -14,8 +15,8 @@
 //!   trust, and protocol switches (websockets over HTTP/1.1 and over HTTP/2); `forget`
 //!   drops what was kept for endpoints and routes the table no longer has;
 //! - `body`, `proxy`, `accesslog`, `metrics`, `tls`, `serve`: one request's way through
-//!   the routes, the access log, Prometheus figures, TLS, and the listener with reload and
-//!   graceful shutdown.
+//!   the routes, the access log, Prometheus figures, TLS (and `pem`, its files), and the
+//!   listener with reload and graceful shutdown.
 
 mod accesslog;
 mod args;
@@ -30,6 +31,7 @@ mod health;
 mod htpasswd;
 mod lb;
 mod metrics;
+mod pem;
 mod pool;
 pub mod predicate;
 mod proxy;
@@ -40,6 +42,7 @@ mod run;
 pub mod serve;
 mod shard;
 pub mod table;
+mod target;
 mod tls;
 mod tree;
 mod upgrade;

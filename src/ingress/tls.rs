@@ -4,34 +4,18 @@
 //! a changed pair that loads (and whose key fits the certificate) serves new handshakes,
 //! one that does not is logged and the current pair stays.
 
-use crate::error::{Error, Result};
+use super::pem::{self, in_file};
+use crate::error::Result;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio_rustls::TlsAcceptor;
 
-fn in_file(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::InFile {
-        at: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
 fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| in_file(cert, e))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| in_file(cert, e))?;
-    if certs.is_empty() {
-        return Err(in_file(cert, "no PEM certificate in the file"));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| in_file(key, e))?;
-    CertifiedKey::from_der(certs, key_der, provider)
+    CertifiedKey::from_der(pem::chain(cert)?, pem::key(key)?, provider)
         .map_err(|e| in_file(key, format!("the key does not fit the certificate: {e}")))
 }
 
@@ -98,15 +82,7 @@ fn client_verifier(
     optional: bool,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| in_file(ca, e))? {
-        roots
-            .add(c.map_err(|e| in_file(ca, e))?)
-            .map_err(|e| in_file(ca, e))?;
-    }
-    if roots.is_empty() {
-        return Err(in_file(ca, "no PEM certificate in the file"));
-    }
+    let roots = pem::roots(ca, true)?;
     let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
