@@ -58,10 +58,35 @@ impl Arg {
     }
 }
 
+/// A string as eskip writes it: in double quotes, with the escapes its lexer reads back
+/// (Rust's `{:?}` would write `\0` and `\u{..}`, which eskip reads as other text).
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\t' => f.write_str("\\t")?,
+                '\r' => f.write_str("\\r")?,
+                '\u{8}' => f.write_str("\\b")?,
+                '\u{c}' => f.write_str("\\f")?,
+                '\u{b}' => f.write_str("\\v")?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
 impl fmt::Display for Arg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Arg::String(s) => write!(f, "{s:?}"),
+            Arg::String(s) => write!(f, "{}", Quoted(s)),
             Arg::Number(n) => write!(f, "{n}"),
             Arg::Regexp(r) => write!(f, "/{}/", r.replace('/', "\\/")),
         }
@@ -116,7 +141,7 @@ pub enum Backend {
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Backend::Network { url } => write!(f, "{url:?}"),
+            Backend::Network { url } => write!(f, "{}", Quoted(url)),
             Backend::Shunt => write!(f, "<shunt>"),
             Backend::Loopback => write!(f, "<loopback>"),
             Backend::Dynamic => write!(f, "<dynamic>"),
@@ -129,7 +154,7 @@ impl fmt::Display for Backend {
                 if let Some(a) = algorithm {
                     write!(f, "{a}, ")?;
                 }
-                let eps: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+                let eps: Vec<String> = endpoints.iter().map(|e| Quoted(e).to_string()).collect();
                 write!(f, "{}>", eps.join(", "))
             }
         }

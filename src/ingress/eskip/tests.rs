@@ -207,6 +207,31 @@ fn documents() {
     let parsed = parse(text).unwrap();
     assert_eq!(parsed[0].to_string(), text);
     assert_eq!(parse(&parsed[0].to_string()).unwrap(), parsed);
+    // Strings with every escape, control characters and non-ASCII text come back as they
+    // were (not as Rust would escape them).
+    let odd = "q\"b\\n\nt\tr\rb\u{8}f\u{c}v\u{b}nul\u{0}esc\u{1b}zw\u{200b}é😀";
+    let r = Route {
+        id: "odd".into(),
+        predicates: vec![Term {
+            name: "Header".into(),
+            args: vec![Arg::String("X".into()), Arg::String(odd.into())],
+            line: 0,
+            col: 0,
+        }],
+        filters: vec![],
+        backend: Backend::Network {
+            url: format!("http://{odd}"),
+        },
+        line: 0,
+        col: 0,
+    };
+    let back = parse(&r.to_string()).unwrap();
+    assert_eq!(
+        back[0].predicates[0].args[1],
+        Arg::String(odd.into()),
+        "{r}"
+    );
+    assert_eq!(back[0].backend, r.backend);
 }
 
 #[test]
