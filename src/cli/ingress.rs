@@ -73,8 +73,9 @@ pub struct ServeArgs {
     /// route's backendTimeout("…") overrides it).
     #[arg(long, default_value_t = 60000)]
     pub response_header_timeout_ms: u64,
-    /// The longest pause in a backend's response body, ms; 0: no limit (a route's
-    /// idleTimeout("…") overrides it).
+    /// The longest pause in a backend's response body, and the longest silence both ways
+    /// on a switched (websocket) connection, ms; 0: no limit for bodies, an hour for
+    /// switched connections (a route's idleTimeout("…") overrides it).
     #[arg(long, default_value_t = 0)]
     pub idle_timeout_ms: u64,
     /// A client must send a request's head within this many ms, else its connection is

@@ -11,6 +11,9 @@ use std::collections::HashSet;
 impl Proxy {
     /// Forgets the state of endpoints and routes the current table no longer has.
     pub fn forget_unused(&self) {
+        // The table read under the resolver's lock is the newest: a reload swaps its table
+        // in under the same lock.
+        let _resolving = self.resolver.lock();
         let live = self.current();
         let mut endpoints = HashSet::new();
         let mut targets = HashSet::new();
@@ -31,7 +34,7 @@ impl Proxy {
             }
         }
         let routes: HashSet<&str> = live.table.routes.iter().map(|r| r.id.as_str()).collect();
-        self.resolver.retain(&targets);
+        self.resolver.retain_locked(&targets);
         self.up.health.retain(&endpoints);
         self.up.in_flight.retain(&endpoints);
         self.up.metrics.retain(&endpoints, &routes);

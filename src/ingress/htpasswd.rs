@@ -3,18 +3,18 @@
 //! go-http-auth) reads. Other hash forms (crypt, plain text) are refused when the file is
 //! read, so a route never silently fails every login.
 //!
-//! A bcrypt check costs milliseconds of CPU on purpose, so it never runs on a serving
-//! thread: it goes to the blocking pool, a few at a time, and credentials once found right
-//! are remembered (as a salted digest, not in clear) so a logged-in client pays it once. An
-//! unknown user is checked against a decoy hash of the file's form, so the answer takes as
-//! long as for a known user with a wrong password.
+//! A bcrypt or `$apr1$` check costs CPU on purpose, so it never runs on a serving thread:
+//! it goes to the blocking pool, a few at a time, and credentials once found right are
+//! remembered (as a salted digest, not in clear) so a logged-in client pays it once. An
+//! unknown user's password is checked against a real entry of the file (picked by the
+//! name), so the answer takes as long as for a user who exists.
 
 use base64::Engine;
 use md5::{Digest, Md5};
 use sha1::Sha1;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use tokio::sync::Semaphore;
 
 /// Right credentials remembered per file; past this many, the memory starts over (a
@@ -29,9 +29,8 @@ static CHECKS: LazyLock<Semaphore> =
 #[derive(Debug, Default)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
-    /// What an unknown user's password is checked against: a hash of the same form and
-    /// cost as the file's slowest (made on first need, off the serving thread).
-    decoy: OnceLock<String>,
+    /// The hashes, in one order: an unknown user is checked against one of them.
+    hashes: Vec<String>,
     /// Digests (keyed by `salt`) of credentials found right.
     known: Mutex<HashSet<[u8; 20]>>,
     salt: [u8; 16],
@@ -65,46 +64,45 @@ impl Htpasswd {
         }
         let mut salt = [0u8; 16];
         getrandom(&mut salt);
+        let mut hashes: Vec<String> = users.values().cloned().collect();
+        hashes.sort();
         Ok(Htpasswd {
             users,
+            hashes,
             salt,
             ..Htpasswd::default()
         })
     }
 
-    /// Whether `password` is `user`'s (the slow way: call off the serving thread).
-    pub fn verify(&self, user: &str, password: &str) -> bool {
-        match self.users.get(user) {
-            Some(hash) => matches(hash, password),
-            None => {
-                // Same work as for a known user, and never a match.
-                let _ = matches(self.decoy(), password);
-                false
-            }
+    /// The hash `user`'s password is checked against: theirs, or for an unknown user
+    /// (`false`) one of the file's, the same one for the same name each time.
+    fn hash_for(&self, user: &str) -> Option<(&str, bool)> {
+        if let Some(h) = self.users.get(user) {
+            return Some((h, true));
         }
+        let d = self.digest(user, "");
+        let pick = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        let n = self.hashes.len() as u64;
+        let i = usize::try_from(pick.checked_rem(n)?).ok()?;
+        Some((&self.hashes[i], false))
     }
 
-    /// The hash unknown users are checked against: bcrypt at the file's highest cost if
-    /// it has bcrypt hashes, else an `$apr1$` one (the slower of the other two forms).
-    fn decoy(&self) -> &str {
-        self.decoy.get_or_init(|| {
-            let cost = self
-                .users
-                .values()
-                .filter_map(|h| h.get(4..6).filter(|_| h.starts_with("$2"))?.parse().ok())
-                .max();
-            match cost.and_then(|c| bcrypt::hash("decoy", c).ok()) {
-                Some(h) => h,
-                None => apr1("decoy", "decoysal"),
-            }
-        })
+    /// Whether `password` is `user`'s (maybe slow: call it for bcrypt and `$apr1$` off the
+    /// serving thread).
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        match self.hash_for(user) {
+            // An unknown user: the same work as for a known one, and never a match.
+            Some((hash, known)) => matches(hash, password) && known,
+            None => false,
+        }
     }
 
     fn digest(&self, user: &str, password: &str) -> [u8; 20] {
         let mut d = Sha1::new();
         d.update(self.salt);
+        // The user's length first: no other (user, password) pair makes the same bytes.
+        d.update((user.len() as u64).to_le_bytes());
         d.update(user.as_bytes());
-        d.update([0u8]);
         d.update(password.as_bytes());
         d.finalize().into()
     }
@@ -121,12 +119,24 @@ impl Htpasswd {
         if remembered.unwrap_or(false) {
             return Some(user.to_string());
         }
-        let _permit = CHECKS.acquire().await.ok()?;
-        let me = self.clone();
-        let (u, p) = (user.to_string(), pw.to_string());
-        let right = tokio::task::spawn_blocking(move || me.verify(&u, &p))
+        let slow = self
+            .hash_for(user)
+            .is_some_and(|(h, _)| !h.starts_with("{SHA}"));
+        let right = if slow {
+            // The permit goes with the check: a client that leaves does not free it while
+            // the check still runs.
+            let permit = CHECKS.acquire().await.ok()?;
+            let me = self.clone();
+            let (u, p) = (user.to_string(), pw.to_string());
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                me.verify(&u, &p)
+            })
             .await
-            .unwrap_or(false);
+            .unwrap_or(false)
+        } else {
+            self.verify(user, pw)
+        };
         if !right {
             return None;
         }
@@ -299,16 +309,34 @@ mod tests {
         assert_eq!(h.check_header(Some(&b64("bc:pw4"))).await, None);
         assert_eq!(h.check_header(Some(&b64("nobody:pw3"))).await, None);
         assert_eq!(h.known.lock().unwrap().len(), 2, "wrong ones are not");
-        // The decoy for unknown users is bcrypt at the file's cost.
-        assert!(h.decoy().starts_with("$2b$04$"), "{}", h.decoy());
+        // An unknown user is checked against one of the file's hashes, always the same.
+        let (hash, known) = h.hash_for("nobody").unwrap();
+        assert!(!known && h.hashes.iter().any(|x| x == hash));
+        assert_eq!(h.hash_for("nobody"), Some((hash, false)));
+        // Names and passwords cannot trade bytes to match remembered credentials.
+        assert_ne!(h.digest("a", "x\0y"), h.digest("a\0x", "y"));
+        assert_eq!(Htpasswd::parse("").unwrap().hash_for("x"), None);
         assert_eq!(h.check_header(Some("Bearer x")).await, None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_remembered_login_skips_the_slow_check() {
+        let bc = bcrypt::hash("pw", 8).unwrap();
+        let h = Arc::new(Htpasswd::parse(&format!("bc:{bc}\n")).unwrap());
+        let header = "Basic YmM6cHc="; // bc:pw
+        let t = std::time::Instant::now();
+        assert_eq!(h.check_header(Some(header)).await.as_deref(), Some("bc"));
+        let first = t.elapsed();
+        let t = std::time::Instant::now();
+        assert_eq!(h.check_header(Some(header)).await.as_deref(), Some("bc"));
+        let again = t.elapsed();
+        assert!(again * 10 < first, "first {first:?}, again {again:?}");
     }
 
     #[test]
     fn an_unknown_user_costs_what_a_known_one_does() {
         let bc = bcrypt::hash("pw", 8).unwrap();
         let h = Htpasswd::parse(&format!("bc:{bc}\n")).unwrap();
-        let _ = h.decoy();
         let time = |u: &str| {
             let t = std::time::Instant::now();
             assert!(!h.verify(u, "wrong"));

@@ -154,6 +154,8 @@ impl Metrics {
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            // (A request on the table before, finishing later, may put a gone route back:
+            // the next pass takes it out again.)
             .retain(|k, _| k == "(none)" || routes.contains(k.as_str()));
     }
 

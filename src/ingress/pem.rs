@@ -30,8 +30,8 @@ pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| in_file(path, e))
 }
 
-/// The CAs in `path`. `strict`: every certificate must be usable (a CA file given for
-/// this purpose); otherwise those rustls cannot use are skipped (a system bundle).
+/// The CAs in `path`, at least one. `strict`: every certificate must be usable;
+/// otherwise those rustls cannot use are skipped (a bundle may hold some).
 pub fn roots(path: &Path, strict: bool) -> Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     for c in chain(path)? {
@@ -39,6 +39,9 @@ pub fn roots(path: &Path, strict: bool) -> Result<rustls::RootCertStore> {
             Err(e) if strict => return Err(in_file(path, e)),
             _ => {}
         }
+    }
+    if roots.is_empty() {
+        return Err(in_file(path, "no certificate in the file can be a CA"));
     }
     Ok(roots)
 }

@@ -47,11 +47,23 @@ impl Resolver {
     /// longer has). A store that cannot be read leaves the last answers in place (and
     /// says why).
     pub fn refresh<'a>(&self, targets: impl Iterator<Item = &'a Target>) -> bool {
+        let _one = self.lock();
+        self.refresh_locked(targets)
+    }
+
+    /// Holds off refreshes (and `retain`s) while the guard lives: a reload resolves its
+    /// new table's targets and swaps the table in under it, so a pruning pass cannot drop
+    /// those answers between the two.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.refreshing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `refresh`, with `lock` already held.
+    pub fn refresh_locked<'a>(&self, targets: impl Iterator<Item = &'a Target>) -> bool {
         let wanted: Vec<&Target> = targets.filter(|t| !matches!(t, Target::Http(_))).collect();
         if wanted.is_empty() {
             return false;
         }
-        let _one = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
         // A node where knit never ran has nothing to resolve (and opening would create a
         // store).
         if Store::is_blank(&self.state_dir) {
@@ -100,8 +112,9 @@ impl Resolver {
         changed
     }
 
-    /// Forgets the answers for targets not in `keep`.
-    pub fn retain(&self, keep: &HashSet<Target>) {
+    /// Forgets the answers for targets not in `keep` (with `lock` held, and `keep` read
+    /// from the current table under it).
+    pub fn retain_locked(&self, keep: &HashSet<Target>) {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         known.retain(|t, _| keep.contains(t));
     }

@@ -316,11 +316,15 @@ impl Worker {
 
     async fn serve(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Accepted>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        // This thread's idle backend connections are closed after a while unused.
-        tokio::spawn(async {
+        // This thread's idle backend connections are closed after a while unused, and its
+        // handle on the table follows reloads (an idle thread would otherwise keep a
+        // replaced table, however large, until its next request).
+        let proxy = self.proxy;
+        tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP_EVERY).await;
                 super::pool::sweep();
+                drop(proxy.current());
             }
         });
         while let Some((stream, peer)) = queue.recv().await {
@@ -427,11 +431,16 @@ async fn watch_routes(
         }
         match Table::load_merged(&now.file, &now.stored) {
             Ok(table) => {
-                let targets = knit_targets(&table);
-                let r = proxy.resolver.clone();
-                let _ = tokio::task::spawn_blocking(move || r.refresh(targets.iter())).await;
                 let n = table.routes.len();
-                proxy.swap(Live::new(table));
+                // Resolved and swapped in under one lock: a pruning pass sees the old table
+                // with the old answers or the new table with the new ones.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let targets = knit_targets(&table);
+                    let _resolving = proxy.resolver.lock();
+                    proxy.resolver.refresh_locked(targets.iter());
+                    proxy.swap(Live::new(table));
+                })
+                .await;
                 tracing::info!(file = ?path, stored = now.stored.len(), routes = n, "routes reloaded");
             }
             Err(e) => {
