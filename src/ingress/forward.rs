@@ -63,23 +63,36 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none: one look at the names they have, no lookups.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names marks the hop-by-hop ones present (most messages carry none,
+    // or only Connection: keep-alive); only those are looked up to be removed.
+    let mut present = 0u16;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    // Headers the Connection header names are hop-by-hop too (looked up by the token
+    // itself: no name is made for "keep-alive" or "close").
+    if present & 1 != 0 {
+        let mut values = h.get_all(header::CONNECTION).iter();
+        let one = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        for v in one.iter().chain(&more) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                if !token.is_empty() {
+                    h.remove(token);
+                }
+            }
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
 }
 
@@ -91,17 +104,49 @@ fn set(h: &mut HeaderMap, name: HeaderName, v: &str) {
 
 /// X-Forwarded-For grows by the peer; -Proto and -Host say what the client asked.
 pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, proto: &'static str) {
-    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", remote.ip()),
-        None => remote.ip().to_string(),
-    };
-    set(h, X_FORWARDED_FOR, &xff);
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    // What this client asked, never what it claims an earlier proxy saw.
-    h.remove(X_FORWARDED_HOST);
-    if !host.is_empty() {
-        set(h, X_FORWARDED_HOST, host);
+    match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let xff = format!("{prev}, {}", remote.ip());
+            set(h, X_FORWARDED_FOR, &xff);
+        }
+        None => {
+            h.insert(X_FORWARDED_FOR, peer_value(remote.ip()));
+        }
     }
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    // What this client asked, never what it claims an earlier proxy saw. The client's own
+    // Host value is reused when it is the one (no copy).
+    let own = h
+        .get(header::HOST)
+        .filter(|v| v.as_bytes() == host.as_bytes())
+        .cloned();
+    match own {
+        Some(v) => {
+            h.insert(X_FORWARDED_HOST, v);
+        }
+        None if !host.is_empty() => set(h, X_FORWARDED_HOST, host),
+        None => {
+            h.remove(X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// A peer's address as a header value; the last one is kept per thread (a connection's
+/// requests, and most of a busy thread's, come from one address).
+fn peer_value(ip: std::net::IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, v)) if *seen == ip => v.clone(),
+        _ => {
+            let v = HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            *last = Some((ip, v.clone()));
+            v
+        }
+    })
 }
 
 /// Which endpoint answered (in the response's extensions, for the access log).
@@ -237,6 +282,7 @@ pub async fn forward(
     };
     let (authority, proto) = proxy.pools.split(endpoint);
     let http2 = conn.http2();
+    let conn_quiet = conn.may_be_closing();
     let target = (out.path.as_str(), out.query.as_deref());
     let uri = match backend_uri(&parts.uri, target, http2, proto.scheme(), authority) {
         Ok(u) => u,
@@ -248,7 +294,7 @@ pub async fn forward(
         }
     };
     let breq = backend_request(&method, uri, http2, authority, headers, body);
-    let spare = retryable.then(|| bodiless_copy(&breq));
+    let spare = (retryable && conn_quiet).then(|| bodiless_copy(&breq));
     let _load = proxy.in_flight.start(endpoint);
     let sent = std::time::Instant::now();
     let call = proxy.pools.send(endpoint, connect, conn, breq, spare);
@@ -488,5 +534,47 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert_eq!(h["x-forwarded-proto"], "http");
+        // A first hop: the peer alone; the client's Host as it sent it.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        forwarding_headers(
+            &mut h,
+            "shop.example",
+            "[2001:db8::7]:1".parse().unwrap(),
+            "https",
+        );
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        forwarding_headers(&mut h, "", "10.0.0.8:1".parse().unwrap(), "https");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "close,x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "text/plain"),
+            ("x-kept", "3"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-kept"]);
+        // Nothing hop-by-hop: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 }

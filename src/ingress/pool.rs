@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -84,7 +84,14 @@ struct Idle {
     conn: http1::SendRequest<Body>,
     /// The sweep count when it was put back.
     since: u32,
+    /// When it was put back.
+    at: Instant,
 }
+
+/// A kept-alive connection unused this long may be closing under the next request (the
+/// backend's keep-alive timeout): requests that can go again keep a copy for it. One
+/// reused sooner is taken to be open (no copy on a busy connection).
+const MAY_BE_CLOSING: Duration = Duration::from_millis(100);
 
 thread_local! {
     static SWEEPS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
@@ -127,12 +134,14 @@ impl Pools {
             return Ok(Conn {
                 sender: Sender::H2(c),
                 pooled: true,
+                quiet: false,
             });
         }
-        if let Some(c) = idle(endpoint) {
+        if let Some((c, at)) = idle(endpoint) {
             return Ok(Conn {
                 sender: Sender::H1(c),
                 pooled: true,
+                quiet: at.elapsed() >= MAY_BE_CLOSING,
             });
         }
         self.open(endpoint, connect).await
@@ -198,6 +207,7 @@ impl Pools {
         Ok(Conn {
             sender,
             pooled: false,
+            quiet: false,
         })
     }
 
@@ -263,9 +273,17 @@ pub struct Conn {
     sender: Sender,
     /// Taken from the pool (it may have closed since), not opened for this request.
     pooled: bool,
+    /// An HTTP/1.1 connection unused for `MAY_BE_CLOSING` or more.
+    quiet: bool,
 }
 
 impl Conn {
+    /// Whether the backend may close this connection as the request goes out (so an
+    /// idempotent request should keep a spare copy for `Pools::send`).
+    pub fn may_be_closing(&self) -> bool {
+        self.quiet
+    }
+
     /// Whether the request must be in HTTP/2 form (an absolute URI).
     pub fn http2(&self) -> bool {
         matches!(self.sender, Sender::H2(_))
@@ -335,12 +353,12 @@ fn shared(endpoint: &str) -> Option<http2::SendRequest<Body>> {
 
 /// The most recently used idle HTTP/1.1 connection to `endpoint` that can take a
 /// request; closed and expired ones found on the way are dropped.
-fn idle(endpoint: &str) -> Option<http1::SendRequest<Body>> {
+fn idle(endpoint: &str) -> Option<(http1::SendRequest<Body>, Instant)> {
     IDLE.with_borrow_mut(|m| {
         let list = m.get_mut(endpoint)?;
         while let Some(i) = list.pop() {
             if i.conn.is_ready() {
-                return Some(i.conn);
+                return Some((i.conn, i.at));
             }
         }
         None
@@ -370,6 +388,7 @@ fn put_back(endpoint: String, mut conn: http1::SendRequest<Body>) {
         list.push(Idle {
             conn,
             since: SWEEPS.get(),
+            at: Instant::now(),
         });
     });
 }
