@@ -10,6 +10,10 @@
 # (user+system time of the proxy's processes during the run). The proxies take turns
 # ROUNDS times (default 3); the medians are the result.
 #
+# Then where each proxy's CPU goes: user and system microseconds per request, for the three
+# proxies, for knit answering by itself (`inlineContent`: hyper's server side and knit's
+# routing, no backend), and for the backend nginx answered directly.
+#
 # Then knit alone with 10, 10,000 and 100,000 routes (Path("/r/N") each): time to load
 # the table (`knit ingress check`), time until serving, resident memory, requests/s on
 # one of the routes.
@@ -86,6 +90,10 @@ backend b
   http-reuse always
   server s1 $BE:80
 EOF
+cat > "$S/px/inline.eskip" <<EOF
+all: * -> inlineContent("hello\\n") -> <shunt>;
+EOF
+ip netns exec $P-node "$K" --state-dir "$S/state" ingress serve --listen $GW:8004 --routes "$S/px/inline.eskip" >/dev/null 2>&1 & IP=$!; PIDS+=($IP)
 ip netns exec $P-node "$K" --state-dir "$S/state" ingress serve --listen $GW:8001 --routes "$S/px/routes.eskip" >/dev/null 2>&1 & KP=$!; PIDS+=($KP)
 ip netns exec $P-node nginx -c "$S/px/nginx.conf" & NP=$!; PIDS+=($NP)
 ip netns exec $P-node haproxy -f "$S/px/haproxy.cfg" >/dev/null 2>&1 & HP=$!; PIDS+=($HP)
@@ -97,7 +105,7 @@ wait_port() { # port
     done
     echo "nothing listens on $GW:$1" >&2; return 1
 }
-for p in 8001 8002 8003; do wait_port $p; done
+for p in 8001 8002 8003 8004; do wait_port $p; done
 
 # CPU ticks (user+system) of a process and its children.
 ticks() {
@@ -109,6 +117,15 @@ ticks() {
     echo $total
 }
 HZ=$(getconf CLK_TCK)
+# "USER SYSTEM" CPU ticks of a process and its children.
+split_ticks() {
+    local u=0 s=0
+    for p in $1 $(pgrep -P "$1" || true); do
+        read -r -a f < /proc/$p/stat
+        u=$((u + f[13])); s=$((s + f[14]))
+    done
+    echo "$u $s"
+}
 run_wrk() { # port path -> "rps p50 p99"
     ip netns exec $P-cl wrk -t2 -c64 -d"${DUR}s" --latency "http://$GW:$1$2" 2>/dev/null |
         awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
@@ -170,7 +187,24 @@ for n, (rps, p50, p99, eff) in med.items():
     print(f"{n.replace('_', ' '):<21} {rps:12.0f} {p50:>10} {p99:>10} {eff:16.0f} {ratio:>9}")
 PY
 [ -z "${KNIT_ONLY:-}" ] || exit 0
-kill $KP; wait $KP 2>/dev/null || true
+
+echo
+printf '%-28s %12s %10s %10s\n' "CPU per request" "requests/s" "user µs" "system µs"
+BEPID=$(pgrep -f "nginx -c $S/be/nginx.conf" | head -1)
+cpu_per_request() { # label host port pid
+    ip netns exec $P-cl wrk -t2 -c64 -d2s "http://$2:$3/" >/dev/null 2>&1 # warm-up
+    local a b rps
+    read -r -a a <<<"$(split_ticks "$4")"
+    rps=$(ip netns exec $P-cl wrk -t2 -c64 -d"${DUR}s" "http://$2:$3/" 2>/dev/null | awk '/Requests\/sec/ {print $2}')
+    read -r -a b <<<"$(split_ticks "$4")"
+    python3 -c "n = $rps * $DUR; print('%-28s %12.0f %10.1f %10.1f' % ('$1', $rps, ($((b[0] - a[0])) / $HZ) / n * 1e6, ($((b[1] - a[1])) / $HZ) / n * 1e6))"
+}
+cpu_per_request "knit ingress (proxy)" $GW 8001 $KP
+cpu_per_request "nginx (proxy)" $GW 8002 $NP
+cpu_per_request "haproxy (proxy)" $GW 8003 $HP
+cpu_per_request "knit ingress (inlineContent)" $GW 8004 $IP
+cpu_per_request "nginx (the backend, direct)" $BE 80 $BEPID
+kill $KP $IP; wait $KP $IP 2>/dev/null || true
 
 echo
 printf '%-8s %12s %14s %10s %12s\n' routes "load (check)" "until serving" "RSS MiB" "requests/s"
