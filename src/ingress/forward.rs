@@ -12,7 +12,7 @@ use super::metrics::Metrics;
 use super::pool::{ConnectError, Pools, SendError};
 use super::predicate::X_FORWARDED_FOR;
 use super::run::Outgoing;
-use super::upgrade::{Upgrade, splice};
+use super::upgrade::{Switch, Upgrade, splice};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -217,6 +217,9 @@ fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
+    if let Some(p) = req.extensions().get::<hyper::ext::Protocol>() {
+        copy.extensions_mut().insert(p.clone());
+    }
     copy
 }
 
@@ -238,12 +241,6 @@ pub async fn forward(
 ) -> Response<Body> {
     strip_hop_by_hop(&mut headers);
     forwarding_headers(&mut headers, host, remote, out.proto);
-    if let Some(u) = &upgrade {
-        u.switch.ask(&mut headers);
-    }
-    let method = upgrade
-        .as_ref()
-        .map_or_else(|| parts.method.clone(), |u| u.switch.method(&parts.method));
     let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
     let usable = proxy.health.usable(endpoints);
     let first = balancer.pick(&usable, key, &proxy.in_flight);
@@ -293,7 +290,18 @@ pub async fn forward(
             );
         }
     };
-    let breq = backend_request(&method, uri, http2, authority, headers, body);
+    // A protocol switch is asked for in the backend's terms (it is known only now).
+    if let Some(u) = &upgrade {
+        u.switch.ask(&mut headers, http2);
+    }
+    let method = upgrade.as_ref().map_or_else(
+        || parts.method.clone(),
+        |u| u.switch.method(&parts.method, http2),
+    );
+    let mut breq = backend_request(&method, uri, http2, authority, headers, body);
+    if http2 && let Some(p) = upgrade.as_ref().and_then(|u| u.switch.request_extension()) {
+        breq.extensions_mut().insert(p);
+    }
     let spare = (retryable && conn_quiet).then(|| bodiless_copy(&breq));
     let _load = proxy.in_flight.start(endpoint);
     let sent = std::time::Instant::now();
@@ -330,10 +338,13 @@ pub async fn forward(
     proxy
         .metrics
         .observe_backend(endpoint, resp.status().as_u16(), sent.elapsed());
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let switching = match &upgrade {
+        Some(_) => Switch::switched(resp.status(), http2),
+        None => resp.status() == StatusCode::SWITCHING_PROTOCOLS,
+    };
     let switched = match upgrade.take() {
         Some(Upgrade { switch, client }) if switching => {
-            if !switch.accepted(resp.headers()) {
+            if !switch.accepted(resp.headers(), http2) {
                 proxy.metrics.backend_error(endpoint);
                 tracing::warn!(
                     endpoint,

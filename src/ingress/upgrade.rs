@@ -1,8 +1,10 @@
 //! Protocol switches through the proxy: a client's `Connection: upgrade` (a websocket over
 //! HTTP/1.1), or an HTTP/2 extended CONNECT (RFC 8441, a websocket over one HTTP/2
-//! stream). Backends are asked in HTTP/1.1 terms either way; for an HTTP/2 client the
+//! stream). HTTP/1.1 backends are asked with an HTTP/1.1 handshake: for an HTTP/2 client the
 //! proxy makes the handshake's key, checks the backend's answer to it, and answers the
-//! client with 200 instead of 101. Once both sides switched, bytes are copied both ways.
+//! client with 200 instead of 101. HTTP/2 backends (h2c, or TLS with ALPN h2) are asked
+//! with an extended CONNECT: an HTTP/1.1 client's key is answered by the proxy. Once both
+//! sides switched, bytes are copied both ways.
 
 use super::lb::random_u64;
 use base64::Engine;
@@ -34,8 +36,11 @@ pub struct Upgrade {
 pub struct Switch {
     /// The Upgrade header, or the `:protocol` pseudo-header.
     protocol: HeaderValue,
-    /// For an HTTP/2 client (RFC 8441): the key the proxy sends the backend.
+    /// For an HTTP/2 client (RFC 8441): the key the proxy sends an HTTP/1.1 backend.
     h2_key: Option<String>,
+    /// For an HTTP/1.1 client: its Sec-WebSocket-Key, which the proxy answers itself when
+    /// the backend speaks HTTP/2 (an extended CONNECT carries no key).
+    client_key: Option<HeaderValue>,
 }
 
 impl Upgrade {
@@ -52,6 +57,7 @@ impl Upgrade {
                 switch: Switch {
                     protocol,
                     h2_key: Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+                    client_key: None,
                 },
                 client,
             });
@@ -72,6 +78,7 @@ impl Upgrade {
             switch: Switch {
                 protocol,
                 h2_key: None,
+                client_key: parts.headers.get(SEC_WEBSOCKET_KEY).cloned(),
             },
             client,
         })
@@ -79,18 +86,29 @@ impl Upgrade {
 }
 
 impl Switch {
-    /// The method the backend gets: an extended CONNECT becomes the GET of an HTTP/1.1
-    /// handshake.
-    pub fn method(&self, asked: &Method) -> Method {
-        if self.h2_key.is_some() {
+    /// The method the backend gets: an HTTP/2 backend gets an extended CONNECT (RFC
+    /// 8441), an HTTP/1.1 one the GET of a handshake.
+    pub fn method(&self, asked: &Method, h2_backend: bool) -> Method {
+        if h2_backend {
+            Method::CONNECT
+        } else if self.h2_key.is_some() {
             Method::GET
         } else {
             asked.clone()
         }
     }
 
-    /// The handshake headers for the backend.
-    pub fn ask(&self, h: &mut HeaderMap) {
+    /// The handshake headers for the backend (for an HTTP/2 backend, `request_extension`
+    /// carries the protocol; it takes no key).
+    pub fn ask(&self, h: &mut HeaderMap, h2_backend: bool) {
+        if h2_backend {
+            h.remove(SEC_WEBSOCKET_KEY);
+            if self.is_websocket() {
+                h.entry(SEC_WEBSOCKET_VERSION)
+                    .or_insert(HeaderValue::from_static("13"));
+            }
+            return;
+        }
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, self.protocol.clone());
         if let Some(key) = &self.h2_key
@@ -102,28 +120,55 @@ impl Switch {
         }
     }
 
+    /// The `:protocol` of the extended CONNECT to an HTTP/2 backend.
+    pub fn request_extension(&self) -> Option<hyper::ext::Protocol> {
+        self.protocol.to_str().ok().map(hyper::ext::Protocol::from)
+    }
+
+    fn is_websocket(&self) -> bool {
+        self.protocol.as_bytes().eq_ignore_ascii_case(b"websocket")
+    }
+
+    /// Whether the backend switched: 101 from HTTP/1.1, 200 to an extended CONNECT.
+    pub fn switched(status: StatusCode, h2_backend: bool) -> bool {
+        if h2_backend {
+            status == StatusCode::OK
+        } else {
+            status == StatusCode::SWITCHING_PROTOCOLS
+        }
+    }
+
     /// Whether the backend's 101 answers this handshake (for an HTTP/2 client, whose
     /// key the proxy made, its Sec-WebSocket-Accept must fit the key).
-    pub fn accepted(&self, backend: &HeaderMap) -> bool {
+    pub fn accepted(&self, backend: &HeaderMap, h2_backend: bool) -> bool {
         let Some(key) = &self.h2_key else {
             return true;
         };
-        if !self.protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        if h2_backend || !self.is_websocket() {
             return true;
         }
         backend.get(SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) == Some(accept_for(key).as_bytes())
     }
 
     /// The client's answer once the backend switched: 101 with the upgrade headers for an
-    /// HTTP/1.1 client, 200 without them for an HTTP/2 one.
+    /// HTTP/1.1 client (and the answer to its key when an HTTP/2 backend took none), 200
+    /// without them for an HTTP/2 one.
     pub fn answer(&self, status: &mut StatusCode, h: &mut HeaderMap) {
         if self.h2_key.is_some() {
             *status = StatusCode::OK;
             h.remove(SEC_WEBSOCKET_ACCEPT);
             return;
         }
+        *status = StatusCode::SWITCHING_PROTOCOLS;
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, self.protocol.clone());
+        if self.is_websocket()
+            && !h.contains_key(SEC_WEBSOCKET_ACCEPT)
+            && let Some(key) = self.client_key.as_ref().and_then(|k| k.to_str().ok())
+            && let Ok(v) = HeaderValue::from_str(&accept_for(key))
+        {
+            h.insert(SEC_WEBSOCKET_ACCEPT, v);
+        }
     }
 }
 

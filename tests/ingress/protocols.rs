@@ -29,7 +29,7 @@ pub fn enter(ns: &str) {
 }
 
 /// A header's value in a raw head (names compared without case).
-fn header_of(head: &str, name: &str) -> Option<String> {
+pub fn header_of(head: &str, name: &str) -> Option<String> {
     head.lines()
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
@@ -49,7 +49,7 @@ pub fn read_head(s: &mut TcpStream) -> String {
 }
 
 /// One websocket frame: (opcode, payload), unmasked.
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).ok()?;
     let mut len = u64::from(h[1] & 0x7f);
@@ -79,7 +79,7 @@ fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((h[0] & 0x0f, payload))
 }
 
-fn write_frame(s: &mut TcpStream, opcode: u8, payload: &[u8], masked: bool) {
+pub fn write_frame(s: &mut TcpStream, opcode: u8, payload: &[u8], masked: bool) {
     let mut f = vec![0x80 | opcode];
     let bit = if masked { 0x80 } else { 0 };
     match payload.len() {
