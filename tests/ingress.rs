@@ -424,6 +424,36 @@ fn reloads_under_load_without_a_failed_request_and_refuses_bad_files() {
 }
 
 #[test]
+fn serves_with_as_many_threads_as_asked() {
+    let w = World::new();
+    let g = ingress_with(
+        &w,
+        "ok: * -> inlineContent(\"ok\") -> <shunt>;",
+        &["--threads", "3"],
+    );
+    let serving = || {
+        std::fs::read_dir(format!("/proc/{}/task", g.child.id()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("knit-serve-"))
+            .count()
+    };
+    // (The threads start right after the listener is bound and announced.)
+    eventually_within("three serving threads", Duration::from_secs(3), || {
+        serving() >= 3
+    });
+    assert_eq!(serving(), 3);
+    assert_eq!(get(&w, "/", &[]).body, "ok");
+    let o = w
+        .cmd(&["ingress", "serve", "--listen", LISTEN, "--threads", "5000"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--threads") && err.contains("5000"), "{err}");
+}
+
+#[test]
 fn refuses_a_bad_routes_file_at_start() {
     let w = World::new();
     let routes = routes_file(

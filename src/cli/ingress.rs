@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Request heads larger than this many bytes are refused with 431 (at least 8192).
     #[arg(long, default_value_t = 65536)]
     pub max_header_bytes: usize,
+    /// Serving threads (as nginx's worker_processes, HAProxy's nbthread); 0: one per
+    /// core.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: u16,
     /// Passive health: an endpoint failing this many times in a row leaves the rotation
     /// (0: never).
     #[arg(long, default_value_t = 3)]
@@ -149,6 +153,7 @@ fn serve_config(a: ServeArgs, state_dir: &Path) -> crate::ingress::serve::Config
         idle_timeout: (a.idle_timeout_ms > 0).then(|| ms(a.idle_timeout_ms)),
         header_read_timeout: ms(a.header_read_timeout_ms.max(1)),
         max_header_bytes: a.max_header_bytes.max(8192),
+        threads: usize::from(a.threads),
         eject_after: a.eject_after,
         eject_for: ms(a.eject_ms),
         backend_http2: a.backend_http2,

@@ -38,6 +38,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// A request head larger than this is refused with 431 (at least 8 KiB).
     pub max_header_bytes: usize,
+    /// Serving threads; 0: one per core.
+    pub threads: usize,
     /// Passive health: this many failures in a row take an endpoint out (0: never) ...
     pub eject_after: u32,
     /// ... for this long.
@@ -168,7 +170,10 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     // gets as many (SO_REUSEPORT listeners per thread leave the spread to a hash of the
     // addresses: uneven for a few dozen keep-alive connections, and the busier thread
     // sets the tail latency).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match cfg.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let listener = tokio::net::TcpListener::from_std(bound_listener(cfg.listen)?)
         .map_err(|e| Error::io(format!("listening on {}", cfg.listen), e))?;
     let local = listener
@@ -228,7 +233,7 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
     // connection and its answer stay on one thread.
     let mut workers = vec![];
     let mut queues = vec![];
-    for _ in 0..threads {
+    for n in 0..threads {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Worker {
             proxy,
@@ -236,7 +241,11 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
             acceptor: acceptor.clone(),
             handshake: cfg.header_read_timeout,
         };
-        workers.push(std::thread::spawn(move || w.run(rx)));
+        let worker = std::thread::Builder::new()
+            .name(format!("knit-serve-{n}"))
+            .spawn(move || w.run(rx))
+            .map_err(|e| Error::io("starting a serving thread", e))?;
+        workers.push(worker);
         queues.push(tx);
     }
     let mut turn = 0usize;
