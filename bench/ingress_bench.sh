@@ -59,7 +59,7 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 80 reuseport; location / { return 200 "hello\n"; } } }
 EOF
-ip netns exec $P-be nginx -c "$S/be/nginx.conf" & PIDS+=($!)
+ip netns exec $P-be nginx -c "$S/be/nginx.conf" & BP=$!; PIDS+=($BP)
 
 # The proxies.
 cat > "$S/px/routes.eskip" <<EOF
@@ -190,7 +190,6 @@ PY
 
 echo
 printf '%-28s %12s %10s %10s\n' "CPU per request" "requests/s" "user µs" "system µs"
-BEPID=$(pgrep -f "nginx -c $S/be/nginx.conf" | head -1)
 cpu_per_request() { # label host port pid
     ip netns exec $P-cl wrk -t2 -c64 -d2s "http://$2:$3/" >/dev/null 2>&1 # warm-up
     local a b rps
@@ -203,7 +202,7 @@ cpu_per_request "knit ingress (proxy)" $GW 8001 $KP
 cpu_per_request "nginx (proxy)" $GW 8002 $NP
 cpu_per_request "haproxy (proxy)" $GW 8003 $HP
 cpu_per_request "knit ingress (inlineContent)" $GW 8004 $IP
-cpu_per_request "nginx (the backend, direct)" $BE 80 $BEPID
+cpu_per_request "nginx (the backend, direct)" $BE 80 $BP
 kill $KP $IP; wait $KP $IP 2>/dev/null || true
 
 echo

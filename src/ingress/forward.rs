@@ -118,7 +118,7 @@ pub fn forwarding_headers(h: &mut HeaderMap, host: &str, remote: SocketAddr, pro
     // Host value is reused when it is the one (no copy).
     let own = h
         .get(header::HOST)
-        .filter(|v| v.as_bytes() == host.as_bytes())
+        .filter(|v| !host.is_empty() && v.as_bytes() == host.as_bytes())
         .cloned();
     match own {
         Some(v) => {
@@ -217,9 +217,6 @@ fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    if let Some(p) = req.extensions().get::<hyper::ext::Protocol>() {
-        copy.extensions_mut().insert(p.clone());
-    }
     copy
 }
 
@@ -290,7 +287,23 @@ pub async fn forward(
             );
         }
     };
-    // A protocol switch is asked for in the backend's terms (it is known only now).
+    // A protocol switch is asked for in the backend's terms (it is known only now). An
+    // HTTP/2 backend that does not take extended CONNECT cannot switch: that is no failure
+    // of the backend (it serves other requests), so its health is not touched, here or
+    // when it resets the stream of one.
+    let h2_switch = upgrade.is_some() && http2;
+    if h2_switch && conn.refuses_extended_connect() {
+        tracing::warn!(
+            endpoint,
+            "an HTTP/2 backend without extended CONNECT: no protocol switch"
+        );
+        return plain(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "backend {endpoint} takes no protocol switch over HTTP/2 (no extended CONNECT)"
+            ),
+        );
+    }
     if let Some(u) = &upgrade {
         u.switch.ask(&mut headers, http2);
     }
@@ -314,7 +327,9 @@ pub async fn forward(
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             proxy.metrics.backend_error(endpoint);
-            proxy.health.failure(endpoint);
+            if !(h2_switch && matches!(e, SendError::Exchange(_))) {
+                proxy.health.failure(endpoint);
+            }
             tracing::warn!(endpoint, error = %e, "backend request failed");
             return match e {
                 SendError::Connect(c) => connect_failed(endpoint, &c),
@@ -379,7 +394,7 @@ pub async fn forward(
     let (mut p, b) = resp.into_parts();
     strip_hop_by_hop(&mut p.headers);
     if let Some(switch) = &switched {
-        switch.answer(&mut p.status, &mut p.headers);
+        switch.answer(&mut p.status, &mut p.headers, http2);
     }
     // The client's protocol, not the backend's (an HTTP/1.0 backend must not make the
     // answer to an HTTP/1.1 client a 1.0 one).
@@ -524,68 +539,5 @@ impl hyper::body::Body for IdleBody {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarding_headers_say_what_this_client_asked() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        h.insert(
-            "x-forwarded-host",
-            HeaderValue::from_static("admin.internal"),
-        );
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        forwarding_headers(
-            &mut h,
-            "shop.example",
-            "10.0.0.7:5555".parse().unwrap(),
-            "http",
-        );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        // A first hop: the peer alone; the client's Host as it sent it.
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
-        forwarding_headers(
-            &mut h,
-            "shop.example",
-            "[2001:db8::7]:1".parse().unwrap(),
-            "https",
-        );
-        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        forwarding_headers(&mut h, "", "10.0.0.8:1".parse().unwrap(), "https");
-        assert!(!h.contains_key("x-forwarded-host"));
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
-        let mut h = HeaderMap::new();
-        for (n, v) in [
-            ("connection", "keep-alive, X-Secret"),
-            ("connection", "close,x-other"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret", "1"),
-            ("x-other", "2"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("proxy-connection", "keep-alive"),
-            ("content-type", "text/plain"),
-            ("x-kept", "3"),
-        ] {
-            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
-        }
-        strip_hop_by_hop(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        left.sort();
-        assert_eq!(left, ["content-type", "x-kept"]);
-        // Nothing hop-by-hop: nothing changes.
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-    }
-}
+#[path = "forward_tests.rs"]
+mod tests;

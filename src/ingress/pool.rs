@@ -17,9 +17,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -84,19 +87,12 @@ struct Idle {
     conn: http1::SendRequest<Body>,
     /// The sweep count when it was put back.
     since: u32,
-    /// When it was put back.
-    at: Instant,
 }
-
-/// A kept-alive connection unused this long may be closing under the next request (the
-/// backend's keep-alive timeout): requests that can go again keep a copy for it. One
-/// reused sooner is taken to be open (no copy on a busy connection).
-const MAY_BE_CLOSING: Duration = Duration::from_millis(100);
 
 thread_local! {
     static SWEEPS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     static IDLE: RefCell<HashMap<String, Vec<Idle>>> = RefCell::new(HashMap::new());
-    static SHARED: RefCell<HashMap<String, http2::SendRequest<Body>>> =
+    static SHARED: RefCell<HashMap<String, H2Conn>> =
         RefCell::new(HashMap::new());
 }
 
@@ -134,14 +130,12 @@ impl Pools {
             return Ok(Conn {
                 sender: Sender::H2(c),
                 pooled: true,
-                quiet: false,
             });
         }
-        if let Some((c, at)) = idle(endpoint) {
+        if let Some(c) = idle(endpoint) {
             return Ok(Conn {
                 sender: Sender::H1(c),
                 pooled: true,
-                quiet: at.elapsed() >= MAY_BE_CLOSING,
             });
         }
         self.open(endpoint, connect).await
@@ -207,7 +201,6 @@ impl Pools {
         Ok(Conn {
             sender,
             pooled: false,
-            quiet: false,
         })
     }
 
@@ -265,7 +258,7 @@ pub fn sweep() {
         }
         m.retain(|_, list| !list.is_empty());
     });
-    SHARED.with_borrow_mut(|m| m.retain(|_, c| !c.is_closed()));
+    SHARED.with_borrow_mut(|m| m.retain(|_, c| !c.send.is_closed()));
 }
 
 /// A connection a request can go out on.
@@ -273,15 +266,24 @@ pub struct Conn {
     sender: Sender,
     /// Taken from the pool (it may have closed since), not opened for this request.
     pooled: bool,
-    /// An HTTP/1.1 connection unused for `MAY_BE_CLOSING` or more.
-    quiet: bool,
 }
 
 impl Conn {
-    /// Whether the backend may close this connection as the request goes out (so an
-    /// idempotent request should keep a spare copy for `Pools::send`).
+    /// Whether the backend may close this connection as the request goes out: a kept
+    /// HTTP/1.1 one (its keep-alive timeout, a graceful restart), so an idempotent request
+    /// should keep a spare copy for `Pools::send`.
     pub fn may_be_closing(&self) -> bool {
-        self.quiet
+        self.pooled && matches!(self.sender, Sender::H1(_))
+    }
+
+    /// Whether an HTTP/2 backend is known not to take extended CONNECT (RFC 8441): its
+    /// SETTINGS said so. (A new connection may not have read them yet: a request goes,
+    /// and a backend without it resets the stream.)
+    pub fn refuses_extended_connect(&self) -> bool {
+        match &self.sender {
+            Sender::H2(c) => self.pooled && !c.extended_connect.load(Ordering::Relaxed),
+            Sender::H1(_) => false,
+        }
     }
 
     /// Whether the request must be in HTTP/2 form (an absolute URI).
@@ -292,14 +294,14 @@ impl Conn {
 
 enum Sender {
     H1(http1::SendRequest<Body>),
-    H2(http2::SendRequest<Body>),
+    H2(H2Conn),
 }
 
 impl Sender {
     async fn send(self, endpoint: &str, req: Request<Body>) -> Result<Response<Body>, Retry> {
         match self {
             Sender::H1(c) => send_h1(endpoint, c, req).await,
-            Sender::H2(c) => send_h2(c, req).await,
+            Sender::H2(c) => send_h2(c.send, req).await,
         }
     }
 }
@@ -331,18 +333,42 @@ where
         .handshake(io)
         .await
         .map_err(|e| ConnectError::Failed(e.into()))?;
+    // The connection knows what the backend's SETTINGS said; its task copies whether they
+    // allow extended CONNECT out to the senders after each turn.
+    let extended_connect = Arc::new(AtomicBool::new(false));
+    let said = extended_connect.clone();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let mut conn = std::pin::pin!(conn);
+        let ended = std::future::poll_fn(|cx| {
+            let turn = conn.as_mut().poll(cx);
+            said.store(
+                conn.is_extended_connect_protocol_enabled(),
+                Ordering::Relaxed,
+            );
+            turn
+        })
+        .await;
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "backend connection ended");
         }
     });
-    Ok(Sender::H2(send))
+    Ok(Sender::H2(H2Conn {
+        send,
+        extended_connect,
+    }))
+}
+
+/// An HTTP/2 connection's sender, and whether the backend takes extended CONNECT.
+#[derive(Clone)]
+struct H2Conn {
+    send: http2::SendRequest<Body>,
+    extended_connect: Arc<AtomicBool>,
 }
 
 /// This thread's HTTP/2 connection to `endpoint`, if it is still open.
-fn shared(endpoint: &str) -> Option<http2::SendRequest<Body>> {
+fn shared(endpoint: &str) -> Option<H2Conn> {
     SHARED.with_borrow_mut(|m| match m.get(endpoint) {
-        Some(c) if !c.is_closed() => Some(c.clone()),
+        Some(c) if !c.send.is_closed() => Some(c.clone()),
         Some(_) => {
             m.remove(endpoint);
             None
@@ -353,12 +379,12 @@ fn shared(endpoint: &str) -> Option<http2::SendRequest<Body>> {
 
 /// The most recently used idle HTTP/1.1 connection to `endpoint` that can take a
 /// request; closed and expired ones found on the way are dropped.
-fn idle(endpoint: &str) -> Option<(http1::SendRequest<Body>, Instant)> {
+fn idle(endpoint: &str) -> Option<http1::SendRequest<Body>> {
     IDLE.with_borrow_mut(|m| {
         let list = m.get_mut(endpoint)?;
         while let Some(i) = list.pop() {
             if i.conn.is_ready() {
-                return Some((i.conn, i.at));
+                return Some(i.conn);
             }
         }
         None
@@ -388,7 +414,6 @@ fn put_back(endpoint: String, mut conn: http1::SendRequest<Body>) {
         list.push(Idle {
             conn,
             since: SWEEPS.get(),
-            at: Instant::now(),
         });
     });
 }

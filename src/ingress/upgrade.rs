@@ -122,6 +122,11 @@ impl Switch {
 
     /// The `:protocol` of the extended CONNECT to an HTTP/2 backend.
     pub fn request_extension(&self) -> Option<hyper::ext::Protocol> {
+        // `:protocol` is compared as written (RFC 8441 uses the registry's "websocket"),
+        // while an HTTP/1.1 Upgrade token is case-insensitive (RFC 6455 4.1).
+        if self.is_websocket() {
+            return Some(hyper::ext::Protocol::from_static("websocket"));
+        }
         self.protocol.to_str().ok().map(hyper::ext::Protocol::from)
     }
 
@@ -153,7 +158,7 @@ impl Switch {
     /// The client's answer once the backend switched: 101 with the upgrade headers for an
     /// HTTP/1.1 client (and the answer to its key when an HTTP/2 backend took none), 200
     /// without them for an HTTP/2 one.
-    pub fn answer(&self, status: &mut StatusCode, h: &mut HeaderMap) {
+    pub fn answer(&self, status: &mut StatusCode, h: &mut HeaderMap, h2_backend: bool) {
         if self.h2_key.is_some() {
             *status = StatusCode::OK;
             h.remove(SEC_WEBSOCKET_ACCEPT);
@@ -162,12 +167,15 @@ impl Switch {
         *status = StatusCode::SWITCHING_PROTOCOLS;
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, self.protocol.clone());
-        if self.is_websocket()
-            && !h.contains_key(SEC_WEBSOCKET_ACCEPT)
-            && let Some(key) = self.client_key.as_ref().and_then(|k| k.to_str().ok())
-            && let Ok(v) = HeaderValue::from_str(&accept_for(key))
-        {
-            h.insert(SEC_WEBSOCKET_ACCEPT, v);
+        // An HTTP/1.1 backend answered the key itself; for an HTTP/2 one, which never saw
+        // it, the proxy does.
+        if h2_backend && self.is_websocket() {
+            h.remove(SEC_WEBSOCKET_ACCEPT);
+            if let Some(key) = self.client_key.as_ref().and_then(|k| k.to_str().ok())
+                && let Ok(v) = HeaderValue::from_str(&accept_for(key))
+            {
+                h.insert(SEC_WEBSOCKET_ACCEPT, v);
+            }
         }
     }
 }

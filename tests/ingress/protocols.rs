@@ -232,7 +232,7 @@ fn websockets_pass_through_end_to_end() {
 
 /// An HTTP/2 (h2c, prior knowledge) server on a thread in `ns`: answers its name and the
 /// request's HTTP version. Runs until the test process ends.
-fn h2_backend(ns: &str, addr: &str, name: &'static str) {
+pub fn h2_backend(ns: &str, addr: &str, name: &'static str) {
     let (ns, addr) = (ns.to_string(), addr.parse::<SocketAddr>().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -6,7 +6,7 @@
 
 use super::common::*;
 use super::lab;
-use super::protocols::{enter, header_of, read_frame, read_head, write_frame, ws_echo};
+use super::protocols::{enter, h2_backend, header_of, read_frame, read_head, write_frame, ws_echo};
 use super::support::*;
 use std::io::Write;
 use std::time::Duration;
@@ -244,10 +244,12 @@ fn websockets_reach_http2_backends_by_extended_connect() {
     let w = &l.w;
     let ip = w.ip_of("n", &b0, 4);
     h2_ws_echo(l.ns("b0"), "0.0.0.0:8092");
+    h2_backend(l.ns("b0"), "0.0.0.0:8093", "plain");
     let _g = ingress(
         w,
         &format!(
-            "ws: Path(\"/ws\") -> setRequestHeader(\"X-Via\", \"knit\") -> \"h2c://{ip}:8092\";"
+            "ws: Path(\"/ws\") -> setRequestHeader(\"X-Via\", \"knit\") -> \"h2c://{ip}:8092\";\n\
+             plain: PathSubtree(\"/plain\") -> \"h2c://{ip}:8093\";"
         ),
     );
     // An HTTP/2 client: extended CONNECT through to the HTTP/2 backend.
@@ -270,8 +272,9 @@ fn websockets_reach_http2_backends_by_extended_connect() {
     let (head, echo) = in_ns(&w.node, || {
         let mut s = std::net::TcpStream::connect(LISTEN).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // (The Upgrade token is case-insensitive; `:protocol` is not.)
         s.write_all(
-            b"GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
         .unwrap();
         let head = read_head(&mut s);
@@ -286,4 +289,17 @@ fn websockets_reach_http2_backends_by_extended_connect() {
         Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
     );
     assert_eq!(echo, Some(b"echo: over h1".to_vec()));
+    // An HTTP/2 backend that does not take extended CONNECT: no switch (502), and no
+    // mark against it: more attempts than --eject-after leave it serving.
+    for _ in 0..4 {
+        let (status, _, _) = h2_websocket(w, "/plain/ws", vec![]);
+        assert_eq!(status, 502);
+    }
+    let r = get(w, "/plain/x", &[]);
+    assert_eq!(
+        (r.status, r.body.lines().next()),
+        (200, Some("plain")),
+        "{r:?}"
+    );
+    assert!(!metrics(w).contains("knit_ingress_endpoint_ejected{"));
 }
