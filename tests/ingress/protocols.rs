@@ -233,36 +233,17 @@ fn websockets_pass_through_end_to_end() {
 /// An HTTP/2 (h2c, prior knowledge) server on a thread in `ns`: answers its name and the
 /// request's HTTP version. Runs until the test process ends.
 pub fn h2_backend(ns: &str, addr: &str, name: &'static str) {
-    let (ns, addr) = (ns.to_string(), addr.parse::<SocketAddr>().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        enter(&ns);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-            tx.send(()).unwrap();
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<_>| async move {
-                        let body = format!("{name}\n{:?}\n", req.version());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(body)),
-                        ))
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-                });
-            }
+    tokio_server_in_ns(ns, addr, move |s| async move {
+        let svc = hyper::service::service_fn(move |req: http::Request<_>| async move {
+            let body = format!("{name}\n{:?}\n", req.version());
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(body),
+            )))
         });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+            .await;
     });
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
 }
 
 /// `n` concurrent GETs on one h2c connection to the ingress: (status, version, body).

@@ -345,3 +345,35 @@ where
             .block_on(f())
     })
 }
+
+/// A tokio server on a thread of its own in `ns`, listening on `addr`: `serve` gets each
+/// connection, on a task. Returns once it listens; runs until the test process ends.
+pub fn tokio_server_in_ns<F, Fut>(ns: &str, addr: &str, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (ns, addr) = (ns.to_string(), addr.parse::<SocketAddr>().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tx.send(()).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                tokio::spawn(serve(s));
+            }
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}

@@ -201,10 +201,6 @@ pub fn tls_backend(
     alpn: &[&[u8]],
     client_ca: Option<CertificateDer<'static>>,
 ) {
-    let (ns, addr) = (
-        ns.to_string(),
-        addr.parse::<std::net::SocketAddr>().unwrap(),
-    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
     let b = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -229,44 +225,24 @@ pub fn tls_backend(
         .unwrap();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET,) },
-            0
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-            tx.send(()).unwrap();
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(s) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
-                        let body = format!("tlsb\n{:?}\n", req.version());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(body)),
-                        ))
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
+    tokio_server_in_ns(ns, addr, move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(s) = acceptor.accept(s).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                let body = format!("tlsb\n{:?}\n", req.version());
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(body),
+                )))
+            });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
-                });
-            }
-        });
+        }
     });
-    rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
 }
 
 #[test]

@@ -169,73 +169,50 @@ async fn recv_masked<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)
 /// CONNECTs for "websocket" (RFC 8441; 400 to anything else), answers each text frame
 /// with "echo: " and the text, and tells the X-Via it saw as X-Saw-Via.
 fn h2_ws_echo(ns: &str, addr: &str) {
-    let (ns, addr) = (
-        ns.to_string(),
-        addr.parse::<std::net::SocketAddr>().unwrap(),
-    );
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        enter(&ns);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-            tx.send(()).unwrap();
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|mut req: http::Request<_>| async move {
-                        let websocket = req.method() == http::Method::CONNECT
-                            && req
-                                .extensions()
-                                .get::<hyper::ext::Protocol>()
-                                .is_some_and(|p| p.as_str() == "websocket")
-                            && req.headers().get("sec-websocket-key").is_none();
-                        let mut resp =
-                            http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
-                        if !websocket {
-                            *resp.status_mut() = http::StatusCode::BAD_REQUEST;
-                            return Ok::<_, std::convert::Infallible>(resp);
-                        }
-                        if let Some(v) = req.headers().get("x-via") {
-                            resp.headers_mut().insert("x-saw-via", v.clone());
-                        }
-                        let up = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let mut io = hyper_util::rt::TokioIo::new(up.await.unwrap());
-                            while let Some((op, text)) = recv_masked(&mut io).await {
-                                if op != 1 {
-                                    return;
-                                }
-                                let mut f = vec![0x81];
-                                let payload = [b"echo: ".as_slice(), &text].concat();
-                                if payload.len() < 126 {
-                                    f.push(payload.len() as u8);
-                                } else {
-                                    f.push(126);
-                                    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-                                }
-                                f.extend_from_slice(&payload);
-                                if io.write_all(&f).await.is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                        Ok(resp)
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .enable_connect_protocol()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-                });
+    tokio_server_in_ns(ns, addr, |s| async move {
+        let svc = hyper::service::service_fn(|mut req: http::Request<_>| async move {
+            let websocket = req.method() == http::Method::CONNECT
+                && req
+                    .extensions()
+                    .get::<hyper::ext::Protocol>()
+                    .is_some_and(|p| p.as_str() == "websocket")
+                && req.headers().get("sec-websocket-key").is_none();
+            let mut resp = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+            if !websocket {
+                *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+                return Ok::<_, std::convert::Infallible>(resp);
             }
+            if let Some(v) = req.headers().get("x-via") {
+                resp.headers_mut().insert("x-saw-via", v.clone());
+            }
+            let up = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = hyper_util::rt::TokioIo::new(up.await.unwrap());
+                while let Some((op, text)) = recv_masked(&mut io).await {
+                    if op != 1 {
+                        return;
+                    }
+                    let mut f = vec![0x81];
+                    let payload = [b"echo: ".as_slice(), &text].concat();
+                    if payload.len() < 126 {
+                        f.push(payload.len() as u8);
+                    } else {
+                        f.push(126);
+                        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                    }
+                    f.extend_from_slice(&payload);
+                    if io.write_all(&f).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(resp)
         });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .enable_connect_protocol()
+            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+            .await;
     });
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
 }
 
 #[test]
