@@ -357,6 +357,61 @@ fn load_balancing_over_a_thousand_requests() {
     assert_eq!(moved, c["p8082"]);
 }
 
+/// A counter's value in the metrics text (0 when absent).
+fn counter(m: &str, line_start: &str) -> f64 {
+    m.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn weighted_round_robin_follows_each_endpoints_recent_success() {
+    let mut l = Lab::new(World::new(), &["10.63.0.0/24"]);
+    let ns = l.attach("b0", &[]);
+    let _servers: Vec<Backend> = [8080u16, 8081]
+        .iter()
+        .map(|p| backend(&ns, &format!("0.0.0.0:{p}"), &format!("p{p}")))
+        .collect();
+    let w = &l.w;
+    let ip = w.ip_of("n", &ns, 4);
+    // Port 9: nothing listens (connects are refused). No ejection: only the weights keep
+    // requests off it.
+    let routes = format!(
+        r#"wrr: Path("/wrr") -> <weightedRoundRobin, "http://{ip}:8080", "http://{ip}:8081">;
+wdead: Path("/wdead") -> <weightedRoundRobin, "http://{ip}:8080", "http://{ip}:9">;
+rdead: Path("/rdead") -> <roundRobin, "http://{ip}:8081", "http://{ip}:9">;
+"#
+    );
+    let _g = ingress_with(w, &routes, &["--eject-after", "0"]);
+    // Equal weights: as round robin.
+    let even = counts(&tally(w, "/wrr", 1000, |_| vec![]));
+    assert_eq!(
+        even.values().copied().collect::<Vec<_>>(),
+        vec![500; 2],
+        "{even:?}"
+    );
+    // A failing endpoint's weight falls to nothing: it is hardly tried again (GETs that
+    // hit it go on to the other endpoint, so clients see 200s either way) ...
+    let errors = format!("knit_ingress_backend_errors_total{{endpoint=\"{ip}:9\"}} ");
+    let c = counts(&tally(w, "/wdead", 200, |_| vec![]));
+    assert_eq!(c.get("p8080"), Some(&200), "{c:?}");
+    let weighted = counter(&metrics(w), &errors);
+    assert!(
+        (1.0..=5.0).contains(&weighted),
+        "{weighted} tries on the dead endpoint"
+    );
+    // ... where round robin keeps sending it every other request.
+    let c = counts(&tally(w, "/rdead", 200, |_| vec![]));
+    assert_eq!(c.get("p8081"), Some(&200), "{c:?}");
+    let plain = counter(&metrics(w), &errors) - weighted;
+    assert!(
+        (90.0..=110.0).contains(&plain),
+        "{plain} tries by round robin"
+    );
+}
+
 #[test]
 fn reloads_under_load_without_a_failed_request_and_refuses_bad_files() {
     let (l, _servers, b0, _b1) = lab();

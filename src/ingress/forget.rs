@@ -37,6 +37,7 @@ impl Proxy {
         self.resolver.retain_locked(&targets);
         self.up.health.retain(&endpoints);
         self.up.in_flight.retain(&endpoints);
+        self.up.trips.retain(&endpoints);
         self.up.metrics.retain(&endpoints, &routes);
         // Last: a thread that looks a key up again finds the maps already pruned.
         super::shard::forget_cached();

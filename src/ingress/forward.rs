@@ -13,6 +13,7 @@ use super::pool::{ConnectError, Pools, SendError};
 use super::predicate::X_FORWARDED_FOR;
 use super::run::Outgoing;
 use super::upgrade::{Switch, Upgrade, splice};
+use super::weights::RoundTrips;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -41,6 +42,8 @@ pub struct Upstream {
     pub defaults: Defaults,
     pub health: Health,
     pub in_flight: InFlight,
+    /// Round trips per endpoint, for weightedRoundRobin.
+    pub trips: RoundTrips,
     pub metrics: Metrics,
     /// Name the answering endpoint in each response's extensions (the access log's).
     pub tag_endpoints: bool,
@@ -240,7 +243,13 @@ pub async fn forward(
     forwarding_headers(&mut headers, host, remote, out.proto);
     let retryable = idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
     let usable = proxy.health.usable(endpoints);
-    let first = balancer.pick(&usable, key, &proxy.in_flight);
+    let first = balancer.pick(&usable, key, &proxy.in_flight, &proxy.trips);
+    // weightedRoundRobin's weights: how each round trip went.
+    let trip = |endpoint: &str, ok: bool| {
+        if balancer.weighs() {
+            proxy.trips.record(endpoint, ok);
+        }
+    };
     let attempts = if retryable {
         usable.len().min(MAX_ATTEMPTS)
     } else {
@@ -262,6 +271,7 @@ pub async fn forward(
             Err(e) => {
                 proxy.metrics.backend_error(endpoint);
                 proxy.health.failure(endpoint);
+                trip(endpoint, false);
                 tracing::warn!(endpoint, error = %e, "backend connect failed");
                 if n + 1 < attempts {
                     proxy.metrics.retry();
@@ -329,6 +339,7 @@ pub async fn forward(
             proxy.metrics.backend_error(endpoint);
             if !(h2_switch && matches!(e, SendError::Exchange(_))) {
                 proxy.health.failure(endpoint);
+                trip(endpoint, false);
             }
             tracing::warn!(endpoint, error = %e, "backend request failed");
             return match e {
@@ -342,6 +353,7 @@ pub async fn forward(
         Err(()) => {
             proxy.metrics.backend_error(endpoint);
             proxy.health.failure(endpoint);
+            trip(endpoint, false);
             tracing::warn!(endpoint, "backend gave no response headers in time");
             return plain(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -350,6 +362,7 @@ pub async fn forward(
         }
     };
     proxy.health.success(endpoint);
+    trip(endpoint, !resp.status().is_server_error());
     proxy
         .metrics
         .observe_backend(endpoint, resp.status().as_u16(), sent.elapsed());

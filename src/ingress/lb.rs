@@ -1,10 +1,13 @@
 //! Choosing an endpoint of a load-balanced backend: roundRobin (starting at a random
 //! endpoint, as Skipper does), random, consistentHash (a hash ring with virtual nodes, so
 //! removing one endpoint moves only the keys it had), powerOfRandomNChoices (the less
-//! loaded of two random endpoints) and leastRequests (the least loaded of all).
+//! loaded of two random endpoints), leastRequests (the least loaded of all) and
+//! weightedRoundRobin (smooth weighted round robin over the endpoints' recent success
+//! shares, `weights.rs`).
 
 use super::route::Algorithm;
 use super::shard::{self, Gauge, Local};
+use super::weights::{RoundTrips, Smooth};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,6 +126,7 @@ pub struct Balancer {
     next: AtomicUsize,
     /// The ring for the last endpoint list seen (endpoints of knit targets change).
     ring: Mutex<Option<Ring>>,
+    smooth: Smooth,
 }
 
 impl Balancer {
@@ -131,6 +135,7 @@ impl Balancer {
             algorithm,
             next: AtomicUsize::new(random_u64() as usize),
             ring: Mutex::new(None),
+            smooth: Smooth::default(),
         }
     }
 
@@ -139,8 +144,19 @@ impl Balancer {
         self.algorithm == Algorithm::ConsistentHash
     }
 
+    /// Whether the endpoints' round trips are to be recorded for this balancer's weights.
+    pub fn weighs(&self) -> bool {
+        self.algorithm == Algorithm::WeightedRoundRobin
+    }
+
     /// Picks one of `endpoints` (not empty) for a request whose hash key is `key`.
-    pub fn pick(&self, endpoints: &[String], key: &str, load: &InFlight) -> usize {
+    pub fn pick(
+        &self,
+        endpoints: &[String],
+        key: &str,
+        load: &InFlight,
+        trips: &RoundTrips,
+    ) -> usize {
         let n = endpoints.len();
         if n <= 1 {
             return 0;
@@ -161,6 +177,12 @@ impl Balancer {
                     a
                 }
             }
+            // No endpoint with any weight (all failing lately): plain round robin, so they
+            // are still tried and can earn weight back.
+            Algorithm::WeightedRoundRobin => self
+                .smooth
+                .pick(endpoints, |e| trips.weight(e))
+                .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % n),
             Algorithm::LeastRequests => {
                 // Start at a rotating offset so ties spread instead of piling on the first.
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +232,7 @@ mod tests {
     fn spread(b: &Balancer, e: &[String], load: &InFlight) -> Vec<usize> {
         let mut c = vec![0; e.len()];
         for k in 0..1000 {
-            c[b.pick(e, &format!("client{k}"), load)] += 1;
+            c[b.pick(e, &format!("client{k}"), load, &RoundTrips::default())] += 1;
         }
         c
     }
@@ -251,10 +273,24 @@ mod tests {
         let b = Balancer::new(Algorithm::ConsistentHash);
         let five = eps(5);
         let before: Vec<usize> = (0..1000)
-            .map(|k| b.pick(&five, &format!("192.0.2.{k}"), &InFlight::default()))
+            .map(|k| {
+                b.pick(
+                    &five,
+                    &format!("192.0.2.{k}"),
+                    &InFlight::default(),
+                    &RoundTrips::default(),
+                )
+            })
             .collect();
         let again: Vec<usize> = (0..1000)
-            .map(|k| b.pick(&five, &format!("192.0.2.{k}"), &InFlight::default()))
+            .map(|k| {
+                b.pick(
+                    &five,
+                    &format!("192.0.2.{k}"),
+                    &InFlight::default(),
+                    &RoundTrips::default(),
+                )
+            })
             .collect();
         assert_eq!(before, again, "sticky per key");
         let mut counts = [0; 5];
@@ -266,7 +302,12 @@ mod tests {
         }
         let four: Vec<String> = five.iter().filter(|e| *e != &five[2]).cloned().collect();
         for (k, &was) in before.iter().enumerate() {
-            let now = &four[b.pick(&four, &format!("192.0.2.{k}"), &InFlight::default())];
+            let now = &four[b.pick(
+                &four,
+                &format!("192.0.2.{k}"),
+                &InFlight::default(),
+                &RoundTrips::default(),
+            )];
             if was != 2 {
                 assert_eq!(now, &five[was], "key {k} moved off a surviving endpoint");
             }

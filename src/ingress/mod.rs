@@ -9,7 +9,7 @@
 //! - `tree`, `table`: the path tree and the route table that matches requests;
 //! - `run`, `ratelimit`, `htpasswd`, `bodies`: the filters at work on a request, their
 //!   limiter and password files, and the bodies they wrap (compression, pacing, capture);
-//! - `lb`, `health`, `resolve`, `forward`, `pool`, `backtls`: balancers, passive health,
+//! - `lb` (and `weights`, weightedRoundRobin's), `health`, `resolve`, `forward`, `pool`, `backtls`: balancers, passive health,
 //!   `knit://` endpoints from the store, the way to a backend (timeouts, retries,
 //!   tee), the per-thread keep-alive connections (HTTP/1.1, h2c, TLS), the backends' TLS
 //!   trust, and protocol switches (websockets over HTTP/1.1 and over HTTP/2); `forget`
@@ -46,3 +46,4 @@ mod target;
 mod tls;
 mod tree;
 mod upgrade;
+mod weights;

@@ -84,6 +84,7 @@ pub enum Algorithm {
     ConsistentHash,
     PowerOfRandomNChoices,
     LeastRequests,
+    WeightedRoundRobin,
 }
 
 pub use super::target::Target;
@@ -145,6 +146,7 @@ fn algorithm(name: Option<&str>) -> Option<Algorithm> {
         Some("consistentHash") => Algorithm::ConsistentHash,
         Some("powerOfRandomNChoices") => Algorithm::PowerOfRandomNChoices,
         Some("leastRequests") => Algorithm::LeastRequests,
+        Some("weightedRoundRobin") => Algorithm::WeightedRoundRobin,
         Some(_) => return None,
     })
 }

@@ -69,6 +69,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_millis(50);
 /// How often `knit://` endpoints are re-read from the store.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// weightedRoundRobin's round-trip counts halve every this many resolve ticks (10 s).
+const DECAY_TICKS: u32 = 10;
 /// How long a metrics scraper may take to send its request's head.
 const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a serving thread closes its backend connections idle too long (pool.rs
@@ -161,6 +163,7 @@ async fn serve(cfg: Config, text: Sources, table: Table) -> Result<i32> {
             },
             health: Health::new(cfg.eject_after, cfg.eject_for),
             in_flight: Default::default(),
+            trips: Default::default(),
             metrics: Default::default(),
             tag_endpoints: cfg.access_log.is_some(),
         },
@@ -510,8 +513,13 @@ impl StoreWatch {
 async fn refresh_endpoints(proxy: &'static Proxy, state_dir: PathBuf) {
     let mut store = StoreWatch::new(state_dir);
     let mut table = 0;
+    let mut ticks = 0u32;
     loop {
         tokio::time::sleep(RESOLVE_EVERY).await;
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(DECAY_TICKS) {
+            proxy.up.trips.decay();
+        }
         let live = proxy.current();
         let targets = knit_targets(&live.table);
         // Unchanged store and table: the endpoints are what they were.

@@ -37,6 +37,14 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.iter().map(|p| p.0.load(Relaxed)).sum()
     }
+
+    /// Halves the count (what is added meanwhile is kept whole).
+    pub fn halve(&self) {
+        for p in &self.0 {
+            let v = p.0.load(Relaxed);
+            p.0.fetch_sub(v / 2, Relaxed);
+        }
+    }
 }
 
 /// A per-thread handle on a shared value: cloning it touches a count only this thread

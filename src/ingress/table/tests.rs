@@ -279,10 +279,8 @@ fn refused_files() {
     );
     assert!(e("a: * -> \"ftp://x\"").contains("only http://, https://, h2c://"));
     assert!(Table::load("a: * -> \"https://x\"; b: * -> \"h2c://y:81\";").is_ok());
-    assert!(
-        e("a: * -> <weightedRoundRobin, \"http://a:1\">")
-            .contains("load balancing algorithm weightedRoundRobin")
-    );
+    assert!(e("a: * -> <fairest, \"http://a:1\">").contains("load balancing algorithm fairest"));
+    assert!(Table::load("a: * -> <weightedRoundRobin, \"http://a:1\", \"http://b:1\">").is_ok());
 }
 
 #[test]
