@@ -392,14 +392,15 @@ rdead: Path("/rdead") -> <roundRobin, "http://{ip}:8081", "http://{ip}:9">;
         vec![500; 2],
         "{even:?}"
     );
-    // A failing endpoint's weight falls to nothing: it is hardly tried again (GETs that
+    // A failing endpoint's weight falls to its floor: it is hardly tried again (GETs that
     // hit it go on to the other endpoint, so clients see 200s either way) ...
     let errors = format!("knit_ingress_backend_errors_total{{endpoint=\"{ip}:9\"}} ");
     let c = counts(&tally(w, "/wdead", 200, |_| vec![]));
     assert_eq!(c.get("p8080"), Some(&200), "{c:?}");
+    // (Its floor weight, 0.05 against 1, still sends it about one request in twenty.)
     let weighted = counter(&metrics(w), &errors);
     assert!(
-        (1.0..=5.0).contains(&weighted),
+        (1.0..=25.0).contains(&weighted),
         "{weighted} tries on the dead endpoint"
     );
     // ... where round robin keeps sending it every other request.

@@ -42,7 +42,7 @@ impl Gauge {
     pub fn halve(&self) {
         for p in &self.0 {
             let v = p.0.load(Relaxed);
-            p.0.fetch_sub(v / 2, Relaxed);
+            p.0.fetch_sub(v - v / 2, Relaxed);
         }
     }
 }

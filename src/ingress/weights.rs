@@ -8,6 +8,9 @@ use super::shard::{self, Gauge, Local};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+/// The least weight an endpoint has (one pick in twenty against a healthy one).
+const MIN_WEIGHT: f64 = 0.05;
+
 #[derive(Default)]
 struct Counts {
     total: Gauge,
@@ -45,15 +48,18 @@ impl RoundTrips {
             return 1.0;
         }
         let ok = (total - c.failed.get()).clamp(0, total);
-        ok as f64 / total as f64
+        // A floor: an endpoint failing lately is still tried now and then, so it can earn
+        // its weight back (with no requests it would record nothing new).
+        (ok as f64 / total as f64).max(MIN_WEIGHT)
     }
 
     /// Halves every count: older round trips weigh less.
     pub fn decay(&self) {
         let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        // Failed first: a reader in between never sees more failures than round trips.
         for c in m.values() {
-            c.total.halve();
             c.failed.halve();
+            c.total.halve();
         }
     }
 
