@@ -286,7 +286,7 @@ pub async fn forward(
     };
     let (authority, proto) = proxy.pools.split(endpoint);
     let http2 = conn.http2();
-    let conn_quiet = conn.may_be_closing();
+    let reused = conn.may_be_closing();
     let target = (out.path.as_str(), out.query.as_deref());
     let uri = match backend_uri(&parts.uri, target, http2, proto.scheme(), authority) {
         Ok(u) => u,
@@ -325,7 +325,7 @@ pub async fn forward(
     if http2 && let Some(p) = upgrade.as_ref().and_then(|u| u.switch.request_extension()) {
         breq.extensions_mut().insert(p);
     }
-    let spare = (retryable && conn_quiet).then(|| bodiless_copy(&breq));
+    let spare = (retryable && reused).then(|| bodiless_copy(&breq));
     let _load = proxy.in_flight.start(endpoint);
     let sent = std::time::Instant::now();
     let call = proxy.pools.send(endpoint, connect, conn, breq, spare);

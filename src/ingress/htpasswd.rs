@@ -62,8 +62,9 @@ impl Htpasswd {
             }
             users.insert(user.to_string(), hash.to_string());
         }
-        let mut salt = [0u8; 16];
-        getrandom(&mut salt);
+        // The salt only keeps digests of passwords in memory from being looked up in a
+        // precomputed table.
+        let salt = crate::model::random_bytes::<16>();
         let mut hashes: Vec<String> = users.values().cloned().collect();
         hashes.sort();
         Ok(Htpasswd {
@@ -162,13 +163,6 @@ fn matches(hash: &str, password: &str) -> bool {
         return same(apr1(password, salt).as_bytes(), hash.as_bytes());
     }
     bcrypt::verify(password, hash).unwrap_or(false)
-}
-
-/// Random bytes from the kernel; a failure leaves zeros (the salt only keeps digests of
-/// passwords in memory from being looked up in a precomputed table).
-fn getrandom(buf: &mut [u8]) {
-    // SAFETY: the pointer and length describe `buf`, which outlives the call.
-    let _ = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
 }
 
 /// Compares in time that depends only on the lengths.
@@ -317,6 +311,27 @@ mod tests {
         assert_ne!(h.digest("a", "x\0y"), h.digest("a\0x", "y"));
         assert_eq!(Htpasswd::parse("").unwrap().hash_for("x"), None);
         assert_eq!(h.check_header(Some("Bearer x")).await, None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_check_leaves_the_serving_thread_free() {
+        // bcrypt at cost 10 takes tens of milliseconds: on this single-threaded runtime a
+        // ticker only moves meanwhile if the check runs elsewhere.
+        let bc = bcrypt::hash("pw", 10).unwrap();
+        let h = Arc::new(Htpasswd::parse(&format!("bc:{bc}\n")).unwrap());
+        let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let header = "Basic YmM6d3Jvbmc="; // bc:wrong
+        assert_eq!(h.check_header(Some(header)).await, None);
+        ticker.abort();
+        let n = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n >= 5, "the serving thread ran {n} ticks during the check");
     }
 
     #[tokio::test(flavor = "current_thread")]

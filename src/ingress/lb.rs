@@ -229,6 +229,11 @@ mod tests {
         (0..n).map(|i| format!("10.0.0.{i}:80")).collect()
     }
 
+    /// A pick with no load and no weights.
+    fn pick(b: &Balancer, e: &[String], key: &str) -> usize {
+        b.pick(e, key, &InFlight::default(), &RoundTrips::default())
+    }
+
     fn spread(b: &Balancer, e: &[String], load: &InFlight) -> Vec<usize> {
         let mut c = vec![0; e.len()];
         for k in 0..1000 {
@@ -273,24 +278,10 @@ mod tests {
         let b = Balancer::new(Algorithm::ConsistentHash);
         let five = eps(5);
         let before: Vec<usize> = (0..1000)
-            .map(|k| {
-                b.pick(
-                    &five,
-                    &format!("192.0.2.{k}"),
-                    &InFlight::default(),
-                    &RoundTrips::default(),
-                )
-            })
+            .map(|k| pick(&b, &five, &format!("192.0.2.{k}")))
             .collect();
         let again: Vec<usize> = (0..1000)
-            .map(|k| {
-                b.pick(
-                    &five,
-                    &format!("192.0.2.{k}"),
-                    &InFlight::default(),
-                    &RoundTrips::default(),
-                )
-            })
+            .map(|k| pick(&b, &five, &format!("192.0.2.{k}")))
             .collect();
         assert_eq!(before, again, "sticky per key");
         let mut counts = [0; 5];
@@ -302,12 +293,7 @@ mod tests {
         }
         let four: Vec<String> = five.iter().filter(|e| *e != &five[2]).cloned().collect();
         for (k, &was) in before.iter().enumerate() {
-            let now = &four[b.pick(
-                &four,
-                &format!("192.0.2.{k}"),
-                &InFlight::default(),
-                &RoundTrips::default(),
-            )];
+            let now = &four[pick(&b, &four, &format!("192.0.2.{k}"))];
             if was != 2 {
                 assert_eq!(now, &five[was], "key {k} moved off a surviving endpoint");
             }

@@ -162,7 +162,6 @@ impl Pools {
             }
             Err(Retry::Failed(e)) if conn.pooled && e.is_incomplete_message() => match spare {
                 Some(req) => {
-                    SHARED.with_borrow_mut(|m| m.remove(endpoint));
                     tracing::debug!(
                         endpoint,
                         "a kept-alive connection closed under a request: sent again"

@@ -531,15 +531,14 @@ async fn refresh_endpoints(proxy: &'static Proxy, state_dir: PathBuf) {
         let swapped = now != table;
         table = now;
         drop(live);
-        let r = proxy.resolver.clone();
-        let moved = tokio::task::spawn_blocking(move || r.refresh(targets.iter()))
-            .await
-            .unwrap_or(false);
-        if swapped || moved {
-            tokio::task::spawn_blocking(|| proxy.forget_unused())
-                .await
-                .unwrap_or(());
-        }
+        // One hop to a blocking thread for the store and the pruning both.
+        let _ = tokio::task::spawn_blocking(move || {
+            let moved = proxy.resolver.refresh(targets.iter());
+            if swapped || moved {
+                proxy.forget_unused();
+            }
+        })
+        .await;
     }
 }
 

@@ -82,16 +82,17 @@ pub struct Smooth {
 impl Smooth {
     /// The index of the next endpoint, or None when no endpoint has any weight.
     pub fn pick(&self, endpoints: &[String], weight: impl Fn(&str) -> f64) -> Option<usize> {
+        // The weights are looked up before the lock: other requests wait only for the sums.
+        let weights: Vec<f64> = endpoints.iter().map(|e| weight(e).max(0.0)).collect();
+        let sum: f64 = weights.iter().sum();
+        if sum <= 0.0 {
+            return None;
+        }
         let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let (list, current) = &mut *guard;
         if list.as_slice() != endpoints {
             *list = endpoints.to_vec();
             *current = vec![0.0; endpoints.len()];
-        }
-        let weights: Vec<f64> = endpoints.iter().map(|e| weight(e).max(0.0)).collect();
-        let sum: f64 = weights.iter().sum();
-        if sum <= 0.0 {
-            return None;
         }
         let mut best = 0;
         for (i, w) in weights.iter().enumerate() {
