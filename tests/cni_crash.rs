@@ -25,6 +25,9 @@ fn kill_9_during_add_then_del_or_gc_leaves_nothing() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut handed_out: Vec<String> = vec![];
     let mut names = vec![];
+    // The kills land anywhere in an ADD: the first ADD runs whole and its length (this
+    // machine's, this build's) sets the window the others are killed in.
+    let mut window_us = 14_000u64;
     for i in 0..trials {
         let c = format!("{}-c{i}", w.prefix);
         sh_ok(&["ip", "netns", "add", &c]);
@@ -41,6 +44,7 @@ fn kill_9_during_add_then_del_or_gc_leaves_nothing() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        let started = std::time::Instant::now();
         let mut child = cmd.spawn().unwrap();
         child
             .stdin
@@ -51,9 +55,15 @@ fn kill_9_during_add_then_del_or_gc_leaves_nothing() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 14_000));
-        let _ = child.kill();
+        if i > 0 {
+            std::thread::sleep(Duration::from_micros(rng % window_us));
+            let _ = child.kill();
+        }
         let out = child.wait_with_output().unwrap();
+        if i == 0 {
+            assert!(out.status.success(), "the first, whole ADD failed");
+            window_us = (started.elapsed().as_micros() as u64 * 6 / 5).max(2_000);
+        }
         if out.status.success() {
             let r: Value = serde_json::from_slice(&out.stdout).unwrap();
             handed_out.push(r["ips"][0]["address"].as_str().unwrap().to_string());
